@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["GEOM_TOL", "OctantModel", "segment_crossings", "nodes_on_segments", "plane_codes",
-           "octant_model"]
+           "octant_model", "num_components"]
 
 GEOM_TOL = 1e-3
 
@@ -103,6 +103,29 @@ def nodes_on_segments(points: np.ndarray, a: np.ndarray, b: np.ndarray, ends: np
     hit &= (idx != ends[None, :, 0]) & (idx != ends[None, :, 1])
     nodes, segs = np.nonzero(hit)
     return np.stack([nodes, segs], axis=1).astype(np.int64)
+
+
+def num_components(num_nodes: int, edges: np.ndarray, nodes: np.ndarray | None = None) -> int:
+    """Number of connected components of a small graph (label propagation).
+
+    Args:
+        num_nodes: number of nodes.
+        edges: ``[E, 2]`` node pairs.
+        nodes: optional subset of nodes to count components over (default: all).
+    """
+    label = np.arange(num_nodes)
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    while len(edges):
+        m = np.minimum(label[edges[:, 0]], label[edges[:, 1]])
+        new = label.copy()
+        np.minimum.at(new, edges[:, 0], m)
+        np.minimum.at(new, edges[:, 1], m)
+        new = new[new]  # pointer jumping
+        if np.array_equal(new, label):
+            break
+        label = new
+    sub = label if nodes is None else label[nodes]
+    return len(np.unique(sub))
 
 
 def plane_codes(points: np.ndarray, tol: float = GEOM_TOL) -> np.ndarray:

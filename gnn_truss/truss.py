@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from . import design_space as ds
 from .cell import PeriodicTruss, mirror_to_cell
-from .geometry import GEOM_TOL, OctantModel, nodes_on_segments, octant_model, segment_crossings
+from .geometry import (GEOM_TOL, OctantModel, nodes_on_segments, num_components, octant_model,
+                       segment_crossings)
 
 __all__ = ["Truss", "RULES", "radius_for_density", "relative_density"]
 
@@ -28,7 +27,9 @@ RULES = {
     "no_dangling": "every used node has at least two beams in the periodic cell",
     "max_length": "every beam is at most sqrt(3)/2 long (octant side 1)",
     "not_degenerate": f"no beam shorter than {GEOM_TOL}, no two used nodes closer than "
-                      f"{GEOM_TOL}, no used node within {GEOM_TOL} of its own mirror image",
+                      f"{GEOM_TOL}, no used node within {GEOM_TOL} of its own mirror image, "
+                      f"no beam crossing within {GEOM_TOL} of a plane it does not lie in, no two "
+                      f"beams merged along a segment at a crossing",
     "no_node_on_beam": f"no node (used or unused) within {GEOM_TOL} of a beam it is not an end of",
 }
 
@@ -177,8 +178,7 @@ class Truss:
         p = self.positions
         if len(edges) == 0:
             return list(RULES)
-        g = csr_matrix(self.adjacency[np.ix_(used, used)])
-        if connected_components(g, directed=False)[0] != 1:
+        if num_components(ds.NUM_NODES, edges, np.flatnonzero(used)) != 1:
             bad.append("connected")
         fixed = np.where(ds.FREE_DOF_MASK[used], -1, ds.NODE_GRID[used])
         if not all(np.any(fixed[:, d] == v) for d in range(3) for v in (0.0, 1.0)):
@@ -193,11 +193,37 @@ class Truss:
         np.fill_diagonal(dist, np.inf)
         free_pos = np.where(ds.FREE_DOF_MASK[used], pu, 0.5)
         near_plane = np.minimum(free_pos, 1.0 - free_pos) < GEOM_TOL / 2
-        if np.any(lengths < GEOM_TOL) or np.any(dist < GEOM_TOL) or near_plane.any():
+        if (np.any(lengths < GEOM_TOL) or np.any(dist < GEOM_TOL) or near_plane.any()
+                or self._degenerate_crossings()):
             bad.append("not_degenerate")
         if len(nodes_on_segments(p, p[edges[:, 0]], p[edges[:, 1]], edges)):
             bad.append("no_node_on_beam")
         return bad
+
+    def _degenerate_crossings(self) -> bool:
+        """True if a beam crossing makes the FE model degenerate:
+
+        * a crossing node lies within ``GEOM_TOL`` of a mirror/periodic plane (the model snaps
+          it onto the plane) that one of its beams does not lie in. An octant beam meets a
+          bounding plane mid-span only if it lies in it, so such a beam runs within ``GEOM_TOL``
+          of its own mirror image, and the images would be merged at the crossing;
+        * two beams share a whole segment after splitting (beams within ``GEOM_TOL`` of each
+          other from a common node to a crossing), so the periodic reduction would merge them.
+        """
+        m = self.model
+        if m.num_crossings == 0:
+            return False
+        seg = np.sort(m.segments, axis=1)
+        if len(np.unique(seg, axis=0)) < len(seg):
+            return True
+        e = self.edges
+        pa, pb = _PLANES[e[:, 0]], _PLANES[e[:, 1]]
+        seg_in_plane = ((pa == pb) & (pa >= 0))[m.parent]  # [M, 3]
+        for c in np.flatnonzero(m.lattice_index < 0):
+            at = np.any(m.segments == c, axis=1)
+            if np.any((m.planes[c] >= 0) & ~seg_in_plane[at].all(axis=0)):
+                return True
+        return False
 
     @property
     def is_valid(self) -> bool:
