@@ -142,6 +142,15 @@ def _check_material(density: float, E: float, nu: float) -> None:
         raise ValueError(f"Poisson's ratio must lie in (-1, 0.5), got {nu}")
 
 
+def _check_periodic_args(pt: PeriodicTruss, radius: float, E: float, nu: float,
+                         pin: int) -> None:
+    _check_material(0.5, E, nu)  # a dummy admissible density: checks E and nu only
+    if not (np.isfinite(radius) and radius > 0):
+        raise ValueError(f"strut radius must be positive, got {radius}")
+    if not 0 <= pin < max(pt.num_nodes, 1):
+        raise ValueError(f"pin must index a node (0 .. {pt.num_nodes - 1}), got {pin}")
+
+
 def _cholesky_checked(K: np.ndarray):
     """Cholesky factor of ``K`` or ``None`` if it is not numerically positive definite."""
     try:
@@ -172,7 +181,12 @@ def periodic_solution(pt: PeriodicTruss, radius: float, E: float = 1.0, nu: floa
     Returns:
         ``(C, factor, parts)``: ``C`` the ``[6, 6]`` stiffness or ``None`` for a mechanism,
         the Cholesky factor and a dict with ``K_ww, K_we, K_ee, Ke, keep``.
+
+    Raises:
+        ValueError: for a radius or ``E`` that is not positive, ``nu`` outside (-1, 0.5), or
+            ``pin`` not a node index.
     """
+    _check_periodic_args(pt, radius, E, nu, pin)
     Ke = element_stiffness(pt.chords, radius, E, nu)
     K_ww, K_we, K_ee = periodic_system(pt.num_nodes, pt.edges, pt.chords, Ke)
     keep = np.ones(len(K_ww), dtype=bool)
@@ -195,7 +209,12 @@ def homogenize_periodic(pt: PeriodicTruss, radius: float, E: float = 1.0, nu: fl
         radius: strut radius.
         E, nu: base material.
         pin: node whose translations are fixed (the result does not depend on it).
+
+    Raises:
+        ValueError: for a radius or ``E`` that is not positive, ``nu`` outside (-1, 0.5), or
+            ``pin`` not a node index.
     """
+    _check_periodic_args(pt, radius, E, nu, pin)
     if pt.num_struts == 0:
         return Homogenization(_nan_C(), Status.INVALID, radius, message="no struts")
     if _count_components(pt) > 1:
@@ -409,8 +428,9 @@ def homogenize_batch(trusses, density: float = 0.15, E: float = 1.0, nu: float =
         jobs = [(adjs[s:s + chunk], offs[s:s + chunk], density, E, nu, validate, group_size)
                 for s in range(0, B, chunk)]
         parts = []
-        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods()
-                             else "spawn")
+        # fork (as torch's DataLoader does on Linux): workers start in milliseconds and set
+        # their own torch thread count to one; elsewhere spawn.
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
             for res in ex.map(_batch_worker, jobs):
                 parts.append(res)

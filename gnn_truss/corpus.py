@@ -1,0 +1,373 @@
+"""FE-labelled lattice corpora: sharded, resumable builds and the compact on-disk encoding.
+
+A corpus directory holds::
+
+    manifest.json            generator version, seed, density, material, counts, shard list
+    shards/shard-00000.npz   one shard per file, written atomically (temp file + rename)
+
+Shard arrays (compact encoding, read directly by :class:`~gnn_truss.dataset.TrussDataset`):
+
+=============  ===================  ==========================================================
+``adj``        uint8 ``[n, 44]``    ``np.packbits`` of the 351 upper-triangle adjacency bits
+``offset``     float32 ``[n, 27]``  free-dof offsets (exactly the offsets that were labelled:
+                                    generated offsets are rounded to float32 before FE)
+``stiffness``  float64 ``[n, 9]``   (C11, C12, C13, C22, C23, C33, C44, C55, C66), units E_s
+``curve``      float64 ``[n, 13]``  optional nonlinear labels sigma(0.5 %) .. sigma(24.5 %)
+=============  ===================  ==========================================================
+
+Shard ``k`` draws from its own random stream (:func:`~gnn_truss.generator.shard_rng`), so a
+build is reproducible whatever the number of workers, and an interrupted build resumes by
+skipping the shards already on disk. Lattices whose FE reports a mechanism (or any other non-OK
+status) are dropped and counted. Duplicates across shards are removed when the corpus is read
+(first occurrence kept).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import design_space as ds
+from .generator import GENERATOR_VERSION, GeneratorConfig, generate, shard_rng
+from .truss import Truss
+
+__all__ = ["Corpus", "pack_adjacency", "unpack_adjacency", "build_corpus", "load_corpus",
+           "write_shard", "read_shard", "save_compact", "MANIFEST", "ADJ_BYTES"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+ADJ_BYTES = (ds.NUM_PAIRS + 7) // 8  # 44
+
+
+def pack_adjacency(adj: np.ndarray) -> np.ndarray:
+    """``[n, 27, 27]`` (or ``[n, 351]``) binary adjacency -> ``[n, 44]`` uint8 bit-packed."""
+    adj = np.asarray(adj)
+    triu = adj if adj.shape[-1] == ds.NUM_PAIRS else ds.adjacency_to_triu(adj)
+    return np.packbits(triu.astype(np.uint8), axis=-1)
+
+
+def unpack_adjacency(bits: np.ndarray, square: bool = True) -> np.ndarray:
+    """Inverse of :func:`pack_adjacency`: ``[n, 44]`` -> ``[n, 27, 27]`` (or ``[n, 351]``)."""
+    triu = np.unpackbits(np.asarray(bits, dtype=np.uint8), axis=-1, count=ds.NUM_PAIRS)
+    return ds.triu_to_adjacency(triu) if square else triu
+
+
+@dataclass
+class Corpus:
+    """An in-memory corpus in the compact encoding (see module docstring).
+
+    Attributes:
+        adj: uint8 ``[N, 44]``; offset: float32 ``[N, 27]``; stiffness: float64 ``[N, 9]``;
+        curve: float64 ``[N, 13]`` or None; meta: the manifest dict.
+    """
+
+    adj: np.ndarray
+    offset: np.ndarray
+    stiffness: np.ndarray
+    curve: np.ndarray | None = None
+    meta: dict | None = None
+
+    def __len__(self) -> int:
+        return len(self.adj)
+
+    def truss(self, i: int) -> Truss:
+        return Truss(unpack_adjacency(self.adj[i]), self.offset[i].astype(np.float64))
+
+    def adjacency(self) -> np.ndarray:
+        """``[N, 27, 27]`` uint8 adjacency matrices."""
+        return unpack_adjacency(self.adj)
+
+    def offsets(self) -> np.ndarray:
+        """``[N, 27, 3]`` float64 offsets."""
+        return ds.unpack_offsets(self.offset.astype(np.float64))
+
+    def subset(self, idx) -> "Corpus":
+        return Corpus(self.adj[idx], self.offset[idx], self.stiffness[idx],
+                      None if self.curve is None else self.curve[idx], self.meta)
+
+    def validate_arrays(self) -> None:
+        """Raise ``ValueError`` if the arrays are inconsistent or hold NaN/inf labels."""
+        n = len(self.adj)
+        if self.adj.shape != (n, ADJ_BYTES) or self.adj.dtype != np.uint8:
+            raise ValueError(f"corpus 'adj' must be uint8 [N, {ADJ_BYTES}], got "
+                             f"{self.adj.dtype} {self.adj.shape}")
+        if self.offset.shape != (n, ds.NUM_FREE_DOFS):
+            raise ValueError(f"corpus 'offset' must be [N, 27], got {self.offset.shape}")
+        if self.stiffness.shape != (n, 9):
+            raise ValueError(f"corpus 'stiffness' must be [N, 9], got {self.stiffness.shape}")
+        if not np.all(np.isfinite(self.offset)) or np.any(np.abs(self.offset) > 0.5):
+            raise ValueError("corpus offsets contain NaN/inf or values outside [-0.5, 0.5]")
+        if not np.all(np.isfinite(self.stiffness)):
+            raise ValueError("corpus stiffness labels contain NaN or inf")
+        if self.curve is not None and self.curve.shape != (n, 13):
+            raise ValueError(f"corpus 'curve' must be [N, 13], got {self.curve.shape}")
+
+
+# ----------------------------------------------------------------------------- shard files
+def write_shard(path, arrays: dict) -> Path:
+    """Write a shard atomically (compressed npz to a temp name, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_shard(path) -> dict:
+    """Read a shard file; raises ``ValueError`` on a corrupt or incomplete file."""
+    path = Path(path)
+    try:
+        with np.load(path) as z:
+            out = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile / pickle / OS errors of a damaged file
+        raise ValueError(f"corrupt shard {path}: {exc}") from exc
+    missing = {"adj", "offset", "stiffness"} - set(out)
+    if missing:
+        raise ValueError(f"shard {path} lacks arrays {sorted(missing)}")
+    return out
+
+
+def _shard_name(k: int) -> str:
+    return f"shard-{k:05d}.npz"
+
+
+def _quantize(t: Truss) -> Truss | None:
+    """The lattice with float32-representable offsets (what the compact file stores), or None
+    if rounding makes it invalid."""
+    q = t.with_offsets(t.offsets.astype(np.float32).astype(np.float64))
+    return q if q == t or q.is_valid else None
+
+
+def build_shard(k: int, size: int, seed: int, density: float, E: float, nu: float,
+                config: dict | None = None, nonlinear: bool = False) -> dict:
+    """Generate ``size`` unique valid lattices from stream ``k`` and FE-label them.
+
+    Returns the shard arrays plus ``counts`` (generated, labelled, dropped by status).
+    """
+    from .fe import homogenize_batch
+
+    cfg = GeneratorConfig(**(config or {}))
+    rng = shard_rng(seed, k)
+    trusses = []
+    seen: set = set()
+    while len(trusses) < size:
+        for t in generate(size - len(trusses), rng, cfg, seen=seen):
+            q = _quantize(t)
+            if q is not None:
+                trusses.append(q)
+    res = homogenize_batch(trusses, density=density, E=E, nu=nu, workers=1)
+    ok = res.ok
+    counts = {"generated": len(trusses), "labelled": int(ok.sum())}
+    for s in np.unique(res.status[~ok]):
+        counts[f"dropped_{s}"] = int(np.sum(res.status == s))
+    kept = [t for t, g in zip(trusses, ok) if g]
+    arrays = {
+        "adj": pack_adjacency(np.stack([t.adjacency for t in kept])) if kept
+        else np.zeros((0, ADJ_BYTES), np.uint8),
+        "offset": np.stack([t.free_offsets for t in kept]).astype(np.float32) if kept
+        else np.zeros((0, ds.NUM_FREE_DOFS), np.float32),
+        "stiffness": res.S[ok],
+    }
+    if nonlinear:  # pragma: no cover - provided by the nonlinear FE module
+        from .fe.nonlinear import compression_labels_batch
+        curves, cok = compression_labels_batch(kept)
+        arrays = {k2: v[cok] for k2, v in arrays.items()}
+        arrays["curve"] = curves[cok]
+        counts["dropped_nonlinear"] = int((~cok).sum())
+        counts["labelled"] = int(cok.sum())
+    arrays["counts"] = np.array(json.dumps(counts))
+    return arrays
+
+
+def _build_and_write(args) -> tuple[int, dict]:
+    out, k, size, seed, density, E, nu, config, nonlinear = args
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except Exception:  # pragma: no cover
+        pass
+    arrays = build_shard(k, size, seed, density, E, nu, config, nonlinear)
+    write_shard(Path(out) / "shards" / _shard_name(k), arrays)
+    return k, json.loads(str(arrays["counts"]))
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / MANIFEST)
+
+
+def build_corpus(out, n: int, seed: int = 0, shard_size: int = 2000, workers: int | None = None,
+                 scheduler: str | None = None, density: float = 0.15, E: float = 1.0,
+                 nu: float = 0.3, config: dict | None = None, nonlinear: bool = False,
+                 progress: bool = True) -> dict:
+    """Build (or resume) a corpus of ``n`` unique FE-labelled lattices in ``out``.
+
+    Args:
+        out: corpus directory (created).
+        n: number of unique labelled lattices wanted.
+        seed: run seed; shard ``k`` uses stream ``(seed, k)``.
+        shard_size: lattices generated per shard.
+        workers: local processes (default: all cores).
+        scheduler: address of a Dask distributed scheduler; shards run there instead.
+        density, E, nu: FE labelling parameters.
+        config: :class:`~gnn_truss.generator.GeneratorConfig` fields.
+        nonlinear: also compute the 13-point compression curves.
+        progress: tqdm progress bar over shards.
+
+    Returns:
+        The manifest dict (also written to ``out/manifest.json``).
+    """
+    out = Path(out)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    params = {"generator_version": GENERATOR_VERSION, "seed": seed, "shard_size": shard_size,
+              "density": density, "material": {"E_s": E, "nu_s": nu},
+              "generator": asdict(GeneratorConfig(**(config or {}))), "nonlinear": nonlinear}
+    params["generator"]["seeds"] = list(params["generator"]["seeds"])
+    params["generator"]["op_weights"] = list(params["generator"]["op_weights"])
+    mpath = out / MANIFEST
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        for key, val in params.items():
+            if old.get(key) != val:
+                raise ValueError(f"{out} holds a corpus built with {key}={old.get(key)!r}; "
+                                 f"refusing to resume with {key}={val!r} (use another --out)")
+    manifest = {**params, "shards": {}, "counts": {}}
+    if mpath.exists():
+        manifest["shards"] = json.loads(mpath.read_text()).get("shards", {})
+    # shards on disk but not in the manifest (interrupted after the rename) are re-read
+    for f in sorted((out / "shards").glob("shard-*.npz")):
+        if f.name.endswith(".tmp.npz"):
+            f.unlink()  # a write that never finished
+            continue
+        k = int(f.stem.split("-")[1])
+        if str(k) not in manifest["shards"]:
+            try:
+                manifest["shards"][str(k)] = json.loads(str(read_shard(f)["counts"]))
+            except (ValueError, KeyError):
+                log.warning("removing unreadable shard %s; it will be rebuilt", f)
+                f.unlink()
+    bar = None
+    t0 = time.time()
+    while True:
+        c = load_corpus(out, limit=None, quiet=True) if manifest["shards"] else None
+        have = 0 if c is None else len(c)
+        if have >= n:
+            break
+        done = {int(k) for k in manifest["shards"]}
+        per = np.mean([v["labelled"] for v in manifest["shards"].values()]) if done else \
+            shard_size
+        need = int(np.ceil((n - have) / max(per * 0.9, 1)))
+        todo = []
+        k = 0
+        while len(todo) < need:
+            if k not in done:
+                todo.append(k)
+            k += 1
+        if progress and bar is None:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=n, initial=min(have, n), desc="corpus", unit="lattice")
+        jobs = [(str(out), k, shard_size, seed, density, E, nu, config, nonlinear) for k in todo]
+        for k, counts in _run_jobs(jobs, workers, scheduler):
+            manifest["shards"][str(k)] = counts
+            _write_manifest(out, {**manifest, "counts": _sum_counts(manifest["shards"])})
+            if bar:
+                bar.update(min(counts["labelled"], max(0, n - bar.n)))
+    if bar:
+        bar.close()
+    manifest["counts"] = _sum_counts(manifest["shards"])
+    manifest["counts"]["unique"] = have
+    manifest["n_requested"] = n
+    manifest["build_seconds_last_run"] = round(time.time() - t0, 1)
+    _write_manifest(out, manifest)
+    return manifest
+
+
+def _sum_counts(shards: dict) -> dict:
+    total: dict = {}
+    for c in shards.values():
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _run_jobs(jobs, workers, scheduler):
+    if scheduler:
+        try:
+            from dask.distributed import Client, as_completed
+        except ImportError as exc:
+            raise ValueError("--scheduler needs Dask: pip install 'gnn_truss[dask]'") from exc
+        with Client(scheduler) as client:
+            futures = [client.submit(_build_and_write, j, pure=False) for j in jobs]
+            for fut in as_completed(futures):
+                yield fut.result()
+        return
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(jobs) == 1:
+        for j in jobs:
+            yield _build_and_write(j)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed as fut_done
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        futs = [ex.submit(_build_and_write, j) for j in jobs]
+        for f in fut_done(futs):
+            yield f.result()
+
+
+def load_corpus(path, limit: int | None = None, quiet: bool = False) -> Corpus:
+    """Read a corpus: a build directory (shards merged in shard order, duplicates across shards
+    dropped, first ``limit`` kept) or a compact ``.npz`` written by :func:`save_compact`."""
+    path = Path(path)
+    if path.is_file():
+        d = read_shard(path)
+        meta = json.loads(str(d["meta"])) if "meta" in d else {}
+        c = Corpus(d["adj"], d["offset"], d["stiffness"].astype(np.float64),
+                   d["curve"].astype(np.float64) if "curve" in d else None, meta)
+        c.validate_arrays()
+        return c if limit is None else c.subset(slice(0, limit))
+    if not (path / MANIFEST).exists():
+        raise ValueError(f"{path} is not a corpus (no {MANIFEST} and not a compact .npz file)")
+    meta = json.loads((path / MANIFEST).read_text())
+    files = sorted((path / "shards").glob("shard-*.npz"), key=lambda f: f.stem)
+    files = [f for f in files if not f.name.endswith(".tmp.npz")]
+    if not files:
+        raise ValueError(f"corpus {path} has no shards yet")
+    parts = [read_shard(f) for f in files]
+    adj = np.concatenate([p["adj"] for p in parts])
+    off = np.concatenate([p["offset"] for p in parts])
+    stiff = np.concatenate([p["stiffness"] for p in parts])
+    curve = np.concatenate([p["curve"] for p in parts]) if all("curve" in p for p in parts) \
+        else None
+    key = np.concatenate([adj, off.view(np.uint8).reshape(len(off), -1)], axis=1)
+    _, first = np.unique(key, axis=0, return_index=True)
+    first = np.sort(first)
+    if limit is not None:
+        first = first[:limit]
+    c = Corpus(adj[first], off[first], stiff[first], None if curve is None else curve[first],
+               meta)
+    c.validate_arrays()
+    if not quiet:
+        log.info("corpus %s: %d lattices (%d duplicates dropped)", path, len(c),
+                 len(adj) - len(first))
+    return c
+
+
+def save_compact(corpus: Corpus, path, stiffness_dtype=np.float32) -> Path:
+    """Write a corpus as one compact ``.npz`` (the shipped format)."""
+    arrays = {"adj": corpus.adj, "offset": corpus.offset.astype(np.float32),
+              "stiffness": corpus.stiffness.astype(stiffness_dtype),
+              "meta": np.array(json.dumps(corpus.meta or {}))}
+    if corpus.curve is not None:
+        arrays["curve"] = corpus.curve.astype(stiffness_dtype)
+    return write_shard(path, arrays)

@@ -1,0 +1,614 @@
+"""Figures of lattices, elastic surfaces and property statistics (headless, no pyplot).
+
+Every ``plot_*`` function builds a :class:`matplotlib.figure.Figure` with its own
+:class:`~matplotlib.backends.backend_agg.FigureCanvasAgg` (matplotlib's object-oriented API:
+no backend selection, no global figure manager, works without a display), returns it, and,
+given ``path``, writes it there (PNG at :data:`DPI` dots per inch unless the suffix names
+another format; parent folders are created). matplotlib is imported inside the functions, so
+``import gnn_truss.plotting`` costs nothing and changes no global state.
+
+Geometry is drawn in cell units: the octant is ``[0, 1]^3``, the mirrored cell ``[-1, 1]^3``
+(side 2, ``SPEC.md`` section 1). Stiffnesses are ``[6, 6]`` Voigt matrices in units of the
+base-material Young's modulus ``E_s`` (``SPEC.md`` section 3).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import design_space as ds
+from .cell import PeriodicTruss
+from .truss import Truss
+
+__all__ = [
+    "DPI",
+    "NODE_TYPE_COLORS",
+    "full_cell_segments",
+    "merge_collinear_segments",
+    "plot_elastic_surface",
+    "plot_lattice",
+    "plot_lattice_with_surface",
+    "plot_property_histograms",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Resolution of saved figures, dots per inch.
+DPI = 150
+#: Marker colour of each node type (and of crossing nodes inserted where beams cross).
+NODE_TYPE_COLORS = {"vertex": "#1f77b4", "edge": "#2ca02c", "face": "#ff7f0e",
+                    "body": "#d62728", "crossing": "#222222"}
+
+_STRUT_COLOR = "#3b5b92"
+_WIRE_COLOR = "#9a9a9a"
+_SEG_TOL = 1e-7  # clipping / deduplication tolerance, cell units (as cell.py's wrap keys)
+# Strut line width in points = _LW_SCALE * radius / (side of the drawn box), clipped to
+# _LW_RANGE: proportional to the radius, not to scale (true scale hides thin-strut lattices).
+_LW_SCALE = 48.0
+_LW_RANGE = (0.8, 8.0)
+_RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 8,
+       "ytick.labelsize": 8, "legend.fontsize": 8, "figure.titlesize": 13}
+
+
+# --------------------------------------------------------------------------- pure geometry
+
+def _as_periodic(truss) -> PeriodicTruss:
+    if isinstance(truss, Truss):
+        return truss.periodic()
+    if isinstance(truss, PeriodicTruss):
+        return truss
+    raise ValueError(f"expected a Truss or PeriodicTruss, got {type(truss).__name__}")
+
+
+def _clip_to_box(p0: np.ndarray, d: np.ndarray, tol: float = _SEG_TOL):
+    """Liang-Barsky: parameters ``[t0, t1]`` of ``p0 + t d`` (``t`` in [0, 1]) inside the
+    closed cube ``[-1, 1]^3``; ``t0 >= t1`` where the segment misses it or only touches it.
+    ``p0, d: [K, 3] -> [K], [K]``.
+
+    The tolerance ``tol`` applies only along axes the segment is parallel to (a strut lying in a
+    cell face belongs to the cell); any other crossing is clipped at the exact face, so a strut
+    leaving the cube at a grazing angle leaves no sliver inside a tolerance band."""
+    t0 = np.zeros(len(p0))
+    t1 = np.ones(len(p0))
+    parallel = np.abs(d) <= 1e-9 * np.linalg.norm(d, axis=1, keepdims=True)
+    for a in range(3):
+        pa, da, par = p0[:, a], d[:, a], parallel[:, a]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ta = np.where(par, -np.inf, (-1.0 - pa) / da)
+            tb = np.where(par, np.inf, (1.0 - pa) / da)
+        t0 = np.maximum(t0, np.minimum(ta, tb))
+        t1 = np.minimum(t1, np.maximum(ta, tb))
+        t1 = np.where(par & (np.abs(pa) > 1.0 + tol), -np.inf, t1)
+    return t0, t1
+
+
+def _canonical(segments: np.ndarray) -> np.ndarray:
+    """Orient each ``[2, 3]`` segment so that its lexicographically smaller end comes first."""
+    a, b = segments[:, 0], segments[:, 1]
+    ka = np.rint(a / _SEG_TOL).astype(np.int64)
+    kb = np.rint(b / _SEG_TOL).astype(np.int64)
+    diff = kb - ka
+    first = np.argmax(diff != 0, axis=1)
+    swap = diff[np.arange(len(diff)), first] < 0
+    return np.where(swap[:, None, None], segments[:, ::-1], segments)
+
+
+def _unique_segments(segments: np.ndarray) -> np.ndarray:
+    if len(segments) == 0:
+        return segments.reshape(0, 2, 3)
+    seg = _canonical(segments)
+    keys = np.rint(seg.reshape(-1, 6) / _SEG_TOL).astype(np.int64)
+    _, idx = np.unique(keys, axis=0, return_index=True)
+    return seg[np.sort(idx)]
+
+
+def full_cell_segments(truss, merge: bool = False) -> np.ndarray:
+    """The struts of the periodic cell as they appear inside the closed cube ``[-1, 1]^3``.
+
+    Every physical strut ``X_i -> X_i + d`` of :meth:`Truss.periodic` is translated by all
+    lattice vectors ``2 n`` (``n`` integer) and clipped to the closed cube; the non-degenerate
+    pieces are kept once each. A strut crossing the periodic boundary therefore shows as its
+    two pieces, and a strut lying in a boundary face (edge) of the cell shows on both (all
+    four) copies of that face (edge): for a mirrored lattice this is exactly the octant
+    mirrored through ``x = 0``, ``y = 0``, ``z = 0``, e.g. the simple cubic lattice of lattice
+    constant 2 shows the 12 edges of the cube.
+
+    Args:
+        truss: a :class:`~gnn_truss.truss.Truss` or a :class:`~gnn_truss.cell.PeriodicTruss` of
+            the cube of side 2 centred at the origin.
+        merge: join collinear pieces that touch or overlap (see
+            :func:`merge_collinear_segments`); default ``False`` keeps the FE struts, split at
+            nodes and crossings.
+
+    Returns:
+        ``[K, 2, 3]`` float64 segment end points, cell units.
+    """
+    pt = _as_periodic(truss)
+    if not np.allclose(pt.cell, 2.0 * np.eye(3)):
+        raise ValueError("full_cell_segments needs the cubic cell of side 2 (cell = 2 I), got "
+                         f"{np.asarray(pt.cell).tolist()}")
+    if pt.num_struts == 0:
+        return np.zeros((0, 2, 3))
+    a = pt.nodes[pt.edges[:, 0]]
+    d = pt.chords
+    reach = int(np.ceil(np.abs(d).max() / 2.0)) + 1
+    shifts = 2.0 * np.array(list(itertools.product(range(-reach, reach + 1), repeat=3)))
+    p0 = (a[:, None, :] + shifts[None]).reshape(-1, 3)
+    dd = np.repeat(d, len(shifts), axis=0)
+    t0, t1 = _clip_to_box(p0, dd)
+    hit = (t1 - t0) * np.linalg.norm(dd, axis=1) > 10 * _SEG_TOL  # not just touching
+    p0, dd, t0, t1 = p0[hit], dd[hit], t0[hit], t1[hit]
+    seg = np.clip(np.stack([p0 + t0[:, None] * dd, p0 + t1[:, None] * dd], axis=1), -1.0, 1.0)
+    seg = _unique_segments(seg)
+    return merge_collinear_segments(seg) if merge else seg
+
+
+def merge_collinear_segments(segments: np.ndarray, tol: float = _SEG_TOL) -> np.ndarray:
+    """Join segments that lie on one straight line and touch or overlap.
+
+    Args:
+        segments: ``[K, 2, 3]`` end points.
+        tol: distance below which lines are the same and intervals touch.
+
+    Returns:
+        ``[K', 2, 3]`` merged segments (``K' <= K``), grouped by line.
+    """
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2, 3)
+    if len(segments) == 0:
+        return segments
+    seg = _canonical(segments)
+    u = seg[:, 1] - seg[:, 0]
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    s0 = np.einsum("ki,ki->k", seg[:, 0], u)
+    foot = seg[:, 0] - s0[:, None] * u  # point of the line closest to the origin
+    q = max(tol, 1e-12) * 100
+    keys = np.rint(np.concatenate([u, foot], axis=1) / q).astype(np.int64)
+    _, line = np.unique(keys, axis=0, return_inverse=True)
+    out = []
+    for k in range(line.max() + 1):
+        idx = np.flatnonzero(line.reshape(-1) == k)
+        su, ff = u[idx[0]], foot[idx[0]]
+        iv = np.sort(np.stack([s0[idx], s0[idx] + np.linalg.norm(seg[idx, 1] - seg[idx, 0],
+                                                                    axis=1)], 1), axis=1)
+        iv = iv[np.argsort(iv[:, 0])]
+        lo, hi = iv[0]
+        for a, b in iv[1:]:
+            if a <= hi + tol:
+                hi = max(hi, b)
+            else:
+                out.append((ff + lo * su, ff + hi * su))
+                lo, hi = a, b
+        out.append((ff + lo * su, ff + hi * su))
+    return np.asarray(out, dtype=np.float64).reshape(-1, 2, 3)
+
+
+def _node_kind(points: np.ndarray, truss: Truss | None) -> np.ndarray:
+    """``[K]`` node-type index of full-cell points (0-3 as ``NODE_TYPES``, 4 crossing, -1
+    unknown), found by folding each point into the octant, ``|p|``, and matching it to a node of
+    the octant model."""
+    kind = -np.ones(len(points), dtype=np.int64)
+    if truss is None or len(points) == 0 or truss.num_edges == 0:
+        return kind
+    m = truss.model
+    dist = np.linalg.norm(np.abs(points)[:, None] - m.nodes[None], axis=2)
+    j = dist.argmin(axis=1)
+    hit = dist[np.arange(len(points)), j] < 1e-6
+    li = m.lattice_index[j]
+    kind[hit] = np.where(li[hit] >= 0, ds.NODE_TYPE[np.maximum(li[hit], 0)], 4)
+    return kind
+
+
+def _cube_edges(lo: float, hi: float) -> np.ndarray:
+    """``[12, 2, 3]`` edges of the cube ``[lo, hi]^3``."""
+    c = np.array(list(itertools.product((lo, hi), repeat=3)))
+    pairs = [(i, j) for i, j in itertools.combinations(range(8), 2)
+             if np.count_nonzero(c[i] != c[j]) == 1]
+    return np.stack([c[[i, j]] for i, j in pairs])
+
+
+# --------------------------------------------------------------------------- figure helpers
+
+def _style():
+    import matplotlib
+    return matplotlib.rc_context(_RC)
+
+
+def _new_figure(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finish(fig, path):
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI)
+        logger.debug("saved figure %s", path)
+    return fig
+
+
+def _linewidth(radius: float | None, side: float) -> float:
+    if radius is None:
+        return 1.5
+    return float(np.clip(_LW_SCALE * radius / side, *_LW_RANGE))
+
+
+def _setup_3d(ax, lo: float, hi: float, ticks) -> None:
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_zlim(lo, hi)
+    ax.set_box_aspect((1, 1, 1))
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_zlabel("z")
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_zticks(ticks)
+    ax.view_init(elev=20, azim=-58)
+    ax.grid(False)
+    ax.computed_zorder = False  # draw in zorder: wireframe, struts, nodes on top
+
+
+def _draw_segments(ax, segments: np.ndarray, **kw):
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection
+    coll = Line3DCollection(list(segments), **kw)
+    ax.add_collection3d(coll)
+    return coll
+
+
+def _scatter_kinds(ax, points: np.ndarray, kind: np.ndarray, size: float) -> None:
+    for k in range(-1, 5):
+        sel = kind == k
+        if not sel.any():
+            continue
+        name = ("crossing" if k == 4 else "node" if k < 0 else ds.NODE_TYPES[k])
+        color = NODE_TYPE_COLORS.get(name, "#777777")
+        marker = "X" if k == 4 else "o"
+        p = points[sel]
+        ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=size * (1.6 if k == 4 else 1.0), c=color,
+                   marker=marker, edgecolors="k", linewidths=0.4, depthshade=False, label=name,
+                   zorder=5)
+
+
+def _truss_radius(truss: Truss, density: float) -> float | None:
+    return truss.radius(density) if truss.num_edges else None
+
+
+def _draw_octant(ax, truss: Truss, density: float) -> None:
+    r = _truss_radius(truss, density)
+    _draw_segments(ax, _cube_edges(0.0, 1.0), colors=_WIRE_COLOR, linewidths=0.8,
+                   linestyles="--", zorder=1)
+    p = truss.positions
+    if truss.num_edges:
+        _draw_segments(ax, p[truss.edges], colors=_STRUT_COLOR, linewidths=_linewidth(r, 1.0),
+                       alpha=0.8, zorder=2, gid="struts")
+    used = np.flatnonzero(truss.used)
+    pts = np.concatenate([p[used], truss.crossings() if truss.num_edges else np.zeros((0, 3))])
+    kind = np.concatenate([ds.NODE_TYPE[used], np.full(len(pts) - len(used), 4)])
+    _scatter_kinds(ax, pts, kind, size=36)
+    _setup_3d(ax, 0.0, 1.0, [0, 0.5, 1])
+    ncross = len(pts) - len(used)
+    ax.set_title(f"octant: {truss.num_edges} beams, {len(used)} nodes"
+                 + (f", {ncross} crossing{'s' * (ncross > 1)}" if ncross else ""))
+    if len(pts):
+        ax.legend(loc="upper left", markerscale=0.9, framealpha=0.8, handletextpad=0.3,
+                  borderpad=0.4)
+
+
+def _draw_full_cell(ax, truss, density: float) -> None:
+    t = truss if isinstance(truss, Truss) else None
+    pt = _as_periodic(truss)
+    r = _truss_radius(t, density) if t is not None else None
+    seg = full_cell_segments(pt)
+    _draw_segments(ax, _cube_edges(-1.0, 1.0), colors=_WIRE_COLOR, linewidths=0.8,
+                   linestyles="--", zorder=1)
+    _draw_segments(ax, _cube_edges(0.0, 1.0), colors="#b0b0b0", linewidths=0.7,
+                   linestyles=":", zorder=1)
+    if len(seg):
+        _draw_segments(ax, seg, colors=_STRUT_COLOR, linewidths=_linewidth(r, 2.0), alpha=0.8,
+                       zorder=2, gid="struts")
+        ends = _unique_points(seg.reshape(-1, 3))
+        _scatter_kinds(ax, ends, _node_kind(ends, t), size=14)
+    _setup_3d(ax, -1.0, 1.0, [-1, 0, 1])
+    title = f"full cell: {pt.num_struts} struts, {pt.num_nodes} nodes"
+    if r is not None:
+        title += f"\nr = {r:.3f} at \u03c1 = {density:g}"
+    ax.set_title(title)
+
+
+def _unique_points(points: np.ndarray) -> np.ndarray:
+    keys = np.rint(points / _SEG_TOL).astype(np.int64)
+    _, idx = np.unique(keys, axis=0, return_index=True)
+    return points[np.sort(idx)]
+
+
+def _stiffness_numpy(C) -> np.ndarray:
+    if hasattr(C, "detach"):
+        C = C.detach().cpu().numpy()
+    C = np.asarray(C, dtype=np.float64)
+    if C.shape != (6, 6):
+        raise ValueError(f"C must be one [6, 6] stiffness, got shape {C.shape}")
+    return C
+
+
+def _draw_surface(fig, ax, C: np.ndarray):
+    """3D elastic surface of ``C`` on ``ax`` with a colour bar; returns the
+    :class:`~gnn_truss.properties.ElasticSurface` drawn."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LightSource, Normalize
+    from matplotlib.ticker import MaxNLocator
+
+    from .properties import elastic_surface
+    surf = elastic_surface(C, n_theta=91, n_phi=181)
+    E = surf.E
+    lo, hi = float(E.min()), float(E.max())
+    pad = 1e-3 * hi if hi - lo < 1e-6 * hi else 0.0  # isotropic: a flat colour, no 0/0
+    norm = Normalize(lo - pad, hi + pad)
+    cmap = colormaps["viridis"]
+    X, Y, Z = np.moveaxis(surf.points, -1, 0)
+    ax.plot_surface(X, Y, Z, facecolors=cmap(norm(E)), rstride=1, cstride=1, linewidth=0,
+                    antialiased=False, shade=True, lightsource=LightSource(azdeg=300, altdeg=35))
+    lim = 1.08 * float(np.abs(surf.points).max())
+    for set_lim, axis in ((ax.set_xlim, ax.xaxis), (ax.set_ylim, ax.yaxis),
+                          (ax.set_zlim, ax.zaxis)):
+        set_lim(-lim, lim)
+        axis.set_major_locator(MaxNLocator(5, symmetric=True))
+    ax.set_box_aspect((1, 1, 1))
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_zlabel("z")
+    ax.tick_params(labelsize=7)
+    ax.view_init(elev=20, azim=-58)
+    ax.set_title(f"Young's modulus surface E(d)\nmin {lo:.3g}, max {hi:.3g}, "
+                 f"max/min {hi / lo:.3g}")
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, shrink=0.65, pad=0.08,
+                 label="E(d) / E$_s$")
+    return surf
+
+
+_CUTS = (("x-y plane", (0, 1), ("x", "y", "\u2212x", "\u2212y")),
+         ("x-z plane", (0, 2), ("x", "z", "\u2212x", "\u2212z")),
+         ("y-z plane", (1, 2), ("y", "z", "\u2212y", "\u2212z")))
+
+
+def _polar_cuts(C: np.ndarray, n: int = 361):
+    """Angles ``[n]`` and E along ``cos(a) e_p + sin(a) e_q`` for the three coordinate planes
+    ``(p, q)``: list of ``[n]`` arrays."""
+    from .properties import directional_youngs_modulus
+    a = np.linspace(0.0, 2 * np.pi, n)
+    out = []
+    for _, (p, q), _ in _CUTS:
+        d = np.zeros((n, 3))
+        d[:, p] = np.cos(a)
+        d[:, q] = np.sin(a)
+        out.append(np.asarray(directional_youngs_modulus(C, d)))
+    return a, out
+
+
+# --------------------------------------------------------------------------- public figures
+
+def plot_lattice(truss, path=None, title: str | None = None, density: float = 0.15):
+    """Octant and mirrored full cell of a lattice, side by side.
+
+    Left: the octant ``[0, 1]^3`` with its beams, the used nodes coloured by type
+    (:data:`NODE_TYPE_COLORS`: vertex, edge, face, body) and the crossing nodes (``X``) where
+    beams cross mid-span, inside the dashed octant wireframe. Right: the periodic cell
+    ``[-1, 1]^3`` drawn from :meth:`Truss.periodic` via :func:`full_cell_segments` (the octant
+    dotted). Line widths are proportional to the strut radius ``r`` for relative density
+    ``density`` (``rho = pi r^2 sum L / 8``), not to scale.
+
+    Args:
+        truss: the lattice (:class:`~gnn_truss.truss.Truss`; a
+            :class:`~gnn_truss.cell.PeriodicTruss` draws the right panel only, left blank).
+        path: where to save the figure (PNG, :data:`DPI` dpi), or ``None``.
+        title: figure title (default: none).
+        density: relative density for the strut radius (default 0.15).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (12 x 5.6 in).
+    """
+    if not 0 < density < 1:
+        raise ValueError(f"density must lie in (0, 1), got {density}")
+    _as_periodic(truss)  # type check before any drawing
+    with _style():
+        fig = _new_figure((12.0, 5.6))
+        ax0 = fig.add_subplot(1, 2, 1, projection="3d")
+        ax1 = fig.add_subplot(1, 2, 2, projection="3d")
+        if isinstance(truss, Truss):
+            _draw_octant(ax0, truss, density)
+        else:
+            ax0.set_axis_off()
+        _draw_full_cell(ax1, truss, density)
+        if title:
+            fig.suptitle(title)
+        return _finish(fig, path)
+
+
+def plot_elastic_surface(C, path=None, title: str | None = None):
+    """Directional Young's modulus ``E(d)``, ``1/E(d) = S_ijkl d_i d_j d_k d_l``.
+
+    Left: the surface ``{E(d) d : |d| = 1}`` coloured by ``E`` with a colour bar. Right: its
+    cuts by the coordinate planes x-y, x-z, y-z as polar plots on a common radial scale, and the
+    axial moduli ``E1, E2, E3`` with the extreme values.
+
+    Args:
+        C: ``[6, 6]`` Voigt stiffness (numpy or torch), unit ``E_s``.
+        path: where to save the figure (PNG, :data:`DPI` dpi), or ``None``.
+        title: figure title (default: none).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (13 x 6 in).
+    """
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
+    from .properties import directional_youngs_modulus
+    C = _stiffness_numpy(C)
+    with _style():
+        fig = _new_figure((13.0, 6.0))
+        gs = fig.add_gridspec(2, 3, width_ratios=(2.0, 1.0, 1.0))
+        ax3 = fig.add_subplot(gs[:, 0], projection="3d")
+        surf = _draw_surface(fig, ax3, C)
+        a, cuts = _polar_cuts(C)
+        rmax = 1.1 * max(float(c.max()) for c in cuts)
+        for (name, _, labels), E, cell in zip(_CUTS, cuts, (gs[0, 1], gs[0, 2], gs[1, 1])):
+            ax = fig.add_subplot(cell, projection="polar")
+            ax.plot(a, E, color=_STRUT_COLOR, lw=1.6)
+            ax.fill(a, E, color=_STRUT_COLOR, alpha=0.15)
+            ax.set_rlim(0, rmax)
+            ax.yaxis.set_major_locator(MaxNLocator(3))
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+            ax.set_rlabel_position(22.5)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.set_thetagrids([0, 90, 180, 270], labels)
+            ax.set_title(name, pad=10)
+        ax = fig.add_subplot(gs[1, 2])
+        ax.set_axis_off()
+        e_axes = directional_youngs_modulus(C, np.eye(3))
+        rows = [(f"E$_{k + 1}$", e) for k, e in enumerate(e_axes)]
+        rows += [("E$_{min}$", surf.E.min()), ("E$_{max}$", surf.E.max())]
+        for k, (name, value) in enumerate(rows):
+            y = 0.88 - 0.12 * k
+            ax.text(0.30, y, name + " =", ha="right", va="top", transform=ax.transAxes)
+            ax.text(0.33, y, f"{value:.4g}", ha="left", va="top", transform=ax.transAxes)
+        ax.text(0.05, 0.88 - 0.12 * len(rows), "unit E$_s$; min/max over the sampled sphere",
+                ha="left", va="top", transform=ax.transAxes, fontsize=8, color="#555555")
+        if title:
+            fig.suptitle(title)
+        return _finish(fig, path)
+
+
+def plot_lattice_with_surface(truss, C, path=None, title: str | None = None,
+                              density: float = 0.15):
+    """Full periodic cell of a lattice (as in :func:`plot_lattice`, right) beside its elastic
+    surface (as in :func:`plot_elastic_surface`, left).
+
+    Args:
+        truss: :class:`~gnn_truss.truss.Truss` or :class:`~gnn_truss.cell.PeriodicTruss`.
+        C: ``[6, 6]`` Voigt stiffness of that lattice, unit ``E_s``.
+        path: where to save the figure (PNG, :data:`DPI` dpi), or ``None``.
+        title: figure title (default: none).
+        density: relative density for the strut radius (default 0.15).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (12 x 5.6 in).
+    """
+    if not 0 < density < 1:
+        raise ValueError(f"density must lie in (0, 1), got {density}")
+    C = _stiffness_numpy(C)
+    _as_periodic(truss)
+    with _style():
+        fig = _new_figure((12.0, 5.6))
+        ax0 = fig.add_subplot(1, 2, 1, projection="3d")
+        ax1 = fig.add_subplot(1, 2, 2, projection="3d")
+        _draw_full_cell(ax0, truss, density)
+        _draw_surface(fig, ax1, C)
+        if title:
+            fig.suptitle(title)
+        return _finish(fig, path)
+
+
+def _groups(color_by, n: int):
+    """Group labels ``[n]`` and their display names: up to 12 distinct values as categories,
+    otherwise numeric quartiles."""
+    lab = np.asarray(color_by)
+    if lab.ndim != 1 or len(lab) != n:
+        raise ValueError(f"color_by must have one label per sample ({n}), got shape {lab.shape}")
+    values = np.unique(lab)
+    if len(values) <= 12:
+        return lab, [(v, str(v)) for v in values]
+    if not np.issubdtype(lab.dtype, np.number):
+        raise ValueError(f"color_by has {len(values)} distinct non-numeric labels (at most 12)")
+    edges = np.nanquantile(lab.astype(np.float64), [0, 0.25, 0.5, 0.75, 1.0])
+    q = np.clip(np.searchsorted(edges, lab, side="right") - 1, 0, 3)
+    return q, [(k, f"[{edges[k]:.3g}, {edges[k + 1]:.3g}]") for k in range(4)]
+
+
+def plot_property_histograms(props: dict, path=None, color_by=None, bins: int = 40,
+                             ncols: int | None = None, title: str | None = None):
+    """Grid of histograms, one per property, for dataset statistics.
+
+    Args:
+        props: ``{name: [N] values}`` (numpy, torch or lists; different ``N`` allowed unless
+            ``color_by`` is given). Non-finite values are dropped and counted in the panel.
+        path: where to save the figure (PNG, :data:`DPI` dpi), or ``None``.
+        color_by: ``None``, the name of an entry of ``props`` or an ``[N]`` array of labels:
+            one overlaid histogram per label (up to 12 distinct labels; more numeric labels are
+            split into quartiles). A ``props`` entry used for colouring is not plotted.
+        bins: bins per histogram (default 40).
+        ncols: panels per row (default ``min(4, number of properties)``).
+        title: figure title (default: none).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (3.6 x 2.9 in per panel).
+    """
+    if not props:
+        raise ValueError("props is empty")
+    props = dict(props)
+    group_title = None
+    if isinstance(color_by, str):
+        if color_by not in props:
+            raise ValueError(f"color_by {color_by!r} is not a key of props")
+        group_title = color_by
+        color_by = props.pop(color_by)
+    if hasattr(color_by, "detach"):
+        color_by = color_by.detach().cpu().numpy()
+    data = {}
+    for k, v in props.items():
+        v = v.detach().cpu().numpy() if hasattr(v, "detach") else v
+        try:
+            v = np.asarray(v, dtype=np.float64).reshape(-1) if np.ndim(v) <= 1 else np.asarray(v)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"property {k!r} is not numeric: {err}") from None
+        if v.ndim != 1:
+            raise ValueError(f"property {k!r} must be 1-D, got shape {v.shape}")
+        data[str(k)] = v
+    if not data:
+        raise ValueError("no property left to plot besides color_by")
+    groups = None
+    if color_by is not None:
+        lens = {len(v) for v in data.values()}
+        if len(lens) != 1:
+            raise ValueError("with color_by all properties need the same number of samples")
+        groups = _groups(color_by, lens.pop())
+    n = len(data)
+    ncols = min(4, n) if ncols is None else int(ncols)
+    if ncols < 1:
+        raise ValueError(f"ncols must be positive, got {ncols}")
+    nrows = -(-n // ncols)
+    with _style():
+        fig = _new_figure((3.6 * ncols, 2.9 * nrows))
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        for ax, (name, v) in zip(axes.flat, data.items()):
+            ok = np.isfinite(v)
+            x = v[ok]
+            note = f"n = {ok.sum()}" + (f" ({(~ok).sum()} non-finite)" if (~ok).any() else "")
+            if len(x):
+                edges = np.histogram_bin_edges(x, bins=bins)
+                if groups is None:
+                    ax.hist(x, bins=edges, color=_STRUT_COLOR, alpha=0.85)
+                else:
+                    lab, names = groups
+                    for g, gname in names:
+                        ax.hist(x[lab[ok] == g], bins=edges, histtype="step", lw=1.4,
+                                label=gname)
+                note += f"\nmean {x.mean():.3g}, sd {x.std():.3g}"
+            ax.text(0.97, 0.95, note, transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.7})
+            ax.set_title(name)
+            ax.set_ylabel("count")
+            ax.tick_params(labelsize=8)
+        for ax in axes.flat[n:]:
+            ax.set_axis_off()
+        if groups is not None:
+            handles, labels = axes.flat[0].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="outside right upper", title=group_title)
+        if title:
+            fig.suptitle(title)
+        return _finish(fig, path)

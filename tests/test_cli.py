@@ -1,0 +1,81 @@
+"""The gnn-truss command line: help, show, homogenize, errors."""
+import json
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+import pytest
+
+from gnn_truss.cli import _PLANNED, main
+from gnn_truss.io import save_lattice
+from gnn_truss.truss import Truss
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ["show", "homogenize", *_PLANNED]:
+        assert cmd in out
+
+
+@pytest.mark.parametrize("cmd", ["show", "homogenize", *_PLANNED])
+def test_each_subcommand_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: gnn-truss " + cmd in capsys.readouterr().out
+
+
+def test_show_prints_summary_and_saves_png(tmp_path, capsys):
+    out = tmp_path / "sc.png"
+    assert main(["show", "sc", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "10 nodes, 12 struts" in text and "valid" in text
+    img = mpimg.imread(out)
+    assert img.ndim == 3 and img.shape[0] > 200
+
+
+def test_show_json(tmp_path, capsys):
+    assert main(["show", "bcc", "--json", "--out", str(tmp_path / "b.png")]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[:out.rindex("}") + 1])
+    assert summary["periodic_nodes"] == 10 and summary["periodic_struts"] == 16
+
+
+def test_homogenize_sc_values(capsys):
+    assert main(["homogenize", "sc", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["S"][0] == pytest.approx(0.05, rel=1e-9)          # C11 = rho/3
+    assert res["S"][6] == pytest.approx(1.04702e-3, rel=1e-5)    # C44 (SPEC.md 3)
+    assert res["properties"]["E1"] == pytest.approx(0.05, rel=1e-9)
+
+
+def test_homogenize_file_with_plot(tmp_path, capsys):
+    f = save_lattice(Truss.elementary("octet"), tmp_path / "o.json")
+    png = tmp_path / "surf.png"
+    assert main(["homogenize", str(f), "--plot", str(png)]) == 0
+    assert "C11" not in capsys.readouterr().err
+    assert mpimg.imread(png).shape[0] > 200
+
+
+def test_invalid_lattice_reports_rule(tmp_path, capsys):
+    f = save_lattice(Truss.from_edges([(0, 13)]), tmp_path / "dangling.json")
+    assert main(["homogenize", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "invalid" in err and "no_dangling" in err
+
+
+def test_bad_inputs_exit_2(tmp_path, capsys):
+    assert main(["show", "nonexistent_lattice"]) == 2
+    assert "neither an elementary lattice" in capsys.readouterr().err
+    assert main(["homogenize", "sc", "--density", "1.5"]) == 2
+    assert "relative density" in capsys.readouterr().err
+    assert main(["train"]) == 2
+
+
+def test_console_script_entry_point():
+    r = subprocess.run([sys.executable, "-m", "gnn_truss.cli", "--help"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "homogenize" in r.stdout

@@ -1,0 +1,301 @@
+"""Tests for :mod:`gnn_truss.plotting`.
+
+Geometry of the full-cell drawing is checked exactly (cell units, cube [-1, 1]^3); figures are
+checked as files: they exist, are not trivially small, decode, and have figsize * DPI pixels.
+"""
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from gnn_truss import design_space as ds
+from gnn_truss import plotting
+from gnn_truss.cell import PeriodicTruss
+from gnn_truss.generator import random_valid_subgraphs
+from gnn_truss.plotting import (
+    full_cell_segments,
+    merge_collinear_segments,
+    plot_elastic_surface,
+    plot_lattice,
+    plot_lattice_with_surface,
+    plot_property_histograms,
+)
+from gnn_truss.properties import stiffness_from_vector
+from gnn_truss.truss import Truss
+
+NAMED = sorted(ds.ELEMENTARY_LATTICES)
+
+
+def keys(segments, q=1e-6):
+    """Orientation-free set of rounded segments ``[K, 2, 3]``."""
+    out = set()
+    for a, b in np.asarray(segments):
+        ka, kb = tuple(np.rint(a / q).astype(int)), tuple(np.rint(b / q).astype(int))
+        out.add(min(ka, kb) + max(ka, kb))
+    return out
+
+
+def cube_edges(lo=-1.0, hi=1.0):
+    c = np.array(list(itertools.product((lo, hi), repeat=3)))
+    return np.array([c[[i, j]] for i, j in itertools.combinations(range(8), 2)
+                     if np.count_nonzero(c[i] != c[j]) == 1])
+
+
+def mirrored_octant(truss):
+    """Reference drawing: the octant FE segments mirrored through x=0, y=0, z=0."""
+    m = truss.model
+    seg = m.nodes[m.segments]  # [M, 2, 3]
+    signs = np.array(list(itertools.product((1, -1), repeat=3)), dtype=float)
+    return np.concatenate([seg * s for s in signs])
+
+
+def boundary_weight(segments, tol=1e-9):
+    """1/2 per axis along which a segment lies in a cell face (it is shared with the neighbour
+    cell), so that sum(weight * length) counts each physical strut once."""
+    on = np.all(np.abs(np.abs(segments) - 1.0) < tol, axis=1) & \
+        (np.abs(segments[:, 0] - segments[:, 1]) < tol)  # [K, 3]
+    return 0.5 ** on.sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def random_lattices():
+    # seed 3: the first, second and sixth lattice have beam crossings
+    return random_valid_subgraphs(6, seed=3)
+
+
+@pytest.fixture(scope="module")
+def C_ortho():
+    # orthotropic, positive definite: (C11, C12, C13, C22, C23, C33, C44, C55, C66)
+    return stiffness_from_vector(np.array([0.05, 0.01, 0.012, 0.03, 0.008, 0.04,
+                                           0.004, 0.006, 0.002]))
+
+
+def check_png(path, fig, min_bytes=10_000):
+    import matplotlib.image as mpimg
+    assert path.is_file()
+    assert path.stat().st_size > min_bytes
+    img = mpimg.imread(path)
+    w, h = fig.get_size_inches()
+    assert img.shape[:2] == (round(h * plotting.DPI), round(w * plotting.DPI))
+    assert img[..., :3].std() > 0.01  # not a blank canvas
+
+
+# --------------------------------------------------------------------------- import hygiene
+
+def test_import_does_not_load_pyplot_or_matplotlib():
+    code = ("import sys, gnn_truss.plotting; "
+            "print('matplotlib.pyplot' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_plotting_never_loads_pyplot(tmp_path):
+    code = ("import sys, numpy as np; from gnn_truss.truss import Truss; "
+            "from gnn_truss.plotting import plot_lattice, plot_elastic_surface; "
+            f"plot_lattice(Truss.elementary('bcc'), r'{tmp_path / 'a.png'}'); "
+            "plot_elastic_surface(np.diag([3, 3, 3, 1, 1, 1]) * 1e-2 + np.pad(np.ones((3, 3)) "
+            f"* 1e-2, ((0, 3), (0, 3))), r'{tmp_path / 'b.png'}'); "
+            "print('matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert (tmp_path / "a.png").is_file() and (tmp_path / "b.png").is_file()
+
+
+# --------------------------------------------------------------------------- full-cell geometry
+
+def test_sc_full_cell_is_the_twelve_cube_edges():
+    sc = Truss.elementary("sc")
+    seg = full_cell_segments(sc)
+    # 3 physical struts of length 2 (split at the octant nodes into 0.5-pieces), each on a cell
+    # edge shared by 4 cells: 12 edges x 4 pieces = 48 drawn pieces of length 0.5
+    assert seg.shape == (48, 2, 3)
+    np.testing.assert_allclose(np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1), 0.5, atol=1e-12)
+    merged = full_cell_segments(sc, merge=True)
+    assert merged.shape == (12, 2, 3)
+    assert keys(merged) == keys(cube_edges())
+
+
+@pytest.mark.parametrize("name, lines", [("sc_2x2x2", 27), ("bcc", 4)])
+def test_merged_lines_of_named_lattices(name, lines):
+    # sc_2x2x2: 3 directions x 3 x 3 lines through the grid {-1, 0, 1}^2; bcc: 4 body diagonals
+    merged = full_cell_segments(Truss.elementary(name), merge=True)
+    assert len(merged) == lines
+    L = np.linalg.norm(merged[:, 1] - merged[:, 0], axis=1)
+    np.testing.assert_allclose(L, 2.0 if name == "sc_2x2x2" else 2.0 * np.sqrt(3.0), atol=1e-9)
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_full_cell_equals_mirrored_octant_named(name):
+    t = Truss.elementary(name)
+    seg = full_cell_segments(t)
+    assert len(keys(seg)) == len(seg)  # no duplicates
+    assert keys(seg) == keys(mirrored_octant(t))
+
+
+def test_full_cell_equals_mirrored_octant_random(random_lattices):
+    assert sum(len(t.crossings()) for t in random_lattices) > 0  # crossings are exercised
+    for t in random_lattices:
+        assert keys(full_cell_segments(t)) == keys(mirrored_octant(t))
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_weighted_drawn_length_is_total_strut_length(name):
+    seg = full_cell_segments(Truss.elementary(name))
+    L = np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1)
+    assert np.all(np.abs(seg) <= 1.0)
+    assert np.all(L > 1e-6)
+    total = Truss.elementary(name).total_length()
+    np.testing.assert_allclose(np.sum(boundary_weight(seg) * L), total, rtol=1e-12)
+
+
+def test_weighted_drawn_length_random(random_lattices):
+    for t in random_lattices:
+        seg = full_cell_segments(t)
+        L = np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1)
+        np.testing.assert_allclose(np.sum(boundary_weight(seg) * L), t.total_length(),
+                                   rtol=1e-9)
+
+
+def test_bcc_struts_inside_the_cell_sum_to_total_length():
+    # 16 half body diagonals of length sqrt(3)/2, none in a cell face: 8 sqrt(3)
+    seg = full_cell_segments(Truss.elementary("bcc"))
+    assert len(seg) == 16
+    np.testing.assert_allclose(np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1).sum(),
+                               8 * np.sqrt(3.0), rtol=1e-12)
+
+
+def test_strut_across_the_periodic_boundary_is_drawn_as_two_pieces():
+    # nodes at x = +-0.5 on the x axis; strut 0 -> 1 inside, strut 0 -> 1 + (2, 0, 0) wraps
+    pt = PeriodicTruss(nodes=np.array([[0.5, 0.0, 0.0], [-0.5, 0.0, 0.0]]),
+                       edges=np.array([[0, 1], [0, 1]]),
+                       shifts=np.array([[0, 0, 0], [1, 0, 0]]), cell=2.0 * np.eye(3))
+    seg = full_cell_segments(pt)
+    expected = [[[-0.5, 0, 0], [0.5, 0, 0]], [[0.5, 0, 0], [1, 0, 0]], [[-1, 0, 0], [-0.5, 0, 0]]]
+    assert keys(seg) == keys(np.array(expected, dtype=float))
+    merged = merge_collinear_segments(seg)
+    assert keys(merged) == keys(np.array([[[-1.0, 0, 0], [1.0, 0, 0]]]))
+
+
+def test_full_cell_segments_bad_input():
+    with pytest.raises(ValueError, match="Truss or PeriodicTruss"):
+        full_cell_segments(np.zeros((3, 2, 3)))
+    pt = PeriodicTruss(nodes=np.zeros((1, 3)), edges=np.array([[0, 0]]),
+                       shifts=np.array([[1, 0, 0]]), cell=np.eye(3))
+    with pytest.raises(ValueError, match="side 2"):
+        full_cell_segments(pt)
+    assert full_cell_segments(Truss(np.zeros((27, 27)))).shape == (0, 2, 3)
+
+
+def test_merge_collinear_segments():
+    seg = np.array([[[0, 0, 0], [1, 0, 0]],
+                    [[2, 0, 0], [1, 0, 0]],      # touches the first (reversed orientation)
+                    [[1.5, 0, 0], [1.8, 0, 0]],  # inside the union
+                    [[3, 0, 0], [4, 0, 0]],      # same line, gap
+                    [[0, 1, 0], [1, 1, 0]],      # parallel line
+                    [[0, 0, 0], [0, 0, 1]]], dtype=float)
+    merged = merge_collinear_segments(seg)
+    assert keys(merged) == keys(np.array([[[0, 0, 0], [2, 0, 0]], [[3, 0, 0], [4, 0, 0]],
+                                          [[0, 1, 0], [1, 1, 0]], [[0, 0, 0], [0, 0, 1]]],
+                                         dtype=float))
+
+
+# --------------------------------------------------------------------------- figures
+
+@pytest.mark.parametrize("name", ["sc", "bcc", "octet"])
+def test_plot_lattice_png(tmp_path, name):
+    path = tmp_path / "deep" / "dir" / f"{name}.png"  # parents are created
+    fig = plot_lattice(Truss.elementary(name), path, title=name)
+    check_png(path, fig)
+    assert len(fig.axes) == 2
+
+
+def test_plot_lattice_right_panel_draws_the_full_cell_segments():
+    sc = Truss.elementary("sc")
+    fig = plot_lattice(sc)
+    fig.canvas.draw()
+    left, right = fig.axes
+    struts = [c for c in right.collections if c.get_gid() == "struts"]
+    assert len(struts) == 1
+    assert len(struts[0].get_segments()) == len(full_cell_segments(sc)) == 48
+    octant = [c for c in left.collections if c.get_gid() == "struts"]
+    assert len(octant[0].get_segments()) == sc.num_edges
+    assert "12 struts" in right.get_title()
+
+
+def test_plot_lattice_with_crossings_and_periodic_input(tmp_path, random_lattices):
+    t = random_lattices[0]
+    fig = plot_lattice(t, tmp_path / "x.png")
+    check_png(tmp_path / "x.png", fig)
+    assert "crossing" in fig.axes[0].get_title()
+    fig = plot_lattice(t.periodic(), tmp_path / "p.png")
+    check_png(tmp_path / "p.png", fig)
+
+
+def test_plot_lattice_returns_figure_without_path():
+    from matplotlib.figure import Figure
+    fig = plot_lattice(Truss.elementary("bcc"))
+    assert isinstance(fig, Figure)
+    with pytest.raises(ValueError, match="density"):
+        plot_lattice(Truss.elementary("bcc"), density=1.5)
+
+
+def test_plot_elastic_surface_png(tmp_path, C_ortho):
+    path = tmp_path / "surface.png"
+    fig = plot_elastic_surface(C_ortho, path, title="orthotropic")
+    check_png(path, fig)
+    # 3D surface, its colour bar, three polar cuts, the value table
+    assert len(fig.axes) == 6
+    assert sum(ax.name == "polar" for ax in fig.axes) == 3
+
+
+def test_plot_elastic_surface_torch_and_isotropic(tmp_path):
+    lam, mu = 0.01, 0.005
+    C = np.zeros((6, 6))
+    C[:3, :3] = lam
+    C[np.arange(3), np.arange(3)] += 2 * mu
+    C[np.arange(3, 6), np.arange(3, 6)] = mu
+    fig = plot_elastic_surface(torch.tensor(C, requires_grad=True), tmp_path / "iso.png")
+    check_png(tmp_path / "iso.png", fig)
+    with pytest.raises(ValueError, match="6, 6"):
+        plot_elastic_surface(np.zeros((2, 6, 6)))
+
+
+def test_plot_lattice_with_surface_png(tmp_path, C_ortho):
+    path = tmp_path / "both.png"
+    fig = plot_lattice_with_surface(Truss.elementary("octet"), C_ortho, path, title="octet")
+    check_png(path, fig)
+    assert fig.axes[0].name == "3d" and fig.axes[1].name == "3d"
+
+
+def test_plot_property_histograms_png(tmp_path):
+    rng = np.random.default_rng(0)
+    props = {"E1": rng.lognormal(size=200), "nu21": torch.tensor(rng.normal(size=200)),
+             "A_U": np.r_[rng.gamma(2.0, size=199), np.nan],
+             "seed": rng.choice(["sc", "bcc", "octet"], 200)}
+    path = tmp_path / "hist.png"
+    fig = plot_property_histograms(props, path, color_by="seed")
+    check_png(path, fig)
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["E1", "nu21", "A_U"]
+    assert "1 non-finite" in fig.axes[2].texts[0].get_text()
+    fig = plot_property_histograms({"a": rng.normal(size=100)}, tmp_path / "one.png",
+                                   color_by=rng.random(100))  # continuous: quartiles
+    check_png(tmp_path / "one.png", fig, min_bytes=5_000)
+    fig = plot_property_histograms({k: rng.random(10) for k in "abcde"}, tmp_path / "grid.png")
+    check_png(tmp_path / "grid.png", fig)
+    assert len(fig.axes) == 8  # 2 x 4 grid, 3 blank
+
+
+def test_plot_property_histograms_bad_input():
+    with pytest.raises(ValueError, match="empty"):
+        plot_property_histograms({})
+    with pytest.raises(ValueError, match="1-D"):
+        plot_property_histograms({"a": np.zeros((3, 2))})
+    with pytest.raises(ValueError, match="not a key"):
+        plot_property_histograms({"a": np.zeros(3)}, color_by="b")
+    with pytest.raises(ValueError, match="same number"):
+        plot_property_histograms({"a": np.zeros(3), "b": np.zeros(4)}, color_by=np.zeros(3))
+    with pytest.raises(ValueError, match="one label per sample"):
+        plot_property_histograms({"a": np.zeros(3)}, color_by=np.zeros(4))
