@@ -19,7 +19,6 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("gnn_truss")
 
 _PLANNED = {
-    "data": "build, export and inspect FE-labelled lattice corpora",
     "compress": "nonlinear uniaxial compression curve of a lattice",
     "train": "train the graph VAE and property predictor from a YAML config",
     "evaluate": "evaluate a trained checkpoint on the held-out test split",
@@ -86,6 +85,129 @@ def _cmd_homogenize(args) -> int:
     return 0
 
 
+def _cmd_data_build(args) -> int:
+    from .corpus import build_corpus
+
+    if args.n <= 0:
+        raise ValueError(f"--n must be positive, got {args.n}")
+    if args.shard_size <= 0:
+        raise ValueError(f"--shard-size must be positive, got {args.shard_size}")
+    m = build_corpus(args.out, n=args.n, seed=args.seed, shard_size=args.shard_size,
+                     workers=args.workers, scheduler=args.scheduler, density=args.density,
+                     E=args.E, nu=args.nu, nonlinear=args.nonlinear,
+                     progress=not args.no_progress)
+    c = m["counts"]
+    dropped = {k: v for k, v in c.items() if k.startswith("dropped")}
+    print(f"corpus {args.out}: {c['unique']} unique labelled lattices "
+          f"({c['generated']} generated, dropped {dropped or 'none'}), "
+          f"{m['build_seconds_last_run']} s this run")
+    return 0
+
+
+def _cmd_data_pack(args) -> int:
+    from .corpus import load_corpus, save_compact
+
+    c = load_corpus(args.corpus, limit=args.limit)
+    path = save_compact(c, args.out)
+    print(f"wrote {len(c)} lattices to {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def _cmd_data_export(args) -> int:
+    from .corpus import load_corpus
+    from .published import export_published
+
+    c = load_corpus(args.corpus, limit=args.limit)
+    export_published(c, args.out)
+    print(f"exported {len(c)} lattices in the published format to {args.out}")
+    return 0
+
+
+def _cmd_data_import(args) -> int:
+    from .corpus import save_compact
+    from .published import import_published
+
+    c = import_published(args.src)
+    path = save_compact(c, args.out)
+    print(f"imported {len(c)} lattices from {args.src} into {path} (node order "
+          f"{'canonical' if c.meta['source_node_order'] == list(range(27)) else 'permuted'})")
+    return 0
+
+
+def _cmd_data_stats(args) -> int:
+    from .corpus import load_corpus
+    from .statistics import corpus_properties, corpus_statistics
+
+    c = load_corpus(args.corpus)
+    stats = corpus_statistics(c, geometry_sample=args.geometry_sample)
+    text = json.dumps(stats, indent=1)
+    if args.json_out:
+        Path(args.json_out).write_text(text)
+    print(text)
+    if args.plot:
+        from .plotting import plot_property_histograms, plot_property_projections
+        props = corpus_properties(c)
+        plot_property_projections(props, path=args.plot)
+        hist = Path(args.plot).with_name(Path(args.plot).stem + "_hist.png")
+        keys = ["E1", "E2", "E3", "G23", "G31", "G12", "nu12", "nu21", "nu31", "A_U", "KV_GV",
+                "K_V"]
+        plot_property_histograms({k: np.log10(props[k]) if k[0] in "EGK" and k != "KV_GV"
+                                  else props[k] for k in keys}, path=hist,
+                                 title="log10 of moduli; ratios and A_U linear")
+        print(f"saved {args.plot} and {hist}", file=sys.stderr)
+    return 0
+
+
+def _add_data_parser(sub) -> None:
+    d = sub.add_parser("data", help="build, pack, export, import and inspect lattice corpora",
+                       description="FE-labelled lattice corpora: build (sharded, resumable, "
+                                   "parallel), pack to the compact shipped file, exchange with "
+                                   "the published dataset format, statistics.")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    b = dsub.add_parser("build", help="generate and FE-label N unique lattices",
+                        description="Generate N unique valid lattices (paper's perturbation + "
+                                    "superposition generator) and label them by linear FE. "
+                                    "Shards are written atomically; rerunning the same command "
+                                    "resumes an interrupted build.")
+    b.add_argument("--n", type=int, required=True, help="unique labelled lattices wanted")
+    b.add_argument("--out", required=True, help="corpus directory")
+    b.add_argument("--seed", type=int, default=0, help="run seed (0)")
+    b.add_argument("--shard-size", type=int, default=2000, help="lattices per shard (2000)")
+    b.add_argument("--workers", type=int, default=None, help="local processes (all cores)")
+    b.add_argument("--scheduler", help="Dask distributed scheduler address (needs the "
+                                       "'dask' extra); shards run on that cluster")
+    b.add_argument("--density", type=float, default=0.15, help="relative density (0.15)")
+    b.add_argument("--E", type=float, default=1.0, help="base Young's modulus (1)")
+    b.add_argument("--nu", type=float, default=0.3, help="base Poisson's ratio (0.3)")
+    b.add_argument("--nonlinear", action="store_true",
+                   help="also compute the 13-point compression curves")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_data_build)
+    p = dsub.add_parser("pack", help="write a corpus as one compact .npz (shipped format)")
+    p.add_argument("corpus", help="corpus directory or compact .npz")
+    p.add_argument("out", help="output .npz")
+    p.add_argument("--limit", type=int, help="keep the first LIMIT lattices")
+    p.set_defaults(func=_cmd_data_pack)
+    e = dsub.add_parser("export", help="export to the published dataset format")
+    e.add_argument("corpus", help="corpus directory or compact .npz")
+    e.add_argument("out", help="output directory")
+    e.add_argument("--limit", type=int, help="export the first LIMIT lattices")
+    e.set_defaults(func=_cmd_data_export)
+    i = dsub.add_parser("import", help="import the published dataset format")
+    i.add_argument("src", help="directory with adjacency-matrix.npz, node-offset.npz, "
+                               "node-position.npz, stiffness-vec.csv")
+    i.add_argument("out", help="output compact .npz")
+    i.set_defaults(func=_cmd_data_import)
+    s = dsub.add_parser("stats", help="distribution statistics and figures of a corpus")
+    s.add_argument("corpus", help="corpus directory or compact .npz")
+    s.add_argument("--plot", help="PNG of the E/G projections (histograms beside it)")
+    s.add_argument("--json-out", help="also write the statistics to this JSON file")
+    s.add_argument("--geometry-sample", type=int, default=5000,
+                   help="lattices sampled for crossing and radius statistics (5000)")
+    s.set_defaults(func=_cmd_data_stats)
+    d.set_defaults(func=lambda a, p=d: (p.print_help(), 0)[1])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gnn-truss",
@@ -115,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--plot", help="save the elastic surface E(d) as this PNG")
     h.add_argument("--json", action="store_true", help="print results as JSON")
     h.set_defaults(func=_cmd_homogenize)
+
+    _add_data_parser(sub)
 
     for name, text in _PLANNED.items():
         q = sub.add_parser(name, help=f"{text} (not available yet)",

@@ -63,7 +63,8 @@ class Corpus:
     """An in-memory corpus in the compact encoding (see module docstring).
 
     Attributes:
-        adj: uint8 ``[N, 44]``; offset: float32 ``[N, 27]``; stiffness: float64 ``[N, 9]``;
+        adj: uint8 ``[N, 44]``; offset: ``[N, 27]`` free-dof offsets (float32 in built and
+        shipped corpora, float64 when imported); stiffness: float64 ``[N, 9]``;
         curve: float64 ``[N, 13]`` or None; meta: the manifest dict.
     """
 
@@ -107,6 +108,8 @@ class Corpus:
             raise ValueError("corpus stiffness labels contain NaN or inf")
         if self.curve is not None and self.curve.shape != (n, 13):
             raise ValueError(f"corpus 'curve' must be [N, 13], got {self.curve.shape}")
+        if self.curve is not None and not np.all(np.isfinite(self.curve)):
+            raise ValueError("corpus curve labels contain NaN or inf")
 
 
 # ----------------------------------------------------------------------------- shard files
@@ -190,12 +193,13 @@ def build_shard(k: int, size: int, seed: int, density: float, E: float, nu: floa
 
 def _build_and_write(args) -> tuple[int, dict]:
     out, k, size, seed, density, E, nu, config, nonlinear = args
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # shard jobs run side by side; restored for in-process callers
     try:
-        import torch
-        torch.set_num_threads(1)
-    except Exception:  # pragma: no cover
-        pass
-    arrays = build_shard(k, size, seed, density, E, nu, config, nonlinear)
+        arrays = build_shard(k, size, seed, density, E, nu, config, nonlinear)
+    finally:
+        torch.set_num_threads(threads)
     write_shard(Path(out) / "shards" / _shard_name(k), arrays)
     return k, json.loads(str(arrays["counts"]))
 
@@ -242,20 +246,22 @@ def build_corpus(out, n: int, seed: int = 0, shard_size: int = 2000, workers: in
                 raise ValueError(f"{out} holds a corpus built with {key}={old.get(key)!r}; "
                                  f"refusing to resume with {key}={val!r} (use another --out)")
     manifest = {**params, "shards": {}, "counts": {}}
-    if mpath.exists():
-        manifest["shards"] = json.loads(mpath.read_text()).get("shards", {})
-    # shards on disk but not in the manifest (interrupted after the rename) are re-read
+    recorded = json.loads(mpath.read_text()).get("shards", {}) if mpath.exists() else {}
+    # the shard files on disk are the truth: a shard listed in the manifest but missing or
+    # unreadable is rebuilt, one on disk but not listed (interrupted after the rename) is kept
     for f in sorted((out / "shards").glob("shard-*.npz")):
         if f.name.endswith(".tmp.npz"):
             f.unlink()  # a write that never finished
             continue
-        k = int(f.stem.split("-")[1])
-        if str(k) not in manifest["shards"]:
-            try:
-                manifest["shards"][str(k)] = json.loads(str(read_shard(f)["counts"]))
-            except (ValueError, KeyError):
-                log.warning("removing unreadable shard %s; it will be rebuilt", f)
-                f.unlink()
+        k = str(int(f.stem.split("-")[1]))
+        try:
+            d = read_shard(f)
+        except ValueError:
+            log.warning("removing unreadable shard %s; it will be rebuilt", f)
+            f.unlink()
+            continue
+        manifest["shards"][k] = (json.loads(str(d["counts"])) if "counts" in d else
+                                 recorded.get(k, {"labelled": len(d["adj"])}))
     bar = None
     t0 = time.time()
     while True:
@@ -306,7 +312,11 @@ def _run_jobs(jobs, workers, scheduler):
             from dask.distributed import Client, as_completed
         except ImportError as exc:
             raise ValueError("--scheduler needs Dask: pip install 'gnn_truss[dask]'") from exc
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler)
+        except (OSError, TimeoutError) as exc:
+            raise ValueError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+        with client:
             futures = [client.submit(_build_and_write, j, pure=False) for j in jobs]
             for fut in as_completed(futures):
                 yield fut.result()
@@ -363,7 +373,7 @@ def load_corpus(path, limit: int | None = None, quiet: bool = False) -> Corpus:
     return c
 
 
-def save_compact(corpus: Corpus, path, stiffness_dtype=np.float32) -> Path:
+def save_compact(corpus: Corpus, path, stiffness_dtype=np.float64) -> Path:
     """Write a corpus as one compact ``.npz`` (the shipped format)."""
     arrays = {"adj": corpus.adj, "offset": corpus.offset.astype(np.float32),
               "stiffness": corpus.stiffness.astype(stiffness_dtype),

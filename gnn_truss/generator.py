@@ -67,6 +67,12 @@ class GeneratorConfig:
             raise ValueError(f"op_weights needs {len(_OPS)} non-negative weights for {_OPS}")
         if not 0 <= self.offset_range <= 0.5:
             raise ValueError("offset_range must lie in [0, 0.5]")
+        if self.max_new_links < 1:
+            raise ValueError("max_new_links must be >= 1")
+        if not 0 <= self.superpose_prob <= 1:
+            raise ValueError("superpose_prob must lie in [0, 1]")
+        if self.max_tries < 1:
+            raise ValueError("max_tries must be >= 1")
         unknown = set(self.seeds) - set(ds.ELEMENTARY_LATTICES)
         if unknown or not self.seeds:
             raise ValueError(f"unknown seed lattices {sorted(unknown)}")

@@ -612,3 +612,61 @@ def plot_property_histograms(props: dict, path=None, color_by=None, bins: int = 
         if title:
             fig.suptitle(title)
         return _finish(fig, path)
+
+
+def plot_property_projections(props: dict, path=None, color: str = "K_V", sample: int = 3000,
+                              seed: int = 0, title: str | None = None):
+    """Young's and shear moduli of a corpus in the three principal directions, like Fig. 1d of
+    Zheng et al. (2023): a 3D scatter of ``(E1, E2, E3)`` and its projections on the three
+    coordinate planes (top row), the same for ``(G23, G31, G12)`` (bottom row), log axes,
+    coloured by ``color`` (default the Voigt bulk modulus ``K_V``).
+
+    Args:
+        props: ``{name: [N]}`` with at least ``E1, E2, E3, G23, G31, G12`` and ``color``
+            (e.g. :func:`gnn_truss.statistics.corpus_properties`), units of E_s.
+        path: PNG path or ``None``.
+        sample: random points drawn (default 3000, as in the paper's figure).
+        seed: seed of that draw.
+
+    Returns:
+        The Figure (2 x 4 panels).
+    """
+    need = ["E1", "E2", "E3", "G23", "G31", "G12", color]
+    missing = [k for k in need if k not in props]
+    if missing:
+        raise ValueError(f"props lacks {missing}")
+    arr = {k: np.asarray(props[k], dtype=np.float64).reshape(-1) for k in need}
+    n = len(arr["E1"])
+    ok = np.all([np.isfinite(arr[k]) & ((arr[k] > 0) | (k == color)) for k in need], axis=0)
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        raise ValueError("no lattice with finite positive moduli to plot")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(idx, size=min(sample, len(idx)), replace=False)
+    c = arr[color][idx]
+    rows = [("E", ["E1", "E2", "E3"]), ("G", ["G23", "G31", "G12"])]
+    with _style():
+        fig = _new_figure((18.0, 8.2))
+        gs = fig.add_gridspec(2, 5, width_ratios=[1.5, 0.12, 1, 1, 1])
+        sc = None
+        for r, (sym, keys) in enumerate(rows):
+            v = np.log10(np.stack([arr[k][idx] for k in keys], axis=1))
+            ax = fig.add_subplot(gs[r, 0], projection="3d")
+            sc = ax.scatter(v[:, 0], v[:, 1], v[:, 2], c=c, s=3, cmap="viridis", alpha=0.7)
+            ax.set_xlabel(f"log10 {keys[0]}")
+            ax.set_ylabel(f"log10 {keys[1]}")
+            ax.set_zlabel(f"log10 {keys[2]}")
+            ax.set_title(f"{sym} / E_s in the principal directions")
+            for p, (a, b) in enumerate([(0, 1), (0, 2), (1, 2)]):
+                ax2 = fig.add_subplot(gs[r, p + 2])
+                ax2.scatter(v[:, a], v[:, b], c=c, s=3, cmap="viridis", alpha=0.7)
+                lo = min(v[:, a].min(), v[:, b].min())
+                hi = max(v[:, a].max(), v[:, b].max())
+                ax2.plot([lo, hi], [lo, hi], color="0.6", lw=0.8, ls="--")
+                ax2.set_xlabel(f"log10 {keys[a]}")
+                ax2.set_ylabel(f"log10 {keys[b]}")
+                ax2.set_aspect("equal", adjustable="datalim")
+        cb = fig.colorbar(sc, ax=fig.axes, shrink=0.6, pad=0.02)
+        cb.set_label(f"{color} / E_s")
+        fig.suptitle(title or f"{len(idx)} of {n} lattices, coloured by {color}")
+        return _finish(fig, path)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import matplotlib.image as mpimg
+import numpy as np
 import pytest
 
 from gnn_truss.cli import _PLANNED, main
@@ -16,11 +17,11 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ["show", "homogenize", *_PLANNED]:
+    for cmd in ["show", "homogenize", "data", *_PLANNED]:
         assert cmd in out
 
 
-@pytest.mark.parametrize("cmd", ["show", "homogenize", *_PLANNED])
+@pytest.mark.parametrize("cmd", ["show", "homogenize", "data", *_PLANNED])
 def test_each_subcommand_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
@@ -79,3 +80,35 @@ def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "gnn_truss.cli", "--help"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "homogenize" in r.stdout
+
+
+def test_data_build_pack_export_import_stats(tmp_path, capsys):
+    out = tmp_path / "corpus"
+    assert main(["data", "build", "--n", "12", "--out", str(out), "--shard-size", "6",
+                 "--workers", "1", "--no-progress"]) == 0
+    assert "unique labelled lattices" in capsys.readouterr().out
+    packed = tmp_path / "c.npz"
+    assert main(["data", "pack", str(out), str(packed)]) == 0
+    assert main(["data", "export", str(packed), str(tmp_path / "pub")]) == 0
+    assert (tmp_path / "pub" / "stiffness-vec.csv").exists()
+    assert main(["data", "import", str(tmp_path / "pub"), str(tmp_path / "back.npz")]) == 0
+    capsys.readouterr()
+    from gnn_truss.corpus import load_corpus
+    a, b = load_corpus(packed), load_corpus(tmp_path / "back.npz")
+    np.testing.assert_array_equal(a.adj, b.adj)
+    np.testing.assert_allclose(a.stiffness, b.stiffness, rtol=1e-6)
+    png = tmp_path / "proj.png"
+    assert main(["data", "stats", str(packed), "--plot", str(png), "--geometry-sample",
+                 "5", "--json-out", str(tmp_path / "s.json")]) == 0
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["num_lattices"] == len(a)
+    assert abs(sum(stats["node_type_share"].values()) - 1) < 1e-12
+    assert mpimg.imread(png).shape[0] > 500
+    assert (tmp_path / "proj_hist.png").exists()
+
+
+def test_data_bad_inputs(tmp_path, capsys):
+    assert main(["data", "build", "--n", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--n must be positive" in capsys.readouterr().err
+    assert main(["data", "stats", str(tmp_path / "nothing")]) == 2
+    assert "not a corpus" in capsys.readouterr().err

@@ -5,10 +5,10 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
+def test_readme_python_blocks_run(monkeypatch, capsys):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(README.parent)  # the examples use repository-relative paths
     for code in blocks:
         exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out

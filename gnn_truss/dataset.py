@@ -1,0 +1,275 @@
+r"""The FE-labelled truss corpus as a PyG :class:`~torch_geometric.data.InMemoryDataset`.
+
+Each item is the graph of :func:`gnn_truss.graph.truss_to_data` with the raw labels
+(``stiffness`` and, when present, ``curve``) and the normalised training target ``y``.
+
+Targets (units of the base Young's modulus :math:`E_s`):
+
+=====================  ========  ============================================================
+target                 ``y``     content
+=====================  ========  ============================================================
+``stiffness``          ``[1,9]`` C11, C12, C13, C22, C23, C33, C44, C55, C66 (Voigt, eng. shear)
+``curve``              ``[1,13]`` nominal compressive stress at 0.5 %, 2.5 %, ..., 24.5 % strain
+=====================  ========  ============================================================
+
+Normalisation (:class:`TargetNormalizer`, invertible, fitted on the training split and kept in
+``processed/``): stiffness spans orders of magnitude and off-diagonal terms change sign, so
+:math:`y = (\operatorname{asinh}(v / s) - \mu) / \sigma` per component with a fixed scale
+:math:`s` (1e-4 by default: logarithmic above it, linear below) and the training mean and
+standard deviation.
+
+Splits are a seeded permutation cut into train / val / test fractions (default 0.8 / 0.1 /
+0.1); the corpus holds no duplicates, so the test lattices never occur in training.
+
+Sources: ``"corpus"`` reads ``raw/corpus.npz`` (the compact file of
+:func:`gnn_truss.corpus.save_compact`) or a build directory ``raw/corpus/``; ``"published"``
+reads the ETH dataset files (:mod:`gnn_truss.published`) placed in ``raw/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.data import Data, InMemoryDataset
+
+from .corpus import Corpus, load_corpus, unpack_adjacency
+from .graph import truss_to_data
+from .published import PUBLISHED_FILES, import_published
+from .truss import Truss
+
+__all__ = ["TrussDataset", "TargetNormalizer", "split_indices", "PUBLISHED_URL"]
+
+log = logging.getLogger(__name__)
+
+#: Landing page of the published dataset (the archive is fetched from here by ``download()``).
+PUBLISHED_URL = "https://doi.org/10.3929/ethz-b-000618078"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class TargetNormalizer:
+    """``y = (asinh(v / scale) - mean) / std``, component-wise; works on numpy and torch.
+
+    Attributes: ``scale`` (float), ``mean`` and ``std`` (``[D]`` lists).
+    """
+
+    scale: float
+    mean: list
+    std: list
+
+    @classmethod
+    def fit(cls, values: np.ndarray, scale: float = 1e-4) -> "TargetNormalizer":
+        z = np.arcsinh(np.asarray(values, dtype=np.float64) / scale)
+        std = z.std(axis=0)
+        return cls(scale, z.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist())
+
+    def _params(self, like):
+        if isinstance(like, torch.Tensor):
+            return (torch.as_tensor(self.mean, dtype=like.dtype, device=like.device),
+                    torch.as_tensor(self.std, dtype=like.dtype, device=like.device))
+        return np.asarray(self.mean), np.asarray(self.std)
+
+    def transform(self, v):
+        """Physical values ``[..., D]`` -> normalised."""
+        mean, std = self._params(v)
+        asinh = torch.asinh if isinstance(v, torch.Tensor) else np.arcsinh
+        return (asinh(v / self.scale) - mean) / std
+
+    def inverse(self, y):
+        """Normalised ``[..., D]`` -> physical values."""
+        mean, std = self._params(y)
+        sinh = torch.sinh if isinstance(y, torch.Tensor) else np.sinh
+        return sinh(y * std + mean) * self.scale
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TargetNormalizer":
+        try:
+            return cls(float(d["scale"]), list(d["mean"]), list(d["std"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed target normalizer {d!r}") from exc
+
+
+def split_indices(n: int, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
+    """Disjoint train/val/test index arrays covering ``range(n)`` (seeded permutation)."""
+    f = np.asarray(fractions, dtype=float)
+    if f.shape != (3,) or np.any(f < 0) or not np.isclose(f.sum(), 1.0):
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, "
+                         f"got {fractions}")
+    perm = np.random.default_rng(seed).permutation(n)
+    a = int(round(f[0] * n))
+    b = a + int(round(f[1] * n))
+    return {"train": np.sort(perm[:a]), "val": np.sort(perm[a:b]), "test": np.sort(perm[b:])}
+
+
+class TrussDataset(InMemoryDataset):
+    r"""FE-labelled truss lattices (see the module docstring for targets and normalisation).
+
+    Args:
+        root: dataset directory (``raw/`` and ``processed/`` inside).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+        source: ``"corpus"`` or ``"published"``.
+        target: ``"stiffness"`` or ``"curve"``.
+        split_seed: seed of the split permutation.
+        split_fractions: train / val / test fractions.
+        limit: use only the first ``limit`` lattices of the corpus.
+        transform, pre_transform, pre_filter: PyG hooks.
+        force_reload: reprocess even if processed files exist.
+
+    Shapes (one item): ``x [27, 14]``, ``edge_index [2, 2E]``, ``edge_attr [2E, 4]``,
+    ``adj [1, 351]``, ``offset [1, 27]``, ``stiffness [1, 9]``, ``curve [1, 13]``,
+    ``y [1, 9]`` (or ``[1, 13]``).
+    """
+
+    def __init__(self, root, split: str = "train", source: str = "corpus",
+                 target: str = "stiffness", split_seed: int = 0,
+                 split_fractions=(0.8, 0.1, 0.1), limit: int | None = None, transform=None,
+                 pre_transform=None, pre_filter=None, force_reload: bool = False):
+        if split not in SPLITS + ("all",):
+            raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
+        if source not in ("corpus", "published"):
+            raise ValueError(f"source must be 'corpus' or 'published', got {source!r}")
+        if target not in ("stiffness", "curve"):
+            raise ValueError(f"target must be 'stiffness' or 'curve', got {target!r}")
+        self.split, self.source, self.target = split, source, target
+        self.split_seed, self.split_fractions = split_seed, tuple(split_fractions)
+        self.limit = limit
+        split_indices(1, split_seed, split_fractions)  # validates the fractions early
+        super().__init__(str(root), transform, pre_transform, pre_filter,
+                         force_reload=force_reload)
+        self.load(self.processed_paths[(SPLITS + ("all",)).index(split)])
+        meta = json.loads(Path(self.processed_paths[-1]).read_text())
+        self.normalizer = TargetNormalizer.from_dict(meta["normalizer"])
+        self.fingerprint: str = meta["fingerprint"]
+        self.meta: dict = meta
+
+    # ------------------------------------------------------------------ PyG hooks
+    @property
+    def raw_file_names(self):
+        return ["corpus.npz"] if self.source == "corpus" else list(PUBLISHED_FILES)
+
+    def _raw_key(self) -> str:
+        """Short digest of the raw files' names, sizes and modification times, so replacing
+        the raw data triggers reprocessing."""
+        h = hashlib.sha1()
+        raw = Path(self.raw_dir)
+        files = [raw / f for f in self.raw_file_names] + sorted((raw / "corpus").glob("**/*"))
+        for f in files:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        return h.hexdigest()[:10]
+
+    @property
+    def processed_file_names(self):
+        tag = (f"{self.source}_{self.target}_s{self.split_seed}_"
+               f"{'-'.join(f'{f:g}' for f in self.split_fractions)}_n{self.limit or 'all'}_"
+               f"{self._raw_key()}")
+        return [f"{tag}_{s}.pt" for s in SPLITS + ("all",)] + [f"{tag}_meta.json"]
+
+    def _raw_ready(self) -> bool:
+        raw = Path(self.raw_dir)
+        if self.source == "corpus":
+            return (raw / "corpus.npz").exists() or (raw / "corpus" / "manifest.json").exists()
+        return all((raw / f).exists() for f in PUBLISHED_FILES)
+
+    def _download(self):  # a corpus build directory also counts as raw data
+        if self._raw_ready():
+            return
+        super()._download()
+
+    def download(self):
+        raw = Path(self.raw_dir)
+        if self.source == "corpus":
+            raise FileNotFoundError(
+                f"no corpus in {raw}: place a compact corpus file at {raw / 'corpus.npz'} "
+                f"(gnn_truss.corpus.save_compact) or a build directory at {raw / 'corpus'} "
+                f"(gnn-truss data build --out {raw / 'corpus'})")
+        try:  # the public archive, where a network is available
+            from torch_geometric.data import download_url, extract_zip
+            path = download_url(PUBLISHED_URL, str(raw))
+            if path.endswith(".zip"):
+                extract_zip(path, str(raw))
+        except Exception as exc:
+            raise FileNotFoundError(
+                f"could not download the published dataset ({exc}). Download it from "
+                f"{PUBLISHED_URL} and place {', '.join(PUBLISHED_FILES)} in {raw}") from exc
+        if not self._raw_ready():
+            raise FileNotFoundError(f"downloaded archive lacks {PUBLISHED_FILES}; place them "
+                                    f"in {raw}")
+
+    def _read_corpus(self) -> Corpus:
+        raw = Path(self.raw_dir)
+        if self.source == "published":
+            return import_published(raw)
+        if (raw / "corpus.npz").exists():
+            return load_corpus(raw / "corpus.npz")
+        return load_corpus(raw / "corpus")
+
+    def process(self):
+        corpus = self._read_corpus()
+        if self.limit is not None:
+            corpus = corpus.subset(slice(0, self.limit))
+        labels = corpus.stiffness if self.target == "stiffness" else corpus.curve
+        if labels is None:
+            raise ValueError(f"corpus in {self.raw_dir} has no '{self.target}' labels")
+        if len(corpus) == 0:
+            raise ValueError(f"corpus in {self.raw_dir} is empty")
+        splits = split_indices(len(corpus), self.split_seed, self.split_fractions)
+        norm = TargetNormalizer.fit(labels[splits["train"]] if len(splits["train"]) else labels)
+        data_list = self._graphs(corpus, labels, norm)
+        keep = np.ones(len(data_list), dtype=bool)
+        if self.pre_filter is not None:
+            keep = np.array([bool(self.pre_filter(d)) for d in data_list])
+        if self.pre_transform is not None:
+            data_list = [self.pre_transform(d) for d in data_list]
+        for i, s in enumerate(SPLITS):
+            idx = splits[s][keep[splits[s]]]
+            self._save([data_list[j] for j in idx], self.processed_paths[i])
+        self._save([d for d, k in zip(data_list, keep) if k], self.processed_paths[3])
+        h = hashlib.sha1(corpus.adj.tobytes())
+        h.update(np.ascontiguousarray(corpus.offset).tobytes())
+        h.update(np.ascontiguousarray(labels).tobytes())
+        meta = {"normalizer": norm.to_dict(), "fingerprint": h.hexdigest(),
+                "num_lattices": len(corpus), "target": self.target,
+                "split_sizes": {s: int(keep[splits[s]].sum()) for s in SPLITS},
+                "split_seed": self.split_seed, "split_fractions": list(self.split_fractions),
+                "corpus_meta": corpus.meta or {}}
+        Path(self.processed_paths[-1]).write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def _save(cls, data_list: list, path: str) -> None:
+        if data_list:
+            cls.save(data_list, path)
+        else:  # an empty split (zero fraction, or everything filtered): PyG cannot collate []
+            torch.save((Data().to_dict(), {}, Data), path)
+
+    @staticmethod
+    def _graphs(corpus: Corpus, labels: np.ndarray, norm: TargetNormalizer) -> list:
+        adj = unpack_adjacency(corpus.adj)
+        offsets = corpus.offsets()
+        y = norm.transform(labels)
+        out = []
+        for i in range(len(corpus)):
+            d = truss_to_data(Truss(adj[i], offsets[i]), stiffness=corpus.stiffness[i],
+                              curve=None if corpus.curve is None else corpus.curve[i])
+            d.y = torch.as_tensor(y[i], dtype=torch.float32).view(1, -1)
+            d.idx = torch.tensor([i])
+            out.append(d)
+        return out
+
+    def clear_processed(self) -> None:
+        """Delete the processed files of this dataset configuration."""
+        for p in self.processed_paths:
+            Path(p).unlink(missing_ok=True)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({len(self)}, split={self.split!r}, "
+                f"source={self.source!r}, target={self.target!r})")

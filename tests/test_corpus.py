@@ -1,0 +1,337 @@
+"""Tests of gnn_truss.corpus: compact encoding, sharded resumable builds, loading."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from gnn_truss import design_space as ds
+from gnn_truss.corpus import (ADJ_BYTES, MANIFEST, Corpus, build_corpus, load_corpus,
+                              pack_adjacency, read_shard, save_compact, unpack_adjacency,
+                              write_shard)
+from gnn_truss.fe import homogenize
+
+BUILD = dict(n=30, seed=0, shard_size=12, progress=False)
+
+
+def shard_path(root, k):
+    return root / "shards" / f"shard-{k:05d}.npz"
+
+
+def shard_state(root):
+    """{file name: (mtime_ns, size)} of the finished shard files."""
+    return {f.name: (f.stat().st_mtime_ns, f.stat().st_size)
+            for f in sorted((root / "shards").glob("shard-*.npz"))}
+
+
+def assert_same_corpus(a: Corpus, b: Corpus):
+    assert len(a) == len(b)
+    for key in ("adj", "offset", "stiffness"):
+        x, y = getattr(a, key), getattr(b, key)
+        assert x.dtype == y.dtype, key
+        assert np.array_equal(x, y), key
+
+
+def random_symmetric(rng, n, p=0.2):
+    triu = (rng.random((n, ds.NUM_PAIRS)) < p).astype(np.uint8)
+    return ds.triu_to_adjacency(triu)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A tiny corpus (30 lattices, shards of 12) built once with one worker."""
+    root = tmp_path_factory.mktemp("corpus") / "a"
+    manifest = build_corpus(root, workers=1, **BUILD)
+    return root, manifest, load_corpus(root)
+
+
+@pytest.fixture
+def copy_of_built(built, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(built[0], root)  # copy2: keeps mtimes
+    return root
+
+
+# ------------------------------------------------------------------ compact encoding
+def test_pack_unpack_round_trip():
+    rng = np.random.default_rng(0)
+    adj = random_symmetric(rng, 50)
+    bits = pack_adjacency(adj)
+    assert bits.shape == (50, ADJ_BYTES) and ADJ_BYTES == 44 and bits.dtype == np.uint8
+    back = unpack_adjacency(bits)
+    assert back.shape == (50, 27, 27)
+    assert np.array_equal(back, adj)
+    assert np.array_equal(unpack_adjacency(bits, square=False), ds.adjacency_to_triu(adj))
+    # the [n, 351] form packs the same way, and a single matrix round-trips too
+    assert np.array_equal(pack_adjacency(ds.adjacency_to_triu(adj)), bits)
+    assert np.array_equal(unpack_adjacency(pack_adjacency(adj[3])), adj[3])
+    # bits differ for matrices that differ in a single entry
+    other = adj[0].copy()
+    other[0, 26] = other[26, 0] = 1 - other[0, 26]
+    assert not np.array_equal(pack_adjacency(other), bits[0])
+
+
+def test_pack_ignores_the_diagonal():
+    adj = random_symmetric(np.random.default_rng(1), 4)
+    with_diag = adj.copy()
+    with_diag[:, np.arange(27), np.arange(27)] = 1
+    assert np.array_equal(pack_adjacency(with_diag), pack_adjacency(adj))
+
+
+def test_corpus_accessors(built):
+    c = built[2]
+    assert c.adjacency().shape == (len(c), 27, 27)
+    assert c.offsets().shape == (len(c), 27, 3) and c.offsets().dtype == np.float64
+    t = c.truss(4)
+    assert np.array_equal(t.adjacency, c.adjacency()[4])
+    assert np.array_equal(t.offsets, c.offsets()[4])
+    s = c.subset([4, 0])
+    assert len(s) == 2 and s.truss(0) == t and np.array_equal(s.stiffness[1], c.stiffness[0])
+
+
+# ------------------------------------------------------------------ build
+def test_build_produces_unique_valid_lattices(built):
+    root, manifest, c = built
+    assert len(c) >= 30
+    hashes = {c.truss(i).canonical_hash() for i in range(len(c))}
+    assert len(hashes) == len(c)
+    assert all(c.truss(i).validate() == [] for i in range(len(c)))
+    assert c.adj.dtype == np.uint8 and c.offset.dtype == np.float32
+    assert c.stiffness.dtype == np.float64 and c.curve is None
+    assert np.all(np.isfinite(c.stiffness))
+    assert np.all(c.stiffness[:, [0, 3, 5, 6, 7, 8]] > 0)  # C11, C22, C33, C44, C55, C66
+
+
+def test_manifest_counts_match_the_shards(built):
+    root, manifest, c = built
+    assert manifest == json.loads((root / MANIFEST).read_text())
+    files = sorted((root / "shards").glob("shard-*.npz"))
+    assert [f.name for f in files] == [f"shard-{k:05d}.npz" for k in range(len(files))]
+    assert set(manifest["shards"]) == {str(k) for k in range(len(files))}
+    rows = 0
+    for k, f in enumerate(files):
+        d = read_shard(f)
+        counts = json.loads(str(d["counts"]))
+        assert counts == manifest["shards"][str(k)]
+        assert counts["labelled"] == len(d["adj"]) == len(d["offset"]) == len(d["stiffness"])
+        assert counts["generated"] == BUILD["shard_size"]
+        assert counts["generated"] == counts["labelled"] + sum(
+            v for key, v in counts.items() if key.startswith("dropped_"))
+        rows += len(d["adj"])
+    assert manifest["counts"]["labelled"] == rows
+    assert manifest["counts"]["unique"] == len(c)
+    assert manifest["n_requested"] == 30
+    assert manifest["seed"] == 0 and manifest["density"] == 0.15
+    assert manifest["material"] == {"E_s": 1.0, "nu_s": 0.3}
+
+
+def test_labels_are_the_fe_stiffness_of_the_stored_offsets(built):
+    c = built[2]
+    for i in (0, 7, len(c) - 1):
+        t = c.truss(i)
+        # the stored float32 offsets are exactly what was labelled
+        assert np.array_equal(t.free_offsets, c.offset[i].astype(np.float64))
+        np.testing.assert_allclose(c.stiffness[i], homogenize(t).S, rtol=1e-12, atol=1e-15)
+
+
+def test_rerun_of_a_finished_build_does_nothing(copy_of_built, built):
+    before = shard_state(copy_of_built)
+    manifest = build_corpus(copy_of_built, workers=1, **BUILD)
+    assert shard_state(copy_of_built) == before
+    assert manifest["counts"] == built[1]["counts"]
+    assert_same_corpus(load_corpus(copy_of_built), built[2])
+
+
+def test_resume_rebuilds_only_a_deleted_shard(copy_of_built, built):
+    before = shard_state(copy_of_built)
+    os.remove(shard_path(copy_of_built, 1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        manifest = build_corpus(copy_of_built, workers=1, **BUILD)
+        after_build = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    assert after_build == 2  # the in-process build leaves the caller's thread setting alone
+    after = shard_state(copy_of_built)
+    assert set(after) == set(before)  # shard 1 again, no new shard 3 instead
+    for name in before:
+        if name != "shard-00001.npz":
+            assert after[name] == before[name]
+    assert manifest["counts"] == built[1]["counts"]
+    assert_same_corpus(load_corpus(copy_of_built), built[2])
+
+
+def test_resume_cleans_interrupted_writes_and_corrupt_shards(copy_of_built, built):
+    root = copy_of_built
+    tmp = root / "shards" / "shard-00001.npz.tmp.npz"
+    tmp.write_bytes(b"half a zip file")
+    shard_path(root, 1).write_bytes(os.urandom(300))  # garbage where shard 1 was
+    with pytest.raises(ValueError, match="corrupt shard"):
+        read_shard(shard_path(root, 1))
+    good = {k: (shard_path(root, k).stat().st_mtime_ns, shard_path(root, k).read_bytes())
+            for k in (0, 2)}
+    build_corpus(root, workers=1, **BUILD)
+    assert not tmp.exists()
+    for k, (mtime, data) in good.items():
+        assert shard_path(root, k).stat().st_mtime_ns == mtime
+        assert shard_path(root, k).read_bytes() == data
+    read_shard(shard_path(root, 1))  # readable again
+    assert_same_corpus(load_corpus(root), built[2])
+
+
+def test_shard_on_disk_but_missing_from_the_manifest_is_kept(copy_of_built, built):
+    root = copy_of_built
+    m = json.loads((root / MANIFEST).read_text())
+    del m["shards"]["2"]  # interrupted between the shard rename and the manifest write
+    (root / MANIFEST).write_text(json.dumps(m))
+    before = shard_state(root)
+    manifest = build_corpus(root, workers=1, **BUILD)
+    assert shard_state(root) == before
+    assert manifest["shards"]["2"] == built[1]["shards"]["2"]
+
+
+@pytest.mark.parametrize("change", [{"seed": 1}, {"density": 0.2}, {"shard_size": 10},
+                                    {"config": {"iterations": 5}}])
+def test_resume_with_other_parameters_is_refused(copy_of_built, change):
+    before = shard_state(copy_of_built)
+    key = next(iter(change))
+    with pytest.raises(ValueError, match=key if key != "config" else "generator"):
+        build_corpus(copy_of_built, workers=1, **{**BUILD, **change})
+    assert shard_state(copy_of_built) == before
+
+
+def test_build_is_reproducible_whatever_the_number_of_workers(built, tmp_path):
+    root = tmp_path / "b"
+    build_corpus(root, workers=2, **BUILD)
+    assert_same_corpus(load_corpus(root), built[2])
+    for k in range(3):
+        a, b = read_shard(shard_path(built[0], k)), read_shard(shard_path(root, k))
+        for key in ("adj", "offset", "stiffness"):
+            assert np.array_equal(a[key], b[key])
+
+
+def test_other_seed_gives_another_corpus(built, tmp_path):
+    root = tmp_path / "c"
+    build_corpus(root, workers=1, **{**BUILD, "n": 5, "shard_size": 5, "seed": 1})
+    other = load_corpus(root)
+    mine = {built[2].truss(i).canonical_hash() for i in range(len(built[2]))}
+    assert not {other.truss(i).canonical_hash() for i in range(len(other))} & mine
+
+
+# ------------------------------------------------------------------ loading
+def _rows(rng, n):
+    adj = pack_adjacency(random_symmetric(rng, n))
+    off = rng.uniform(-0.5, 0.5, (n, 27)).astype(np.float32)
+    stiff = rng.uniform(0.0, 0.1, (n, 9))
+    return {"adj": adj, "offset": off, "stiffness": stiff}
+
+
+def test_load_corpus_drops_duplicates_across_shards(tmp_path):
+    rng = np.random.default_rng(3)
+    a = _rows(rng, 5)
+    b = _rows(rng, 4)
+    b = {k: np.concatenate([v[:2], a[k][[3]], v[2:]]) for k, v in b.items()}  # row 2 = a[3]
+    b["stiffness"][2] += 1.0  # labels of a duplicate do not make it a new lattice
+    (tmp_path / MANIFEST).write_text("{}")
+    write_shard(shard_path(tmp_path, 0), a)
+    write_shard(shard_path(tmp_path, 1), b)
+    c = load_corpus(tmp_path)
+    assert len(c) == 9
+    keep_b = [0, 1, 3, 4]
+    assert np.array_equal(c.adj, np.concatenate([a["adj"], b["adj"][keep_b]]))
+    assert np.array_equal(c.offset, np.concatenate([a["offset"], b["offset"][keep_b]]))
+    assert np.array_equal(c.stiffness, np.concatenate([a["stiffness"], b["stiffness"][keep_b]]))
+    assert np.array_equal(load_corpus(tmp_path, limit=6).adj, c.adj[:6])
+    # a lattice with the same beams but other offsets is not a duplicate
+    b2 = {k: v.copy() for k, v in b.items()}
+    b2["offset"][2, 0] = np.float32(0.123)
+    write_shard(shard_path(tmp_path, 1), b2)
+    assert len(load_corpus(tmp_path)) == 10
+
+
+def test_load_corpus_rejects_non_corpora(tmp_path):
+    with pytest.raises(ValueError, match="not a corpus"):
+        load_corpus(tmp_path)
+    (tmp_path / MANIFEST).write_text("{}")
+    with pytest.raises(ValueError, match="no shards"):
+        load_corpus(tmp_path)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_corpus(tmp_path / "junk.npz")
+
+
+def test_read_and_write_shard(tmp_path):
+    rows = _rows(np.random.default_rng(4), 3)
+    p = write_shard(tmp_path / "x" / "s.npz", rows)
+    assert p.exists() and not list(p.parent.glob("*.tmp*"))
+    d = read_shard(p)
+    assert all(np.array_equal(d[k], rows[k]) for k in rows)
+    write_shard(tmp_path / "bad.npz", {"adj": rows["adj"]})
+    with pytest.raises(ValueError, match="lacks"):
+        read_shard(tmp_path / "bad.npz")
+
+
+def _corpus(n=6, curve=False, seed=5):
+    rng = np.random.default_rng(seed)
+    r = _rows(rng, n)
+    return Corpus(r["adj"], r["offset"], r["stiffness"],
+                  rng.uniform(0, 0.01, (n, 13)) if curve else None, {"note": "test"})
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("stiffness", np.nan, "NaN"),
+    ("stiffness", np.inf, "NaN"),
+    ("offset", np.nan, "offsets"),
+    ("offset", 0.7, "outside"),
+    ("curve", np.nan, "curve"),
+])
+def test_validate_arrays_rejects_bad_values(field, value, match):
+    c = _corpus(curve=True)
+    c.validate_arrays()
+    arr = getattr(c, field).astype(np.float64)
+    arr[2, 1] = value
+    setattr(c, field, arr)
+    with pytest.raises(ValueError, match=match):
+        c.validate_arrays()
+
+
+@pytest.mark.parametrize("field, shape", [
+    ("adj", (6, 43)), ("offset", (6, 26)), ("offset", (5, 27)), ("stiffness", (6, 8)),
+    ("curve", (6, 12)),
+])
+def test_validate_arrays_rejects_wrong_shapes(field, shape):
+    c = _corpus(curve=True)
+    setattr(c, field, np.zeros(shape, dtype=getattr(c, field).dtype))
+    with pytest.raises(ValueError, match=field):
+        c.validate_arrays()
+
+
+def test_validate_arrays_rejects_wrong_adjacency_dtype():
+    c = _corpus()
+    c.adj = c.adj.astype(np.int64)
+    with pytest.raises(ValueError, match="uint8"):
+        c.validate_arrays()
+
+
+def test_save_compact_round_trip(built, tmp_path):
+    c = built[2]
+    p = save_compact(c, tmp_path / "corpus.npz")
+    back = load_corpus(p)
+    assert np.array_equal(back.adj, c.adj)
+    assert back.offset.dtype == np.float32 and np.array_equal(back.offset, c.offset)
+    assert back.stiffness.dtype == np.float64
+    assert_same_corpus(back, c)  # the shipped format keeps float64 labels exactly
+    assert back.meta["seed"] == c.meta["seed"]
+    small = load_corpus(save_compact(c, tmp_path / "f32.npz", stiffness_dtype=np.float32))
+    assert np.array_equal(small.stiffness, c.stiffness.astype(np.float32).astype(np.float64))
+    assert np.array_equal(load_corpus(p, limit=4).adj, c.adj[:4])
+
+
+def test_save_compact_round_trip_with_curves(tmp_path):
+    c = _corpus(curve=True)
+    back = load_corpus(save_compact(c, tmp_path / "c.npz", stiffness_dtype=np.float64))
+    assert np.array_equal(back.curve, c.curve) and back.meta == {"note": "test"}
+    assert np.array_equal(back.adj, c.adj) and np.array_equal(back.offset, c.offset)
