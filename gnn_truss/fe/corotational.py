@@ -73,7 +73,7 @@ from .beam import Section, local_frame, local_stiffness
 
 __all__ = ["CorotationalBeams", "corotational_beams", "initial_state", "skew", "expm_so3",
            "log_so3", "update_rotation", "local_deformations", "element_energy",
-           "element_forces_and_tangent"]
+           "element_forces_and_tangent", "element_forces"]
 
 #: Rows and columns of the 12 x 12 local stiffness kept in ``K_l``: ``(u_l, theta_1, theta_2)``.
 LOCAL_DOFS = (6, 3, 4, 5, 9, 10, 11)
@@ -322,3 +322,24 @@ def element_forces_and_tangent(x_cur, R_cur, data: CorotationalBeams, symmetric:
             r = slice(6 * end + 3, 6 * end + 6)
             K[:, r, r] -= 0.5 * skew(f[:, r])
     return (f.numpy(), K.numpy()) if as_numpy else (f, K)
+
+
+def element_forces(x_cur, R_cur, data: CorotationalBeams):
+    """Internal end forces ``f = dW/da`` at ``a = 0`` only (one backward pass; see
+    :func:`element_forces_and_tangent`).
+
+    Returns:
+        ``[M, 12]`` (numpy if ``x_cur`` is numpy).
+    """
+    as_numpy = not isinstance(x_cur, torch.Tensor)
+    E0, L0, K_l = _to_torch(data)
+    x, R = _tensor(x_cur).detach(), _tensor(R_cur).detach()
+    if len(L0) == 0:
+        f = torch.zeros(0, 12, dtype=torch.float64)
+        return f.numpy() if as_numpy else f
+    with torch.enable_grad():
+        a = torch.zeros(len(L0), 12, dtype=torch.float64, requires_grad=True)
+        W = _incremented_energy(a, x, R, E0, L0, K_l).sum()
+        (f,) = torch.autograd.grad(W, a)
+    f = f.detach()
+    return f.numpy() if as_numpy else f
