@@ -19,7 +19,6 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("gnn_truss")
 
 _PLANNED = {
-    "compress": "nonlinear uniaxial compression curve of a lattice",
     "train": "train the graph VAE and property predictor from a YAML config",
     "evaluate": "evaluate a trained checkpoint on the held-out test split",
     "sample": "decode random latent samples into lattices",
@@ -158,6 +157,46 @@ def _cmd_data_stats(args) -> int:
     return 0
 
 
+def _cmd_compress(args) -> int:
+    import torch
+
+    from .fe.nonlinear import LABEL_STRAINS, compress, compression_model
+    from .io import resolve_lattice
+
+    torch.set_num_threads(1)
+    truss, label = resolve_lattice(args.lattice)
+    axis = "xyz".index(args.axis)
+    model = compression_model(truss, density=args.density, E=args.E, nu=args.nu,
+                              elements_per_strut=args.elements, imperfection=args.imperfection,
+                              seed=args.seed)
+    snaps = sorted({0.0, *args.snapshot, args.max_strain})
+    res = compress(model, axis=axis, max_strain=args.max_strain, max_step=args.max_step,
+                   snapshot_strains=snaps, track_stability=args.stability)
+    if args.json:
+        print(json.dumps({"lattice": label, "axis": args.axis, "ok": res.ok,
+                          "message": res.message, "label_strains": LABEL_STRAINS.tolist(),
+                          "label": [None if not np.isfinite(v) else float(v)
+                                    for v in res.label],
+                          "strain": res.strain.tolist(), "stress": res.stress.tolist(),
+                          "critical_strains": res.critical_strains,
+                          "seconds": round(res.seconds, 2)}, indent=1))
+    else:
+        print(f"lattice {label}: compression along {args.axis}, {len(model.elements)} elements,"
+              f" {res.newton_iterations} evaluations, {res.seconds:.1f} s"
+              + ("" if res.ok else f"  NOT CONVERGED: {res.message}"))
+        print("  strain %   stress / E_s")
+        for e, v in zip(LABEL_STRAINS, res.label):
+            print(f"  {100 * e:7.1f}   {v: .6e}")
+        if res.critical_strains:
+            print("  loss of positive definiteness at strain "
+                  + ", ".join(f"{100 * c:.2f} %" for c in res.critical_strains))
+    out = Path(args.out) if args.out else Path(f"{label}_compression.png")
+    from .plotting import plot_compression
+    plot_compression(res, path=out, title=f"{label}: uniaxial compression along {args.axis}")
+    print(f"saved {out}", file=sys.stderr if args.json else sys.stdout)
+    return 0 if res.ok else 1
+
+
 def _add_data_parser(sub) -> None:
     d = sub.add_parser("data", help="build, pack, export, import and inspect lattice corpora",
                        description="FE-labelled lattice corpora: build (sharded, resumable, "
@@ -239,6 +278,30 @@ def build_parser() -> argparse.ArgumentParser:
     h.set_defaults(func=_cmd_homogenize)
 
     _add_data_parser(sub)
+
+    c = sub.add_parser("compress", help="nonlinear uniaxial compression curve of a lattice",
+                       description="Uniaxial compression of the periodic cell to 25 % strain "
+                                   "(corotational Timoshenko beams, lateral stresses zero): "
+                                   "prints the 13-point label and saves a PNG of the curve and "
+                                   "the deformed cell.")
+    c.add_argument("lattice", help=lat_help)
+    c.add_argument("--axis", choices=["x", "y", "z"], default="z", help="loading axis (z)")
+    c.add_argument("--max-strain", type=float, default=0.25, help="final strain (0.25)")
+    c.add_argument("--max-step", type=float, default=0.005, help="largest strain step (0.005)")
+    c.add_argument("--elements", type=int, default=4, help="elements per strut (4)")
+    c.add_argument("--imperfection", type=float, default=0.01,
+                   help="imperfection amplitude as a fraction of the strut radius (0.01)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the imperfection (0)")
+    c.add_argument("--density", type=float, default=0.15, help="relative density (0.15)")
+    c.add_argument("--E", type=float, default=1.0, help="base Young's modulus (1)")
+    c.add_argument("--nu", type=float, default=0.3, help="base Poisson's ratio (0.3)")
+    c.add_argument("--snapshot", type=float, nargs="*", default=[],
+                   help="extra strains at which to keep the deformed configuration")
+    c.add_argument("--stability", action="store_true",
+                   help="track the smallest tangent eigenvalue (bifurcation detection)")
+    c.add_argument("--out", "-o", help="PNG path (default: LABEL_compression.png)")
+    c.add_argument("--json", action="store_true", help="print results as JSON")
+    c.set_defaults(func=_cmd_compress)
 
     for name, text in _PLANNED.items():
         q = sub.add_parser(name, help=f"{text} (not available yet)",

@@ -180,7 +180,7 @@ def build_shard(k: int, size: int, seed: int, density: float, E: float, nu: floa
         else np.zeros((0, ds.NUM_FREE_DOFS), np.float32),
         "stiffness": res.S[ok],
     }
-    if nonlinear:  # pragma: no cover - provided by the nonlinear FE module
+    if nonlinear:
         from .fe.nonlinear import compression_labels_batch
         curves, cok = compression_labels_batch(kept)
         arrays = {k2: v[cok] for k2, v in arrays.items()}

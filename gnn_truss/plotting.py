@@ -32,6 +32,7 @@ __all__ = [
     "plot_lattice",
     "plot_lattice_with_surface",
     "plot_property_histograms",
+    "plot_property_projections", "plot_stress_strain", "plot_compression",
 ]
 
 logger = logging.getLogger(__name__)
@@ -669,4 +670,91 @@ def plot_property_projections(props: dict, path=None, color: str = "K_V", sample
         cb = fig.colorbar(sc, ax=fig.axes, shrink=0.6, pad=0.02)
         cb.set_label(f"{color} / E_s")
         fig.suptitle(title or f"{len(idx)} of {n} lattices, coloured by {color}")
+        return _finish(fig, path)
+
+
+def _draw_curves(ax, results, names) -> None:
+    from .fe.nonlinear import LABEL_STRAINS
+    for res, name in zip(results, names):
+        line, = ax.plot(100 * np.asarray(res.strain), np.asarray(res.stress), lw=1.6,
+                        label=name)
+        lab = np.asarray(res.label)
+        ok = np.isfinite(lab)
+        ax.plot(100 * LABEL_STRAINS[ok], lab[ok], "o", ms=4, color=line.get_color())
+    ax.set_xlabel("compressive strain  \u03b5 (%)")
+    ax.set_ylabel("nominal compressive stress  \u03c3 / E$_s$")
+    ax.set_xlim(0, None)
+    ax.set_ylim(0, None)
+    ax.grid(alpha=0.3)
+    if any(names):
+        ax.legend(loc="best")
+
+
+def plot_stress_strain(results, path=None, names=None, title: str | None = None):
+    """Nominal stress-strain curves of :func:`gnn_truss.fe.nonlinear.compress` results (lines)
+    with their 13-point labels (dots).
+
+    Args:
+        results: one :class:`~gnn_truss.fe.nonlinear.CompressionResult` or a list of them.
+        path: PNG path or ``None``.
+        names: legend entries.
+    """
+    results = results if isinstance(results, (list, tuple)) else [results]
+    names = list(names) if names is not None else [""] * len(results)
+    with _style():
+        fig = _new_figure((6.4, 4.6))
+        ax = fig.add_subplot(1, 1, 1)
+        _draw_curves(ax, results, names)
+        ax.set_title(title or "uniaxial compression")
+        return _finish(fig, path)
+
+
+def plot_compression(result, path=None, strain: float | None = None, title: str | None = None):
+    """Stress-strain curve (left) and the deformed periodic cell (right) at ``strain`` (default:
+    the largest stored snapshot), struts coloured by displacement magnitude.
+
+    Args:
+        result: a :class:`~gnn_truss.fe.nonlinear.CompressionResult` with snapshots (pass
+            ``snapshot_strains`` to ``compress``).
+        path: PNG path or ``None``.
+        strain: snapshot strain to draw.
+    """
+    from matplotlib import cm, colors
+    if not result.snapshots:
+        raise ValueError("result has no snapshots; call compress(..., snapshot_strains=[...])")
+    keys = sorted(result.snapshots)
+    s = keys[-1] if strain is None else min(keys, key=lambda k: abs(k - strain))
+    snap = result.snapshots[s]
+    ends = np.asarray(snap["ends"])
+    Fd = np.asarray(snap.get("F", np.ones(3)))
+    ref = np.asarray(result.snapshots[0.0]["ends"]) if 0.0 in result.snapshots else None
+    if ref is not None and ref.shape == ends.shape:
+        # draw every element inside the (deformed) cell: shift it by the lattice vector that
+        # brings its reference midpoint into [-1, 1)^3
+        n = np.floor((ref.mean(axis=1) + 1.0) / 2.0)
+        ends = ends - (2.0 * n * Fd)[:, None, :]
+        fluct = np.linalg.norm(ends - (ref - 2.0 * n[:, None, :]) * Fd, axis=2).mean(axis=1)
+    else:
+        fluct = None
+    with _style():
+        fig = _new_figure((12.0, 5.4))
+        ax = fig.add_subplot(1, 2, 1)
+        _draw_curves(ax, [result], [""])
+        ax.axvline(100 * s, color="0.5", ls=":", lw=1)
+        ax.set_title("nominal stress-strain curve (dots: 13-point label)")
+        ax3 = fig.add_subplot(1, 2, 2, projection="3d")
+        _setup_3d(ax3, -1.05, 1.05, [-1, 0, 1])
+        kw = {"linewidths": 1.6}
+        if fluct is not None:
+            norm = colors.Normalize(vmin=0.0, vmax=max(float(fluct.max()), 1e-12))
+            kw["colors"] = cm.viridis(norm(fluct))
+            sm = cm.ScalarMappable(norm=norm, cmap="viridis")
+            fig.colorbar(sm, ax=ax3, shrink=0.6, pad=0.08,
+                         label="fluctuation |w| (cell units)")
+        else:
+            kw["colors"] = _STRUT_COLOR
+        _draw_segments(ax3, ends, **kw)
+        ax3.set_title(f"deformed cell at \u03b5 = {100 * s:.1f} %")
+        if title:
+            fig.suptitle(title)
         return _finish(fig, path)

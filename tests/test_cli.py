@@ -17,11 +17,11 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ["show", "homogenize", "data", *_PLANNED]:
+    for cmd in ["show", "homogenize", "data", "compress", *_PLANNED]:
         assert cmd in out
 
 
-@pytest.mark.parametrize("cmd", ["show", "homogenize", "data", *_PLANNED])
+@pytest.mark.parametrize("cmd", ["show", "homogenize", "data", "compress", *_PLANNED])
 def test_each_subcommand_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
@@ -112,3 +112,21 @@ def test_data_bad_inputs(tmp_path, capsys):
     assert "--n must be positive" in capsys.readouterr().err
     assert main(["data", "stats", str(tmp_path / "nothing")]) == 2
     assert "not a corpus" in capsys.readouterr().err
+
+
+def test_compress_prints_label_and_saves_png(tmp_path, capsys):
+    png = tmp_path / "c.png"
+    assert main(["compress", "bcc", "--max-strain", "0.05", "--max-step", "0.01", "--elements",
+                 "2", "--json", "--out", str(png)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["ok"] and len(res["label"]) == 13
+    assert res["label"][0] == pytest.approx(0.005 * res["stress"][1] / res["strain"][1],
+                                            rel=0.05)  # linear at small strain
+    assert res["label"][-1] is None  # beyond --max-strain
+    assert mpimg.imread(png).shape[0] > 300
+
+
+def test_compress_bad_axis_and_lattice(capsys):
+    with pytest.raises(SystemExit):
+        main(["compress", "sc", "--axis", "w"])
+    assert main(["compress", "no_such"]) == 2

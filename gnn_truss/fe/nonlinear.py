@@ -99,8 +99,8 @@ class CompressionResult:
         label: ``[13]`` stresses at :data:`LABEL_STRAINS` (NaN beyond the last converged step).
         ok: whether the whole load path converged.
         message: why not.
-        snapshots: ``{strain: {"nodes": [N, 3], "ends": [M, 2, 3]}}`` deformed node and
-            element end positions at the requested strains.
+        snapshots: ``{strain: {"nodes": [N, 3], "ends": [M, 2, 3], "F": [3]}}`` deformed node
+            and element end positions and the diagonal of ``F`` at the requested strains.
         axis: loading axis (0, 1, 2).
         newton_iterations: total residual/tangent evaluations; seconds: wall time.
         min_eig: ``[S]`` smallest eigenvalue of the free tangent at each converged state divided
@@ -309,7 +309,7 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
     snapshots = {}
     if 0.0 in snaps:
         x0, e0 = cell.positions(w, np.ones(3))
-        snapshots[0.0] = {"nodes": x0, "ends": e0}
+        snapshots[0.0] = {"nodes": x0, "ends": e0, "F": np.ones(3)}
     prev = (0.0, w.copy(), R.copy(), lat.copy())
     dprev = None  # last increment (for the secant predictor)
     eps = 0.0
@@ -387,7 +387,7 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
         for s in snaps:
             if abs(s - eps) < 1e-12:
                 xs, es = cell.positions(w, Fd)
-                snapshots[s] = {"nodes": xs, "ends": es}
+                snapshots[s] = {"nodes": xs, "ends": es, "F": Fd.copy()}
         if abs(targets[0] - eps) < 1e-12:
             targets.pop(0)
             step = min(max_step, 2 * step)
