@@ -19,8 +19,6 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("gnn_truss")
 
 _PLANNED = {
-    "train": "train the graph VAE and property predictor from a YAML config",
-    "evaluate": "evaluate a trained checkpoint on the held-out test split",
     "sample": "decode random latent samples into lattices",
     "interpolate": "interpolate between two lattices in latent space",
     "traverse": "traverse one latent axis from a lattice",
@@ -197,6 +195,35 @@ def _cmd_compress(args) -> int:
     return 0 if res.ok else 1
 
 
+def _cmd_train(args) -> int:
+    from .training import load_config, train
+
+    cfg = load_config(args.config)
+    if args.out:
+        cfg["out"] = args.out
+    if args.epochs:
+        cfg["train"]["epochs"] = args.epochs
+    if args.limit:
+        cfg["data"]["limit"] = args.limit
+    if args.time_limit:
+        cfg["train"]["time_limit_minutes"] = args.time_limit
+    summary = train(cfg, resume=not args.no_resume, progress=not args.no_progress)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_checkpoint
+
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_name("evaluation")
+    report = evaluate_checkpoint(args.checkpoint, out, n_samples=args.samples,
+                                 split=args.split, limit=args.limit,
+                                 fe_check=not args.no_fe)
+    print(json.dumps(report.get("summary", report), indent=1))
+    print(f"wrote {out / 'report.json'} and figures", file=sys.stderr)
+    return 0
+
+
 def _add_data_parser(sub) -> None:
     d = sub.add_parser("data", help="build, pack, export, import and inspect lattice corpora",
                        description="FE-labelled lattice corpora: build (sharded, resumable, "
@@ -278,6 +305,34 @@ def build_parser() -> argparse.ArgumentParser:
     h.set_defaults(func=_cmd_homogenize)
 
     _add_data_parser(sub)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained checkpoint on the test split",
+                        description="Reconstruction (adjacency accuracy, exact match, edge F1, "
+                                    "node-position R^2), property R^2 / curve NRMSE, and "
+                                    "validity, uniqueness and novelty of N(0, I) samples; "
+                                    "writes report.json and PNG figures.")
+    ev.add_argument("checkpoint", help="checkpoint file (best.pt or last.pt)")
+    ev.add_argument("--out", help="output directory (default: evaluation/ beside it)")
+    ev.add_argument("--samples", type=int, default=1000, help="latent samples (1000)")
+    ev.add_argument("--split", choices=["train", "val", "test"], default="test")
+    ev.add_argument("--limit", type=int, help="evaluate the first LIMIT lattices of the split")
+    ev.add_argument("--no-fe", action="store_true",
+                    help="skip the FE check in the strict validity")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    t = sub.add_parser("train", help="train the graph VAE and property predictor",
+                       description="Train from a YAML config (configs/default.yaml, "
+                                   "configs/mlp_baseline.yaml, configs/nonlinear.yaml, "
+                                   "configs/paper_gpu.yaml). Resumes from OUT/last.pt; "
+                                   "multi-process with torchrun.")
+    t.add_argument("--config", required=True, help="YAML config file")
+    t.add_argument("--out", help="output directory (overrides the config)")
+    t.add_argument("--epochs", type=int, help="override train.epochs")
+    t.add_argument("--limit", type=int, help="use only the first LIMIT lattices")
+    t.add_argument("--time-limit", type=float, help="stop after this many minutes (resumable)")
+    t.add_argument("--no-resume", action="store_true", help="ignore OUT/last.pt")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
 
     c = sub.add_parser("compress", help="nonlinear uniaxial compression curve of a lattice",
                        description="Uniaxial compression of the periodic cell to 25 % strain "

@@ -758,3 +758,124 @@ def plot_compression(result, path=None, strain: float | None = None, title: str 
         if title:
             fig.suptitle(title)
         return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- model evaluation
+
+__all__ += ["plot_parity", "plot_reconstruction"]
+
+
+def _parity_r2(true: np.ndarray, pred: np.ndarray) -> float:
+    ss_tot = float(np.sum((true - true.mean()) ** 2)) if true.size else 0.0
+    return 1.0 - float(np.sum((true - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+
+
+def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: int = 3):
+    """Parity plots, predicted vs true, one panel per component (3 x 3 for the 9 stiffness
+    components), with :math:`R^2 = 1 - SS_{res}/SS_{tot}` in each title.
+
+    Args:
+        true, pred: ``[N, D]`` values (numpy or torch), e.g. stiffness in units of ``E_s``.
+        names: ``D`` component names.
+        path: where to save the figure, or ``None``.
+        title: figure title (default: none).
+        ncols: panels per row (3).
+
+    A panel uses log-log axes when every true and predicted value in it is positive, linear
+    axes otherwise; the dashed line is ``pred = true``.
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (3.3 x 3.1 in per panel).
+    """
+    t = np.asarray(true.detach().cpu() if hasattr(true, "detach") else true, dtype=np.float64)
+    p = np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred, dtype=np.float64)
+    names = [str(n) for n in names]
+    if t.shape != p.shape or t.ndim != 2 or t.shape[1] != len(names):
+        raise ValueError(f"true and pred must both be [N, {len(names)}], got {t.shape} and "
+                         f"{p.shape}")
+    n = len(names)
+    ncols = max(1, min(int(ncols), n))
+    nrows = -(-n // ncols)
+    with _style():
+        fig = _new_figure((3.3 * ncols, 3.1 * nrows))
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        for k, (ax, name) in enumerate(zip(axes.flat, names)):
+            ok = np.isfinite(t[:, k]) & np.isfinite(p[:, k])
+            x, y = t[ok, k], p[ok, k]
+            ax.scatter(x, y, s=5, alpha=0.5, color=_STRUT_COLOR, edgecolors="none")
+            if len(x):
+                lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+                ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+                if lo > 0:
+                    ax.set_xscale("log")
+                    ax.set_yscale("log")
+            ax.set_title(f"{name}   $R^2$ = {_parity_r2(x, y):.4f}")
+            ax.set_xlabel("true")
+            ax.set_ylabel("predicted")
+        for ax in axes.flat[n:]:
+            ax.set_axis_off()
+        if title:
+            fig.suptitle(title)
+        return _finish(fig, path)
+
+
+def plot_reconstruction(logits, true_adj, pred_offsets, true_offsets, path=None,
+                        title: str | None = None):
+    """Reconstruction summary of a graph VAE on a data split, three panels:
+
+    * histogram of the number of wrong adjacency entries (of 351) per lattice, with the exact
+      match rate;
+    * predicted vs true number of beams per lattice (threshold ``logit > 0``);
+    * predicted vs true position of every free coordinate of every used node (octant units).
+
+    Args:
+        logits, true_adj: ``[N, 351]`` adjacency logits and true binary upper triangles.
+        pred_offsets, true_offsets: ``[N, 27]`` free-dof offsets.
+        path: where to save the figure, or ``None``.
+        title: figure title (default: none).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure`.
+    """
+    def arr(v):
+        return np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float64)
+
+    lg, adj, po, to = arr(logits), arr(true_adj), arr(pred_offsets), arr(true_offsets)
+    if lg.shape != adj.shape or lg.ndim != 2 or lg.shape[1] != ds.NUM_PAIRS:
+        raise ValueError(f"logits and true_adj must both be [N, {ds.NUM_PAIRS}], got "
+                         f"{lg.shape} and {adj.shape}")
+    if po.shape != to.shape or po.shape != (len(lg), ds.NUM_FREE_DOFS):
+        raise ValueError(f"offsets must both be [{len(lg)}, {ds.NUM_FREE_DOFS}], got "
+                         f"{po.shape} and {to.shape}")
+    pred, true = lg > 0, adj > 0.5
+    wrong = (pred != true).sum(axis=1)
+    used = ds.triu_to_adjacency(true).any(axis=-1)[:, ds.FREE_DOF_NODE]  # [N, 27]
+    pos_t = (to + ds.NODE_GRID[ds.FREE_DOF_NODE, ds.FREE_DOF_AXIS])[used]
+    pos_p = (po + ds.NODE_GRID[ds.FREE_DOF_NODE, ds.FREE_DOF_AXIS])[used]
+    axis = np.broadcast_to(ds.FREE_DOF_AXIS, used.shape)[used]
+    with _style():
+        fig = _new_figure((12.0, 3.8))
+        a0, a1, a2 = fig.subplots(1, 3)
+        a0.hist(wrong, bins=np.arange(wrong.max() + 2) - 0.5, color=_STRUT_COLOR)
+        a0.set_xlabel("wrong adjacency entries per lattice (of 351)")
+        a0.set_ylabel("lattices")
+        a0.set_title(f"exact match {np.mean(wrong == 0):.1%}")
+        nt, npred = true.sum(axis=1), pred.sum(axis=1)
+        a1.scatter(nt, npred, s=6, alpha=0.5, color=_STRUT_COLOR, edgecolors="none")
+        m = max(nt.max(), npred.max(), 1)
+        a1.plot([0, m], [0, m], "k--", lw=0.8)
+        a1.set_xlabel("true beams")
+        a1.set_ylabel("predicted beams")
+        a1.set_title("beams per lattice")
+        for k, name in enumerate("xyz"):
+            sel = axis == k
+            a2.scatter(pos_t[sel], pos_p[sel], s=4, alpha=0.5, edgecolors="none",
+                       label=f"{name} (R$^2$ {_parity_r2(pos_t[sel], pos_p[sel]):.3f})")
+        a2.plot([0, 1], [0, 1], "k--", lw=0.8)
+        a2.set_xlabel("true position of free coordinates")
+        a2.set_ylabel("predicted")
+        a2.set_title("free node coordinates (used nodes)")
+        a2.legend(loc="upper left", markerscale=3)
+        if title:
+            fig.suptitle(title)
+        return _finish(fig, path)

@@ -17,11 +17,12 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ["show", "homogenize", "data", "compress", *_PLANNED]:
+    for cmd in ["show", "homogenize", "data", "compress", "train", "evaluate", *_PLANNED]:
         assert cmd in out
 
 
-@pytest.mark.parametrize("cmd", ["show", "homogenize", "data", "compress", *_PLANNED])
+@pytest.mark.parametrize("cmd", ["show", "homogenize", "data", "compress", "train",
+                                 "evaluate", *_PLANNED])
 def test_each_subcommand_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
@@ -73,7 +74,11 @@ def test_bad_inputs_exit_2(tmp_path, capsys):
     assert "neither an elementary lattice" in capsys.readouterr().err
     assert main(["homogenize", "sc", "--density", "1.5"]) == 2
     assert "relative density" in capsys.readouterr().err
-    assert main(["train"]) == 2
+    with pytest.raises(SystemExit) as e:  # --config is required
+        main(["train"])
+    assert e.value.code == 2
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
 
 
 def test_console_script_entry_point():

@@ -1,0 +1,429 @@
+r"""Evaluation of a trained graph VAE: reconstruction, property prediction and sampling.
+
+Metrics of ``SPEC.md`` section 6, each reported with the paper's definition and a strict one
+side by side:
+
+=====================  ===============================  ======================================
+quantity               paper                            strict
+=====================  ===============================  ======================================
+adjacency              element-wise accuracy over the   exact match (all 351 pairs right),
+                       27 x 27 matrix, ones on the      edge precision / recall / F1
+                       diagonal (:math:`(2c + 27)/729`)
+geometry               :math:`R^2` of node positions    :math:`R^2` of the free-dof offsets
+                       per x, y, z over used nodes      of used nodes
+properties             :math:`R^2` per stiffness        also in normalised space; curve NRMSE
+                       component (physical units)
+samples                one connected component          :meth:`Truss.validate` and a finite,
+                                                        positive-definite FE stiffness;
+                                                        uniqueness, novelty
+=====================  ===============================  ======================================
+
+Coefficient of determination: :math:`R^2 = 1 - \sum (y - \hat y)^2 / \sum (y - \bar y)^2`.
+Curve error (Zheng et al. 2023): :math:`\mathrm{NRMSE} = \mathrm{RMSE} / (\max y - \min y)` of
+each true curve, averaged over lattices.
+
+Everything here is a pure function of tensors except :func:`sample_validity` (runs a model) and
+:func:`evaluate_checkpoint` (the driver: loads a checkpoint and its data split, writes
+``report.json`` and figures).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import design_space as ds
+from .geometry import num_components
+from .truss import Truss
+
+__all__ = ["STIFFNESS_NAMES", "CURVE_NAMES", "adjacency_metrics", "position_r2",
+           "r2_per_component", "nrmse_curves", "decode_trusses", "sample_validity",
+           "evaluate_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+#: Names of the 9 stiffness components (``graph.NUM_STIFFNESS``), units of ``E_s``.
+STIFFNESS_NAMES = ("C11", "C12", "C13", "C22", "C23", "C33", "C44", "C55", "C66")
+#: Names of the 13 curve points (nominal stress at 0.5 %, 2.5 %, ..., 24.5 % strain).
+CURVE_NAMES = tuple(f"sigma@{0.5 + 2 * k:g}%" for k in range(13))
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _ratio(num: float, den: float, empty: float) -> float:
+    return float(num / den) if den > 0 else float(empty)
+
+
+# --------------------------------------------------------------------------- reconstruction
+
+def adjacency_metrics(logits, target) -> dict:
+    r"""Adjacency reconstruction metrics, threshold 0.5 on the sigmoid (``logit > 0``).
+
+    Args:
+        logits: ``[B, 351]`` upper-triangle logits.
+        target: ``[B, 351]`` binary true upper triangle.
+
+    Returns:
+        ``accuracy_paper``: mean over lattices of :math:`(2 c + 27) / 729`, ``c`` the number of
+        correct upper-triangle entries (the full symmetric 27 x 27 matrix with the paper's ones on
+        the diagonal, which always count as correct); ``accuracy_offdiag``: mean of
+        :math:`c / 351`; ``exact_match``: share of lattices with all 351 entries right;
+        ``edge_precision``, ``edge_recall``, ``edge_f1``: micro-averaged over all true and
+        predicted edges (0 when undefined, 1 if there are neither true nor predicted edges);
+        ``num_lattices``.
+    """
+    lg, tg = _np(logits), _np(target)
+    if lg.ndim != 2 or lg.shape[1] != ds.NUM_PAIRS or lg.shape != tg.shape:
+        raise ValueError(f"logits and target must both be [B, {ds.NUM_PAIRS}], got "
+                         f"{lg.shape} and {tg.shape}")
+    pred, true = lg > 0, tg > 0.5
+    correct = (pred == true).sum(axis=1)
+    n_full = ds.NUM_NODES * ds.NUM_NODES
+    tp = float(np.sum(pred & true))
+    fp = float(np.sum(pred & ~true))
+    fn = float(np.sum(~pred & true))
+    none = tp + fp + fn == 0
+    precision = _ratio(tp, tp + fp, 1.0 if none else 0.0)
+    recall = _ratio(tp, tp + fn, 1.0 if none else 0.0)
+    f1 = _ratio(2 * precision * recall, precision + recall, 1.0 if none else 0.0)
+    return {
+        "accuracy_paper": float(np.mean((2 * correct + ds.NUM_NODES) / n_full)),
+        "accuracy_offdiag": float(np.mean(correct / ds.NUM_PAIRS)),
+        "exact_match": float(np.mean(correct == ds.NUM_PAIRS)),
+        "edge_precision": precision, "edge_recall": recall, "edge_f1": f1,
+        "num_lattices": len(lg),
+    }
+
+
+def _r2(pred: np.ndarray, true: np.ndarray) -> float:
+    """Pooled :math:`R^2` of two equal-size arrays (NaN if the truth is constant or empty)."""
+    pred, true = pred.reshape(-1), true.reshape(-1)
+    if true.size == 0:
+        return float("nan")
+    ss_tot = float(np.sum((true - true.mean()) ** 2))
+    if ss_tot == 0:
+        return float("nan")
+    return 1.0 - float(np.sum((true - pred) ** 2)) / ss_tot
+
+
+def _used_nodes(adj_triu: np.ndarray) -> np.ndarray:
+    """``[B, 27]`` bool: nodes with at least one beam."""
+    return ds.triu_to_adjacency(adj_triu > 0.5).any(axis=-1)
+
+
+def position_r2(pred_offsets, true_offsets, true_adj) -> dict:
+    """:math:`R^2` of node positions over the used nodes of the true lattices.
+
+    Positions are ``design_space.NODE_GRID + unpack_offsets(offsets)`` (octant units), pooled
+    over all used nodes of all lattices, one value per axis. Fixed coordinates (grid 0 or 1) are
+    reproduced exactly and included, as in the paper; ``r2_offsets`` is the stricter
+    :math:`R^2` over only the free dofs of used nodes.
+
+    Args:
+        pred_offsets, true_offsets: ``[B, 27]`` free-dof offsets.
+        true_adj: ``[B, 351]`` true binary upper triangles (defines the used nodes).
+
+    Returns:
+        ``{"r2_x", "r2_y", "r2_z", "r2_offsets", "num_used_nodes"}``.
+    """
+    po, to, adj = _np(pred_offsets), _np(true_offsets), _np(true_adj)
+    if po.shape != to.shape or po.ndim != 2 or po.shape[1] != ds.NUM_FREE_DOFS:
+        raise ValueError(f"offsets must both be [B, {ds.NUM_FREE_DOFS}], got {po.shape} and "
+                         f"{to.shape}")
+    if adj.shape != (len(po), ds.NUM_PAIRS):
+        raise ValueError(f"true_adj must be [{len(po)}, {ds.NUM_PAIRS}], got {adj.shape}")
+    used = _used_nodes(adj)  # [B, 27]
+    pp = ds.offsets_to_positions(ds.unpack_offsets(po))[used]  # [U, 3]
+    tp = ds.offsets_to_positions(ds.unpack_offsets(to))[used]
+    free_used = used[:, ds.FREE_DOF_NODE]  # [B, 27]
+    out = {f"r2_{a}": _r2(pp[:, k], tp[:, k]) for k, a in enumerate("xyz")}
+    out["r2_offsets"] = _r2(po[free_used], to[free_used])
+    out["num_used_nodes"] = int(used.sum())
+    return out
+
+
+# --------------------------------------------------------------------------- properties
+
+def r2_per_component(pred, true, names) -> dict:
+    """:math:`R^2` per column: ``{name: 1 - SS_res / SS_tot}`` (NaN for a constant column).
+
+    Args:
+        pred, true: ``[B, D]`` (in the units the caller wants the score in).
+        names: ``D`` column names.
+    """
+    p, t = _np(pred), _np(true)
+    names = list(names)
+    if p.shape != t.shape or p.ndim != 2 or p.shape[1] != len(names):
+        raise ValueError(f"pred and true must both be [B, {len(names)}], got {p.shape} and "
+                         f"{t.shape}")
+    return {n: _r2(p[:, k], t[:, k]) for k, n in enumerate(names)}
+
+
+def nrmse_curves(pred, true) -> float:
+    r"""Mean over lattices of :math:`\mathrm{RMSE}_i / (\max_k y_{ik} - \min_k y_{ik})`.
+
+    Args:
+        pred, true: ``[B, 13]`` curves (same units). Lattices whose true curve is flat (zero
+            range) are skipped; NaN if none is left.
+    """
+    p, t = _np(pred), _np(true)
+    if p.shape != t.shape or p.ndim != 2:
+        raise ValueError(f"pred and true must both be [B, K], got {p.shape} and {t.shape}")
+    rmse = np.sqrt(np.mean((p - t) ** 2, axis=1))
+    rng = t.max(axis=1) - t.min(axis=1)
+    ok = rng > 0
+    return float(np.mean(rmse[ok] / rng[ok])) if ok.any() else float("nan")
+
+
+# --------------------------------------------------------------------------- sampling
+
+def decode_trusses(logits, offsets) -> list[Truss]:
+    """Trusses from decoder outputs: adjacency ``logit > 0``; offsets cast to float64, clipped to
+    ``[-0.5, 0.5]`` and zeroed on unused nodes.
+
+    Shapes: ``logits [B, 351]``, ``offsets [B, 27]`` -> ``B`` :class:`Truss`.
+    """
+    bits = _np(logits) > 0
+    off = np.clip(_np(offsets), -0.5, 0.5)
+    adj = ds.triu_to_adjacency(bits.astype(np.uint8))  # [B, 27, 27]
+    full = ds.unpack_offsets(off) * adj.any(axis=-1)[..., None]
+    return [Truss(a, o) for a, o in zip(adj, full)]
+
+
+def _connected(t: Truss) -> bool:
+    return t.num_edges > 0 and num_components(ds.NUM_NODES, t.edges,
+                                              np.flatnonzero(t.used)) == 1
+
+
+@torch.no_grad()
+def sample_validity(model, n: int = 1000, seed: int = 0, train_hashes=None,
+                    fe_check: bool = True, batch_size: int = 1024) -> dict:
+    """Validity, uniqueness and novelty of lattices decoded from :math:`z \\sim N(0, I)`.
+
+    Args:
+        model: a :class:`~gnn_truss.nn.TrussVAE` (put in eval mode).
+        n: number of samples (1000, as the paper).
+        seed: seed of the ``torch.Generator`` drawing ``z`` (on the CPU).
+        train_hashes: canonical hashes (:meth:`Truss.canonical_hash`) of the training lattices,
+            for novelty; ``None`` skips it.
+        fe_check: strict validity also requires linear homogenization status ``ok``.
+        batch_size: samples decoded at once.
+
+    Returns:
+        ``validity_paper`` (share whose used nodes form one connected component, >= 1 beam),
+        ``validity_strict`` (share passing :meth:`Truss.validate` and, if ``fe_check``, the FE
+        check), ``uniqueness`` (distinct hashes among strictly valid / strictly valid),
+        ``novelty`` (share of the distinct valid ones not in ``train_hashes``; ``None`` without
+        it; both ``None`` when no sample is strictly valid), counts, ``violations`` (rule ->
+        count among connected samples), ``fe_status`` (status -> count) and the mean number of
+        beams.
+    """
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    from .fe.homogenization import homogenize_batch
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(n, model.sizes.total, generator=gen)
+    trusses: list[Truss] = []
+    for s in range(0, n, batch_size):
+        logits, offsets = model.decode(z[s:s + batch_size].to(device))
+        trusses += decode_trusses(logits, offsets)
+    connected = [t for t in trusses if _connected(t)]
+    violations: dict = {}
+    valid = []
+    for t in connected:
+        bad = t.validate()
+        for r in bad:
+            violations[r] = violations.get(r, 0) + 1
+        if not bad:
+            valid.append(t)
+    fe_status: dict = {}
+    if fe_check and valid:
+        res = homogenize_batch(valid, workers=1)
+        for s in res.status:
+            fe_status[str(s)] = fe_status.get(str(s), 0) + 1
+        valid = [t for t, ok in zip(valid, res.ok) if ok]
+    hashes = {t.canonical_hash() for t in valid}
+    novel = None
+    if train_hashes is not None:
+        train_hashes = set(train_hashes)
+        novel = len(hashes - train_hashes)
+    return {
+        "num_samples": n, "seed": int(seed), "fe_check": bool(fe_check),
+        "validity_paper": len(connected) / n,
+        "validity_strict": len(valid) / n,
+        "uniqueness": len(hashes) / len(valid) if valid else None,
+        "novelty": None if novel is None or not hashes else novel / len(hashes),
+        "num_connected": len(connected), "num_valid": len(valid), "num_unique": len(hashes),
+        "num_novel": novel, "violations": violations, "fe_status": fe_status,
+        "mean_beams": float(np.mean([t.num_edges for t in trusses])),
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+def _split_hashes(dataset) -> set:
+    """Canonical hashes of every lattice of a :class:`~gnn_truss.dataset.TrussDataset`."""
+    if len(dataset) == 0:
+        return set()
+    adj = dataset.adj.numpy()
+    off = dataset.offset64.numpy()
+    return {Truss(ds.triu_to_adjacency(a.astype(np.uint8)), o).canonical_hash()
+            for a, o in zip(adj, off)}
+
+
+@torch.no_grad()
+def _run_split(model, dataset, target: str, batch_size: int = 256) -> dict:
+    from torch_geometric.loader import DataLoader
+    device = next(model.parameters()).device
+    keys = ("logits", "offsets", "pred", "adj", "offset", "y", target)
+    acc: dict = {k: [] for k in keys}
+    for b in DataLoader(dataset, batch_size=batch_size):
+        out = model(b.to(device), sample=False)
+        for k in ("logits", "offsets", "pred"):
+            acc[k].append(out[k].cpu())
+        for k in ("adj", "offset", "y", target):
+            acc[k].append(b[k].cpu())
+    return {k: torch.cat(v).double() for k, v in acc.items()}
+
+
+def _finite_or_none(obj):
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _nanmean(d: dict) -> float:
+    v = np.array(list(d.values()), dtype=float)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+
+def _nanmin(values: list) -> float:
+    v = np.array(values, dtype=float)
+    return float(np.nanmin(v)) if np.isfinite(v).any() else float("nan")
+
+
+def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: str = "test",
+                        limit: int | None = None, data_overrides: dict | None = None,
+                        fe_check: bool = True, seed: int = 0) -> dict:
+    """Evaluate a checkpoint of :func:`gnn_truss.training.train` on a data split.
+
+    Rebuilds the model from the config saved in the checkpoint, loads that config's dataset
+    split, checks the dataset fingerprint, runs the model on the latent means (no sampling) and
+    computes every metric of the module docstring, plus :func:`sample_validity` of
+    ``n_samples`` prior samples (novelty against the training split). Writes
+    ``out_dir/report.json``, ``out_dir/parity.png`` (predicted vs true property per component)
+    and ``out_dir/reconstruction.png``.
+
+    Args:
+        checkpoint_path: ``best.pt`` or ``last.pt``.
+        out_dir: output folder (created).
+        n_samples: prior samples for validity (0 skips sampling).
+        split: ``"test"``, ``"val"`` or ``"train"``.
+        limit: evaluate only the first ``limit`` lattices of the split (quick checks; the
+            dataset itself is the checkpoint's, so the fingerprint still matches).
+        data_overrides: replace keys of the checkpoint's ``data`` config (e.g. ``{"root": ...}``
+            after moving the data, or ``{"limit": ...}``); the fingerprint check then guards
+            against evaluating on other data.
+        fe_check: FE check in strict sample validity.
+        seed: seed of the prior samples.
+
+    Returns:
+        The report dict (as written to ``report.json``; non-finite numbers become ``None``).
+
+    Raises:
+        ValueError: unreadable or foreign checkpoint, weights not matching the saved model
+            config, unknown split or data keys, or a dataset fingerprint different from the
+            checkpoint's.
+    """
+    from .dataset import TargetNormalizer
+    from .nn import build_model
+    from .plotting import plot_parity, plot_reconstruction
+    from .training import build_datasets, load_checkpoint, validate_config
+
+    splits = ("train", "val", "test")
+    if split not in splits:
+        raise ValueError(f"split must be one of {splits}, got {split!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    ck = load_checkpoint(checkpoint_path)
+    cfg = copy.deepcopy(ck["config"])
+    if data_overrides:
+        cfg = validate_config({**cfg, "data": {**cfg["data"], **data_overrides}})
+    model = build_model(cfg["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"{checkpoint_path}: weights do not match the saved model config "
+                         f"({exc})") from exc
+    model.eval()
+    datasets = dict(zip(splits, build_datasets(cfg)))
+    if ck["fingerprint"] != datasets["train"].fingerprint:
+        raise ValueError(f"{checkpoint_path} was trained on different data: fingerprint "
+                         f"{ck['fingerprint'][:12]} != dataset {cfg['data']['root']} "
+                         f"(limit {cfg['data']['limit']}) {datasets['train'].fingerprint[:12]}")
+    target = cfg["data"]["target"]
+    names = STIFFNESS_NAMES if target == "stiffness" else CURVE_NAMES
+    norm = TargetNormalizer.from_dict(ck["normalizer"])
+    data = datasets[split]
+    if limit is not None:
+        data = data[:limit]
+    if len(data) == 0:
+        raise ValueError(f"split {split!r} is empty")
+    r = _run_split(model, data, target)
+    pred_phys = norm.inverse(r["pred"])
+    true_phys = r[target]
+    adj = adjacency_metrics(r["logits"], r["adj"])
+    geo = position_r2(r["offsets"], r["offset"], r["adj"])
+    r2 = r2_per_component(pred_phys, true_phys, names)
+    r2n = r2_per_component(r["pred"], r["y"], names)
+    prop = {"r2": r2, "r2_mean": _nanmean(r2), "r2_normalized": r2n,
+            "r2_normalized_mean": _nanmean(r2n)}
+    if target == "curve":
+        prop["nrmse"] = nrmse_curves(pred_phys, true_phys)
+    samples = None
+    if n_samples:
+        samples = sample_validity(model, n=n_samples, seed=seed,
+                                  train_hashes=_split_hashes(datasets["train"]),
+                                  fe_check=fe_check)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_parity(true_phys.numpy(), pred_phys.numpy(), names, out / "parity.png")
+    plot_reconstruction(r["logits"].numpy(), r["adj"].numpy(), r["offsets"].numpy(),
+                        r["offset"].numpy(), out / "reconstruction.png")
+    report = {
+        "checkpoint": str(checkpoint_path), "epoch": ck.get("epoch"), "split": split,
+        "num_lattices": len(data), "target": target, "fingerprint": ck["fingerprint"],
+        "summary": {  # paper definition | strict definition, side by side
+            "adjacency": {"paper_accuracy": adj["accuracy_paper"],
+                          "strict_exact_match": adj["exact_match"],
+                          "edge_f1": adj["edge_f1"]},
+            "geometry": {"paper_position_r2": _nanmin([geo["r2_x"], geo["r2_y"], geo["r2_z"]]),
+                         "strict_offset_r2": geo["r2_offsets"]},
+            "property": {"r2_mean": prop["r2_mean"], "r2_min": _nanmin(list(r2.values())),
+                         **({"nrmse": prop["nrmse"]} if "nrmse" in prop else {})},
+            "validity": None if samples is None else {
+                "paper": samples["validity_paper"], "strict": samples["validity_strict"],
+                "uniqueness": samples["uniqueness"], "novelty": samples["novelty"]},
+        },
+        "adjacency": adj, "geometry": geo, "property": prop, "samples": samples,
+        "figures": ["parity.png", "reconstruction.png"],
+    }
+    report = _finite_or_none(report)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    log.info("evaluation of %s written to %s", checkpoint_path, out)
+    return report

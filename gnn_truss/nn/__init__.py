@@ -1,0 +1,8 @@
+"""Neural networks: encoders, decoders, property predictor and the graph VAE."""
+from .decoder import AdjacencyDecoder, OffsetDecoder
+from .encoder import MLPEncoder, TrussGNNEncoder
+from .predictor import PropertyPredictor
+from .vae import LatentSizes, TrussVAE, build_model
+
+__all__ = ["AdjacencyDecoder", "OffsetDecoder", "MLPEncoder", "TrussGNNEncoder",
+           "PropertyPredictor", "LatentSizes", "TrussVAE", "build_model"]

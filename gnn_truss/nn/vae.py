@@ -1,0 +1,169 @@
+r"""The graph VAE with partially overlapping (attributed) latents and a property predictor.
+
+Latent layout (Zheng et al. 2023, eq. for :math:`\mu`; ``SPEC.md`` section 7), sizes
+``t / s / g`` (default 8 / 32 / 8)::
+
+    mu      = [ mu_A[:t] | (mu_A[t:] + mu_x[:s]) / 2 | mu_x[s:] ]
+    log sig = same with log sig_A, log sig_x
+
+The adjacency decoder reads ``z[:, :t+s]`` (topology-specific + shared), the offset decoder
+``z[:, t:]`` (shared + geometry-specific), and the property predictor reads ``mu``.
+Reparameterisation: ``z = mu + eps * exp(log sig)`` with independent ``eps ~ N(0, I)`` per
+dimension.
+
+Losses (methods, PyG ``GAE`` style; every term is a per-lattice sum averaged over the batch):
+
+* ``recon_loss``: binary cross-entropy of the 351 adjacency logits + ``offset_weight`` x the
+  squared error of the 27 offsets;
+* ``property_loss``: squared error of the normalised targets;
+* ``kl_loss``: :math:`\frac12 \sum_j (\sigma_j^2 + \mu_j^2 - 1 - \log \sigma_j^2)`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .decoder import AdjacencyDecoder, OffsetDecoder
+from .encoder import MLPEncoder, TrussGNNEncoder
+from .predictor import PropertyPredictor
+
+__all__ = ["LatentSizes", "TrussVAE", "build_model", "MODEL_KEYS"]
+
+LOGSIG_MIN, LOGSIG_MAX = -12.0, 4.0
+
+#: Keys of the ``model`` section of a training config.
+MODEL_KEYS = {"encoder", "topology", "shared", "geometry", "hidden", "layers", "readout",
+              "mlp_hidden", "decoder_hidden", "offset_hidden", "predictor_hidden",
+              "num_targets", "offset_weight"}
+
+
+@dataclass(frozen=True)
+class LatentSizes:
+    """Topology-specific, shared and geometry-specific latent sizes."""
+
+    topology: int = 8
+    shared: int = 32
+    geometry: int = 8
+
+    def __post_init__(self):
+        if min(self.topology, self.shared, self.geometry) < 0 or self.total == 0:
+            raise ValueError(f"invalid latent sizes {self}")
+
+    @property
+    def total(self) -> int:
+        return self.topology + self.shared + self.geometry
+
+    @property
+    def d_topology(self) -> int:  # size of the topology head
+        return self.topology + self.shared
+
+    @property
+    def d_geometry(self) -> int:  # size of the geometry head
+        return self.shared + self.geometry
+
+
+class TrussVAE(nn.Module):
+    """Graph VAE + property predictor.
+
+    Args:
+        encoder: module ``batch -> (mu_A, logsig_A, mu_x, logsig_x)``.
+        adj_decoder: ``z[:, :t+s] -> [B, 351]`` logits.
+        offset_decoder: ``z[:, t:] -> [B, 27]`` offsets.
+        predictor: ``mu -> [B, num_targets]``.
+        sizes: :class:`LatentSizes`.
+        offset_weight: weight of the offset squared error in the reconstruction loss.
+    """
+
+    def __init__(self, encoder: nn.Module, adj_decoder: nn.Module, offset_decoder: nn.Module,
+                 predictor: nn.Module, sizes: LatentSizes, offset_weight: float = 10.0):
+        super().__init__()
+        self.encoder = encoder
+        self.adj_decoder = adj_decoder
+        self.offset_decoder = offset_decoder
+        self.predictor = predictor
+        self.sizes = sizes
+        self.offset_weight = offset_weight
+
+    # ------------------------------------------------------------------ latent
+    def merge(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``[topo-specific | mean of the shared parts | geometry-specific]``."""
+        t, s = self.sizes.topology, self.sizes.shared
+        return torch.cat([a[:, :t], 0.5 * (a[:, t:] + x[:, :s]), x[:, s:]], dim=-1)
+
+    def encode(self, batch):
+        """``(mu, logsig)``, each ``[B, t + s + g]``."""
+        mu_a, ls_a, mu_x, ls_x = self.encoder(batch)
+        # bounded log sigma keeps exp(2 log sigma) finite early in training
+        return self.merge(mu_a, mu_x), self.merge(ls_a, ls_x).clamp(LOGSIG_MIN, LOGSIG_MAX)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logsig: torch.Tensor) -> torch.Tensor:
+        """``z = mu + eps * exp(logsig)``, independent ``eps`` per dimension."""
+        return mu + torch.randn_like(mu) * torch.exp(logsig)
+
+    def decode(self, z: torch.Tensor):
+        """``(adjacency logits [B, 351], offsets [B, 27])``."""
+        t = self.sizes.topology
+        return (self.adj_decoder(z[:, :t + self.sizes.shared]),
+                self.offset_decoder(z[:, t:]))
+
+    def predict(self, mu: torch.Tensor) -> torch.Tensor:
+        return self.predictor(mu)
+
+    def forward(self, batch, sample: bool = True) -> dict:
+        mu, logsig = self.encode(batch)
+        z = self.reparameterize(mu, logsig) if sample else mu
+        logits, offsets = self.decode(z)
+        return {"mu": mu, "logsig": logsig, "z": z, "logits": logits, "offsets": offsets,
+                "pred": self.predict(mu)}
+
+    # ------------------------------------------------------------------ losses
+    def recon_loss(self, out: dict, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(adjacency BCE, offset squared error)``, per lattice, batch mean."""
+        bce = F.binary_cross_entropy_with_logits(out["logits"], batch.adj, reduction="none")
+        se = (out["offsets"] - batch.offset) ** 2
+        return bce.sum(-1).mean(), se.sum(-1).mean()
+
+    def property_loss(self, out: dict, batch) -> torch.Tensor:
+        return ((out["pred"] - batch.y) ** 2).sum(-1).mean()
+
+    @staticmethod
+    def kl_loss(mu: torch.Tensor, logsig: torch.Tensor) -> torch.Tensor:
+        """KL(N(mu, sigma^2) || N(0, I)) per lattice, batch mean."""
+        return 0.5 * (torch.exp(2 * logsig) + mu**2 - 1 - 2 * logsig).sum(-1).mean()
+
+    def loss(self, out: dict, batch, beta: float, property_weight: float = 1.0) -> dict:
+        """All terms and the total ``adj + offset_weight * off + property + beta * KL``."""
+        adj, off = self.recon_loss(out, batch)
+        prop = self.property_loss(out, batch)
+        kl = self.kl_loss(out["mu"], out["logsig"])
+        total = adj + self.offset_weight * off + property_weight * prop + beta * kl
+        return {"total": total, "adj": adj, "offset": off, "property": prop, "kl": kl}
+
+
+def build_model(cfg: dict) -> TrussVAE:
+    """A :class:`TrussVAE` from the ``model`` section of a config (see ``configs/``)."""
+    unknown = set(cfg) - MODEL_KEYS
+    if unknown:
+        raise ValueError(f"unknown model config keys {sorted(unknown)}; allowed: "
+                         f"{sorted(MODEL_KEYS)}")
+    sizes = LatentSizes(cfg.get("topology", 8), cfg.get("shared", 32), cfg.get("geometry", 8))
+    kind = cfg.get("encoder", "gnn")
+    if kind == "gnn":
+        enc = TrussGNNEncoder(sizes.d_topology, sizes.d_geometry, hidden=cfg.get("hidden", 64),
+                              layers=cfg.get("layers", 4), readout=cfg.get("readout", 512))
+    elif kind == "mlp":
+        enc = MLPEncoder(sizes.d_topology, sizes.d_geometry,
+                         hidden=tuple(cfg.get("mlp_hidden", (512, 512))))
+    else:
+        raise ValueError(f"model.encoder must be 'gnn' or 'mlp', got {kind!r}")
+    return TrussVAE(
+        enc,
+        AdjacencyDecoder(sizes.d_topology, tuple(cfg.get("decoder_hidden", (256, 512)))),
+        OffsetDecoder(sizes.d_geometry, tuple(cfg.get("offset_hidden", (256, 256)))),
+        PropertyPredictor(sizes.total, cfg.get("num_targets", 9),
+                          tuple(cfg.get("predictor_hidden", (256, 256, 256)))),
+        sizes, offset_weight=cfg.get("offset_weight", 10.0))

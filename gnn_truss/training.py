@@ -1,0 +1,314 @@
+"""Training of the graph VAE + property predictor.
+
+Joint loss ``recon + property_weight * property + beta * KL`` (:meth:`TrussVAE.loss`) with the
+cyclical KL annealing of Fu et al. (NAACL 2019): the run is split into ``kl_cycles`` cycles; in
+each, ``beta`` rises linearly from 0 to ``beta_max`` over the first ``kl_ratio`` of the cycle
+and then stays there. Adam with cosine learning-rate decay, gradient clipping, early stopping on
+the validation reconstruction + property loss, a CSV metrics log, and checkpoints
+(``last.pt`` every epoch, ``best.pt`` at each validation improvement) holding the weights,
+optimizer and scheduler state, the config, the target normaliser and the dataset fingerprint.
+Checkpoints load with ``torch.load(..., weights_only=True)``. A run resumes from ``last.pt``.
+
+Multi-process data-parallel training uses ``torch.distributed`` (DDP): launch with
+``torchrun --nproc_per_node K -m gnn_truss.cli train --config ...``; the gloo backend runs on
+CPUs, nccl on GPUs. Rank 0 writes logs and checkpoints.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["DEFAULT_CONFIG", "load_config", "validate_config", "kl_beta", "train",
+           "load_checkpoint", "build_datasets"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG: dict = {
+    "data": {"root": "datasets/default", "source": "corpus", "target": "stiffness",
+             "split_seed": 0, "limit": None},
+    "model": {"encoder": "gnn", "topology": 8, "shared": 32, "geometry": 8},
+    "train": {"epochs": 200, "batch_size": 256, "lr": 1e-3, "lr_min": 1e-5,
+              "weight_decay": 0.0, "beta_max": 1.0, "kl_cycles": 4, "kl_ratio": 0.5,
+              "property_weight": 1.0, "grad_clip": 10.0, "patience": 40, "seed": 0,
+              "device": "auto", "time_limit_minutes": None},
+    "out": "runs/default",
+}
+
+
+def _merge(base: dict, over: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if k not in base and not (path == "model."):
+            raise ValueError(f"unknown config key '{path}{k}'; allowed: {sorted(base)}")
+        if isinstance(base.get(k), dict) and not isinstance(v, dict) and path != "model.":
+            raise ValueError(f"config section '{path}{k}' must be a mapping, got {v!r}")
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and path != "model.":
+            out[k] = _merge(base[k], v, f"{path}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def validate_config(cfg: dict) -> dict:
+    """Fill defaults and check keys and values; raises ``ValueError`` naming the problem."""
+    if not isinstance(cfg, dict):
+        raise ValueError("config must be a mapping")
+    cfg = _merge(DEFAULT_CONFIG, cfg)
+    from .nn.vae import MODEL_KEYS
+    bad = set(cfg["model"]) - MODEL_KEYS
+    if bad:
+        raise ValueError(f"unknown config key(s) model.{sorted(bad)}; allowed: "
+                         f"{sorted(MODEL_KEYS)}")
+    t = cfg["train"]
+    for key in ("epochs", "batch_size", "kl_cycles"):
+        if not isinstance(t[key], int) or t[key] < 1:
+            raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
+    for key in ("lr", "beta_max", "property_weight"):
+        if not isinstance(t[key], (int, float)) or t[key] < 0 or not math.isfinite(t[key]):
+            raise ValueError(f"train.{key} must be a finite non-negative number, got {t[key]!r}")
+    if not isinstance(t["kl_ratio"], (int, float)) or not 0 < t["kl_ratio"] <= 1:
+        raise ValueError(f"train.kl_ratio must lie in (0, 1], got {t['kl_ratio']!r}")
+    if cfg["data"]["target"] == "curve":
+        cfg["model"].setdefault("num_targets", 13)
+    return cfg
+
+
+def load_config(path) -> dict:
+    """Read a YAML config and :func:`validate_config` it."""
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({exc})") from exc
+    return validate_config(raw)
+
+
+def kl_beta(step: int, total_steps: int, cycles: int, ratio: float, beta_max: float) -> float:
+    """Cyclical annealing: ``beta_max * min(1, tau / ratio)``, ``tau`` the position in the
+    current cycle in ``[0, 1)``."""
+    period = max(1.0, total_steps / cycles)
+    tau = (step % period) / period
+    return float(beta_max * min(1.0, tau / ratio))
+
+
+def build_datasets(cfg: dict):
+    """``(train, val, test)`` :class:`~gnn_truss.dataset.TrussDataset` splits of a config."""
+    from .dataset import TrussDataset
+    d = cfg["data"]
+    kw = dict(source=d["source"], target=d["target"], split_seed=d["split_seed"],
+              limit=d["limit"])
+    return tuple(TrussDataset(d["root"], split=s, **kw) for s in ("train", "val", "test"))
+
+
+def _dist():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; raises ``ValueError`` if it is corrupt or
+    not a gnn_truss checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+    missing = {"model", "config", "normalizer", "fingerprint"} - set(ck)
+    if missing:
+        raise ValueError(f"{path}: not a gnn_truss checkpoint (missing {sorted(missing)})")
+    return ck
+
+
+def _evaluate_loss(model, loader, device, beta, pw) -> dict:
+    model.eval()
+    tot: dict = {}
+    n = 0
+    correct = 0.0
+    with torch.no_grad():
+        for b in loader:
+            b = b.to(device)
+            out = model(b, sample=False)
+            parts = model.loss(out, b, beta, pw)
+            for k, v in parts.items():
+                tot[k] = tot.get(k, 0.0) + float(v) * b.num_graphs
+            correct += float(((out["logits"] > 0).float() == b.adj).all(-1).sum())
+            n += b.num_graphs
+    res = {k: v / max(n, 1) for k, v in tot.items()}
+    res["exact"] = correct / max(n, 1)
+    res["score"] = res["adj"] + model.offset_weight * res["offset"] + pw * res["property"]
+    return res
+
+
+def train(cfg: dict, resume: bool = True, progress: bool = True) -> dict:
+    """Train according to ``cfg`` (see :data:`DEFAULT_CONFIG`); returns a summary dict."""
+    from torch_geometric.loader import DataLoader
+
+    from .nn import build_model
+    cfg = validate_config(cfg)
+    t = cfg["train"]
+    rank, world = _dist()
+    out = Path(cfg["out"])
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(t["seed"] + rank)
+    np.random.seed(t["seed"] + rank)
+    device = _device(t["device"])
+    train_ds, val_ds, _ = build_datasets(cfg)
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise ValueError("empty train or validation split")
+    sampler = None
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=t["seed"])
+    gen = torch.Generator().manual_seed(t["seed"])
+    train_dl = DataLoader(train_ds, batch_size=t["batch_size"], shuffle=sampler is None,
+                          sampler=sampler, generator=gen if sampler is None else None,
+                          drop_last=True)
+    val_dl = DataLoader(val_ds, batch_size=1024)
+    model = build_model(cfg["model"]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    steps_per_epoch = max(1, len(train_dl))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t["epochs"] * steps_per_epoch,
+                                                       eta_min=t["lr_min"])
+    start_epoch, best, bad_epochs, step = 0, float("inf"), 0, 0
+    last = out / "last.pt"
+    if resume and last.exists():
+        ck = load_checkpoint(last, map_location=device)
+        if ck["config"]["model"] != cfg["model"] or ck["config"]["data"] != cfg["data"]:
+            raise ValueError(f"{last} was trained with a different model/data config; use "
+                             f"another out directory or --no-resume")
+        if ck["fingerprint"] != train_ds.fingerprint:
+            raise ValueError(f"{last} was trained on different data (fingerprint mismatch)")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch, best, bad_epochs = ck["epoch"] + 1, ck["best"], ck["bad_epochs"]
+        step = start_epoch * steps_per_epoch
+        torch.set_rng_state(ck["rng"])
+        log.info("resumed from %s at epoch %d", last, start_epoch)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    total_steps = t["epochs"] * steps_per_epoch
+    log_path = out / "metrics.csv"
+    fields = ["epoch", "lr", "beta", "train_total", "train_adj", "train_offset",
+              "train_property", "train_kl", "val_adj", "val_offset", "val_property", "val_kl",
+              "val_exact", "val_score", "seconds"]
+    if rank == 0 and not log_path.exists():
+        with open(log_path, "w", newline="") as fh:
+            csv.writer(fh).writerow(fields)
+    deadline = None if not t["time_limit_minutes"] else time.time() + 60 * t["time_limit_minutes"]
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=t["epochs"], initial=start_epoch, desc="train", unit="epoch")
+    epoch = start_epoch - 1  # last finished epoch, if the loop below has nothing left to do
+    stopped = "completed"
+    for epoch in range(start_epoch, t["epochs"]):
+        t0 = time.time()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.train()
+        sums: dict = {}
+        nb = 0
+        beta = 0.0
+        for b in train_dl:
+            b = b.to(device)
+            beta = kl_beta(step, total_steps, t["kl_cycles"], t["kl_ratio"], t["beta_max"])
+            outp = net(b)
+            parts = model.loss(outp, b, beta, t["property_weight"])
+            opt.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            if t["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
+            opt.step()
+            sched.step()
+            step += 1
+            nb += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+        tr = {k: v / max(nb, 1) for k, v in sums.items()}
+        if rank == 0:
+            va = _evaluate_loss(model, val_dl, device, t["beta_max"], t["property_weight"])
+            improved = va["score"] < best
+            if improved:
+                best, bad_epochs = va["score"], 0
+            else:
+                bad_epochs += 1
+            row = [epoch, sched.get_last_lr()[0], beta, tr["total"], tr["adj"], tr["offset"],
+                   tr["property"], tr["kl"], va["adj"], va["offset"], va["property"], va["kl"],
+                   va["exact"], va["score"], round(time.time() - t0, 2)]
+            with open(log_path, "a", newline="") as fh:
+                csv.writer(fh).writerow(row)
+            ck = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                  "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
+                  "bad_epochs": bad_epochs, "config": cfg,
+                  "normalizer": train_ds.normalizer.to_dict(),
+                  "fingerprint": train_ds.fingerprint, "rng": torch.get_rng_state()}
+            _atomic_save(ck, last)
+            if improved:
+                _atomic_save({k: ck[k] for k in ("model", "epoch", "config", "normalizer",
+                                                 "fingerprint")}, out / "best.pt")
+            if bar:
+                bar.set_postfix(val_exact=f"{va['exact']:.3f}", val_prop=f"{va['property']:.3f}",
+                                beta=f"{beta:.2f}")
+                bar.update(1)
+        stop = 0  # 1: early stop, 2: time limit
+        if bad_epochs >= t["patience"]:
+            stop = 1
+        elif deadline and time.time() > deadline:
+            stop = 2
+        if world > 1:  # only rank 0 validates: all ranks follow its decision (or DDP hangs)
+            stop = _broadcast_int(stop, device)
+        if stop == 1:
+            stopped = f"early stop after {t['patience']} epochs without improvement"
+            break
+        if stop == 2:
+            stopped = "time limit reached (resume to continue)"
+            break
+    if bar:
+        bar.close()
+    summary = {"epochs_done": epoch + 1, "best_val_score": best, "stopped": stopped,
+               "out": str(out)}
+    if rank == 0:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _broadcast_int(value: int, device) -> int:
+    """``value`` of rank 0, on every rank."""
+    import torch.distributed as dist
+    flag = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(flag, src=0)
+    return int(flag.item())
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

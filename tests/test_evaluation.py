@@ -1,0 +1,315 @@
+"""Tests of gnn_truss.evaluation: reconstruction / property / sampling metrics and the driver."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gnn_truss import design_space as ds
+from gnn_truss.corpus import load_corpus, save_compact
+from gnn_truss.dataset import TargetNormalizer, TrussDataset
+from gnn_truss.evaluation import (
+    STIFFNESS_NAMES,
+    adjacency_metrics,
+    decode_trusses,
+    evaluate_checkpoint,
+    nrmse_curves,
+    position_r2,
+    r2_per_component,
+    sample_validity,
+)
+from gnn_truss.nn import LatentSizes, build_model
+from gnn_truss.training import train
+from gnn_truss.truss import Truss
+
+SHIPPED = Path(__file__).resolve().parents[1] / "datasets" / "default" / "raw" / "corpus.npz"
+TINY_MODEL = {"encoder": "gnn", "topology": 4, "shared": 8, "geometry": 4, "hidden": 16,
+              "layers": 2, "readout": 64, "decoder_hidden": [32, 64], "offset_hidden": [32],
+              "predictor_hidden": [32]}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def triu_with(edges_idx, value=1.0, other=0.0):
+    v = np.full(ds.NUM_PAIRS, other)
+    v[list(edges_idx)] = value
+    return v
+
+
+def pair_index(i, j):
+    """Position of node pair (i, j), i < j, in the 351-vector."""
+    return int(np.flatnonzero((ds.TRIU_I == i) & (ds.TRIU_J == j))[0])
+
+
+# ------------------------------------------------------------------ adjacency
+def test_adjacency_metrics_hand_computed():
+    target = np.stack([triu_with([0, 1, 2]), triu_with([10]), triu_with([5, 6])])
+    # lattice 0: edges 0, 1 found, 2 missed, 3 spurious -> 349 of 351 right
+    # lattice 1: edge 10 found, 20 spurious            -> 350 right
+    # lattice 2: exact                                 -> 351 right
+    logits = np.stack([triu_with([0, 1, 3], 2.0, -2.0), triu_with([10, 20], 0.3, -0.1),
+                       triu_with([5, 6], 5.0, -5.0)])
+    m = adjacency_metrics(torch.tensor(logits), torch.tensor(target))
+    assert m["accuracy_paper"] == pytest.approx(((2 * 349 + 27) + (2 * 350 + 27) + 729)
+                                                / 729 / 3, abs=1e-12)
+    assert m["accuracy_offdiag"] == pytest.approx((349 + 350 + 351) / 351 / 3, abs=1e-12)
+    assert m["exact_match"] == pytest.approx(1 / 3)
+    tp, fp, fn = 5, 2, 1
+    p, r = tp / (tp + fp), tp / (tp + fn)
+    assert m["edge_precision"] == pytest.approx(p)
+    assert m["edge_recall"] == pytest.approx(r)
+    assert m["edge_f1"] == pytest.approx(2 * p * r / (p + r)) == pytest.approx(10 / 13)
+    assert m["num_lattices"] == 3
+
+
+def test_accuracy_paper_equals_dense_matrix_accuracy_with_unit_diagonal():
+    g = np.random.default_rng(0)
+    target = (g.random((7, ds.NUM_PAIRS)) < 0.1).astype(float)
+    logits = g.normal(size=(7, ds.NUM_PAIRS)) - 1.5
+    dense_t = ds.triu_to_adjacency(target) + np.eye(27)
+    dense_p = ds.triu_to_adjacency((logits > 0).astype(float)) + np.eye(27)
+    expected = np.mean((dense_t == dense_p).reshape(7, -1).mean(axis=1))
+    assert adjacency_metrics(logits, target)["accuracy_paper"] == pytest.approx(expected,
+                                                                                abs=1e-12)
+
+
+def test_adjacency_threshold_is_logit_zero_and_shapes_checked():
+    target = triu_with([4])[None]
+    at_half = adjacency_metrics(triu_with([4], 0.0, -1.0)[None], target)  # sigmoid = 0.5
+    assert at_half["exact_match"] == 0.0 and at_half["edge_recall"] == 0.0
+    above = adjacency_metrics(triu_with([4], 1e-6, -1.0)[None], target)
+    assert above["exact_match"] == 1.0 and above["edge_f1"] == 1.0
+    with pytest.raises(ValueError, match="351"):
+        adjacency_metrics(np.zeros((2, 350)), np.zeros((2, 350)))
+
+
+# ------------------------------------------------------------------ geometry and properties
+def test_position_r2_hand_computed_over_used_nodes_only():
+    # one beam between face node 4 (0.5, 0.5, 0; free x, y) and the body node 13 (free x, y, z)
+    adj = triu_with([pair_index(4, 13)])[None]
+    dof = {(n, a): k for k, (n, a) in enumerate(zip(ds.FREE_DOF_NODE, ds.FREE_DOF_AXIS))}
+    true = np.zeros((1, 27))
+    for (n, a), v in {(4, 0): 0.1, (4, 1): -0.1, (13, 0): 0.2, (13, 1): 0.0,
+                      (13, 2): -0.2}.items():
+        true[0, dof[n, a]] = v
+    pred = true.copy()
+    pred[0, dof[4, 0]] += 0.1
+    unused = [k for k in range(27) if ds.FREE_DOF_NODE[k] not in (4, 13)]
+    pred[0, unused] = 0.4  # garbage on unused nodes must not matter
+    m = position_r2(torch.tensor(pred), torch.tensor(true), torch.tensor(adj))
+    # x: true (0.6, 0.7), pred (0.7, 0.7): SS_res 0.01, SS_tot 0.005 -> -1
+    assert m["r2_x"] == pytest.approx(-1.0, abs=1e-9)
+    assert m["r2_y"] == pytest.approx(1.0) and m["r2_z"] == pytest.approx(1.0)
+    # free dofs of used nodes: SS_res 0.01, SS_tot 0.1 -> 0.9
+    assert m["r2_offsets"] == pytest.approx(0.9, abs=1e-9)
+    assert m["num_used_nodes"] == 2
+    perfect = position_r2(true, true, adj)
+    assert perfect["r2_x"] == perfect["r2_offsets"] == 1.0
+
+
+def test_r2_per_component_perfect_mean_and_known_value():
+    true = np.array([[1.0, 0.0], [2.0, 5.0], [3.0, 1.0], [4.0, 2.0]])
+    assert r2_per_component(true, true, ["a", "b"]) == {"a": 1.0, "b": 1.0}
+    mean = np.broadcast_to(true.mean(axis=0), true.shape)
+    assert r2_per_component(mean, true, ["a", "b"]) == pytest.approx({"a": 0.0, "b": 0.0})
+    pred = true.copy()
+    pred[3, 0] = 5.0  # SS_res 1, SS_tot 5
+    assert r2_per_component(torch.tensor(pred), torch.tensor(true), ["a", "b"])["a"] == \
+        pytest.approx(0.8)
+    const = np.ones((4, 1))
+    assert np.isnan(r2_per_component(const, const, ["c"])["c"])
+    with pytest.raises(ValueError):
+        r2_per_component(true, true, ["a"])
+
+
+def test_nrmse_curves_by_hand():
+    s = np.linspace(0.0, 1.2, 13)
+    true = np.stack([s, 2 * s, np.ones(13)])  # ranges 1.2, 2.4 and 0 (skipped)
+    pred = true.copy()
+    pred[0] += 0.12                            # RMSE 0.12 -> 0.1
+    pred[1, 5] += 0.72 * np.sqrt(13)           # RMSE 0.72 -> 0.3
+    pred[2] += 7.0
+    assert nrmse_curves(torch.tensor(pred), torch.tensor(true)) == pytest.approx(0.2)
+    assert nrmse_curves(true[:2], true[:2]) == 0.0
+
+
+# ------------------------------------------------------------------ sampling
+def test_decode_trusses_thresholds_clips_and_zeroes_unused_offsets():
+    logits = triu_with([pair_index(4, 13)], 3.0, -3.0)[None]
+    off = np.full((1, 27), 0.75, dtype=np.float32)  # out of range everywhere
+    (t,) = decode_trusses(torch.tensor(logits), torch.tensor(off))
+    assert t.num_edges == 1 and tuple(t.edges[0]) == (4, 13)
+    assert t.offsets.dtype == np.float64
+    used = np.isin(ds.FREE_DOF_NODE, [4, 13])
+    assert np.all(t.free_offsets[used] == 0.5) and np.all(t.free_offsets[~used] == 0.0)
+
+
+class RuleVAE(nn.Module):
+    """Decoder by hand: z0 > 0 -> octet (face node 4 moved by +-0.1 in x by the sign of z2);
+    else z1 > 0 -> one beam (0, 1) (connected, not a lattice); else two disjoint beams."""
+
+    sizes = LatentSizes(2, 2, 2)
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.node4_x = int(np.flatnonzero((ds.FREE_DOF_NODE == 4) & (ds.FREE_DOF_AXIS == 0))[0])
+
+    def decode(self, z):
+        octet = torch.tensor(triu_with([pair_index(*e) for e in ds.ELEMENTARY_LATTICES["octet"]]))
+        beam = torch.tensor(triu_with([pair_index(0, 1)]))
+        two = torch.tensor(triu_with([pair_index(0, 1), pair_index(25, 26)]))
+        pick = torch.where((z[:, 1] > 0)[:, None], beam, two)
+        adj = torch.where((z[:, 0] > 0)[:, None], octet, pick)
+        octet_nodes = np.unique(ds.ELEMENTARY_LATTICES["octet"])
+        off = torch.full((len(z), 27), 0.3)  # on nodes the octet does not use: ignored
+        off[:, np.isin(ds.FREE_DOF_NODE, octet_nodes)] = 0.0
+        off[:, self.node4_x] = 0.1 * torch.sign(z[:, 2])
+        return 8 * adj - 4, off
+
+
+def octet_hash(x):
+    free = np.zeros(27)
+    free[RuleVAE().node4_x] = x
+    return Truss.from_edges(ds.ELEMENTARY_LATTICES["octet"], free).canonical_hash()
+
+
+def test_sample_validity_counts_hand_built_decoder():
+    n, seed = 60, 3
+    z = torch.randn(n, 6, generator=torch.Generator().manual_seed(seed))
+    octet = z[:, 0] > 0
+    beam = ~octet & (z[:, 1] > 0)
+    signs = set(torch.sign(z[octet, 2]).tolist())
+    res = sample_validity(RuleVAE(), n=n, seed=seed, train_hashes={octet_hash(0.1)})
+    assert res["validity_paper"] == pytest.approx(float((octet | beam).float().mean()))
+    assert res["validity_strict"] == pytest.approx(float(octet.float().mean()))
+    assert res["num_unique"] == len(signs) == 2
+    assert res["uniqueness"] == pytest.approx(2 / int(octet.sum()))
+    assert res["novelty"] == pytest.approx(0.5) and res["num_novel"] == 1
+    assert res["violations"]["spans_cell"] == int(beam.sum())
+    assert res["fe_status"] == {"ok": int(octet.sum())}
+    nofe = sample_validity(RuleVAE(), n=n, seed=seed, fe_check=False)
+    assert nofe["validity_strict"] == res["validity_strict"] and nofe["novelty"] is None
+    all_new = sample_validity(RuleVAE(), n=n, seed=seed, train_hashes=set(), fe_check=False)
+    assert all_new["novelty"] == 1.0
+    other_seed = sample_validity(RuleVAE(), n=n, seed=seed + 1, fe_check=False)
+    assert other_seed["validity_paper"] != res["validity_paper"]
+
+
+def test_sample_validity_untrained_model_shares_consistent():
+    torch.manual_seed(0)
+    model = build_model(TINY_MODEL)
+    res = sample_validity(model, n=24, seed=0, train_hashes=set())
+    again = sample_validity(model, n=24, seed=0, train_hashes=set())
+    assert res == again  # seeded
+    for k in ("validity_paper", "validity_strict"):
+        assert 0.0 <= res[k] <= 1.0
+    assert res["validity_strict"] <= res["validity_paper"]
+    assert res["num_unique"] <= res["num_valid"] <= res["num_connected"] <= 24
+    if res["num_valid"]:
+        assert 0 < res["uniqueness"] <= 1 and res["novelty"] == 1.0
+    else:
+        assert res["uniqueness"] is None and res["novelty"] is None
+    with pytest.raises(ValueError):
+        sample_validity(model, n=0)
+
+
+# ------------------------------------------------------------------ driver
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny checkpoint: 300 lattices of the shipped corpus, 1 epoch."""
+    tmp = tmp_path_factory.mktemp("evalrun")
+    (tmp / "data" / "raw").mkdir(parents=True)
+    save_compact(load_corpus(SHIPPED, limit=300), tmp / "data" / "raw" / "corpus.npz")
+    torch.set_num_threads(1)
+    cfg = {"data": {"root": str(tmp / "data"), "limit": 300}, "model": TINY_MODEL,
+           "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}, "out": str(tmp / "run")}
+    train(cfg, progress=False)
+    return tmp
+
+
+def test_evaluate_checkpoint_writes_report_and_figures(trained):
+    out = trained / "eval"
+    rep = evaluate_checkpoint(trained / "run" / "best.pt", out, n_samples=16)
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(rep))
+    for f in ("parity.png", "reconstruction.png"):
+        assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert rep["split"] == "test" and rep["num_lattices"] == 30  # 10 % of 300
+    assert set(rep["property"]["r2"]) == set(STIFFNESS_NAMES)
+    assert rep["summary"]["adjacency"]["paper_accuracy"] == rep["adjacency"]["accuracy_paper"]
+    assert 0 <= rep["adjacency"]["exact_match"] <= rep["adjacency"]["accuracy_offdiag"] <= 1
+    assert rep["samples"]["num_samples"] == 16
+    assert rep["summary"]["validity"]["paper"] == rep["samples"]["validity_paper"]
+    # property R^2 is in physical units (after the inverse normalisation)
+    ck = torch.load(trained / "run" / "best.pt", weights_only=True)
+    model = build_model(ck["config"]["model"])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    test = TrussDataset(trained / "data", split="test", limit=300)
+    from torch_geometric.data import Batch
+    b = Batch.from_data_list(list(test))
+    with torch.no_grad():
+        pred = TargetNormalizer.from_dict(ck["normalizer"]).inverse(model(b, sample=False)["pred"])
+    p, t = pred.double().numpy()[:, 0], b.stiffness.double().numpy()[:, 0]
+    expected = 1 - np.sum((t - p) ** 2) / np.sum((t - t.mean()) ** 2)
+    assert rep["property"]["r2"]["C11"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_evaluate_checkpoint_limit_and_split(trained):
+    rep = evaluate_checkpoint(trained / "run" / "best.pt", trained / "eval_val", n_samples=0,
+                              split="val", limit=7)
+    assert rep["num_lattices"] == 7 and rep["samples"] is None
+    assert rep["summary"]["validity"] is None
+    with pytest.raises(ValueError, match="split"):
+        evaluate_checkpoint(trained / "run" / "best.pt", trained / "x", split="bogus")
+
+
+def test_evaluate_checkpoint_refuses_other_data(trained, tmp_path):
+    ck = torch.load(trained / "run" / "best.pt", weights_only=True)
+    ck["fingerprint"] = "0" * 40
+    torch.save(ck, tmp_path / "edited.pt")
+    with pytest.raises(ValueError, match="fingerprint"):
+        evaluate_checkpoint(tmp_path / "edited.pt", tmp_path / "e1", n_samples=0)
+    with pytest.raises(ValueError, match="fingerprint"):  # same corpus, other subset
+        evaluate_checkpoint(trained / "run" / "best.pt", tmp_path / "e2", n_samples=0,
+                            data_overrides={"limit": 250})
+    assert not (tmp_path / "e1" / "report.json").exists()
+
+
+def test_evaluate_checkpoint_refuses_corrupt_or_foreign_file(trained, tmp_path):
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        evaluate_checkpoint(bad, tmp_path / "e", n_samples=0)
+    torch.save({"model": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a gnn_truss checkpoint"):
+        evaluate_checkpoint(tmp_path / "foreign.pt", tmp_path / "e", n_samples=0)
+    ck = torch.load(trained / "run" / "best.pt", weights_only=True)
+    ck["config"]["model"]["hidden"] = 32
+    torch.save(ck, tmp_path / "mismatch.pt")
+    with pytest.raises(ValueError, match="weights do not match"):
+        evaluate_checkpoint(tmp_path / "mismatch.pt", tmp_path / "e", n_samples=0)
+    with pytest.raises(ValueError, match="not found"):
+        evaluate_checkpoint(tmp_path / "missing.pt", tmp_path / "e", n_samples=0)
+
+
+def test_plot_parity_log_axes_only_for_positive_components(tmp_path):
+    from gnn_truss.plotting import plot_parity
+    g = np.random.default_rng(0)
+    true = np.column_stack([g.uniform(0.01, 0.1, 50), g.normal(size=50)])
+    fig = plot_parity(true, true * 1.1, ["C11", "C12"], tmp_path / "p.png")
+    a, b = fig.axes[:2]
+    assert a.get_xscale() == a.get_yscale() == "log" and b.get_xscale() == "linear"
+    assert "R^2" in a.get_title() and "0.9" in a.get_title()
+    assert (tmp_path / "p.png").stat().st_size > 0
+    with pytest.raises(ValueError):
+        plot_parity(true, true, ["only one"])

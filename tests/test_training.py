@@ -1,0 +1,234 @@
+"""Tests of gnn_truss.training: config, KL schedule, training, checkpoints, resume and DDP."""
+import copy
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from gnn_truss.corpus import load_corpus, save_compact
+from gnn_truss.training import (
+    DEFAULT_CONFIG,
+    kl_beta,
+    load_checkpoint,
+    load_config,
+    train,
+    validate_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "datasets" / "default" / "raw" / "corpus.npz"
+TINY_MODEL = {"encoder": "gnn", "topology": 4, "shared": 8, "geometry": 4, "hidden": 16,
+              "layers": 2, "readout": 64, "decoder_hidden": [32, 64], "offset_hidden": [32],
+              "predictor_hidden": [32]}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Dataset root holding the first 300 lattices of the shipped corpus."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "raw").mkdir()
+    save_compact(load_corpus(SHIPPED, limit=300), root / "raw" / "corpus.npz")
+    return root
+
+
+def tiny_cfg(root, out, epochs=2, **train_kw):
+    return {"data": {"root": str(root), "limit": 300}, "model": dict(TINY_MODEL),
+            "train": {"epochs": epochs, "batch_size": 64, "device": "cpu", **train_kw},
+            "out": str(out)}
+
+
+def read_rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ------------------------------------------------------------------ KL schedule
+def test_kl_beta_cyclical_by_hand():
+    # 100 steps, 4 cycles of 25 steps, rising over the first half (12.5 steps) to beta_max 2
+    beta = [kl_beta(s, 100, 4, 0.5, 2.0) for s in range(100)]
+    assert beta[0] == 0.0
+    assert beta[5] == pytest.approx(2.0 * (5 / 25) / 0.5)    # 0.8
+    assert beta[12] == pytest.approx(2.0 * (12 / 25) / 0.5)  # 1.92
+    assert beta[13] == beta[24] == 2.0
+    assert beta[25] == beta[50] == beta[75] == 0.0           # each cycle restarts at 0
+    assert beta[30] == pytest.approx(0.8)
+    assert max(beta) == 2.0 and sum(b == 0.0 for b in beta) == 4
+    # one cycle, ratio 1: a single linear ramp over the run
+    assert kl_beta(50, 100, 1, 1.0, 1.0) == pytest.approx(0.5)
+    assert kl_beta(99, 100, 1, 1.0, 1.0) == pytest.approx(0.99)
+    # ratio 0.25 over 1 cycle: reaches beta_max at a quarter of the run
+    assert kl_beta(25, 100, 1, 0.25, 3.0) == 3.0
+    assert kl_beta(10, 100, 1, 0.25, 3.0) == pytest.approx(1.2)
+
+
+# ------------------------------------------------------------------ config
+@pytest.mark.parametrize("cfg, key", [
+    ({"foo": 1}, "foo"),
+    ({"data": {"bogus": 1}}, "data.bogus"),
+    ({"train": {"lrr": 0.1}}, "train.lrr"),
+    ({"model": {"hiden": 64}}, "hiden"),
+])
+def test_validate_config_rejects_unknown_keys_naming_them(cfg, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize("train_kw, key", [
+    ({"epochs": 0}, "epochs"), ({"epochs": 1.5}, "epochs"), ({"batch_size": -4}, "batch_size"),
+    ({"kl_cycles": 0}, "kl_cycles"), ({"lr": -1e-3}, "lr"), ({"lr": float("nan")}, "lr"),
+    ({"beta_max": "big"}, "beta_max"), ({"property_weight": float("inf")}, "property_weight"),
+    ({"kl_ratio": 0}, "kl_ratio"), ({"kl_ratio": 1.5}, "kl_ratio"),
+    ({"kl_ratio": "half"}, "kl_ratio"),
+])
+def test_validate_config_rejects_bad_values(train_kw, key):
+    with pytest.raises(ValueError, match=f"train.{key}"):
+        validate_config({"train": train_kw})
+
+
+@pytest.mark.parametrize("cfg", [[1, 2], {"data": 5}, {"train": "fast"}, {"model": None}])
+def test_validate_config_rejects_non_mappings(cfg):
+    with pytest.raises(ValueError, match="mapping"):
+        validate_config(cfg)
+
+
+def test_validate_config_fills_defaults_without_mutating_them():
+    before = copy.deepcopy(DEFAULT_CONFIG)
+    cfg = validate_config({"train": {"epochs": 3}, "data": {"target": "curve"}})
+    assert cfg["train"]["epochs"] == 3 and cfg["train"]["lr"] == DEFAULT_CONFIG["train"]["lr"]
+    assert cfg["model"]["num_targets"] == 13  # curve targets
+    assert DEFAULT_CONFIG == before
+
+
+def test_load_config_from_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  encoder: mlp\ntrain:\n  epochs: 7\n  lr: 0.01\nout: somewhere\n")
+    cfg = load_config(p)
+    assert cfg["model"]["encoder"] == "mlp" and cfg["train"]["epochs"] == 7
+    assert cfg["train"]["lr"] == 0.01 and cfg["out"] == "somewhere"
+    assert cfg["data"] == DEFAULT_CONFIG["data"]
+    (tmp_path / "bad.yaml").write_text("train: {epochs: [1\n")
+    with pytest.raises(ValueError, match="invalid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "unknown.yaml").write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ValueError, match=r"train\.epoch"):
+        load_config(tmp_path / "unknown.yaml")
+
+
+@pytest.mark.parametrize("name", ["default", "mlp_baseline", "nonlinear", "paper_gpu"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    from gnn_truss.nn import build_model
+    assert build_model(cfg["model"]).sizes.total == 48
+
+
+# ------------------------------------------------------------------ training
+def test_tiny_training_run_writes_metrics_and_checkpoints(data_root, tmp_path):
+    summary = train(tiny_cfg(data_root, tmp_path / "run"), progress=False)
+    assert summary["epochs_done"] == 2 and summary["stopped"] == "completed"
+    rows = read_rows(tmp_path / "run" / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert all(float(r["val_score"]) > 0 for r in rows)
+    for name in ("last.pt", "best.pt"):
+        ck = load_checkpoint(tmp_path / "run" / name)
+        assert torch.load(tmp_path / "run" / name, weights_only=True).keys() == ck.keys()
+        assert {"model", "config", "normalizer", "fingerprint", "epoch"} <= set(ck)
+        assert ck["config"]["model"]["hidden"] == 16
+        assert len(ck["normalizer"]["mean"]) == 9 and len(ck["fingerprint"]) == 40
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["epoch"] == 1 and {"optimizer", "scheduler", "rng"} <= set(last)
+    from gnn_truss.nn import build_model
+    build_model(last["config"]["model"]).load_state_dict(last["model"])  # strict
+
+
+def test_resume_continues_from_last_epoch(data_root, tmp_path, caplog):
+    out = tmp_path / "run"
+    train(tiny_cfg(data_root, out, epochs=1), progress=False)
+    first = read_rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in first] == [0]
+    with caplog.at_level("INFO", logger="gnn_truss.training"):
+        summary = train(tiny_cfg(data_root, out, epochs=2), progress=False)
+    assert "at epoch 1" in caplog.text
+    rows = read_rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert rows[0] == first[0]  # epoch 0 was not redone
+    assert summary["epochs_done"] == 2
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    # nothing left to do: a third call appends no row
+    again = train(tiny_cfg(data_root, out, epochs=2), progress=False)
+    assert len(read_rows(out / "metrics.csv")) == 2
+    assert again["epochs_done"] == 2
+
+
+def test_resume_with_other_model_config_refused(data_root, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_cfg(data_root, out, epochs=1), progress=False)
+    cfg = tiny_cfg(data_root, out, epochs=2)
+    cfg["model"]["hidden"] = 32
+    with pytest.raises(ValueError, match="different model/data config"):
+        train(cfg, progress=False)
+    cfg["model"]["hidden"] = 16
+    cfg["data"]["limit"] = 250
+    with pytest.raises(ValueError, match="different model/data config"):
+        train(cfg, progress=False)
+    train(cfg, resume=False, progress=False)  # --no-resume starts afresh
+    assert load_checkpoint(out / "last.pt")["config"]["data"]["limit"] == 250
+
+
+def test_load_checkpoint_rejects_garbage(tmp_path):
+    (tmp_path / "g.pt").write_bytes(b"\x00not a checkpoint" * 100)
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "g.pt")
+
+
+# ------------------------------------------------------------------ distributed
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ddp(cfg: dict, tmp_path, timeout=240):
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(free_port()), "-m", "gnn_truss.cli", "train", "--config",
+         str(path), "--no-progress"],
+        check=False, cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=timeout)
+
+
+def test_ddp_two_cpu_processes(data_root, tmp_path):
+    out = tmp_path / "run"
+    res = run_ddp(tiny_cfg(data_root, out, epochs=2), tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [int(r["epoch"]) for r in read_rows(out / "metrics.csv")] == [0, 1]
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+
+
+def test_ddp_early_stop_stops_every_rank(data_root, tmp_path):
+    # lr = 0: the validation score never improves, so rank 0 stops after epoch 1; the other rank
+    # must stop too (it used to run on into epoch 2 and die in the gradient all-reduce)
+    out = tmp_path / "run"
+    cfg = tiny_cfg(data_root, out, epochs=4, lr=0.0, lr_min=0.0, patience=1)
+    res = run_ddp(cfg, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [int(r["epoch"]) for r in read_rows(out / "metrics.csv")] == [0, 1]
+    assert res.stdout.count("early stop") == 2  # both ranks report it
