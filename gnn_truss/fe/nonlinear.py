@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 import scipy.sparse.linalg as spla
 
 from ..cell import PeriodicTruss
@@ -76,6 +77,7 @@ class CompressionModel:
     E: float
     nu: float
     num_lattice_nodes: int
+    elements_per_strut: int = 1
 
     @property
     def volume(self) -> float:
@@ -168,7 +170,7 @@ def compression_model(truss: Truss, density: float = 0.15, E: float = 1.0, nu: f
     r = truss.radius(density)
     X, el, sh = _subdivide(pt, elements_per_strut, r, imperfection, np.random.default_rng(seed))
     return CompressionModel(X=X, elements=el, shifts=sh, cell=pt.cell, radius=r, E=E, nu=nu,
-                            num_lattice_nodes=pt.num_nodes)
+                            num_lattice_nodes=pt.num_nodes, elements_per_strut=elements_per_strut)
 
 
 class _Cell:
@@ -235,9 +237,109 @@ class _Cell:
         GKG = np.einsum("mji,mjk->mik", self.G, KG)
         Ke = np.concatenate([np.concatenate([K, KG], axis=2),
                              np.concatenate([KG.transpose(0, 2, 1), GKG], axis=2)], axis=1)
-        Kg = sp.coo_matrix((Ke.ravel(), (self.rows, self.cols)),
-                           shape=(self.ndof, self.ndof)).tocsc()
-        return r, Kg, Paa
+        return r, Ke, Paa
+
+    def sparse_tangent(self, Ke) -> sp.csc_matrix:
+        """Assembled ``[ndof, ndof]`` tangent from the ``[M, 14, 14]`` element tangents."""
+        return sp.coo_matrix((Ke.ravel(), (self.rows, self.cols)),
+                             shape=(self.ndof, self.ndof)).tocsc()
+
+    def factorize(self, Ke):
+        """A solver for ``K_ff d = b`` on the free dofs (static condensation of the interior
+        strut nodes when the mesh has them, sparse LU otherwise); None if singular."""
+        m = self.model.elements_per_strut
+        if m > 1:
+            try:
+                return _CondensedSolver(self, Ke)
+            except np.linalg.LinAlgError:
+                pass
+        K = self.sparse_tangent(Ke)[self.free][:, self.free].tocsc()
+        try:
+            lu = spla.splu(K)
+        except RuntimeError:
+            return None
+        return lu
+
+
+class _CondensedSolver:
+    """Newton solves with the interior nodes of each strut condensed out.
+
+    Every interior mesh node belongs to one strut, so the tangent splits per strut into
+    boundary dofs ``B`` (its two lattice nodes and the two lateral stretches, 14) and interior
+    dofs ``I`` (``6 (m - 1)``). With ``X_K = K_II^-1 K_IB`` the reduced matrix
+    ``sum_s (K_BB - K_BI X_K)`` acts on the lattice-node dofs only (small and dense); the
+    interior increments follow by back-substitution ``d_I = -(K_II^-1 r_I + X_K d_B)``. This
+    is the same Newton step as the full system.
+    """
+
+    def __init__(self, cell: "_Cell", Ke: np.ndarray):
+        model = cell.model
+        m = model.elements_per_strut
+        S = len(model.elements) // m
+        n_lat = model.num_lattice_nodes
+        el = model.elements.reshape(S, m, 2)
+        first, last = el[:, 0, 0], el[:, -1, 1]
+        if np.any(first == last) or np.any(first >= n_lat) or np.any(last >= n_lat):
+            raise np.linalg.LinAlgError("unexpected strut structure")
+        ni = 6 * (m - 1)
+        six = np.arange(6)
+        # global dofs of each strut's local dofs: [i (6), j (6), F (2), interior (ni)]
+        interior = n_lat + np.arange(S)[:, None] * (m - 1) + np.arange(m - 1)[None, :]
+        gl = np.concatenate([6 * first[:, None] + six, 6 * last[:, None] + six,
+                             np.full((S, 2), 6 * cell.N) + np.arange(2),
+                             (6 * interior[:, :, None] + six).reshape(S, ni)], axis=1)
+        nl = 14 + ni
+        # local index of every element dof
+        lookup = np.full((S, cell.ndof), -1, dtype=np.int64) if cell.ndof * S < 5e7 else None
+        if lookup is None:
+            raise np.linalg.LinAlgError("model too large for the condensed solver")
+        lookup[np.arange(S)[:, None], gl] = np.arange(nl)
+        strut = np.repeat(np.arange(S), m)
+        loc = lookup[strut[:, None], cell.dofs]  # [M, 14]
+        flat = ((strut[:, None, None] * nl + loc[:, :, None]) * nl + loc[:, None, :]).ravel()
+        Ks = np.bincount(flat, weights=Ke.ravel(), minlength=S * nl * nl).reshape(S, nl, nl)
+        KII, KIB, KBB = Ks[:, 14:, 14:], Ks[:, 14:, :14], Ks[:, :14, :14]
+        self.Kinv = np.linalg.inv(KII)
+        self.XK = self.Kinv @ KIB
+        Sred = KBB - KIB.transpose(0, 2, 1) @ self.XK
+        # reduced dofs: lattice-node dofs then the two stretches
+        nb = 6 * n_lat + 2
+        red = np.where(gl[:, :14] < 6 * cell.N, gl[:, :14], gl[:, :14] - 6 * cell.N + 6 * n_lat)
+        flat = ((red[:, :, None]) * nb + red[:, None, :]).ravel()
+        Kred = np.bincount(flat, weights=Sred.ravel(), minlength=nb * nb).reshape(nb, nb)
+        self.free_red = np.ones(nb, dtype=bool)
+        self.free_red[:3] = False  # pinned translations of node 0
+        # dense LU in torch: it honours torch.set_num_threads (OpenBLAS threads thrash on a
+        # loaded machine for matrices of this size)
+        LU, piv, info = torch.linalg.lu_factor_ex(
+            torch.from_numpy(np.ascontiguousarray(Kred[np.ix_(self.free_red, self.free_red)])))
+        if int(info) != 0 or not bool(torch.isfinite(LU).all()):
+            raise np.linalg.LinAlgError("singular reduced tangent")
+        self.lu = (LU, piv)
+        self.cell, self.gl, self.red, self.nb, self.KIB = cell, gl, red, nb, KIB
+
+    def solve(self, b_free: np.ndarray) -> np.ndarray:
+        """Solve ``K_ff d = b`` (free-dof vectors, as ``splu(...).solve``)."""
+        cell = self.cell
+        b = np.zeros(cell.ndof)
+        b[cell.free] = b_free
+        bI = b[self.gl[:, 14:]]  # [S, ni]
+        Xb = np.einsum("sij,sj->si", self.Kinv, bI)
+        corr = np.einsum("sji,sj->si", self.KIB, Xb)  # K_BI K_II^-1 b_I, [S, 14]
+        bB = np.zeros(self.nb)
+        lat_dofs = 6 * cell.model.num_lattice_nodes
+        bB[:lat_dofs] = b[:lat_dofs]
+        bB[lat_dofs:] = b[6 * cell.N:]
+        bB -= np.bincount(self.red.ravel(), weights=corr.ravel(), minlength=self.nb)
+        dB = np.zeros(self.nb)
+        rhs = torch.from_numpy(bB[self.free_red])[:, None]
+        dB[self.free_red] = torch.linalg.lu_solve(*self.lu, rhs)[:, 0].numpy()
+        dI = Xb - np.einsum("sij,sj->si", self.XK, dB[self.red])
+        d = np.zeros(cell.ndof)
+        d[:lat_dofs] = dB[:lat_dofs]
+        d[6 * cell.N:] = dB[lat_dofs:]
+        d[self.gl[:, 14:]] = dI
+        return d[cell.free]
 
 
 def _rotate(R, dphi):
@@ -338,9 +440,8 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
                 conv = True
                 break
             if lu is None:  # (re)factorise the tangent
-                try:
-                    lu = spla.splu(K[cell.free][:, cell.free].tocsc())
-                except RuntimeError:
+                lu = cell.factorize(K)
+                if lu is None:
                     break
             d = lu.solve(-r[cell.free])
             if not np.all(np.isfinite(d)):
@@ -380,7 +481,8 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
             continue
         dprev = (deps, w1 - w, lat1 - lat)
         w, R, lat, eps = w1, R1, lat1, target
-        out_m.append(_min_eig(K[cell.free][:, cell.free]) if track_stability else np.nan)
+        out_m.append(_min_eig(cell.sparse_tangent(K)[cell.free][:, cell.free])
+                     if track_stability else np.nan)
         out_e.append(eps)
         out_s.append(-Paa)
         out_l.append(lat - 1.0)
