@@ -420,7 +420,7 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
     step = max_step
     ok, msg = True, ""
     while targets:
-        target = min(targets[0], eps + step)
+        target = targets[0] if eps + step >= targets[0] - 1e-12 else eps + step
         deps = target - eps
         w1, R1, lat1 = w.copy(), R.copy(), lat.copy()
         if dprev is not None and dprev[0] > 0:  # secant predictor, scaled to this increment
@@ -516,7 +516,8 @@ def _min_eig(K) -> float:
     if K.shape[0] > 3000:
         return float("nan")
     A = K.toarray()
-    return float(np.linalg.eigvalsh(0.5 * (A + A.T))[0] / np.max(np.abs(np.diag(A))))
+    ev = torch.linalg.eigvalsh(torch.from_numpy(0.5 * (A + A.T)))  # honours torch threads
+    return float(ev[0]) / float(np.max(np.abs(np.diag(A))))
 
 
 def compress_truss(truss: Truss, density: float = 0.15, E: float = 1.0, nu: float = 0.3,
