@@ -30,14 +30,6 @@ TINY_MODEL = {"encoder": "gnn", "topology": 4, "shared": 8, "geometry": 4, "hidd
               "predictor_hidden": [32]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def triu_with(edges_idx, value=1.0, other=0.0):
     v = np.full(ds.NUM_PAIRS, other)
     v[list(edges_idx)] = value

@@ -13,7 +13,6 @@ thrash under load unless ``OPENBLAS_NUM_THREADS=1``).
 """
 import numpy as np
 import pytest
-import torch
 
 from gnn_truss.cell import PeriodicTruss
 from gnn_truss.fe import homogenize, homogenize_periodic, nonlinear
@@ -26,14 +25,6 @@ from gnn_truss.truss import Truss
 
 #: Generator run of the random test lattices (two small ones: 25 and 23 beams).
 SEED = 2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,6 @@ TINY_MODEL = {"encoder": "gnn", "topology": 4, "shared": 8, "geometry": 4, "hidd
               "predictor_hidden": [32]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     """Dataset root holding the first 300 lattices of the shipped corpus."""

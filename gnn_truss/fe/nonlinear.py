@@ -412,7 +412,6 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
     if 0.0 in snaps:
         x0, e0 = cell.positions(w, np.ones(3))
         snapshots[0.0] = {"nodes": x0, "ends": e0, "F": np.ones(3)}
-    prev = (0.0, w.copy(), R.copy(), lat.copy())
     dprev = None  # last increment (for the secant predictor)
     eps = 0.0
     iters = 0
