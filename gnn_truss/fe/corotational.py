@@ -287,22 +287,7 @@ def _incremented_energy(a, x, R, E0, L0, K_l):
 
 def _autograd_forces_and_tangent(x_cur, R_cur, data: CorotationalBeams, symmetric: bool = True):
     """Reference implementation of :func:`element_forces_and_tangent` by automatic
-    differentiation of the element energy (torch). Internal end forces and consistent tangent.
-
-    ``f = dW/da``, ``K = d^2W/da^2`` at ``a = 0``, with ``a = (du_1, dphi_1, du_2, dphi_2)`` the
-    increments ``x <- x + du``, ``R <- expm(skew(dphi)) R`` (see the module docstring).
-
-    Args:
-        x_cur: ``[M, 2, 3]`` current end positions.
-        R_cur: ``[M, 2, 3, 3]`` current end rotations.
-        data: element data from :func:`corotational_beams`.
-        symmetric: return the symmetric second variation ``K`` (default) or, if ``False``, the
-            exact linearization ``K - 1/2 diag(0, skew(m_1), 0, skew(m_2))`` of ``f``.
-
-    Returns:
-        ``(f [M, 12], K [M, 12, 12])``: global end forces and spatial end moments, and the
-        tangent; numpy if ``x_cur`` is numpy, else torch float64 (detached).
-    """
+    differentiation of the element energy (torch); same arguments and returns."""
     as_numpy = not isinstance(x_cur, torch.Tensor)
     E0, L0, K_l = _to_torch(data)
     x, R = _tensor(x_cur).detach(), _tensor(R_cur).detach()
