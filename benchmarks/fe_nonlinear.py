@@ -46,10 +46,11 @@ def one_curve(truss) -> dict:
         res = compress_truss(truss, elements_per_strut=_EPC)
         ok = res.ok and bool(np.all(np.isfinite(res.label)))
         msg, iters = res.message, res.newton_iterations
+        switches, unstable = len(res.branch_switches), len(res.unstable_strains)
     except ValueError as exc:  # invalid lattice
-        ok, msg, iters = False, f"ValueError: {exc}", 0
+        ok, msg, iters, switches, unstable = False, f"ValueError: {exc}", 0, 0, 0
     return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "ok": ok,
-            "message": msg, "iterations": iters}
+            "message": msg, "iterations": iters, "switches": switches, "unstable": unstable}
 
 
 def load_lattices(path: Path, n: int, seed: int):
@@ -111,6 +112,11 @@ def main() -> None:
     failed = [(i, r) for i, r in enumerate(serial) if not r["ok"]]
     print(f"(c) convergence failures: {len(failed)} / {len(lattices)} "
           f"({100 * len(failed) / len(lattices):.1f} %)")
+    sw = sum(r["switches"] > 0 for r in serial)
+    un = sum(r["unstable"] > 0 for r in serial)
+    print(f"    branch switches (unstable Newton solution moved to a stable one) on {sw} / "
+          f"{len(serial)} lattices; paths with a state where no stable equilibrium was found: "
+          f"{un} / {len(serial)}")
     kinds = Counter(r["message"].split(" at ")[0] for _, r in failed)
     for kind, count in kinds.items():
         print(f"    {count} x {kind}")

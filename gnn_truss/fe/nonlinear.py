@@ -21,12 +21,31 @@ symmetric consistent tangent of the element energy. A backtracking line search a
 largest step fraction that reduces the residual; a step that does not converge is cut back
 (halved, down to ``min_step``) and retried.
 
-Bifurcations. A perfect lattice may follow the unstable symmetric path past a bifurcation. We
-seed a small geometric imperfection: every interior mesh node of a strut is moved off the
-straight axis by ``imperfection x radius x sin(pi s / L)`` (``s`` the arc length) in a random
-direction normal to the strut (seeded, different for every strut), the shape of the first
-pinned-pinned Euler mode. The default amplitude (1 % of the radius) changes the small-strain
-stiffness by well under 0.1 % and makes the path follow the buckled branch.
+Bifurcations. Newton converges to whichever equilibrium lies near its start, and past a
+bifurcation that can be the unstable, unbuckled one. Two mechanisms keep the path on stable
+equilibria:
+
+1. A small seeded geometric imperfection: every interior mesh node of a strut is moved off
+   the straight axis by ``imperfection x radius x sin(pi s / L)`` (``s`` the arc length) in a
+   random direction normal to the strut (seeded, different for every strut), the shape of the
+   first pinned-pinned Euler mode. The default amplitude (1 % of the radius) changes the
+   small-strain stiffness by well under 0.1 %; it triggers strut buckling, but not modes of
+   the whole cell (joint rotation and sway over several cells), which it does not excite.
+2. Stability check and branch switching (``branch_switching=True``, the default). Every
+   converged state is tested for positive definiteness of the tangent on the free dofs: a
+   Cholesky factorisation of the interior strut blocks and of their Schur complement (by
+   Haynsworth's inertia additivity ``K`` is positive definite iff both are). An unstable
+   equilibrium is left along the eigenvector of the most negative eigenvalue (from the
+   blocks or the Schur complement), scaled to one strut radius, and the energy is minimised
+   at the same applied strain by Levenberg-Marquardt Newton steps with an Armijo line search
+   on the energy until a stable equilibrium is reached (:func:`_descend`); the secant
+   predictor is reset after the jump. The same descent is the fallback when Newton fails for
+   small increments (limit points, snap-through). Neutral directions (zero eigenvalues of
+   degenerate buckled states, e.g. the free bending plane of a circular strut) are accepted.
+   The strains of the switches are reported in ``CompressionResult.branch_switches``; strains
+   where no stable state was found (the unstable one is kept) in ``unstable_strains``.
+   With the switching off, the solver follows the path Newton finds (to locate the
+   bifurcation of a perfect lattice with ``track_stability``).
 
 Labels: the 13-point vector ``sigma(0.5 %), sigma(2.5 %), ..., sigma(24.5 %)``.
 """
@@ -109,6 +128,10 @@ class CompressionResult:
             by its largest diagonal entry (NaN unless ``track_stability``); a sign change marks
             a loss of positive definiteness (bifurcation or limit point).
         critical_strains: strains where ``min_eig`` changes sign (linear interpolation).
+        branch_switches: strains at which the Newton solution was an unstable equilibrium
+            and the solver moved to a stable one (``branch_switching``).
+        unstable_strains: strains at which no stable equilibrium was found (the unstable
+            one is reported there); empty for a fully stable path.
     """
 
     strain: np.ndarray
@@ -123,6 +146,8 @@ class CompressionResult:
     seconds: float = 0.0
     min_eig: np.ndarray | None = None
     critical_strains: list = field(default_factory=list)
+    branch_switches: list = field(default_factory=list)
+    unstable_strains: list = field(default_factory=list)
 
 
 def _subdivide(pt: PeriodicTruss, m: int, radius: float, imperfection: float,
@@ -244,6 +269,35 @@ class _Cell:
         return sp.coo_matrix((Ke.ravel(), (self.rows, self.cols)),
                              shape=(self.ndof, self.ndof)).tocsc()
 
+    def diagonal(self, Ke) -> np.ndarray:
+        """``[ndof]`` diagonal of the assembled tangent."""
+        return np.bincount(self.dofs.ravel(), minlength=self.ndof,
+                           weights=np.diagonal(Ke, axis1=1, axis2=2).ravel())
+
+    def pd_solver(self, Ke, shift: np.ndarray | None = None):
+        """Cholesky solver of ``K + diag(shift)`` on the free dofs.
+
+        Raises:
+            NotPositiveDefinite: if that matrix is not positive definite.
+        """
+        if self.model.elements_per_strut > 1:
+            try:
+                return _CondensedSolver(self, Ke, shift, cholesky=True)
+            except NotPositiveDefinite:
+                raise
+            except np.linalg.LinAlgError:
+                pass
+        return _DenseSolver(self, Ke, shift, cholesky=True)
+
+    def mode_solver(self, Ke):
+        """A solver of the unshifted tangent offering ``lowest_mode()``."""
+        if self.model.elements_per_strut > 1:
+            try:
+                return _CondensedSolver(self, Ke)
+            except np.linalg.LinAlgError:
+                pass
+        return _DenseSolver(self, Ke)
+
     def factorize(self, Ke):
         """A solver for ``K_ff d = b`` on the free dofs (static condensation of the interior
         strut nodes when the mesh has them, sparse LU otherwise); None if singular."""
@@ -261,6 +315,19 @@ class _Cell:
         return lu
 
 
+#: Smallest eigenvalue of the tangent (relative to its largest diagonal entry) still taken as
+#: a neutral direction rather than an instability when no lower energy lies along it.
+NEUTRAL_EIG = 1e-8
+#: Smallest Levenberg-Marquardt parameter of the energy descent (relative to diag(K)).
+MU_FLOOR = 1e-6
+#: Residual (relative to the Newton tolerance) below which a stagnating descent is converged.
+STAGNATION_TOL = 1e3
+
+
+class NotPositiveDefinite(np.linalg.LinAlgError):
+    """The tangent is not positive definite (the state is not a stable equilibrium)."""
+
+
 class _CondensedSolver:
     """Newton solves with the interior nodes of each strut condensed out.
 
@@ -272,7 +339,8 @@ class _CondensedSolver:
     is the same Newton step as the full system.
     """
 
-    def __init__(self, cell: "_Cell", Ke: np.ndarray):
+    def __init__(self, cell: "_Cell", Ke: np.ndarray, shift: np.ndarray | None = None,
+                 cholesky: bool = False):
         model = cell.model
         m = model.elements_per_strut
         S = len(model.elements) // m
@@ -299,6 +367,13 @@ class _CondensedSolver:
         flat = ((strut[:, None, None] * nl + loc[:, :, None]) * nl + loc[:, None, :]).ravel()
         Ks = np.bincount(flat, weights=Ke.ravel(), minlength=S * nl * nl).reshape(S, nl, nl)
         KII, KIB, KBB = Ks[:, 14:, 14:], Ks[:, 14:, :14], Ks[:, :14, :14]
+        if shift is not None:  # K + diag(shift) (interior dofs belong to one strut only)
+            KII = KII + shift[gl[:, 14:]][:, :, None] * np.eye(ni)
+        self.KII = KII
+        if cholesky:
+            _, info = torch.linalg.cholesky_ex(torch.from_numpy(KII))
+            if bool((info != 0).any()):
+                raise NotPositiveDefinite("interior strut block")
         self.Kinv = np.linalg.inv(KII)
         self.XK = self.Kinv @ KIB
         Sred = KBB - KIB.transpose(0, 2, 1) @ self.XK
@@ -307,15 +382,27 @@ class _CondensedSolver:
         red = np.where(gl[:, :14] < 6 * cell.N, gl[:, :14], gl[:, :14] - 6 * cell.N + 6 * n_lat)
         flat = ((red[:, :, None]) * nb + red[:, None, :]).ravel()
         Kred = np.bincount(flat, weights=Sred.ravel(), minlength=nb * nb).reshape(nb, nb)
+        if shift is not None:
+            lat_dofs = 6 * n_lat
+            Kred[np.arange(lat_dofs), np.arange(lat_dofs)] += shift[:lat_dofs]
+            Kred[np.arange(lat_dofs, nb), np.arange(lat_dofs, nb)] += shift[6 * cell.N:]
         self.free_red = np.ones(nb, dtype=bool)
         self.free_red[:3] = False  # pinned translations of node 0
-        # dense LU in torch: it honours torch.set_num_threads (OpenBLAS threads thrash on a
-        # loaded machine for matrices of this size)
-        LU, piv, info = torch.linalg.lu_factor_ex(
-            torch.from_numpy(np.ascontiguousarray(Kred[np.ix_(self.free_red, self.free_red)])))
-        if int(info) != 0 or not bool(torch.isfinite(LU).all()):
-            raise np.linalg.LinAlgError("singular reduced tangent")
-        self.lu = (LU, piv)
+        self.Kred = Kred[np.ix_(self.free_red, self.free_red)]
+        # dense factorisations in torch: they honour torch.set_num_threads (OpenBLAS threads
+        # thrash on a loaded machine for matrices of this size)
+        A = torch.from_numpy(np.ascontiguousarray(self.Kred))
+        self.chol = None
+        if cholesky:  # K is positive definite iff K_II and its Schur complement are
+            L, info = torch.linalg.cholesky_ex(A)
+            if int(info) != 0 or not bool(torch.isfinite(L).all()):
+                raise NotPositiveDefinite("reduced tangent")
+            self.chol = L
+        else:
+            LU, piv, info = torch.linalg.lu_factor_ex(A)
+            if int(info) != 0 or not bool(torch.isfinite(LU).all()):
+                raise np.linalg.LinAlgError("singular reduced tangent")
+            self.lu = (LU, piv)
         self.cell, self.gl, self.red, self.nb, self.KIB = cell, gl, red, nb, KIB
 
     def solve(self, b_free: np.ndarray) -> np.ndarray:
@@ -333,13 +420,186 @@ class _CondensedSolver:
         bB -= np.bincount(self.red.ravel(), weights=corr.ravel(), minlength=self.nb)
         dB = np.zeros(self.nb)
         rhs = torch.from_numpy(bB[self.free_red])[:, None]
-        dB[self.free_red] = torch.linalg.lu_solve(*self.lu, rhs)[:, 0].numpy()
+        if self.chol is not None:
+            dB[self.free_red] = torch.cholesky_solve(rhs, self.chol)[:, 0].numpy()
+        else:
+            dB[self.free_red] = torch.linalg.lu_solve(*self.lu, rhs)[:, 0].numpy()
         dI = Xb - np.einsum("sij,sj->si", self.XK, dB[self.red])
         d = np.zeros(cell.ndof)
         d[:lat_dofs] = dB[:lat_dofs]
         d[6 * cell.N:] = dB[lat_dofs:]
         d[self.gl[:, 14:]] = dI
         return d[cell.free]
+
+    def lowest_mode(self) -> tuple[float, np.ndarray]:
+        """Most negative curvature direction of the (unshifted) tangent.
+
+        By Haynsworth's inertia additivity ``K`` has as many negative eigenvalues as
+        ``K_II`` and its Schur complement together. A negative eigenpair ``(lam, v_I)`` of an
+        interior block gives the direction ``(0, v_I)``; one ``(lam, v_B)`` of the Schur
+        complement gives ``(v_B, -X_K v_B)``; both have ``v^T K v = lam |v_*|^2 < 0``.
+
+        Returns:
+            ``(lam, v)``: the eigenvalue and the direction as a free-dof vector (unit norm).
+        """
+        cell = self.cell
+        lam_i, vec_i = np.linalg.eigh(self.KII)  # [S, ni], [S, ni, ni]
+        ev, V = torch.linalg.eigh(torch.from_numpy(0.5 * (self.Kred + self.Kred.T)))
+        lam_b = float(ev[0])
+        s = int(np.argmin(lam_i[:, 0]))
+        d = np.zeros(cell.ndof)
+        lat_dofs = 6 * cell.model.num_lattice_nodes
+        if lam_i[s, 0] < lam_b:
+            lam = float(lam_i[s, 0])
+            d[self.gl[s, 14:]] = vec_i[s, :, 0]
+        else:
+            lam = lam_b
+            dB = np.zeros(self.nb)
+            dB[self.free_red] = V[:, 0].numpy()
+            d[:lat_dofs] = dB[:lat_dofs]
+            d[6 * cell.N:] = dB[lat_dofs:]
+            d[self.gl[:, 14:]] = -np.einsum("sij,sj->si", self.XK, dB[self.red])
+        v = d[cell.free]
+        return lam, v / np.linalg.norm(v)
+
+
+class _DenseSolver:
+    """Dense fallback of :class:`_CondensedSolver` (meshes without interior nodes, struts
+    joining a node to its own periodic image)."""
+
+    def __init__(self, cell: "_Cell", Ke: np.ndarray, shift: np.ndarray | None = None,
+                 cholesky: bool = False):
+        K = cell.sparse_tangent(Ke)[cell.free][:, cell.free].toarray()
+        K = 0.5 * (K + K.T)
+        self.K = K
+        if shift is not None:
+            K = K + np.diag(shift[cell.free])
+        A = torch.from_numpy(K)
+        self.chol = None
+        if cholesky:
+            L, info = torch.linalg.cholesky_ex(A)
+            if int(info) != 0:
+                raise NotPositiveDefinite("tangent")
+            self.chol = L
+        else:
+            LU, piv, info = torch.linalg.lu_factor_ex(A)
+            if int(info) != 0:
+                raise np.linalg.LinAlgError("singular tangent")
+            self.lu = (LU, piv)
+
+    def solve(self, b_free: np.ndarray) -> np.ndarray:
+        rhs = torch.from_numpy(np.ascontiguousarray(b_free))[:, None]
+        if self.chol is not None:
+            return torch.cholesky_solve(rhs, self.chol)[:, 0].numpy()
+        return torch.linalg.lu_solve(*self.lu, rhs)[:, 0].numpy()
+
+    def lowest_mode(self) -> tuple[float, np.ndarray]:
+        ev, V = torch.linalg.eigh(torch.from_numpy(self.K))
+        return float(ev[0]), V[:, 0].numpy().copy()
+
+
+def _apply(cell: "_Cell", w, R, lat, Fd, d_free: np.ndarray, alpha: float):
+    """State after the free-dof increment ``alpha * d`` (spins update the rotations)."""
+    full = np.zeros(cell.ndof)
+    full[cell.free] = d_free
+    dw = full[:6 * cell.N].reshape(cell.N, 6)
+    lt = lat + alpha * full[6 * cell.N:]
+    Ft = Fd.copy()
+    Ft[cell.lat] = lt
+    return w + alpha * dw[:, :3], _rotate(R, alpha * dw[:, 3:]), lt, Ft
+
+
+def _descend(cell: "_Cell", w, R, lat, Fd, tol_force: float, max_iter: int = 100):
+    """Move from an unstable equilibrium to a stable one at the same applied strain.
+
+    The cell energy is minimised over the fluctuations, rotations and lateral stretches by
+    Levenberg-Marquardt Newton steps ``(K + mu diag(K)) d = -r``: ``mu`` (at least
+    ``MU_FLOOR``, which bounds the steps along the neutral directions of degenerate buckled
+    states) is raised until the shifted tangent is positive definite and the step passes an
+    Armijo backtracking test on the energy (below round-off of the energy, a decrease of the
+    residual instead), and lowered after every accepted step. At an equilibrium (residual
+    below ``tol_force``) whose unshifted tangent is not positive definite the state is moved
+    along the most negative curvature direction (scaled so that the largest node translation
+    is one strut radius; sign and length by the lowest energy). Converged at an equilibrium
+    whose tangent is positive definite, or has only eigenvalues above
+    ``-NEUTRAL_EIG x max diag(K)`` with no lower energy along the lowest mode.
+
+    Returns:
+        ``(w, R, lat, Fd, ok)``.
+    """
+    E = cell.energy(w, R, Fd)
+    mu = MU_FLOOR
+    radius = cell.model.radius
+    trans = np.zeros(cell.ndof, dtype=bool)
+    trans[:6 * cell.N] = np.tile([True, True, True, False, False, False], cell.N)
+    trans = trans[cell.free]
+    r, K, _ = cell.residual_tangent(w, R, Fd)
+    slow = 0  # consecutive accepted steps that reduced the residual by less than 10 %
+    rn_prev = np.inf
+    for _ in range(max_iter):
+        rf = r[cell.free]
+        rn = float(np.linalg.norm(rf))
+        slow = slow + 1 if rn > 0.9 * rn_prev else 0
+        rn_prev = rn
+        D = np.abs(cell.diagonal(K))
+        D = np.maximum(D, 1e-12 * D.max())
+        # stagnation at a small residual counts as converged: along the neutral directions of
+        # a degenerate buckled state the symmetric tangent is no exact Jacobian of the residual
+        # in the spin variables, and Newton crawls there
+        if rn <= tol_force or (slow >= 5 and rn <= STAGNATION_TOL * tol_force):
+            try:
+                cell.pd_solver(K)
+                return w, R, lat, Fd, True
+            except NotPositiveDefinite:
+                pass
+            # an equilibrium, but not a minimum: leave it along the lowest mode
+            lam, v = cell.mode_solver(K).lowest_mode()
+            v = v * radius / max(np.abs(v[trans]).max(), 1e-300)
+            best = None
+            for tau in (1.0, -1.0, 0.3, -0.3, 0.1, -0.1, 0.03, -0.03):
+                st = _apply(cell, w, R, lat, Fd, v, tau)
+                Et = cell.energy(st[0], st[1], st[3])
+                if Et < E - 1e-12 * abs(E) and (best is None or Et < best[0]):
+                    best = (Et, st)
+            if best is None:
+                # no lower energy along the mode: a neutral direction (a zero eigenvalue of a
+                # degenerate buckled state, negative by round-off) is accepted, not more
+                return w, R, lat, Fd, bool(lam > -NEUTRAL_EIG * D.max())
+            E, (w, R, lat, Fd) = best
+            mu, slow, rn_prev = MU_FLOOR, 0, np.inf
+            r, K, _ = cell.residual_tangent(w, R, Fd)
+            continue
+        try:
+            solver = cell.pd_solver(K, mu * D)
+        except NotPositiveDefinite:
+            mu *= 10.0
+            if mu > 1e8:
+                return w, R, lat, Fd, False
+            continue
+        d = solver.solve(-rf)
+        slope = float(rf @ d)
+        accepted = False
+        for alpha in (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125):
+            st = _apply(cell, w, R, lat, Fd, d, alpha)
+            Et = cell.energy(st[0], st[1], st[3])
+            noise = 1e-12 * abs(E) + 1e-300
+            if -alpha * slope > noise:  # Armijo on the energy
+                accepted = Et <= E + 1e-4 * alpha * slope
+            elif Et <= E + noise:  # energy change at round-off level: judge by the residual
+                rt = cell.residual_tangent(st[0], st[1], st[3], tangent=False)[0]
+                accepted = np.linalg.norm(rt[cell.free]) < rn
+            if accepted:
+                E, (w, R, lat, Fd) = Et, st
+                break
+        if accepted:
+            mu = max(mu / 10.0, MU_FLOOR)
+            r, K, _ = cell.residual_tangent(w, R, Fd)
+        else:
+            rn_prev = np.inf  # not a step: do not count it as slow
+            mu *= 10.0
+            if mu > 1e8:
+                return w, R, lat, Fd, False
+    return w, R, lat, Fd, False
 
 
 def _rotate(R, dphi):
@@ -369,7 +629,7 @@ def _skew(v):
 def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
              max_step: float = 0.005, min_step: float = 1e-5, tol: float = 1e-9,
              max_iter: int = 25, snapshot_strains=(), strains=None,
-             track_stability: bool = False) -> CompressionResult:
+             track_stability: bool = False, branch_switching: bool = True) -> CompressionResult:
     """Uniaxial compression of the periodic cell (see the module docstring).
 
     Args:
@@ -384,6 +644,10 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
         strains: explicit increasing list of target strains (overrides the schedule).
         track_stability: compute the smallest tangent eigenvalue at every converged state
             (dense, for models up to 3000 dofs) to detect losses of positive definiteness.
+        branch_switching: test every converged state for stability (Cholesky of the
+            condensed tangent) and move from an unstable equilibrium to a stable one along
+            the critical mode (see the module docstring). Off: follow whatever path Newton
+            finds (used to locate bifurcations of perfect lattices).
 
     Returns:
         :class:`CompressionResult`.
@@ -418,6 +682,7 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
     targets = list(strains)
     step = max_step
     ok, msg = True, ""
+    switches, unstable = [], []
     while targets:
         target = targets[0] if eps + step >= targets[0] - 1e-12 else eps + step
         deps = target - eps
@@ -470,7 +735,32 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
                 r, K, Paa = cell.residual_tangent(w1, R1, Fd)
                 iters += 1
                 lu = None
-        if conv and track_stability:
+        switched = False
+        if not conv and branch_switching and deps <= max_step / 8 + 1e-15:
+            # Newton fails even for a small increment: typically a limit point or a snap to
+            # another branch. Minimise the energy at the new strain from the last state.
+            Fs = Fd.copy()
+            Fs[cell.lat] = lat
+            ws, Rs, ls, Fs, conv = _descend(cell, w, R, lat, Fs, tol * fscale, max_iter=300)
+            if conv:
+                w1, R1, lat1, Fd = ws, Rs, ls, Fs
+                r, K, Paa = cell.residual_tangent(w1, R1, Fd)
+                switches.append(float(target))
+                switched = True
+        if conv and branch_switching and not switched:
+            r, K, Paa = cell.residual_tangent(w1, R1, Fd)
+            try:
+                cell.pd_solver(K)
+            except NotPositiveDefinite:
+                ws, Rs, ls, Fs, stable = _descend(cell, w1, R1, lat1, Fd, tol * fscale)
+                if stable:
+                    w1, R1, lat1, Fd = ws, Rs, ls, Fs
+                    r, K, Paa = cell.residual_tangent(w1, R1, Fd)
+                    switches.append(float(target))
+                    switched = True
+                else:
+                    unstable.append(float(target))
+        elif conv and track_stability:
             r, K, Paa = cell.residual_tangent(w1, R1, Fd)
         if not conv:
             step = deps / 2
@@ -478,7 +768,8 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
                 ok, msg = False, f"no convergence at strain {target:.4g} (step {deps:.2g})"
                 break
             continue
-        dprev = (deps, w1 - w, lat1 - lat)
+        # after a branch switch the jump onto the new branch is no predictor for the next step
+        dprev = None if switched else (deps, w1 - w, lat1 - lat)
         w, R, lat, eps = w1, R1, lat1, target
         out_m.append(_min_eig(cell.sparse_tangent(K)[cell.free][:, cell.free])
                      if track_stability else np.nan)
@@ -507,7 +798,8 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
     return CompressionResult(strain=strain, stress=stress, lateral=np.asarray(out_l),
                              label=label, ok=ok, message=msg, snapshots=snapshots, axis=axis,
                              newton_iterations=iters, seconds=time.perf_counter() - t0,
-                             min_eig=me, critical_strains=crit)
+                             min_eig=me, critical_strains=crit, branch_switches=switches,
+                             unstable_strains=unstable)
 
 
 def _min_eig(K) -> float:
