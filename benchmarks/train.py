@@ -1,0 +1,93 @@
+"""Training and inference throughput of the graph VAE (GNN encoder and the MLP baseline).
+
+Prints, for each encoder of ``--configs``: (a) training graphs per second (data loading and
+PyG collation, forward, loss, backward and Adam step, as in :func:`gnn_truss.training.train`),
+(b) inference lattices per second (encode to the latent mean, decode adjacency and offsets,
+predict the properties; no gradients), (c) the number of parameters. One process with
+``--threads`` torch threads on the first ``--limit`` lattices of the shipped corpus.
+
+    python benchmarks/train.py [--limit 8000] [--threads 1] [--batches 30]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import torch  # noqa: E402
+
+
+def _throughput(cfg: dict, limit: int, batches: int) -> dict:
+    from torch_geometric.loader import DataLoader
+
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import build_datasets, validate_config
+
+    cfg = validate_config({**cfg, "data": {**cfg["data"], "limit": limit}})
+    train_ds, _, test_ds = build_datasets(cfg)
+    t = cfg["train"]
+    torch.manual_seed(0)
+    model = build_model(cfg["model"])
+    opt = torch.optim.Adam(model.parameters(), lr=t["lr"])
+    gen = torch.Generator().manual_seed(0)
+    dl = DataLoader(train_ds, batch_size=t["batch_size"], shuffle=True, generator=gen,
+                    drop_last=True)
+    model.train()
+    seen, t0, done = 0, None, 0
+    while done < batches + 2:
+        for b in dl:
+            if done == 2:  # two warm-up batches
+                t0, seen = time.perf_counter(), 0
+            out = model(b)
+            loss = model.loss(out, b, beta=t["beta_max"], property_weight=t["property_weight"])
+            opt.zero_grad()
+            loss["total"].backward()
+            opt.step()
+            seen += b.num_graphs
+            done += 1
+            if done >= batches + 2:
+                break
+    train_rate = seen / (time.perf_counter() - t0)
+    model.eval()
+    dl = DataLoader(test_ds, batch_size=1024)
+    n = 0
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        for b in dl:
+            mu, _ = model.encode(b)
+            model.decode(mu)
+            model.predict(mu)
+            n += b.num_graphs
+        infer_rate = n / (time.perf_counter() - t0)
+    return {"train": train_rate, "infer": infer_rate, "n_infer": n,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", nargs="+",
+                    default=["configs/default.yaml", "configs/mlp_baseline.yaml"])
+    ap.add_argument("--limit", type=int, default=8000, help="corpus lattices loaded (8000)")
+    ap.add_argument("--batches", type=int, default=30, help="timed training batches (30)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import yaml
+
+    print(f"# graph VAE throughput, {args.threads} torch thread(s), CPU")
+    for path in args.configs:
+        with open(path) as fh:
+            cfg = yaml.safe_load(fh)
+        r = _throughput(cfg, args.limit, args.batches)
+        print(f"{path}: encoder {cfg['model'].get('encoder', 'gnn')}, {r['params']:,} "
+              f"parameters: (a) training {r['train']:.0f} graphs/s "
+              f"(batch {cfg.get('train', {}).get('batch_size', 256)}), "
+              f"(b) inference {r['infer']:.0f} lattices/s ({r['n_infer']} test lattices)")
+
+
+if __name__ == "__main__":
+    main()
