@@ -7,8 +7,12 @@ one-line message naming the problem.
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib
+import importlib.util
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -18,12 +22,20 @@ __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("gnn_truss")
 
-_PLANNED = {
-    "sample": "decode random latent samples into lattices",
-    "interpolate": "interpolate between two lattices in latent space",
-    "traverse": "traverse one latent axis from a lattice",
-    "design": "FE-verified inverse design of lattices for a target property",
+#: Checkpoint used when ``--checkpoint`` is not given.
+DEFAULT_CHECKPOINT = "datasets/checkpoints/default/model.pt"
+
+#: Subcommands implemented in other modules, imported only when run:
+#: name -> (module, add-arguments function, main function, help).
+_EXTERNAL = {
+    "design": ("gnn_truss.design", "add_design_arguments", "design_main",
+               "FE-verified inverse design of lattices for a target property"),
+    "export": ("gnn_truss.export", "add_export_arguments", "export_main",
+               "export a lattice as JSON, CSV or STL"),
 }
+
+#: Properties drawn along interpolation and traversal paths.
+_PATH_PLOT = ("E1", "E2", "E3", "G23", "G31", "G12", "nu21", "K_V", "A_U")
 
 
 def _fmt_matrix(C: np.ndarray) -> str:
@@ -274,6 +286,351 @@ def _add_data_parser(sub) -> None:
     d.set_defaults(func=lambda a, p=d: (p.print_help(), 0)[1])
 
 
+# --------------------------------------------------------------------------- latent exploration
+
+def _load_model(args):
+    from .exploration import load_model
+
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        hint = (" (the default checkpoint is not there yet)" if args.checkpoint ==
+                DEFAULT_CHECKPOINT else "")
+        raise ValueError(f"checkpoint not found: {path}{hint}; pass --checkpoint PATH, e.g. "
+                         f"OUT/best.pt of 'gnn-truss train'")
+    return load_model(path)
+
+
+def _corpus_path(args, ck) -> Path | None:
+    """``--corpus`` or the corpus of the checkpoint's dataset (``ROOT/raw/corpus.npz`` or
+    ``ROOT/raw/corpus``); ``None`` if there is none."""
+    if getattr(args, "corpus", None):
+        return Path(args.corpus)
+    data = ck["config"]["data"]
+    if data.get("source", "corpus") != "corpus":
+        return None
+    raw = Path(data["root"]) / "raw"
+    for cand in (raw / "corpus.npz", raw / "corpus"):
+        if cand.exists():
+            return cand
+    return None
+
+
+def _resolve_spec(spec: str, args, ck, cache: dict):
+    """A lattice from a file, an elementary name or ``corpus:<index>``; ``(truss, label)``."""
+    from .io import resolve_lattice
+
+    if not spec.startswith("corpus:"):
+        return resolve_lattice(spec)
+    try:
+        i = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise ValueError(f"{spec!r}: expected corpus:<index> with an integer index") from None
+    if "corpus" not in cache:
+        from .corpus import load_corpus
+        path = _corpus_path(args, ck)
+        if path is None:
+            raise ValueError(f"{spec!r}: no corpus found for the checkpoint's dataset "
+                             f"({ck['config']['data']['root']}); pass --corpus PATH")
+        cache["corpus"] = load_corpus(path, quiet=True)
+    c = cache["corpus"]
+    if not 0 <= i < len(c):
+        raise ValueError(f"{spec!r}: index out of range (the corpus has {len(c)} lattices)")
+    return c.truss(i), f"corpus{i}"
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _novelty_reference(args, ck) -> tuple:
+    """``(train hashes, train topology hashes, info dict)`` of the checkpoint's training split,
+    or ``(None, None, info)`` when its corpus is not available."""
+    from .corpus import load_corpus
+    from .exploration import corpus_fingerprint, corpus_hashes
+
+    data = ck["config"]["data"]
+    path = _corpus_path(args, ck)
+    if path is None:
+        return None, None, {"corpus": None, "note": "training corpus not found (pass --corpus):"
+                                                    " novelty not computed"}
+    c = load_corpus(path, quiet=True)
+    limit = data.get("limit")
+    try:
+        match = corpus_fingerprint(c, data.get("target", "stiffness"), limit) == ck["fingerprint"]
+    except ValueError:
+        match = False
+    canon, topo = corpus_hashes(c, split_seed=data.get("split_seed", 0), limit=limit)
+    if not match:
+        log.warning("%s is not the corpus the checkpoint was trained on (fingerprint "
+                    "mismatch): novelty is measured against its train split anyway", path)
+    return canon, topo, {"corpus": str(path), "split": "train", "num_lattices": len(canon),
+                         "matches_checkpoint": bool(match)}
+
+
+def _cmd_sample(args) -> int:
+    from .exploration import sample
+    from .io import save_lattice
+    from .plotting import plot_lattice_grid
+
+    if args.n < 1:
+        raise ValueError(f"--n must be positive, got {args.n}")
+    if args.save < 0:
+        raise ValueError(f"--save must be >= 0, got {args.save}")
+    model, ck = _load_model(args)
+    canon, topo, ref = (None, None, {"note": "skipped (--no-novelty)"}) if args.no_novelty \
+        else _novelty_reference(args, ck)
+    res = sample(model, n=args.n, seed=args.seed, repair=not args.no_repair,
+                 train_hashes=canon, train_topologies=topo, fe=not args.no_fe,
+                 threshold=args.threshold, density=args.density, workers=args.workers)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seen, picked = set(), []
+    for k in np.flatnonzero(res.valid):
+        h = res.lattices[k].canonical_hash()
+        if h not in seen and len(picked) < args.save:
+            seen.add(h)
+            picked.append(int(k))
+    files = []
+    for k in picked:
+        f = save_lattice(res.lattices[k], out / "lattices" / f"sample_{k:04d}.json",
+                         name=f"sample {k}",
+                         meta={"checkpoint": str(args.checkpoint), "seed": args.seed,
+                               "sample": k, "repaired": res.lattices[k] != res.raw[k],
+                               "z": [round(float(v), 6) for v in res.z[k]]})
+        files.append(str(f.relative_to(out)))
+    report = {"checkpoint": str(args.checkpoint), "epoch": ck.get("epoch"),
+              "novelty_reference": ref, **res.report, "lattice_files": files}
+    (out / "report.json").write_text(json.dumps(_json_safe(report), indent=1))
+    np.savez_compressed(out / "samples.npz", z=res.z, valid=res.valid,
+                        connected=res.connected, status=np.array(res.status))
+    if picked:
+        plot_lattice_grid([res.lattices[k] for k in picked],
+                          [f"#{k}: {res.lattices[k].num_edges} beams" for k in picked],
+                          path=out / "samples.png", ncols=4,
+                          title=f"valid lattices decoded from N(0, I) (seed {args.seed})")
+    s = res.report["summary"]
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+    print(f"{args.n} samples (seed {args.seed}): validity paper {pct(s['validity_paper_raw'])}, "
+          f"strict {pct(s['validity_strict_raw'])} raw"
+          + ("" if args.no_repair else
+             f", strict {pct(s['validity_strict_repaired'])} after light repair")
+          + f"; uniqueness {pct(s['uniqueness'])}, novelty {pct(s['novelty'])} (topology "
+            f"{pct(s['novelty_topology'])})")
+    print(f"wrote {out / 'report.json'}, {len(files)} lattice files"
+          + (f" and {out / 'samples.png'}" if picked else ""))
+    return 0
+
+
+def _path_notes(p) -> list:
+    notes = []
+    for k, st in enumerate(p.status):
+        if st == "ok":
+            notes.append("")
+        elif p.trusses[k].num_edges == 0:
+            notes.append(f"empty after repair\n({p.raw[k].num_edges} beams decoded)"
+                         if p.repaired[k] else "no beams decoded")
+        elif st == "invalid":
+            notes.append("invalid:\n" + "\n".join(p.violations[k][:3]))
+        else:
+            notes.append(f"FE: {st}")
+    return notes
+
+
+def _write_path(p, out: Path, title: str, xlabel: str, labels: list, density: float) -> None:
+    """Lattice files, properties.csv / .json, strip.png and properties.png of a path."""
+    from .io import save_lattice
+    from .plotting import plot_path_properties, plot_strip
+
+    out.mkdir(parents=True, exist_ok=True)
+    records = p.records()
+    for k, rec in enumerate(records):
+        f = save_lattice(p.trusses[k], out / "lattices" / f"step_{k:02d}.json",
+                         name=f"{title}: {labels[k]}",
+                         meta={"t": rec["t"], "status": rec["status"],
+                               "repaired": rec["repaired"],
+                               "z": [round(float(v), 6) for v in p.z[k]]})
+        rec["file"] = str(f.relative_to(out))
+    cols = ["step", "t", "status", "repaired", "num_beams", "num_beams_raw", *p.properties,
+            "violations", "file"]
+    with open(out / "properties.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for rec in records:
+            w.writerow(["" if rec[c] is None else (";".join(rec[c]) if c == "violations"
+                                                   else rec[c]) for c in cols])
+    doc = {"title": title, "meta": p.meta, "property_units": "moduli in units of E_s",
+           "records": records}
+    (out / "properties.json").write_text(json.dumps(_json_safe(doc), indent=1))
+    plot_strip(p.trusses, [c if ok else None for c, ok in zip(p.C, p.ok)], labels,
+               path=out / "strip.png", title=title, density=density, notes=_path_notes(p))
+    plot_path_properties(p.t, {k: p.properties[k] for k in _PATH_PLOT}, path=out /
+                         "properties.png", xlabel=xlabel, title=title, status=p.status)
+
+
+def _print_path(p) -> None:
+    print("  step        t  beams  status        E1          E2          E3          A_U")
+    for rec in p.records():
+        vals = "".join(f"  {rec[k]:10.4g}" if rec[k] is not None else f"  {'-':>10s}"
+                       for k in ("E1", "E2", "E3", "A_U"))
+        print(f"  {rec['step']:4d}  {rec['t']:7.3f}  {rec['num_beams']:5d}  "
+              f"{rec['status']:<12s}{vals}")
+
+
+def _cmd_interpolate(args) -> int:
+    from .exploration import interpolate
+
+    model, ck = _load_model(args)
+    cache: dict = {}
+    a, la = _resolve_spec(args.a, args, ck, cache)
+    b, lb = _resolve_spec(args.b, args, ck, cache)
+    p = interpolate(model, a, b, steps=args.steps, method=args.method,
+                    repair=not args.no_repair, density=args.density, workers=args.workers)
+    out = Path(args.out)
+    title = f"{la} \u2192 {lb} ({args.method}, {args.steps} steps)"
+    _write_path(p, out, title, "interpolation parameter t",
+                [f"t = {t:.2f}" for t in p.t], args.density)
+    from .io import save_lattice
+    save_lattice(a, out / "inputs" / "a.json", name=la)
+    save_lattice(b, out / "inputs" / "b.json", name=lb)
+    print(f"{title}: {int(p.ok.sum())} of {len(p)} decoded lattices FE-verified")
+    _print_path(p)
+    print(f"wrote {out}/ (lattices/, properties.csv, properties.json, strip.png, "
+          f"properties.png)")
+    return 0
+
+
+def _cmd_traverse(args) -> int:
+    from .exploration import GROUPS, traverse
+
+    model, ck = _load_model(args)
+    truss, label = _resolve_spec(args.lattice, args, ck, {})
+    groups = GROUPS if args.group == "all" else (args.group,)
+    out = Path(args.out)
+    for g in groups:
+        p = traverse(model, truss, g, dim=args.dim, span=args.span, steps=args.steps,
+                     repair=not args.no_repair, density=args.density, workers=args.workers)
+        d = p.meta["dim"]
+        title = (f"{label}: {g} axis {d} (latent {p.meta['latent_index']}), "
+                 f"\u00b1{args.span:g} \u03c3")
+        dest = out / g if len(groups) > 1 else out
+        _write_path(p, dest, title, "shift of the latent coordinate (prior \u03c3)",
+                    [f"{a:+.2f} \u03c3" for a in p.t], args.density)
+        print(f"{title}{' (most sensitive axis)' if args.dim is None else ''}: "
+              f"{int(p.ok.sum())} of {len(p)} decoded lattices FE-verified")
+        _print_path(p)
+        print(f"wrote {dest}/")
+    from .io import save_lattice
+    save_lattice(truss, out / "inputs" / "start.json", name=label)
+    return 0
+
+
+def _add_exploration_parsers(sub, lat_help: str) -> None:
+    def common(q):
+        q.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                       help=f"trained model (default {DEFAULT_CHECKPOINT})")
+        q.add_argument("--out", "-o", required=True, help="output directory")
+        q.add_argument("--density", type=float, default=0.15,
+                       help="relative density of the FE model (0.15)")
+        q.add_argument("--no-repair", action="store_true",
+                       help="no light repair (pruning dangling nodes and stray components)")
+        q.add_argument("--workers", type=int, default=1, help="FE worker processes (1)")
+        q.add_argument("--corpus", help="corpus for corpus:<index> specs and novelty "
+                                        "(default: the checkpoint's dataset corpus)")
+
+    spec_help = lat_help.rstrip(")") + ", or corpus:<index>)"
+    s = sub.add_parser("sample", help="decode random latent samples into lattices",
+                       description="Decode N samples z ~ N(0, I) (adjacency threshold 0.5), "
+                                   "light repair (prune dangling nodes, keep the largest "
+                                   "component), validate and FE-check them; report validity "
+                                   "(paper: connected; strict: all rules + FE), uniqueness and "
+                                   "novelty against the training split. Writes report.json, "
+                                   "samples.npz, lattices/*.json and samples.png.")
+    s.add_argument("--n", type=int, default=1000, help="number of samples (1000)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the latent samples (0)")
+    s.add_argument("--save", type=int, default=12,
+                   help="distinct valid lattices written as files and drawn (12)")
+    s.add_argument("--threshold", type=float, default=0.5,
+                   help="edge probability threshold (0.5)")
+    s.add_argument("--no-fe", action="store_true", help="strict validity without the FE check")
+    s.add_argument("--no-novelty", action="store_true",
+                   help="do not load the training corpus for novelty")
+    common(s)
+    s.set_defaults(func=_cmd_sample)
+
+    i = sub.add_parser("interpolate", help="interpolate between two lattices in latent space",
+                       description="Encode lattices A and B, decode STEPS points along the "
+                                   "slerp (or linear) path between their latent means, repair, "
+                                   "validate and FE-homogenize each. Writes lattices/, "
+                                   "properties.csv, properties.json, strip.png (lattices and "
+                                   "elastic surfaces) and properties.png.")
+    i.add_argument("a", help="start lattice: " + spec_help)
+    i.add_argument("b", help="end lattice (same forms)")
+    i.add_argument("--steps", type=int, default=7, help="points including both ends (7)")
+    i.add_argument("--method", choices=["slerp", "linear"], default="slerp",
+                   help="interpolation path (slerp)")
+    common(i)
+    i.set_defaults(func=_cmd_interpolate)
+
+    t = sub.add_parser("traverse", help="traverse one latent axis from a lattice",
+                       description="Encode a lattice and move one coordinate of its latent "
+                                   "mean (topology-specific, shared or geometry-specific group) "
+                                   "from -SPAN to +SPAN prior standard deviations; decode, "
+                                   "repair, validate and FE-homogenize each point. Writes the "
+                                   "same files as interpolate (one folder per group with "
+                                   "--group all).")
+    t.add_argument("lattice", help=spec_help)
+    t.add_argument("--group", choices=["topology", "shared", "geometry", "all"], default="all",
+                   help="latent group (all: one traversal per group)")
+    t.add_argument("--dim", type=int, default=None,
+                   help="axis inside the group, 0-based (default: the axis along which the "
+                        "decoded lattice changes most)")
+    t.add_argument("--span", type=float, default=3.0,
+                   help="largest shift in prior standard deviations (3)")
+    t.add_argument("--steps", type=int, default=7, help="points along the axis (7)")
+    common(t)
+    t.set_defaults(func=_cmd_traverse)
+
+
+# --------------------------------------------------------------------------- external commands
+
+def _add_external_parser(sub, name: str) -> None:
+    """Register a subcommand whose module is imported only when it runs (its arguments are
+    parsed then), so ``gnn-truss --help`` works without it."""
+    module, _, _, text = _EXTERNAL[name]
+    present = importlib.util.find_spec(module) is not None
+    q = sub.add_parser(name, add_help=False,
+                       help=text if present else f"{text} (not available: {module} missing)")
+    q.set_defaults(func=lambda a, n=name: _run_external(n, a), passthrough=True)
+
+
+def _run_external(name: str, args) -> int:
+    module, add_name, main_name, text = _EXTERNAL[name]
+    try:
+        mod = importlib.import_module(module)
+        add, run = getattr(mod, add_name), getattr(mod, main_name)
+    except (ImportError, AttributeError) as exc:
+        print(f"error: 'gnn-truss {name}' is not available in this installation ({exc})",
+              file=sys.stderr)
+        return 2
+    p = argparse.ArgumentParser(prog=f"gnn-truss {name}", description=text)
+    add(p)
+    sub_args = p.parse_args(args.extra)
+    sub_args.verbose = args.verbose
+    return int(run(sub_args) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gnn-truss",
@@ -358,21 +715,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print results as JSON")
     c.set_defaults(func=_cmd_compress)
 
-    for name, text in _PLANNED.items():
-        q = sub.add_parser(name, help=f"{text} (not available yet)",
-                           description=f"{text}. Not available in this version.")
-        q.set_defaults(func=lambda a, n=name: _not_yet(n))
+    _add_exploration_parsers(sub, lat_help)
+    for name in _EXTERNAL:
+        _add_external_parser(sub, name)
     return p
-
-
-def _not_yet(name: str) -> int:
-    print(f"error: 'gnn-truss {name}' is not available in this version", file=sys.stderr)
-    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

@@ -879,3 +879,375 @@ def plot_reconstruction(logits, true_adj, pred_offsets, true_offsets, path=None,
         if title:
             fig.suptitle(title)
         return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- latent exploration
+
+__all__ += ["plot_strip", "plot_lattice_grid", "plot_path_properties", "plot_design_path",
+            "pca_project", "plot_latent_projection"]
+
+_STRIP_SURFACE_GRID = (46, 91)  # (n_theta, n_phi) of the small elastic surfaces
+
+
+def _draw_cell_compact(ax, truss, density: float, scale: float = 0.7) -> None:
+    """Full periodic cell of ``truss`` without axes or node markers (for small panels)."""
+    t = truss if isinstance(truss, Truss) else None
+    r = _truss_radius(t, density) if t is not None and t.num_edges else None
+    _draw_segments(ax, _cube_edges(-1.0, 1.0), colors=_WIRE_COLOR, linewidths=0.6,
+                   linestyles="--", zorder=1)
+    seg = full_cell_segments(truss) if (t is None or t.num_edges) else np.zeros((0, 2, 3))
+    if len(seg):
+        _draw_segments(ax, seg, colors=_STRUT_COLOR, linewidths=scale * _linewidth(r, 2.0),
+                       alpha=0.85, zorder=2, gid="struts")
+    _setup_3d(ax, -1.0, 1.0, [-1, 0, 1])
+    ax.set_axis_off()
+
+
+def _message(ax, text: str) -> None:
+    """Centre ``text`` in an empty (axis-less) panel, 2D or 3D."""
+    ax.set_axis_off()
+    put = getattr(ax, "text2D", ax.text)
+    put(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9,
+        color="#8b0000", wrap=True)
+
+
+def plot_strip(trusses, stiffnesses, labels=None, path=None, title: str | None = None,
+               density: float = 0.15, notes=None):
+    """A strip of lattices (top row, full periodic cell) with their elastic surfaces (bottom
+    row), like Figs. 3 and 4 of Zheng et al. (2023).
+
+    All surfaces share one colour scale and one length scale, so their sizes compare
+    directly; the colour bar on the right gives ``E(d) / E_s``.
+
+    Args:
+        trusses: ``K`` :class:`~gnn_truss.truss.Truss` (or
+            :class:`~gnn_truss.cell.PeriodicTruss`).
+        stiffnesses: ``K`` entries, each a ``[6, 6]`` Voigt stiffness (units of ``E_s``) or
+            ``None`` (or all-NaN) where there is none; the panel then says so.
+        labels: ``K`` column titles (default ``0 .. K-1``).
+        path: PNG path or ``None``.
+        title: figure title.
+        density: relative density for the strut line widths (0.15).
+        notes: ``K`` texts shown instead of a surface where the stiffness is missing (e.g. the
+            FE status; default ``"no FE result"``).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (2.3 x 5.0 in per column).
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LightSource, Normalize
+
+    from .properties import elastic_surface
+    trusses = list(trusses)
+    stiffnesses = list(stiffnesses)
+    K = len(trusses)
+    if K == 0:
+        raise ValueError("plot_strip needs at least one lattice")
+    if len(stiffnesses) != K:
+        raise ValueError(f"got {K} lattices but {len(stiffnesses)} stiffnesses")
+    labels = [str(k) for k in range(K)] if labels is None else [str(s) for s in labels]
+    notes = ["no FE result"] * K if notes is None else [str(s) for s in notes]
+    if len(labels) != K or len(notes) != K:
+        raise ValueError(f"labels and notes need {K} entries each")
+    surfs = []
+    for C in stiffnesses:
+        if C is None or not np.all(np.isfinite(np.asarray(C, dtype=np.float64))):
+            surfs.append(None)
+        else:
+            surfs.append(elastic_surface(_stiffness_numpy(C), *_STRIP_SURFACE_GRID))
+    have = [s for s in surfs if s is not None]
+    if have:
+        lo = min(float(s.E.min()) for s in have)
+        hi = max(float(s.E.max()) for s in have)
+        pad = 1e-3 * hi if hi - lo < 1e-6 * hi else 0.0
+        norm = Normalize(lo - pad, hi + pad)
+        lim = 1.05 * max(float(np.abs(s.points).max()) for s in have)
+    cmap = colormaps["viridis"]
+    with _style():
+        fig = _new_figure((2.3 * K + (1.0 if have else 0.0), 5.0))
+        gs = fig.add_gridspec(2, K + 1, width_ratios=[1.0] * K + [0.12 if have else 0.01])
+        for k, (truss, surf) in enumerate(zip(trusses, surfs)):
+            ax = fig.add_subplot(gs[0, k], projection="3d")
+            if isinstance(truss, Truss) and truss.num_edges == 0:
+                _message(ax, "no beams")
+            else:
+                _draw_cell_compact(ax, truss, density)
+            ax.set_title(labels[k], fontsize=9)
+            ax2 = fig.add_subplot(gs[1, k], projection="3d")
+            if surf is None:
+                _message(ax2, notes[k])
+                continue
+            X, Y, Z = np.moveaxis(surf.points, -1, 0)
+            ax2.plot_surface(X, Y, Z, facecolors=cmap(norm(surf.E)), rstride=1, cstride=1,
+                             linewidth=0, antialiased=False, shade=True,
+                             lightsource=LightSource(azdeg=300, altdeg=35))
+            ax2.set_xlim(-lim, lim)
+            ax2.set_ylim(-lim, lim)
+            ax2.set_zlim(-lim, lim)
+            ax2.set_box_aspect((1, 1, 1), zoom=1.2)
+            ax2.view_init(elev=20, azim=-58)
+            ax2.set_axis_off()
+            ax2.set_title(f"E: {surf.E.min():.3g} .. {surf.E.max():.3g}", fontsize=8, y=-0.02)
+        if have:
+            cax = fig.add_subplot(gs[1, K])
+            fig.colorbar(ScalarMappable(norm, cmap), cax=cax, label="E(d) / E$_s$")
+        if title:
+            fig.suptitle(title)
+        return _finish(fig, path)
+
+
+def plot_lattice_grid(trusses, labels=None, path=None, ncols: int = 4,
+                      title: str | None = None, density: float = 0.15):
+    """Full periodic cells of several lattices in a grid (e.g. decoded latent samples).
+
+    Args:
+        trusses: ``K >= 1`` lattices.
+        labels: ``K`` panel titles (default ``0 .. K-1``).
+        path: PNG path or ``None``.
+        ncols: panels per row (4).
+        title: figure title.
+        density: relative density for the strut line widths.
+
+    Returns:
+        The Figure (2.6 x 2.6 in per panel).
+    """
+    trusses = list(trusses)
+    K = len(trusses)
+    if K == 0:
+        raise ValueError("plot_lattice_grid needs at least one lattice")
+    if ncols < 1:
+        raise ValueError(f"ncols must be positive, got {ncols}")
+    labels = [str(k) for k in range(K)] if labels is None else [str(s) for s in labels]
+    if len(labels) != K:
+        raise ValueError(f"got {K} lattices but {len(labels)} labels")
+    ncols = min(int(ncols), K)
+    nrows = -(-K // ncols)
+    with _style():
+        fig = _new_figure((2.6 * ncols, 2.6 * nrows + (0.4 if title else 0.0)))
+        for k, t in enumerate(trusses):
+            ax = fig.add_subplot(nrows, ncols, k + 1, projection="3d")
+            if isinstance(t, Truss) and t.num_edges == 0:
+                _message(ax, "no beams")
+            else:
+                _draw_cell_compact(ax, t, density)
+            ax.set_title(labels[k], fontsize=9)
+        if title:
+            fig.suptitle(title)
+        return _finish(fig, path)
+
+
+def plot_path_properties(ts, props: dict, path=None, xlabel: str = "path parameter t",
+                         title: str | None = None, ncols: int = 3, status=None):
+    """Property values along a latent path, one panel per property.
+
+    Non-finite values (no FE result) leave gaps; their positions are marked with red crosses
+    on the lower edge of every panel.
+
+    Args:
+        ts: ``[T]`` path parameters.
+        props: ``{name: [T] values}`` (e.g. ``LatentPath.properties``; units of ``E_s`` for
+            moduli).
+        path: PNG path or ``None``.
+        xlabel: label of the path parameter.
+        title: figure title.
+        ncols: panels per row (3).
+        status: optional ``[T]`` status strings; non-``"ok"`` ones are named in the legend.
+
+    Returns:
+        The Figure (3.4 x 2.6 in per panel).
+    """
+    ts = np.asarray(ts, dtype=np.float64).reshape(-1)
+    if not props:
+        raise ValueError("props is empty")
+    data = {}
+    for k, v in props.items():
+        v = np.asarray(v, dtype=np.float64).reshape(-1)
+        if v.shape != ts.shape:
+            raise ValueError(f"property {k!r} has {v.size} values for {ts.size} path points")
+        data[str(k)] = v
+    n = len(data)
+    ncols = max(1, min(int(ncols), n))
+    nrows = -(-n // ncols)
+    with _style():
+        fig = _new_figure((3.4 * ncols, 2.6 * nrows + (0.4 if title else 0.0)))
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        for i, (ax, (name, v)) in enumerate(zip(axes.flat, data.items())):
+            ok = np.isfinite(v)
+            ax.plot(ts, v, "-o", color=_STRUT_COLOR, ms=4, lw=1.4)
+            if (~ok).any():
+                ax.plot(ts[~ok], np.zeros((~ok).sum()), "x", color="#c0392b", ms=7, mew=2,
+                        transform=ax.get_xaxis_transform(), clip_on=False,
+                        label="no FE result")
+            ax.set_title(name)
+            if i + ncols >= n:  # lowest panel of its column
+                ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=8)
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
+        for ax in axes.flat[n:]:
+            ax.set_axis_off()
+        if status is not None:
+            bad = sorted({str(s) for s in status if str(s) != "ok"})
+            if bad:
+                fig.supxlabel("\u00d7: no FE result (" + ", ".join(bad) + ")", fontsize=8,
+                              color="#c0392b")
+        if title:
+            fig.suptitle(title)
+        return _finish(fig, path)
+
+
+def _xy(a, name: str, allow_empty: bool = True) -> np.ndarray:
+    a = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=np.float64)
+    if a.size == 0 and allow_empty:
+        return a.reshape(0, 2)
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"{name} must be [N, 2], got shape {a.shape}")
+    return a
+
+
+def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel: str,
+                     path=None, title: str | None = None, xscale: str = "linear",
+                     yscale: str = "linear", labels: dict | None = None):
+    """Inverse design in a 2D property space, like Figs. 5 and 6 of Zheng et al. (2023): the
+    dataset as a light grey cloud, each optimisation path as a thin line (start marked by a
+    small dot), the FE-verified final designs as markers and the best one as a star.
+
+    Args:
+        cloud_xy: ``[N, 2]`` dataset property pairs.
+        paths: list of ``[T_i, 2]`` arrays (property values along each optimisation; may be
+            empty).
+        verified_xy: ``[k, 2]`` FE-verified properties of the final candidates (``k`` may be 0).
+        best_xy: ``[2]`` of the best verified design, or ``None``.
+        xlabel, ylabel: axis labels (property names and units).
+        path: PNG path or ``None``.
+        title: figure title.
+        xscale, yscale: ``"linear"`` or ``"log"`` (non-positive points are left out on log
+            axes by matplotlib).
+        labels: legend texts overriding ``{"cloud": "dataset", "paths": "optimisation paths",
+            "verified": "FE-verified designs", "best": "best design"}``.
+
+    Returns:
+        The Figure (6.4 x 5.2 in).
+    """
+    cloud = _xy(cloud_xy, "cloud_xy")
+    verified = _xy(verified_xy, "verified_xy")
+    paths = [_xy(p, f"paths[{i}]") for i, p in enumerate(paths or [])]
+    best = None
+    if best_xy is not None:
+        best = np.asarray(best_xy, dtype=np.float64).reshape(-1)
+        if best.shape != (2,):
+            raise ValueError(f"best_xy must have 2 values, got shape {best.shape}")
+    for s in (xscale, yscale):
+        if s not in ("linear", "log"):
+            raise ValueError(f"scales must be 'linear' or 'log', got {s!r}")
+    text = {"cloud": "dataset", "paths": "optimisation paths",
+            "verified": "FE-verified designs", "best": "best design", **(labels or {})}
+    with _style():
+        fig = _new_figure((6.4, 5.2))
+        ax = fig.add_subplot(1, 1, 1)
+        if len(cloud):
+            ax.scatter(cloud[:, 0], cloud[:, 1], s=4, color="#c8c8c8", alpha=0.6,
+                       edgecolors="none", label=f"{text['cloud']} ({len(cloud)})", zorder=1,
+                       rasterized=True)
+        for i, p in enumerate(paths):
+            if len(p) == 0:
+                continue
+            ax.plot(p[:, 0], p[:, 1], "-", lw=0.7, alpha=0.6, color="#4a78b5", zorder=2,
+                    label=text["paths"] if i == 0 else None)
+            ax.plot(p[0, 0], p[0, 1], "o", ms=2.5, color="#4a78b5", zorder=2)
+        if len(verified):
+            ax.scatter(verified[:, 0], verified[:, 1], s=30, marker="D", color="#f39c12",
+                       edgecolors="k", linewidths=0.5, zorder=3,
+                       label=f"{text['verified']} ({len(verified)})")
+        if best is not None:
+            ax.scatter([best[0]], [best[1]], s=260, marker="*", color="#e31a1c",
+                       edgecolors="k", linewidths=0.8, zorder=4, label=text["best"])
+        ax.set_xscale(xscale)
+        ax.set_yscale(yscale)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", framealpha=0.85)
+        if title:
+            ax.set_title(title)
+        return _finish(fig, path)
+
+
+def pca_project(mu, k: int = 2):
+    r"""Principal components of latent vectors by SVD of the centred data.
+
+    :math:`M - \bar M = U \Sigma V^T`; the projection is :math:`(M - \bar M) V_{:, :k}` and the
+    explained variance ratio :math:`\sigma_i^2 / \sum_j \sigma_j^2`. Component signs are fixed
+    so that the largest-magnitude loading of each component is positive (deterministic).
+
+    Args:
+        mu: ``[N, d]`` latent vectors (numpy or torch), ``N >= 2``.
+        k: number of components (``1 <= k <= d``).
+
+    Returns:
+        ``(coords [N, k], explained ratio [k], components [k, d])``.
+    """
+    m = np.asarray(mu.detach().cpu() if hasattr(mu, "detach") else mu, dtype=np.float64)
+    if m.ndim != 2 or len(m) < 2:
+        raise ValueError(f"mu must be [N, d] with N >= 2, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError("mu contains NaN or inf")
+    if not 1 <= k <= m.shape[1]:
+        raise ValueError(f"k must lie in 1..{m.shape[1]}, got {k}")
+    c = m - m.mean(axis=0)
+    _, s, vt = np.linalg.svd(c, full_matrices=False)
+    comps = vt[:k]
+    sign = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
+    comps = comps * np.where(sign == 0, 1.0, sign)[:, None]
+    var = s**2
+    ratio = var[:k] / var.sum() if var.sum() > 0 else np.zeros(k)
+    return c @ comps.T, ratio, comps
+
+
+def plot_latent_projection(mu, values, path=None, method: str = "pca",
+                           value_label: str = "property", title: str | None = None,
+                           log: bool = False):
+    """Latent vectors projected to 2D, coloured by a property (paper, Supplementary Note 3.1).
+
+    Args:
+        mu: ``[N, d]`` latent means.
+        values: ``[N]`` property per lattice (non-finite ones drawn grey).
+        path: PNG path or ``None``.
+        method: ``"pca"`` (the two leading principal components, :func:`pca_project`).
+        value_label: colour bar label.
+        title: figure title.
+        log: colour by ``log10`` of the (positive) values.
+
+    Returns:
+        The Figure (6.4 x 5.2 in).
+    """
+    if method != "pca":
+        raise ValueError(f"method must be 'pca', got {method!r}")
+    v = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values,
+                   dtype=np.float64).reshape(-1)
+    xy, ratio, _ = pca_project(mu, 2)
+    if len(v) != len(xy):
+        raise ValueError(f"values has {len(v)} entries for {len(xy)} latent vectors")
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), np.nan)
+        value_label = f"log10 {value_label}"
+    ok = np.isfinite(v)
+    with _style():
+        fig = _new_figure((6.4, 5.2))
+        ax = fig.add_subplot(1, 1, 1)
+        if (~ok).any():
+            ax.scatter(xy[~ok, 0], xy[~ok, 1], s=5, color="#bbbbbb", edgecolors="none",
+                       label=f"no value ({(~ok).sum()})")
+            ax.legend(loc="best")
+        sc = ax.scatter(xy[ok, 0], xy[ok, 1], c=v[ok], s=6, cmap="viridis", edgecolors="none",
+                        alpha=0.8)
+        fig.colorbar(sc, ax=ax, label=value_label)
+        ax.set_xlabel(f"PC 1 ({100 * ratio[0]:.1f} % of variance)")
+        ax.set_ylabel(f"PC 2 ({100 * ratio[1]:.1f} % of variance)")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(alpha=0.3)
+        ax.set_title(title or f"latent space ({len(xy)} lattices, PCA)")
+        return _finish(fig, path)

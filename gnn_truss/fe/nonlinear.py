@@ -318,6 +318,8 @@ class _Cell:
 #: Smallest eigenvalue of the tangent (relative to its largest diagonal entry) still taken as
 #: a neutral direction rather than an instability when no lower energy lies along it.
 NEUTRAL_EIG = 1e-8
+#: Newton iterations of an increment before the energy descent takes over.
+NEWTON_BEFORE_DESCENT = 10
 #: Smallest Levenberg-Marquardt parameter of the energy descent (relative to diag(K)).
 MU_FLOOR = 1e-6
 #: Residual (relative to the Newton tolerance) below which a stagnating descent is converged.
@@ -698,7 +700,7 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
         r, K, Paa = cell.residual_tangent(w1, R1, Fd)
         iters += 1
         lu = None
-        for _ in range(max_iter):
+        for _ in range(NEWTON_BEFORE_DESCENT if branch_switching else max_iter):
             rn = np.linalg.norm(r[cell.free])
             if rn <= tol * fscale:
                 conv = True
@@ -735,7 +737,16 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
                 r, K, Paa = cell.residual_tangent(w1, R1, Fd)
                 iters += 1
                 lu = None
-        switched = False
+        switched = descended = False
+        if not conv and branch_switching and np.all(np.isfinite(w1)):
+            # Newton is slow here (soft or neutral modes of a buckled state make its steps
+            # wander): minimise the energy from the current iterate instead
+            ws, Rs, ls, Fs, conv = _descend(cell, w1, R1, lat1, Fd, tol * fscale,
+                                            max_iter=max_iter)
+            if conv:
+                w1, R1, lat1, Fd = ws, Rs, ls, Fs
+                r, K, Paa = cell.residual_tangent(w1, R1, Fd)
+                descended = True
         if not conv and branch_switching and deps <= max_step / 8 + 1e-15:
             # Newton fails even for a small increment: typically a limit point or a snap to
             # another branch. Minimise the energy at the new strain from the last state.
@@ -747,7 +758,7 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
                 r, K, Paa = cell.residual_tangent(w1, R1, Fd)
                 switches.append(float(target))
                 switched = True
-        if conv and branch_switching and not switched:
+        if conv and branch_switching and not (switched or descended):
             r, K, Paa = cell.residual_tangent(w1, R1, Fd)
             try:
                 cell.pd_solver(K)

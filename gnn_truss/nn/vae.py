@@ -99,6 +99,21 @@ class TrussVAE(nn.Module):
         # bounded log sigma keeps exp(2 log sigma) finite early in training
         return self.merge(mu_a, mu_x), self.merge(ls_a, ls_x).clamp(LOGSIG_MIN, LOGSIG_MAX)
 
+    def encode_dense(self, adj: torch.Tensor, offsets: torch.Tensor, **kwargs):
+        """``(mu, logsig)`` of a dense, possibly soft lattice (differentiable re-encoding).
+
+        Args:
+            adj: ``[B, 27, 27]`` or ``[B, 351]`` edge probabilities in ``[0, 1]``.
+            offsets: ``[B, 27]`` free-dof offsets.
+            kwargs: passed to the encoder's ``forward_dense`` (``all_pairs`` of the GNN).
+
+        Returns:
+            ``(mu, logsig)``, each ``[B, t + s + g]``; equal to :meth:`encode` on the graphs of
+            the same lattices when ``adj`` is binary (see ``encoder.forward_dense``).
+        """
+        mu_a, ls_a, mu_x, ls_x = self.encoder.forward_dense(adj, offsets, **kwargs)
+        return self.merge(mu_a, mu_x), self.merge(ls_a, ls_x).clamp(LOGSIG_MIN, LOGSIG_MAX)
+
     @staticmethod
     def reparameterize(mu: torch.Tensor, logsig: torch.Tensor) -> torch.Tensor:
         """``z = mu + eps * exp(logsig)``, independent ``eps`` per dimension."""
