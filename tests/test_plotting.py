@@ -299,3 +299,126 @@ def test_plot_property_histograms_bad_input():
         plot_property_histograms({"a": np.zeros(3), "b": np.zeros(4)}, color_by=np.zeros(3))
     with pytest.raises(ValueError, match="one label per sample"):
         plot_property_histograms({"a": np.zeros(3)}, color_by=np.zeros(4))
+
+
+# --------------------------------------------------------------------------- latent exploration
+
+def test_plot_strip_png_with_missing_stiffness(tmp_path, C_ortho):
+    from gnn_truss.plotting import plot_strip
+    ts = [Truss.elementary(n) for n in ("octet", "bcc", "sc")]
+    ts.append(Truss.from_edges(np.zeros((0, 2), int)))  # empty lattice
+    C2 = np.asarray(C_ortho) * 2.0
+    path = tmp_path / "strip.png"
+    fig = plot_strip(ts, [C_ortho, None, C2, np.full((6, 6), np.nan)],
+                     ["a", "b", "c", "d"], path, title="strip",
+                     notes=["", "invalid:\nno_dangling", "", "no beams"])
+    check_png(path, fig)
+    # 4 lattices + 4 surface panels + the colour bar
+    assert len(fig.axes) == 9
+    assert [ax.get_title() for ax in fig.axes[0:8:2]] == ["a", "b", "c", "d"]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "invalid:\nno_dangling" in texts and "no beams" in texts
+    # one colour scale for all surfaces: from the smallest to the largest E(d) drawn
+    from gnn_truss.properties import elastic_surface
+    lo = elastic_surface(C_ortho, 46, 91).E.min()
+    hi = elastic_surface(C2, 46, 91).E.max()
+    assert fig.axes[-1].get_ylim() == pytest.approx((lo, hi))
+    with pytest.raises(ValueError, match="stiffnesses"):
+        plot_strip(ts, [None])
+    with pytest.raises(ValueError, match="at least one"):
+        plot_strip([], [])
+    fig = plot_strip(ts[:2], [None, None])  # nothing to colour: no colour bar
+    assert len(fig.axes) == 4
+
+
+def test_plot_lattice_grid_png(tmp_path, random_lattices):
+    from gnn_truss.plotting import plot_lattice_grid
+    path = tmp_path / "grid.png"
+    fig = plot_lattice_grid(random_lattices[:5], [f"#{k}" for k in range(5)], path, ncols=3,
+                            title="samples")
+    check_png(path, fig)
+    assert len(fig.axes) == 5 and fig.axes[4].get_title() == "#4"
+    with pytest.raises(ValueError, match="labels"):
+        plot_lattice_grid(random_lattices[:2], ["x"])
+
+
+def test_plot_path_properties_png_marks_missing_values(tmp_path):
+    from gnn_truss.plotting import plot_path_properties
+    t = np.linspace(0, 1, 5)
+    props = {"E1": [0.01, 0.02, np.nan, 0.03, 0.02], "nu21": torch.tensor([0.3, 0.1, 0, -.1, 0]),
+             "A_U": np.ones(5)}
+    path = tmp_path / "props.png"
+    fig = plot_path_properties(t, props, path, status=["ok", "ok", "invalid", "ok", "ok"])
+    check_png(path, fig)
+    assert [ax.get_title() for ax in fig.axes] == ["E1", "nu21", "A_U"]
+    crosses = fig.axes[0].lines[1]
+    assert list(crosses.get_xdata()) == [0.5]
+    assert "invalid" in fig._supxlabel.get_text()
+    with pytest.raises(ValueError, match="path points"):
+        plot_path_properties(t, {"E1": np.ones(4)})
+    with pytest.raises(ValueError, match="empty"):
+        plot_path_properties(t, {})
+
+
+def test_plot_design_path_png(tmp_path):
+    from gnn_truss.plotting import plot_design_path
+    rng = np.random.default_rng(0)
+    cloud = rng.lognormal(-4, 0.5, (500, 2))
+    paths = [np.cumsum(rng.normal(0.001, 0.002, (20, 2)), axis=0) + 0.02 for _ in range(4)]
+    verified = np.stack([p[-1] for p in paths])
+    path = tmp_path / "design.png"
+    fig = plot_design_path(cloud, paths, verified, verified[0], "E$_{22}$ / E$_s$",
+                           "\u03bd$_{21}$", path, title="max E22", xscale="log")
+    check_png(path, fig)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_title() == "max E22"
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["dataset (500)", "optimisation paths", "FE-verified designs (4)",
+                      "best design"]
+    assert len(ax.lines) == 2 * len(paths)  # a line and a start dot per path
+    fig = plot_design_path(cloud, [], np.zeros((0, 2)), None, "x", "y")  # nothing designed
+    assert fig.axes[0].get_legend_handles_labels()[1] == ["dataset (500)"]
+    with pytest.raises(ValueError, match="cloud_xy must be"):
+        plot_design_path(np.zeros((5, 3)), [], [], None, "x", "y")
+    with pytest.raises(ValueError, match="best_xy"):
+        plot_design_path(cloud, [], [], [1, 2, 3], "x", "y")
+    with pytest.raises(ValueError, match="scales"):
+        plot_design_path(cloud, [], [], None, "x", "y", yscale="symlog")
+
+
+def test_pca_project_recovers_the_dominant_direction():
+    from gnn_truss.plotting import pca_project
+    rng = np.random.default_rng(0)
+    u = np.array([3.0, -4.0, 0.0, 0.0]) / 5.0
+    v = np.array([0.0, 0.0, 1.0, 0.0])
+    mu = (rng.normal(0, 5, (400, 1)) * u + rng.normal(0, 1, (400, 1)) * v
+          + 0.01 * rng.normal(size=(400, 4)) + 7.0)
+    xy, ratio, comps = pca_project(torch.tensor(mu), 2)
+    assert xy.shape == (400, 2) and comps.shape == (2, 4)
+    np.testing.assert_allclose(comps @ comps.T, np.eye(2), atol=1e-12)
+    assert abs(comps[0] @ u) == pytest.approx(1.0, abs=2e-3)  # sampling noise tilts it
+    assert abs(comps[1] @ v) == pytest.approx(1.0, abs=2e-3)
+    assert comps[0][np.abs(comps[0]).argmax()] > 0  # sign convention
+    assert ratio[0] > 0.9 and ratio.sum() == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_allclose(xy, (mu - mu.mean(0)) @ comps.T, atol=1e-10)
+    with pytest.raises(ValueError, match="k must"):
+        pca_project(mu, 5)
+    with pytest.raises(ValueError, match="N >= 2"):
+        pca_project(mu[:1], 1)
+
+
+def test_plot_latent_projection_png(tmp_path):
+    from gnn_truss.plotting import plot_latent_projection
+    rng = np.random.default_rng(1)
+    mu = rng.normal(size=(300, 8))
+    values = np.exp(mu[:, 0])
+    values[:5] = np.nan
+    path = tmp_path / "latent.png"
+    fig = plot_latent_projection(mu, values, path, value_label="E1 / E$_s$", log=True)
+    check_png(path, fig)
+    assert fig.axes[0].get_xlabel().startswith("PC 1 (")
+    assert fig.axes[1].get_ylabel() == "log10 E1 / E$_s$"  # the colour bar
+    with pytest.raises(ValueError, match="method"):
+        plot_latent_projection(mu, values, method="tsne")
+    with pytest.raises(ValueError, match="entries"):
+        plot_latent_projection(mu, values[:10])
