@@ -58,7 +58,7 @@ def dense_adjacency_input(adj: torch.Tensor) -> torch.Tensor:
     """``[B, 351]`` upper triangles or ``[B, 27, 27]`` matrices -> symmetric ``[B, 27, 27]`` with
     zero diagonal (differentiable; a square input is symmetrised as ``(A + A^T) / 2``)."""
     if adj.ndim == 2 and adj.shape[-1] == NUM_PAIRS:
-        flat = torch.as_tensor(ds.TRIU_I * NUM_NODES + ds.TRIU_J, device=adj.device)
+        flat = torch.tensor(ds.TRIU_I * NUM_NODES + ds.TRIU_J, device=adj.device)
         out = adj.new_zeros(adj.shape[0], NUM_NODES * NUM_NODES).index_add(1, flat, adj)
         out = out.view(-1, NUM_NODES, NUM_NODES)
         return out + out.transpose(1, 2)
@@ -71,8 +71,8 @@ def dense_adjacency_input(adj: torch.Tensor) -> torch.Tensor:
 
 def triu_from_dense(adj: torch.Tensor) -> torch.Tensor:
     """``[B, 27, 27]`` -> ``[B, 351]`` off-diagonal upper triangle (row-major)."""
-    return adj[:, torch.as_tensor(ds.TRIU_I, device=adj.device),
-               torch.as_tensor(ds.TRIU_J, device=adj.device)]
+    return adj[:, torch.tensor(ds.TRIU_I, device=adj.device),
+               torch.tensor(ds.TRIU_J, device=adj.device)]
 
 
 def soft_used(adj: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def _full_offsets(offsets: torch.Tensor) -> torch.Tensor:
     """Free-dof offsets ``[B, 27]`` -> ``[B, 27, 3]`` (zeros on fixed dofs), differentiable."""
     if offsets.ndim != 2 or offsets.shape[-1] != NUM_FREE_DOFS:
         raise ValueError(f"offsets must be [B, {NUM_FREE_DOFS}], got {tuple(offsets.shape)}")
-    flat = torch.as_tensor(ds.FREE_DOF_NODE * 3 + ds.FREE_DOF_AXIS, device=offsets.device)
+    flat = torch.tensor(ds.FREE_DOF_NODE * 3 + ds.FREE_DOF_AXIS, device=offsets.device)
     out = offsets.new_zeros(offsets.shape[0], NUM_NODES * 3).index_add(1, flat, offsets)
     return out.view(-1, NUM_NODES, 3)
 
@@ -146,7 +146,7 @@ def dense_edge_features(offsets: torch.Tensor, src: torch.Tensor,
     gradient at coincident nodes).
     """
     p = dense_positions(offsets)
-    d = p[:, dst] - p[:, src]
+    d = torch.index_select(p, 1, dst) - torch.index_select(p, 1, src)
     d2 = (d * d).sum(-1, keepdim=True)
     nonzero = d2 > _LENGTH_EPS2
     length = torch.sqrt(torch.where(nonzero, d2, torch.ones_like(d2))) * nonzero
@@ -169,7 +169,7 @@ def dense_gine(conv: GINEConv, h: torch.Tensor, weight: torch.Tensor, edge_lin: 
     ``p`` ends at ``i`` and 0 otherwise (one batched matrix product aggregates the messages);
     ``edge_lin [B, P, H]`` (``W e_p + b``); ``src [P]`` -> ``[B, 27, H]``.
     """
-    msg = torch.relu(h[:, src] + edge_lin)
+    msg = (torch.index_select(h, 1, src) + edge_lin).relu_()  # in place: one [B, P, H] pass
     return conv.nn(torch.bmm(weight, msg) + (1 + conv.eps) * h)
 
 
@@ -240,8 +240,12 @@ class TrussGNNEncoder(nn.Module):
         weight = into[None] * A[:, dst, src][:, None, :]  # [B, 27, P]
         h = self.embed(dense_node_features(A, offsets))
         e = dense_edge_features(offsets, src, dst)
-        for conv, norm in zip(self.convs, self.norms):
-            h = h + dense_gine(conv, norm(h), weight, conv.lin(e), src)
+        # W e + b of every layer in one matrix product: [B, P, layers * H]
+        lins = torch.nn.functional.linear(
+            e, torch.cat([c.lin.weight for c in self.convs]),
+            torch.cat([c.lin.bias for c in self.convs])).split(self.hidden, dim=-1)
+        for conv, norm, lin in zip(self.convs, self.norms, lins):
+            h = h + dense_gine(conv, norm(h), weight, lin, src)
         return self.heads(self.readout(h.reshape(h.shape[0], -1)))
 
 

@@ -1,0 +1,1442 @@
+r"""FE-verified inverse design of truss lattices by gradient descent in the latent space.
+
+Zheng et al. (2023), "Gradient-based optimization in the latent space" and Fig. 2b / 5 / 6
+(``SPEC.md`` section 7):
+
+1. **Objective** (:func:`parse_objective`): maximise or minimise one property of
+   :func:`gnn_truss.properties.all_properties` (``max-E22``, ``min-nu21``, ``max-KV_GV`` ...),
+   match a target stiffness (a 9-vector or a set of engineering constants), or match a target
+   13-point compression curve (NRMSE; needs a model trained on curves). Every objective is a
+   *score*, lower is better, computed by the same function from predicted labels (torch,
+   differentiable) and from FE labels (numpy).
+2. **Starts**: the ``k`` corpus lattices with the best FE-labelled score (the largest values for
+   ``max``, the closest to the target for ``match``), encoded to their latent means.
+3. **Optimisation** (:func:`optimize_latents`): all ``k`` latents at once with Adam through
+   ``decode -> re-encode -> predict`` (the re-encoding of the decoded lattice keeps the predictor
+   on lattices the decoder can actually produce). The adjacency enters the differentiable
+   re-encoder (:meth:`~gnn_truss.nn.TrussVAE.encode_dense`) either thresholded in the forward
+   pass with the sigmoid gradient in the backward pass (``relax="straight-through"``, default:
+   the predicted score is the model's prediction for the very lattice that is decoded) or as
+   sigmoid probabilities (``"soft"``). Offsets of unused nodes are zeroed as in
+   :func:`gnn_truss.evaluation.decode_trusses`. Each run keeps its best iterate by predicted
+   score (among iterates whose predicted stiffness is positive definite).
+4. **Verification** (:func:`verify_candidates`): the best iterate of every run (and, with
+   ``path_candidates``, evenly spaced iterates along each run) is decoded with threshold 0.5,
+   repaired (:func:`repair_design`), validated and labelled by FE: linear homogenization
+   (:func:`~gnn_truss.fe.homogenization.homogenize_batch`, relative density 0.15, E_s = 1,
+   nu_s = 0.3) and, for curve objectives, nonlinear compression
+   (:func:`~gnn_truss.fe.nonlinear.compress_truss`). Candidates are ranked by their FE score;
+   the predictor is only a shortcut and never decides the ranking.
+
+The improvement over the dataset is ``100 (score_dataset - score_design) / |value_dataset|``:
+the relative gain of the property for ``max`` / ``min`` and the relative error reduction for
+``match`` objectives.
+
+Units: stiffness components and moduli in units of the base Young's modulus E_s, stresses in
+E_s, Poisson's ratios, ``A_U``, ``KV_GV`` and errors dimensionless. Shapes: latents
+``[k, d]``; stiffness labels ``[..., 9]`` (C11, C12, C13, C22, C23, C33, C44, C55, C66); curve
+labels ``[..., 13]`` (nominal compressive stress at 0.5 %, 2.5 %, ..., 24.5 % strain).
+
+The CLI glue (:func:`add_design_arguments`, :func:`design_main`) backs ``gnn-truss design``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import design_space as ds
+from .properties import (_averages, _compliance_unchecked, _engineering_from_compliance,
+                         all_properties, property_names, stiffness_from_vector)
+from .truss import Truss
+
+__all__ = [
+    "PROPERTY_ALIASES", "canonical_property", "Objective", "parse_objective", "load_target",
+    "property_table", "select_starts", "encode_trusses", "FACE_NODES", "spans_after_repair",
+    "predict_decoded", "OptimizationTrace", "optimize_latents", "repair_design",
+    "decode_designs", "Verification", "verify_candidates", "Candidate", "DesignResult",
+    "improvement_percent", "run_design", "path_axes", "axis_values", "plot_design_path",
+    "plot_design_progress", "plot_design_curves", "write_design", "load_design_model",
+    "default_corpus_path", "add_design_arguments", "design_main",
+]
+
+log = logging.getLogger(__name__)
+
+#: The paper's index notation and other spellings -> names of :func:`property_names`.
+PROPERTY_ALIASES = {
+    "E11": "E1", "E22": "E2", "E33": "E3", "G32": "G23", "G13": "G31", "G21": "G12",
+    "G44": "G23", "G55": "G31", "G66": "G12", "KV": "K_V", "GV": "G_V", "KR": "K_R",
+    "GR": "G_R", "AU": "A_U", "KV/GV": "KV_GV", "K_V/G_V": "KV_GV", "KVGV": "KV_GV",
+    "KV_GV": "KV_GV",
+}
+_POISSON = tuple(n for n in property_names() if n.startswith("nu"))
+_ABSOLUTE = _POISSON + ("A_U",)  # constants matched by absolute, not relative, error
+_ASINH_SCALE = 1e-4  # scale of the stiffness distance (as the dataset's TargetNormalizer)
+_CURVE_POINTS = 13
+_NUM_STIFFNESS = 9
+
+
+def canonical_property(name: str) -> str:
+    """Name of :func:`property_names` for ``name`` (case-insensitive; aliases of
+    :data:`PROPERTY_ALIASES`, e.g. ``E22 -> E2``, ``K_V/G_V -> KV_GV``).
+
+    Raises:
+        ValueError: for an unknown name, listing the accepted ones.
+    """
+    names = {n.lower(): n for n in property_names()}
+    names.update({k.lower(): v for k, v in PROPERTY_ALIASES.items()})
+    key = str(name).strip().lower()
+    if key not in names:
+        raise ValueError(f"unknown property {name!r}; choose from {', '.join(property_names())} "
+                         f"(aliases: {', '.join(sorted(PROPERTY_ALIASES))})")
+    return names[key]
+
+
+# --------------------------------------------------------------------------- properties
+
+def _properties_unchecked(s9) -> dict:
+    """All properties from stiffness 9-vectors ``[..., 9]`` without the singularity checks of
+    :func:`~gnn_truss.properties.all_properties` (predicted stiffnesses may be indefinite during
+    the optimisation; such iterates are masked by the caller). numpy or torch."""
+    torch_in = isinstance(s9, torch.Tensor)
+    s9 = s9 if torch_in else np.asarray(s9, dtype=np.float64)
+    finite = (torch.isfinite(s9) if torch_in else np.isfinite(s9)).all(-1)
+    if not bool(finite.all()):  # rows with NaN (failed FE) give NaN; a placeholder is inverted
+        safe = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1, 1], dtype=s9.dtype, device=s9.device) \
+            if torch_in else np.array([1.0, 0, 0, 1, 0, 1, 1, 1, 1])
+        where = torch.where if torch_in else np.where
+        out = _properties_unchecked(where(finite[..., None], s9, safe))
+        return {k: where(finite, v, float("nan")) for k, v in out.items()}
+    C = stiffness_from_vector(s9)
+    S = _compliance_unchecked(C)
+    out = _engineering_from_compliance(S)
+    out.update(_averages(C, S))
+    return out
+
+
+def property_table(stiffness: np.ndarray) -> dict:
+    """Every property of :func:`property_names` for FE stiffness vectors.
+
+    Args:
+        stiffness: ``[N, 9]`` FE labels; rows with NaN give NaN.
+
+    Returns:
+        dict name -> ``[N]`` float64.
+    """
+    s = np.asarray(stiffness, dtype=np.float64).reshape(-1, _NUM_STIFFNESS)
+    ok = np.all(np.isfinite(s), axis=1)
+    out = {n: np.full(len(s), np.nan) for n in property_names()}
+    if ok.any():
+        props = all_properties(stiffness_from_vector(s[ok]))
+        for n in out:
+            out[n][ok] = props[n]
+    return out
+
+
+# --------------------------------------------------------------------------- objectives
+
+@dataclass(frozen=True)
+class Objective:
+    """A design objective; :meth:`score` is minimised (lower is better).
+
+    Attributes:
+        spec: the objective as written (e.g. ``"max-E22"``).
+        kind: ``"max"``, ``"min"``, ``"match-stiffness"``, ``"match-constants"`` or
+            ``"match-curve"``.
+        prop: property name (``max`` / ``min``), else ``None``.
+        target: ``[9]`` stiffness or ``[13]`` curve target (``match-stiffness`` /
+            ``match-curve``), else ``None``.
+        constants: ``{name: value}`` target constants (``match-constants``), else ``None``.
+    """
+
+    spec: str
+    kind: str
+    prop: str | None = None
+    target: tuple | None = None
+    constants: tuple | None = None  # ((name, value), ...), hashable
+
+    @property
+    def label(self) -> str:
+        """``"curve"`` if the objective reads compression curves, else ``"stiffness"``."""
+        return "curve" if self.kind == "match-curve" else "stiffness"
+
+    @property
+    def label_size(self) -> int:
+        return _CURVE_POINTS if self.label == "curve" else _NUM_STIFFNESS
+
+    @property
+    def value_name(self) -> str:
+        """What :meth:`value` reports."""
+        return {"max": self.prop, "min": self.prop, "match-stiffness": "stiffness error",
+                "match-constants": "constants error", "match-curve": "NRMSE"}[self.kind]
+
+    def value(self, labels):
+        """The reported quantity: the property (``max`` / ``min``) or the error (``match``).
+
+        ``match-stiffness``: RMS over the 9 components of
+        ``asinh(s / 1e-4) - asinh(t / 1e-4)`` (a log-ratio for components above 1e-4 E_s,
+        linear below). ``match-constants``: RMS over the constants of ``(p - t) / |t|``
+        (absolute error ``p - t`` for Poisson's ratios and ``A_U``). ``match-curve``: NRMSE
+        ``RMSE / (max t - min t)``.
+
+        Args:
+            labels: ``[..., 9]`` stiffness or ``[..., 13]`` curves (numpy or torch).
+
+        Returns:
+            ``[...]``, same backend, differentiable for torch.
+        """
+        torch_in = isinstance(labels, torch.Tensor)
+        if labels.shape[-1] != self.label_size:
+            raise ValueError(f"objective {self.spec!r} needs labels [..., {self.label_size}], "
+                             f"got {tuple(labels.shape)}")
+        sqrt = torch.sqrt if torch_in else np.sqrt
+        if self.kind in ("max", "min"):
+            return _properties_unchecked(labels)[self.prop]
+        target = self._target_like(labels)
+        if self.kind == "match-stiffness":
+            asinh = torch.asinh if torch_in else np.arcsinh
+            d = asinh(labels / _ASINH_SCALE) - asinh(target / _ASINH_SCALE)
+            return sqrt((d * d).mean(-1))
+        if self.kind == "match-curve":
+            d = labels - target
+            span = float(np.ptp(np.asarray(self.target)))
+            return sqrt((d * d).mean(-1)) / span
+        props = _properties_unchecked(labels)
+        terms = []
+        for (name, t) in self.constants:
+            scale = 1.0 if name in _ABSOLUTE else abs(t)
+            terms.append(((props[name] - t) / scale) ** 2)
+        stack = torch.stack(terms, -1) if torch_in else np.stack(terms, -1)
+        return sqrt(stack.mean(-1))
+
+    def score(self, labels):
+        """The minimised quantity: ``-value`` for ``max``, ``value`` otherwise (``[...]``)."""
+        v = self.value(labels)
+        return -v if self.kind == "max" else v
+
+    def _target_like(self, labels):
+        if self.target is None:
+            return None
+        if isinstance(labels, torch.Tensor):
+            return torch.as_tensor(self.target, dtype=labels.dtype, device=labels.device)
+        return np.asarray(self.target, dtype=np.float64)
+
+
+def _finite_numbers(values, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a list of numbers, got {values!r}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be a flat list of numbers, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} contains NaN or inf: {arr.tolist()}")
+    return arr
+
+
+def parse_objective(spec: str, target=None) -> Objective:
+    """An :class:`Objective` from its name and (for ``match``) its target.
+
+    Args:
+        spec: ``max-<prop>`` / ``min-<prop>`` for any property of :func:`property_names` or an
+            alias (``max-E22``, ``min-nu21``, ``max-KV_GV``, ``max-A_U``), ``match-stiffness``
+            or ``match-curve``.
+        target: for ``match-stiffness`` a 9-vector (C11, C12, C13, C22, C23, C33, C44, C55,
+            C66; units E_s; positive definite) or a dict of engineering constants
+            (``{"E1": 0.05, "nu21": -0.3}``); for ``match-curve`` 13 stresses (units E_s, not
+            all equal). Ignored (must be ``None``) for ``max`` / ``min``.
+
+    Raises:
+        ValueError: for an unknown objective or property, a missing, superfluous or malformed
+            target (wrong length, NaN/inf, indefinite stiffness, zero range, unknown constant).
+    """
+    if not isinstance(spec, str) or "-" not in spec:
+        raise ValueError(f"objective must look like max-<property>, min-<property>, "
+                         f"match-stiffness or match-curve; got {spec!r}")
+    head, _, rest = spec.strip().partition("-")
+    head = head.lower()
+    if head in ("max", "min"):
+        if target is not None:
+            raise ValueError(f"objective {spec!r} takes no target")
+        return Objective(spec, head, prop=canonical_property(rest))
+    if head != "match" or rest.lower() not in ("stiffness", "curve"):
+        raise ValueError(f"unknown objective {spec!r}; use max-<property>, min-<property>, "
+                         f"match-stiffness or match-curve")
+    if target is None:
+        raise ValueError(f"objective {spec!r} needs a target (--target)")
+    if rest.lower() == "curve":
+        t = _finite_numbers(target, "curve target")
+        if len(t) != _CURVE_POINTS:
+            raise ValueError(f"curve target needs {_CURVE_POINTS} stresses (at 0.5 %, 2.5 %, "
+                             f"..., 24.5 % strain), got {len(t)}")
+        if np.ptp(t) <= 0:
+            raise ValueError("curve target is constant (NRMSE needs max > min)")
+        return Objective(spec, "match-curve", target=tuple(t.tolist()))
+    if isinstance(target, dict):
+        if not target:
+            raise ValueError("constants target is empty")
+        consts = []
+        for k, v in target.items():
+            name = canonical_property(k)
+            val = _finite_numbers([v], f"target {k}")[0]
+            if name not in _ABSOLUTE and not val > 0:
+                raise ValueError(f"target {k} = {val:g} must be positive (matched by relative "
+                                 f"error)")
+            consts.append((name, float(val)))
+        if len({n for n, _ in consts}) != len(consts):
+            raise ValueError(f"target names a constant twice: {list(target)}")
+        return Objective(spec, "match-constants", constants=tuple(consts))
+    t = _finite_numbers(target, "stiffness target")
+    if len(t) != _NUM_STIFFNESS:
+        raise ValueError(f"stiffness target needs 9 components (C11, C12, C13, C22, C23, C33, "
+                         f"C44, C55, C66) or a dict of constants, got {len(t)} numbers")
+    if np.linalg.eigvalsh(stiffness_from_vector(t))[0] <= 0:
+        raise ValueError(f"stiffness target {t.tolist()} is not positive definite")
+    return Objective(spec, "match-stiffness", target=tuple(t.tolist()))
+
+
+def load_target(text: str):
+    """A target from the command line: JSON (a list or an object) or a file holding it
+    (``.json``; ``.csv`` / ``.txt`` with numbers; ``.npy``).
+
+    Raises:
+        ValueError: if it is neither valid JSON nor a readable file.
+    """
+    path = Path(text)
+    if path.suffix in (".json", ".csv", ".txt", ".npy") or path.is_file():
+        if not path.is_file():
+            raise ValueError(f"target file not found: {path}")
+        if path.suffix == ".npy":
+            return np.load(path).reshape(-1).tolist()
+        raw = path.read_text()
+        if path.suffix in (".csv", ".txt"):
+            try:
+                return [float(v) for v in re.split(r"[,\s]+", raw.strip()) if v]
+            except ValueError as exc:
+                raise ValueError(f"{path}: not a list of numbers ({exc})") from None
+        text = raw
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"target is neither JSON nor an existing file: {text!r} ({exc})") \
+            from None
+
+
+# --------------------------------------------------------------------------- model helpers
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _model_target(model) -> str:
+    n = model.predictor.net[-1].out_features
+    return "curve" if n == _CURVE_POINTS else "stiffness"
+
+
+@torch.no_grad()
+def encode_trusses(model, trusses, batch_size: int = 1024) -> torch.Tensor:
+    """Latent means ``mu [B, d]`` of lattices via the dense encoder path (equal to
+    :meth:`TrussVAE.encode` on their graphs)."""
+    model.eval()
+    out = []
+    dev = _device(model)
+    for s in range(0, len(trusses), batch_size):
+        part = trusses[s:s + batch_size]
+        adj = torch.tensor(np.stack([t.adjacency for t in part]), dtype=torch.float32, device=dev)
+        off = torch.tensor(np.stack([t.free_offsets for t in part]), dtype=torch.float32,
+                           device=dev)
+        out.append(model.encode_dense(adj, off)[0])
+    return torch.cat(out) if out else torch.zeros(0, model.sizes.total, device=dev)
+
+
+#: ``[6, 9]`` candidate nodes on the octant faces x=0, x=1, y=0, y=1, z=0, z=1 (fixed
+#: coordinate 0 or 1); a lattice spans the cell if it uses a node on each (``Truss.validate``).
+FACE_NODES = np.stack([np.flatnonzero(ds.NODE_GRID[:, d] == v) for d in range(3)
+                       for v in (0.0, 1.0)])
+
+
+_PLANES = np.where(ds.FREE_DOF_MASK, -1, ds.NODE_GRID).astype(np.int8)  # as truss.py
+#: ``[27, 27]`` copies of a beam in the periodic cell over copies of its end node: a node's
+#: periodic degree is ``sum_j A_ij * _DEGREE_WEIGHT[i, j]`` (``Truss.physical_degree``).
+_DEGREE_WEIGHT = (np.prod(np.where((_PLANES[:, None] == _PLANES[None]) & (_PLANES[:, None] >= 0),
+                                   1, 2), axis=-1)
+                  / np.prod(np.where(_PLANES >= 0, 1, 2), axis=-1)[:, None])
+
+
+@torch.no_grad()
+def spans_after_repair(adj: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Whether :func:`repair_design` of thresholded lattices leaves a lattice that spans the
+    cell, computed in torch for a whole batch (the cheap validity proxy of the design loop).
+
+    Mirrors the repair: drop beams longer than ``sqrt(3)/2``; prune nodes with periodic degree
+    below 2 until none is left; keep the component with the most beams (then the most nodes);
+    then test that a used node lies on each of the six octant faces. The remaining rules of
+    :meth:`Truss.validate` (degenerate geometry, nodes on beams) are left to the FE check.
+
+    Shapes: ``adj [k, 27, 27]`` binary (any dtype), ``offsets [k, 27]`` -> ``[k]`` bool.
+    """
+    from .nn.encoder import dense_positions
+    A = (adj > 0.5).to(torch.float64)
+    A = A * (1 - torch.eye(ds.NUM_NODES, dtype=A.dtype, device=A.device))
+    p = dense_positions(offsets.double())
+    length = torch.linalg.norm(p[:, :, None] - p[:, None], dim=-1)
+    A = A * (length <= ds.R_MAX + 1e-9)
+    w = torch.tensor(_DEGREE_WEIGHT, dtype=A.dtype, device=A.device)
+    for _ in range(ds.NUM_NODES):
+        deg = (A * w).sum(-1)
+        used = A.sum(-1) > 0
+        dangling = used & (deg < 2 - 1e-9)
+        if not bool(dangling.any()):
+            break
+        keep = (~dangling).to(A.dtype)
+        A = A * keep[:, :, None] * keep[:, None, :]
+    used = A.sum(-1) > 0
+    R = ((A + torch.eye(ds.NUM_NODES, dtype=A.dtype, device=A.device)) > 0).to(A.dtype)
+    for _ in range(5):  # reachability within 32 hops covers 27 nodes
+        R = (torch.bmm(R, R) > 0).to(A.dtype)
+    beams = torch.einsum("kij,kjl->ki", R, A) / 2  # beams in the component of node i
+    nodes = (R * used[:, None, :]).sum(-1)
+    key = torch.where(used, beams * 64 + nodes, torch.full_like(beams, -1.0))
+    root = key.argmax(-1)
+    kept = R[torch.arange(len(R), device=R.device), root].bool() & used
+    faces = torch.tensor(FACE_NODES, device=A.device)
+    return kept[:, faces].any(-1).all(-1) & used.any(-1)
+
+
+def _relaxed_decode(model, z: torch.Tensor, relax: str):
+    """``(A [k, 27, 27], offsets [k, 27] zeroed on unused nodes, used [k, 27])`` of the
+    relaxed decoded lattices (see :func:`predict_decoded`)."""
+    from .nn.decoder import dense_adjacency
+    from .nn.encoder import soft_used
+    logits, offsets = model.decode(z)
+    prob = torch.sigmoid(logits)
+    if relax == "straight-through":
+        adj = (logits > 0).to(prob.dtype) + (prob - prob.detach())  # exactly binary forward
+    elif relax == "soft":
+        adj = prob
+    else:
+        raise ValueError(f"relax must be 'straight-through' or 'soft', got {relax!r}")
+    A = dense_adjacency(adj)
+    used = soft_used(A)
+    return A, offsets * used[:, torch.tensor(ds.FREE_DOF_NODE, device=A.device)], used
+
+
+def predict_decoded(model, normalizer, z: torch.Tensor, relax: str = "straight-through"):
+    """Physical labels predicted for the lattices decoded from ``z`` (differentiable in ``z``).
+
+    ``z -> (logits, offsets) -> adjacency`` (``relax``: ``"straight-through"`` = ``logit > 0``
+    forward, sigmoid gradient backward; ``"soft"`` = sigmoid probabilities) ``-> offsets x
+    soft used-node indicator -> encode_dense -> mu -> predict -> normalizer.inverse``. The
+    dense GNN encoder ignores node pairs that no offsets bring within ``sqrt(3)/2`` (they can
+    never be beams; :func:`repair_design` drops them too).
+
+    Args:
+        model: :class:`~gnn_truss.nn.TrussVAE`.
+        normalizer: the checkpoint's :class:`~gnn_truss.dataset.TargetNormalizer`.
+        z: ``[k, d]`` latents.
+        relax: ``"straight-through"`` or ``"soft"``.
+
+    Returns:
+        ``[k, 9]`` stiffness or ``[k, 13]`` curves in units of E_s.
+    """
+    A, offsets, _ = _relaxed_decode(model, z, relax)
+    mu, _ = model.encode_dense(A, offsets)
+    return normalizer.inverse(model.predict(mu))
+
+
+# --------------------------------------------------------------------------- starts
+
+def select_starts(objective: Objective, labels: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` corpus lattices with the lowest (best) FE score, best first.
+
+    Args:
+        objective: the objective.
+        labels: ``[N, 9]`` or ``[N, 13]`` FE labels of the corpus.
+        k: number of starts (at most ``N``).
+    """
+    scores = np.asarray(objective.score(np.asarray(labels, dtype=np.float64)))
+    scores = np.where(np.isfinite(scores), scores, np.inf)
+    k = min(int(k), len(scores))
+    idx = np.argpartition(scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return idx[np.argsort(scores[idx], kind="stable")]
+
+
+# --------------------------------------------------------------------------- optimisation
+
+@dataclass
+class OptimizationTrace:
+    """Result of :func:`optimize_latents` (``k`` runs, ``T`` recorded steps).
+
+    Attributes:
+        best_z: ``[k, d]`` latent of each run's best iterate (by predicted score).
+        best_score: ``[k]`` its predicted score (inf if no iterate had a valid prediction).
+        best_step: ``[k]`` the step it was reached at (0 = the start).
+        steps: ``[T]`` recorded step numbers (0 and the last step included).
+        labels: ``[T, k, D]`` predicted physical labels at the recorded steps.
+        scores: ``[T, k]`` predicted scores there (NaN where the prediction was invalid).
+        z: ``[T, k, d]`` latents there.
+        loss: ``[steps + 1]`` mean predicted score over the valid runs at every step.
+        seconds: wall time.
+    """
+
+    best_z: torch.Tensor
+    best_score: np.ndarray
+    best_step: np.ndarray
+    steps: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    z: np.ndarray
+    loss: np.ndarray
+    seconds: float = 0.0
+
+
+def _valid_prediction(objective: Objective, labels: torch.Tensor,
+                      score: torch.Tensor) -> torch.Tensor:
+    """``[k]`` bool: finite score and, for stiffness, a positive-definite predicted C."""
+    ok = torch.isfinite(score.detach())
+    if objective.label == "stiffness":
+        C = stiffness_from_vector(labels.detach().double())
+        ok &= torch.linalg.eigvalsh(C)[:, 0] > 0
+    return ok
+
+
+def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
+                     steps: int = 1000, lr: float = 0.01, relax: str = "straight-through",
+                     record_every: int = 10, progress: bool = False) -> OptimizationTrace:
+    """Adam on all ``k`` latents at once, minimising the summed predicted score.
+
+    Each step evaluates :func:`predict_decoded` at the current ``z`` (step 0 is the start),
+    keeps each run's best valid iterate (valid: finite score, positive-definite predicted
+    stiffness, and a thresholded lattice that still spans the cell after the repair,
+    :func:`spans_after_repair`: pushed towards extreme properties, the decoder likes to fall
+    apart into pieces that do not tile periodically), then updates ``z`` with the gradient of
+    ``sum_k score_k`` (runs are independent: each latent only sees its own score). The model
+    weights are not changed.
+
+    Args:
+        model, normalizer: as :func:`predict_decoded`.
+        objective: the :class:`Objective`.
+        z0: ``[k, d]`` start latents.
+        steps: Adam updates (1000).
+        lr: Adam learning rate (0.01, in latent units, i.e. prior standard deviations).
+        relax: adjacency relaxation of :func:`predict_decoded`.
+        record_every: record the path every this many steps (the last step always).
+        progress: tqdm progress bar on stderr.
+
+    Returns:
+        :class:`OptimizationTrace`.
+    """
+    if steps < 0 or not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"need steps >= 0 and a finite lr > 0, got steps={steps}, lr={lr}")
+    if _model_target(model) != objective.label:
+        raise ValueError(f"objective {objective.spec!r} needs a model trained on "
+                         f"{objective.label} labels; this model predicts {_model_target(model)}")
+    t0 = time.perf_counter()
+    model.eval()
+    z = z0.detach().clone().to(_device(model)).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    k = len(z)
+    best_z = z.detach().clone()
+    best_score = torch.full((k,), float("inf"), dtype=torch.float64)
+    best_step = np.zeros(k, dtype=np.int64)
+    rec_steps, rec_labels, rec_scores, rec_z, losses = [], [], [], [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc=f"design {objective.spec}", unit="step", file=sys.stderr)
+    for step in range(steps + 1):
+        A, offsets, _ = _relaxed_decode(model, z, relax)
+        labels = normalizer.inverse(model.predict(model.encode_dense(A, offsets)[0]))
+        score = objective.score(labels)
+        valid = _valid_prediction(objective, labels, score)
+        valid &= spans_after_repair(A.detach(), offsets.detach())
+        s = score.detach().double().cpu()
+        better = valid.cpu() & (s < best_score)
+        if better.any():
+            best_score[better] = s[better]
+            best_z[better.to(z.device)] = z.detach()[better.to(z.device)]
+            best_step[better.numpy()] = step
+        losses.append(float(s[valid.cpu()].mean()) if valid.any() else float("nan"))
+        if step % record_every == 0 or step == steps:
+            rec_steps.append(step)
+            rec_labels.append(labels.detach().double().cpu().numpy())
+            rec_scores.append(np.where(valid.cpu().numpy(), s.numpy(), np.nan))
+            rec_z.append(z.detach().cpu().numpy().copy())
+        if step == steps:
+            break
+        finite = torch.isfinite(score)
+        (grad,) = torch.autograd.grad(score[finite].sum(), [z]) if finite.any() else \
+            (torch.zeros_like(z),)
+        z.grad = grad
+        opt.step()
+        if bar is not None:
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(best=f"{float(best_score.min()):.4g}")
+    if bar is not None:
+        bar.close()
+    return OptimizationTrace(best_z=best_z.detach().cpu(), best_score=best_score.numpy(),
+                             best_step=best_step, steps=np.asarray(rec_steps),
+                             labels=np.stack(rec_labels), scores=np.stack(rec_scores),
+                             z=np.stack(rec_z), loss=np.asarray(losses),
+                             seconds=time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- decode and repair
+
+def repair_design(truss: Truss) -> Truss:
+    """Light repair of a decoded lattice (documented, deterministic):
+
+    1. :func:`gnn_truss.generator.repair`: drop beams longer than ``sqrt(3)/2``, then
+       repeatedly drop the beams of nodes with fewer than two beams in the periodic cell
+       (dangling nodes);
+    2. keep only the connected component with the most beams (ties: the most nodes, then the
+       lowest node index); stray components are dropped with their offsets.
+
+    Beams are never added and nodes never moved, so the result may still fail
+    :meth:`Truss.validate` (e.g. ``spans_cell``); the FE check reports that as ``invalid``.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from .generator import repair
+    t = repair(truss)
+    if t.num_edges == 0:
+        return t
+    adj = t.adjacency.copy()
+    _, lab = connected_components(csr_matrix(adj), directed=False)
+    used = adj.any(axis=1)
+    comps = np.unique(lab[used])
+    if len(comps) > 1:
+        def size(c):
+            nodes = np.flatnonzero((lab == c) & used)
+            return (int(adj[np.ix_(nodes, nodes)].sum()) // 2, len(nodes), -int(nodes.min()))
+        keep = max(comps, key=size)
+        drop = used & (lab != keep)
+        adj[drop, :] = 0
+        adj[:, drop] = 0
+        t = Truss(adj, np.where(adj.any(axis=1)[:, None], t.offsets, 0.0))
+    return t
+
+
+@torch.no_grad()
+def decode_designs(model, z, batch_size: int = 1024) -> list[Truss]:
+    """Lattices decoded from ``z [B, d]``: adjacency ``logit > 0`` (threshold 0.5), offsets
+    clipped to ``[-0.5, 0.5]`` and zeroed on unused nodes
+    (:func:`gnn_truss.evaluation.decode_trusses`); no repair."""
+    from .evaluation import decode_trusses
+    model.eval()
+    z = torch.as_tensor(np.asarray(z), dtype=torch.float32) if not isinstance(z, torch.Tensor) \
+        else z.float()
+    out: list[Truss] = []
+    for s in range(0, len(z), batch_size):
+        logits, offsets = model.decode(z[s:s + batch_size].to(_device(model)))
+        out += decode_trusses(logits, offsets)
+    return out
+
+
+# --------------------------------------------------------------------------- verification
+
+@dataclass
+class Verification:
+    """FE labels of candidate lattices.
+
+    Attributes:
+        labels: ``[n, 9]`` stiffness or ``[n, 13]`` curves (NaN where not ``ok``).
+        C: ``[n, 6, 6]`` linear effective stiffness (NaN where the linear FE failed).
+        status: ``[n]`` str: ``ok``, a :class:`~gnn_truss.fe.homogenization.Status` value
+            (``invalid``, ``mechanism``, ...) or ``nonlinear-failed``.
+        seconds: wall time.
+    """
+
+    labels: np.ndarray
+    C: np.ndarray
+    status: np.ndarray
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.status == "ok"
+
+
+def _compress_one(args):
+    truss, density, seed = args
+    try:
+        torch.set_num_threads(1)
+    except RuntimeError:  # pragma: no cover
+        pass
+    from .fe.nonlinear import compress_truss
+    try:
+        res = compress_truss(truss, density, seed=seed)
+    except ValueError as exc:
+        return None, str(exc)
+    if not (res.ok and np.all(np.isfinite(res.label))):
+        return None, res.message or "nonlinear solve failed"
+    return np.asarray(res.label, dtype=np.float64), ""
+
+
+def _compress_all(trusses, density: float, workers: int, seed: int) -> list:
+    jobs = [(t, density, seed) for t in trusses]
+    if workers <= 1 or len(jobs) <= 1:
+        return [_compress_one(j) for j in jobs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        return list(ex.map(_compress_one, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+
+
+def verify_candidates(trusses, label: str = "stiffness", density: float = 0.15,
+                      workers: int | None = None, seed: int = 0) -> Verification:
+    """FE ground truth of candidate lattices.
+
+    Linear homogenization (:func:`~gnn_truss.fe.homogenization.homogenize_batch`, with the
+    design-space validation) for every lattice; for ``label="curve"`` also the nonlinear
+    compression curve (:func:`~gnn_truss.fe.nonlinear.compress_truss`, seeded imperfection) of
+    every lattice whose linear FE is ``ok``.
+
+    Args:
+        trusses: ``n`` :class:`Truss`.
+        label: ``"stiffness"`` or ``"curve"``.
+        density: relative density (0.15).
+        workers: processes (default: as ``homogenize_batch``; for curves the CPU count).
+        seed: imperfection seed of the nonlinear FE.
+    """
+    import os
+
+    from .fe.homogenization import homogenize_batch, stiffness_vector
+    t0 = time.perf_counter()
+    trusses = list(trusses)
+    n = len(trusses)
+    if n == 0:
+        width = _CURVE_POINTS if label == "curve" else _NUM_STIFFNESS
+        return Verification(np.zeros((0, width)), np.zeros((0, 6, 6)), np.zeros(0, dtype=str))
+    res = homogenize_batch(trusses, density=density, workers=workers)
+    C = res.C
+    status = np.asarray(res.status, dtype=object)
+    if label == "stiffness":
+        labels = stiffness_vector(C)
+    else:
+        labels = np.full((n, _CURVE_POINTS), np.nan)
+        todo = np.flatnonzero(res.ok)
+        nw = workers if workers is not None else (os.cpu_count() or 1)
+        for i, (lab, msg) in zip(todo, _compress_all([trusses[i] for i in todo], density,
+                                                     nw, seed)):
+            if lab is None:
+                status[i] = "nonlinear-failed"
+                log.info("candidate %d: nonlinear FE failed (%s)", i, msg)
+            else:
+                labels[i] = lab
+    labels[status != "ok"] = np.nan
+    return Verification(labels, C, status.astype(str), time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- driver
+
+@dataclass
+class Candidate:
+    """One FE-verified design candidate.
+
+    Attributes:
+        run: optimisation run (index into the starts).
+        step: optimisation step of the decoded latent.
+        source: ``"best"`` (the run's best iterate) or ``"path"`` (a path snapshot).
+        truss: the repaired lattice; repaired: whether the repair changed it.
+        status: FE status; label: FE label ``[9]`` / ``[13]`` (NaN unless ``ok``).
+        C: ``[6, 6]`` linear FE stiffness (NaN if it failed).
+        fe_value, fe_score: objective value and score of the FE label (NaN / inf unless ok).
+        predicted_value: objective value predicted for the decoded (unrepaired) lattice.
+        improvement: % over the dataset best (NaN unless ok).
+    """
+
+    run: int
+    step: int
+    source: str
+    truss: Truss
+    repaired: bool
+    status: str
+    label: np.ndarray
+    C: np.ndarray
+    fe_value: float
+    fe_score: float
+    predicted_value: float
+    improvement: float = float("nan")
+
+
+@dataclass
+class DesignResult:
+    """Everything :func:`run_design` found.
+
+    Attributes:
+        objective: the :class:`Objective`.
+        start_indices: ``[k]`` corpus indices of the starts (best first).
+        start_labels: ``[k, D]`` their FE labels.
+        dataset_best: corpus index of the best corpus lattice; dataset_best_truss: that
+            lattice; dataset_best_label ``[D]``; dataset_best_value: its objective value (FE
+            label).
+        trace: the :class:`OptimizationTrace`.
+        candidates: FE-verified :class:`Candidate` s, best FE score first, duplicates (same
+            canonical hash) removed.
+        num_candidates: candidates verified before deduplication.
+        settings: the arguments of the run; timings: seconds per stage.
+    """
+
+    objective: Objective
+    start_indices: np.ndarray
+    start_labels: np.ndarray
+    dataset_best: int
+    dataset_best_truss: Truss
+    dataset_best_label: np.ndarray
+    dataset_best_value: float
+    trace: OptimizationTrace
+    candidates: list
+    num_candidates: int
+    settings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def best(self) -> Candidate | None:
+        """The best FE-verified candidate (``None`` if none passed the FE)."""
+        ok = [c for c in self.candidates if c.status == "ok"]
+        return ok[0] if ok else None
+
+    @property
+    def improvement(self) -> float:
+        b = self.best
+        return float("nan") if b is None else b.improvement
+
+
+def improvement_percent(objective: Objective, design_label, reference_label) -> float:
+    """``100 (score_ref - score_design) / |value_ref|`` (positive = better than the
+    reference): relative gain for ``max`` / ``min``, relative error reduction for ``match``."""
+    d = np.asarray(design_label, dtype=np.float64)[None]
+    r = np.asarray(reference_label, dtype=np.float64)[None]
+    ref_value = float(objective.value(r)[0])
+    if not np.all(np.isfinite(d)) or ref_value == 0:
+        return float("nan")
+    return float(100.0 * (objective.score(r)[0] - objective.score(d)[0]) / abs(ref_value))
+
+
+def _candidate_latents(trace: OptimizationTrace, path_candidates: int):
+    """``(z [n, d], run [n], step [n], source [n])``: best iterates then path snapshots."""
+    k = len(trace.best_z)
+    zs = [trace.best_z.numpy()]
+    runs = [np.arange(k)]
+    steps = [trace.best_step]
+    src = [np.array(["best"] * k)]
+    if path_candidates > 0 and len(trace.steps) > 1:
+        pick = np.unique(np.linspace(1, len(trace.steps) - 1, path_candidates).round()
+                         .astype(int))
+        for t in pick:
+            zs.append(trace.z[t])
+            runs.append(np.arange(k))
+            steps.append(np.full(k, trace.steps[t]))
+            src.append(np.array(["path"] * k))
+    return np.concatenate(zs), np.concatenate(runs), np.concatenate(steps), np.concatenate(src)
+
+
+def _predicted_values(objective, trace, runs, steps) -> np.ndarray:
+    """``[n]`` predicted objective value of each candidate at its (recorded) step; NaN for a
+    step that was not recorded."""
+    where = {int(s): t for t, s in enumerate(trace.steps)}
+    out = np.full(len(runs), np.nan)
+    for i, (r, s) in enumerate(zip(runs, steps)):
+        t = where.get(int(s))
+        if t is not None:
+            out[i] = float(objective.value(trace.labels[t, r][None])[0])
+    return out
+
+
+def run_design(model, normalizer, corpus, objective: Objective, starts: int = 100,
+               steps: int = 1000, lr: float = 0.01, relax: str = "straight-through",
+               path_candidates: int | None = None, record_every: int | None = None,
+               density: float = 0.15, workers: int | None = None, seed: int = 0,
+               progress: bool = False) -> DesignResult:
+    """Inverse design end to end (see the module docstring).
+
+    Args:
+        model: a trained :class:`~gnn_truss.nn.TrussVAE` (its predictor must match the
+            objective's labels).
+        normalizer: the checkpoint's :class:`~gnn_truss.dataset.TargetNormalizer`.
+        corpus: :class:`~gnn_truss.corpus.Corpus` with FE labels (``curve`` for curve
+            objectives): source of the starts and of the dataset best.
+        objective: :class:`Objective` (:func:`parse_objective`).
+        starts: number of runs ``k`` (100).
+        steps: Adam steps per run (1000).
+        lr: Adam learning rate (0.01).
+        relax: ``"straight-through"`` or ``"soft"`` (see :func:`predict_decoded`).
+        path_candidates: path snapshots per run verified besides the best iterate (default:
+            10 for stiffness objectives, whose linear FE is cheap; 0 for curves).
+        record_every: path recording interval (default: ``steps / 100``, at least 1).
+        density: relative density of the FE models (0.15).
+        workers: FE processes.
+        seed: torch seed (and the imperfection seed of the nonlinear FE).
+        progress: progress bar.
+
+    Raises:
+        ValueError: mismatched model and objective, a corpus without the needed labels, or
+            bad settings.
+    """
+    if starts < 1:
+        raise ValueError(f"starts must be positive, got {starts}")
+    if _model_target(model) != objective.label:
+        raise ValueError(f"objective {objective.spec!r} needs a model trained on "
+                         f"{objective.label} labels; this checkpoint predicts "
+                         f"{_model_target(model)} (train one with data.target: "
+                         f"{objective.label})")
+    labels = corpus.stiffness if objective.label == "stiffness" else corpus.curve
+    if labels is None:
+        raise ValueError(f"the corpus has no {objective.label} labels")
+    if path_candidates is None:
+        path_candidates = 10 if objective.label == "stiffness" else 0
+    record_every = record_every or max(1, steps // 100)
+    torch.manual_seed(seed)
+    timings = {}
+    t0 = time.perf_counter()
+    idx = select_starts(objective, labels, starts)
+    start_trusses = [corpus.truss(int(i)) for i in idx]
+    z0 = encode_trusses(model, start_trusses)
+    timings["starts"] = time.perf_counter() - t0
+    trace = optimize_latents(model, normalizer, objective, z0, steps=steps, lr=lr, relax=relax,
+                             record_every=record_every, progress=progress)
+    timings["optimize"] = trace.seconds
+    t0 = time.perf_counter()
+    z, runs, cand_steps, source = _candidate_latents(trace, path_candidates)
+    decoded = decode_designs(model, torch.as_tensor(z))
+    pred = _predicted_values(objective, trace, runs, cand_steps)
+    with torch.no_grad():
+        best_pred = predict_decoded(model, normalizer, trace.best_z.to(_device(model)), relax)
+    nb = len(trace.best_z)
+    pred[:nb] = np.asarray(objective.value(best_pred.double().cpu().numpy()))
+    repaired = [repair_design(t) for t in decoded]
+    # verify each distinct lattice once
+    hashes = [t.canonical_hash() for t in repaired]
+    first: dict = {}
+    for i, h in enumerate(hashes):
+        first.setdefault(h, i)
+    uniq = sorted(first.values())
+    timings["decode_repair"] = time.perf_counter() - t0
+    ver = verify_candidates([repaired[i] for i in uniq], objective.label, density, workers,
+                            seed)
+    timings["fe"] = ver.seconds
+    t0 = time.perf_counter()
+    ref_label = labels[idx[0]]
+    ref_value = float(objective.value(ref_label[None])[0])
+    pos = {i: j for j, i in enumerate(uniq)}
+    cands = []
+    for i in uniq:
+        j = pos[i]
+        ok = ver.status[j] == "ok"
+        lab = ver.labels[j]
+        val = float(objective.value(lab[None])[0]) if ok else float("nan")
+        sc = float(objective.score(lab[None])[0]) if ok else float("inf")
+        cands.append(Candidate(
+            run=int(runs[i]), step=int(cand_steps[i]), source=str(source[i]),
+            truss=repaired[i], repaired=not (repaired[i] == decoded[i]),
+            status=str(ver.status[j]), label=lab, C=ver.C[j], fe_value=val,
+            fe_score=sc if math.isfinite(sc) else float("inf"),
+            predicted_value=float(pred[i]),
+            improvement=improvement_percent(objective, lab, ref_label) if ok else float("nan")))
+    cands.sort(key=lambda c: (c.fe_score, c.run, c.step))
+    timings["rank"] = time.perf_counter() - t0
+    settings = {"starts": int(len(idx)), "steps": steps, "lr": lr, "relax": relax,
+                "path_candidates": path_candidates, "record_every": record_every,
+                "density": density, "seed": seed, "corpus_size": len(labels)}
+    return DesignResult(objective, idx, labels[idx], int(idx[0]), start_trusses[0], ref_label,
+                        ref_value, trace, cands, len(z), settings, timings)
+
+
+# --------------------------------------------------------------------------- figures
+
+#: Default second axis for the path figure of a ``max`` / ``min`` objective on property P:
+#: the figure shows (x, P).
+_PATH_PARTNER = {"E1": "E2", "E2": "E1", "E3": "E1", "G23": "G31", "G31": "G12",
+                 "G12": "G23", "K_V": "G_V", "G_V": "K_V", "K_R": "G_R", "G_R": "K_R",
+                 "KV_GV": "G_V", "A_U": "K_V"}
+
+
+def path_axes(objective: Objective) -> tuple[str, str]:
+    """``(x, y)`` quantities of the property-space path figure.
+
+    ``max`` / ``min`` of P: ``(partner, P)`` (``E2 -> (E1, E2)``, ``nu21 -> (nu12, nu21)``,
+    ``KV_GV -> (G_V, KV_GV)``); ``match-constants``: the first two constants (or ``(E1, c)``);
+    ``match-stiffness``: ``(E1, E2)``; ``match-curve``: the stresses at 0.5 % and 24.5 %
+    (``sigma@0.5%``, ``sigma@24.5%``).
+    """
+    if objective.kind in ("max", "min"):
+        p = objective.prop
+        if p.startswith("nu"):
+            return f"nu{p[3]}{p[2]}", p
+        return _PATH_PARTNER.get(p, "E1"), p
+    if objective.kind == "match-constants":
+        names = [n for n, _ in objective.constants]
+        return (names[0], names[1]) if len(names) > 1 else ("E1" if names[0] != "E1" else "E2",
+                                                            names[0])
+    if objective.kind == "match-curve":
+        return "sigma@0.5%", "sigma@24.5%"
+    return "E1", "E2"
+
+
+def axis_values(name: str, labels) -> np.ndarray:
+    """Values of a :func:`path_axes` quantity for labels ``[..., 9]`` / ``[..., 13]``."""
+    lab = np.asarray(labels, dtype=np.float64)
+    if name.startswith("sigma@"):
+        k = {f"sigma@{0.5 + 2 * j:g}%": j for j in range(_CURVE_POINTS)}[name]
+        return lab[..., k]
+    shape = lab.shape[:-1]
+    flat = lab.reshape(-1, lab.shape[-1])
+    ok = np.all(np.isfinite(flat), axis=1)
+    out = np.full(len(flat), np.nan)
+    if ok.any():
+        with np.errstate(all="ignore"):
+            out[ok] = _properties_unchecked(flat[ok])[name]
+    return out.reshape(shape)
+
+
+def _new_figure(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+def _log_axis(values: np.ndarray) -> bool:
+    v = values[np.isfinite(values)]
+    return bool(len(v) and v.min() > 0 and v.max() / v.min() > 50)
+
+
+def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel: str,
+                     path=None, title: str | None = None, start_xy=None, reference_xy=None,
+                     log: tuple | None = None, highlight: int | None = None):
+    """Optimisation paths in a 2D property space over the dataset cloud (Zheng et al. 2023,
+    Fig. 5).
+
+    Args:
+        cloud_xy: ``[N, 2]`` dataset lattices (FE labels), drawn as grey dots.
+        paths: list of ``[T, 2]`` predicted properties along each run (thin lines).
+        verified_xy: ``[n, 2]`` FE values of the verified candidates (open circles).
+        best_xy: ``[2]`` FE value of the best design (star), or ``None``.
+        xlabel, ylabel: axis labels.
+        path: PNG path or ``None``.
+        title: figure title.
+        start_xy: ``[k, 2]`` FE values of the start lattices (squares), optional.
+        reference_xy: ``[2]`` the dataset best (diamond), optional.
+        log: ``(x, y)`` log-scale flags (default: log where all values are positive and span
+            more than a factor 50).
+        highlight: index of a path drawn bold (the run of the best design), optional.
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (6.4 x 5.2 in).
+    """
+    cloud = np.asarray(cloud_xy, dtype=np.float64).reshape(-1, 2)
+    cloud = cloud[np.all(np.isfinite(cloud), axis=1)]
+    ver = np.asarray(verified_xy, dtype=np.float64).reshape(-1, 2)
+    ver = ver[np.all(np.isfinite(ver), axis=1)]
+    if log is None:
+        allv = np.concatenate([cloud, ver] + [np.asarray(p).reshape(-1, 2) for p in paths])
+        log = (_log_axis(allv[:, 0]), _log_axis(allv[:, 1]))
+    fig = _new_figure((6.4, 5.2))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(cloud[:, 0], cloud[:, 1], s=2, c="#bbbbbb", lw=0, rasterized=True,
+               label=f"dataset ({len(cloud)})")
+    for i, p in enumerate(paths):
+        p = np.asarray(p, dtype=np.float64).reshape(-1, 2)
+        ax.plot(p[:, 0], p[:, 1], "-", lw=0.4, alpha=0.25, color="#1f77b4",
+                label="predicted paths" if i == 0 else None)
+    if highlight is not None and 0 <= highlight < len(paths):
+        p = np.asarray(paths[highlight], dtype=np.float64).reshape(-1, 2)
+        ax.plot(p[:, 0], p[:, 1], "-", lw=1.6, color="#08306b", zorder=4,
+                label="path of the best design (predicted)")
+        ax.plot(p[:1, 0], p[:1, 1], "o", ms=5, color="#08306b", zorder=4)
+    if start_xy is not None:
+        s = np.asarray(start_xy, dtype=np.float64).reshape(-1, 2)
+        ax.scatter(s[:, 0], s[:, 1], s=14, marker="s", facecolor="none", edgecolor="#555555",
+                   lw=0.7, label="starts (FE)")
+    if len(ver):
+        ax.scatter(ver[:, 0], ver[:, 1], s=16, facecolor="none", edgecolor="#d62728", lw=0.8,
+                   label="designs (FE)")
+    if reference_xy is not None:
+        r = np.asarray(reference_xy, dtype=np.float64)
+        ax.scatter([r[0]], [r[1]], s=70, marker="D", color="#2ca02c", edgecolor="k", zorder=5,
+                   label="dataset best (FE)")
+    if best_xy is not None and np.all(np.isfinite(best_xy)):
+        ax.scatter([best_xy[0]], [best_xy[1]], s=160, marker="*", color="#ff7f0e",
+                   edgecolor="k", zorder=6, label="best design (FE)")
+    if log[0]:
+        ax.set_xscale("log")
+    if log[1]:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_design_progress(steps, values, verified_steps, verified_values, ylabel: str,
+                         reference: float | None = None, path=None, title: str | None = None,
+                         highlight: int | None = None):
+    """Objective value against the optimisation step (Zheng et al. 2023, Fig. 5, left).
+
+    Args:
+        steps: ``[T]`` recorded steps.
+        values: ``[T, k]`` predicted values of the ``k`` runs (thin lines).
+        verified_steps, verified_values: ``[n]`` steps and FE values of the verified
+            candidates (dots).
+        ylabel: axis label.
+        reference: the dataset best (dashed line), optional.
+        path: PNG path or ``None``.
+        highlight: run drawn bold (the run of the best design), optional.
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (6.4 x 4.4 in).
+    """
+    steps = np.asarray(steps)
+    values = np.asarray(values, dtype=np.float64).reshape(len(steps), -1)
+    fig = _new_figure((6.4, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(steps, values, "-", lw=0.4, alpha=0.25, color="#1f77b4")
+    ax.plot([], [], "-", color="#1f77b4", label="predicted (all runs)")
+    if highlight is not None and 0 <= highlight < values.shape[1]:
+        ax.plot(steps, values[:, highlight], "-", lw=1.6, color="#08306b",
+                label="predicted (run of the best design)")
+    ax.scatter(verified_steps, verified_values, s=12, facecolor="none", edgecolor="#d62728",
+               lw=0.8, zorder=5, label="FE-verified candidates")
+    if reference is not None and math.isfinite(reference):
+        ax.axhline(reference, ls="--", color="#2ca02c", label="dataset best (FE)")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_design_curves(target, curves: dict, path=None, title: str | None = None):
+    """Target and FE compression curves (Zheng et al. 2023, Fig. 6b).
+
+    Args:
+        target: ``[13]`` target stresses (units E_s).
+        curves: ``{legend: [13] stresses}`` (e.g. dataset best, best design).
+        path: PNG path or ``None``.
+    """
+    from .fe.nonlinear import LABEL_STRAINS
+    fig = _new_figure((6.0, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    eps = 100 * np.asarray(LABEL_STRAINS)
+    ax.plot(eps, np.asarray(target), "k--", lw=1.8, label="target")
+    for name, c in curves.items():
+        ax.plot(eps, np.asarray(c), "o-", ms=4, lw=1.4, label=name)
+    ax.set_xlabel("compressive strain  \u03b5 (%)")
+    ax.set_ylabel("nominal compressive stress  \u03c3 / E$_s$")
+    ax.set_xlim(0, None)
+    ax.set_ylim(0, None)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- writer
+
+def _label_names(objective: Objective) -> tuple:
+    from .evaluation import CURVE_NAMES, STIFFNESS_NAMES
+    return CURVE_NAMES if objective.label == "curve" else STIFFNESS_NAMES
+
+
+def _num(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def write_design(result: DesignResult, out, corpus_labels: np.ndarray | None = None,
+                 designs: int = 10, figures: bool = True, cloud: int = 20000,
+                 seed: int = 0) -> dict:
+    """Write a :class:`DesignResult` to a folder.
+
+    Files: ``designs/rank01.json ...`` (the best ``designs`` FE-verified lattices,
+    :func:`gnn_truss.io.save_lattice`, with their FE values in ``meta``) and
+    ``dataset_best.json``; ``table.csv`` (the dataset best, then every distinct candidate in
+    ranking order: status, FE and predicted objective value, improvement %, FE labels);
+    ``summary.json``; with ``figures`` ``path.png`` (:func:`plot_design_path` over up to
+    ``cloud`` corpus lattices), ``progress.png`` (:func:`plot_design_progress`), ``best.png``
+    (best design and its elastic surface) and, for curve objectives, ``curves.png``.
+
+    Args:
+        result: from :func:`run_design`.
+        out: output folder (created).
+        corpus_labels: ``[N, D]`` corpus FE labels for the cloud of ``path.png``.
+        designs: lattice files to write.
+        figures: draw the figures.
+        cloud: largest number of corpus points drawn (seeded subsample).
+        seed: subsample seed.
+
+    Returns:
+        The summary dict (as in ``summary.json``).
+    """
+    import csv
+
+    from .io import save_lattice
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    obj = result.objective
+    names = _label_names(obj)
+    ok = [c for c in result.candidates if c.status == "ok"]
+    files = []
+    for r, c in enumerate(ok[:designs], start=1):
+        f = save_lattice(c.truss, out / "designs" / f"rank{r:02d}.json",
+                         name=f"{obj.spec} rank {r}",
+                         meta={"objective": obj.spec, "fe_value": _num(c.fe_value),
+                               "predicted_value": _num(c.predicted_value),
+                               "improvement_percent": _num(c.improvement), "run": c.run,
+                               "step": c.step, "source": c.source,
+                               "fe_label": [_num(v) for v in c.label]})
+        files.append(f)
+    save_lattice(result.dataset_best_truss, out / "dataset_best.json",
+                 name=f"dataset best for {obj.spec}",
+                 meta={"corpus_index": result.dataset_best,
+                       "fe_value": _num(result.dataset_best_value),
+                       "fe_label": [_num(v) for v in result.dataset_best_label]})
+    with open(out / "table.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rank", "kind", "run", "start_index", "step", "source", "status",
+                    f"fe_{obj.value_name}", f"predicted_{obj.value_name}", "improvement_percent",
+                    "file", *names])
+        w.writerow(["", "dataset best", "", result.dataset_best, "", "", "ok",
+                    result.dataset_best_value, "", 0.0, "dataset_best.json",
+                    *result.dataset_best_label])
+        for r, c in enumerate(result.candidates, start=1):
+            f = f"designs/rank{r:02d}.json" if c.status == "ok" and r <= designs else ""
+            w.writerow([r, "designed", c.run, int(result.start_indices[c.run]), c.step,
+                        c.source, c.status, c.fe_value, c.predicted_value, c.improvement, f,
+                        *c.label])
+    best = result.best
+    status_counts: dict = {}
+    for c in result.candidates:
+        status_counts[c.status] = status_counts.get(c.status, 0) + 1
+    summary = {
+        "objective": obj.spec, "kind": obj.kind, "property": obj.prop,
+        "target": list(obj.target) if obj.target else (dict(obj.constants) if obj.constants
+                                                       else None),
+        "value_name": obj.value_name, "settings": result.settings,
+        "dataset_best": {"corpus_index": result.dataset_best,
+                         "value": _num(result.dataset_best_value),
+                         "label": [_num(v) for v in result.dataset_best_label]},
+        "best_design": None if best is None else {
+            "value": _num(best.fe_value), "predicted_value": _num(best.predicted_value),
+            "improvement_percent": _num(best.improvement), "run": best.run, "step": best.step,
+            "source": best.source, "start_index": int(result.start_indices[best.run]),
+            "file": "designs/rank01.json", "label": [_num(v) for v in best.label],
+            "repaired": best.repaired},
+        "candidates_verified": result.num_candidates,
+        "distinct_candidates": len(result.candidates),
+        "status_counts": status_counts,
+        "better_than_dataset": int(sum(1 for c in ok if c.improvement > 0)),
+        "timings_seconds": {k: round(v, 3) for k, v in result.timings.items()},
+        "files": ["table.csv", "summary.json", "dataset_best.json"]
+                 + [str(f.relative_to(out)) for f in files],
+    }
+    if figures:
+        summary["files"] += _write_figures(result, out, corpus_labels, cloud, seed)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
+                   seed: int) -> list:
+    from .plotting import plot_lattice_with_surface
+    obj = result.objective
+    xname, yname = path_axes(obj)
+    files = []
+    cloud_xy = np.zeros((0, 2))
+    if corpus_labels is not None:
+        lab = np.asarray(corpus_labels, dtype=np.float64)
+        if len(lab) > cloud:
+            lab = lab[np.random.default_rng(seed).choice(len(lab), cloud, replace=False)]
+        cloud_xy = np.stack([axis_values(xname, lab), axis_values(yname, lab)], axis=1)
+    tr = result.trace
+    paths = [np.stack([axis_values(xname, tr.labels[:, r]), axis_values(yname, tr.labels[:, r])],
+                      axis=1) for r in range(tr.labels.shape[1])]
+    ok = [c for c in result.candidates if c.status == "ok"]
+    ver = np.array([[axis_values(xname, c.label[None])[0], axis_values(yname, c.label[None])[0]]
+                    for c in ok]).reshape(-1, 2)
+    best = result.best
+    starts = np.stack([axis_values(xname, result.start_labels),
+                       axis_values(yname, result.start_labels)], axis=1)
+    ref = [axis_values(xname, result.dataset_best_label[None])[0],
+           axis_values(yname, result.dataset_best_label[None])[0]]
+    title = f"{obj.spec}: "
+    title += ("no FE-valid design" if best is None else
+              f"best {obj.value_name} {best.fe_value:.4g} (dataset {result.dataset_best_value:.4g},"
+              f" {best.improvement:+.1f} %)")
+    plot_design_path(cloud_xy, paths, ver, None if best is None else ver[0], xname, yname,
+                     path=out / "path.png", title=title, start_xy=starts, reference_xy=ref,
+                     highlight=None if best is None else best.run)
+    values = np.asarray(obj.value(tr.labels.reshape(-1, tr.labels.shape[-1])))
+    plot_design_progress(tr.steps, values.reshape(tr.labels.shape[:2]), [c.step for c in ok],
+                         [c.fe_value for c in ok], obj.value_name,
+                         reference=result.dataset_best_value, path=out / "progress.png",
+                         title=title, highlight=None if best is None else best.run)
+    files += ["path.png", "progress.png"]
+    if best is not None and np.all(np.isfinite(best.C)):
+        plot_lattice_with_surface(best.truss, best.C, path=out / "best.png",
+                                  title=f"best design for {obj.spec}: {obj.value_name} = "
+                                        f"{best.fe_value:.4g} (FE)")
+        files.append("best.png")
+    if obj.kind == "match-curve":
+        curves = {f"dataset best (NRMSE {result.dataset_best_value:.3f})":
+                  result.dataset_best_label}
+        if best is not None:
+            curves[f"best design (NRMSE {best.fe_value:.3f})"] = best.label
+        plot_design_curves(obj.target, curves, path=out / "curves.png", title=obj.spec)
+        files.append("curves.png")
+    return files
+
+
+# --------------------------------------------------------------------------- CLI glue
+
+DEFAULT_CHECKPOINT = "datasets/checkpoints/default/model.pt"
+
+
+def load_design_model(checkpoint, device: str = "cpu"):
+    """``(model, normalizer, checkpoint dict)`` from a checkpoint of
+    :func:`gnn_truss.training.train` (model in eval mode).
+
+    Raises:
+        ValueError: missing or foreign checkpoint, or weights not matching its config.
+    """
+    from .dataset import TargetNormalizer
+    from .nn import build_model
+    from .training import load_checkpoint
+    path = Path(checkpoint)
+    if not path.is_file():
+        hint = " (the default checkpoint is not there yet)" if str(checkpoint) == \
+            DEFAULT_CHECKPOINT else ""
+        raise ValueError(f"checkpoint not found: {path}{hint}; pass --checkpoint PATH, e.g. "
+                         f"OUT/best.pt of 'gnn-truss train'")
+    ck = load_checkpoint(path, map_location=device)
+    model = build_model(ck["config"]["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not match the saved model config ({exc})") \
+            from exc
+    return model.to(device).eval(), TargetNormalizer.from_dict(ck["normalizer"]), ck
+
+
+def default_corpus_path(ck) -> Path:
+    data = ck["config"]["data"]
+    raw = Path(data["root"]) / "raw"
+    for cand in (raw / "corpus.npz", raw / "corpus"):
+        if cand.exists():
+            return cand
+    raise ValueError(f"no corpus found for the checkpoint's dataset ({raw / 'corpus.npz'}); "
+                     f"pass --corpus PATH")
+
+
+def add_design_arguments(parser) -> None:
+    """Arguments of ``gnn-truss design`` (see :func:`design_main`)."""
+    parser.add_argument("--objective", required=True,
+                        help="max-<prop> / min-<prop> (E1..E3 or E11..E33, G23, G31, G12, "
+                             "nu12..nu32, K_V, G_V, K_R, G_R, A_U, KV_GV), match-stiffness, "
+                             "match-curve")
+    parser.add_argument("--target", default=None,
+                        help="for match objectives: JSON (9 stiffness components, a dict of "
+                             "constants, or 13 curve stresses) or a .json/.csv/.npy file")
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                        help=f"trained model (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--corpus", default=None,
+                        help="FE-labelled corpus (default: ROOT/raw/corpus.npz of the "
+                             "checkpoint's data.root)")
+    parser.add_argument("--starts", type=int, default=100, help="optimisation runs (100)")
+    parser.add_argument("--steps", type=int, default=1000, help="Adam steps per run (1000)")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (0.01)")
+    parser.add_argument("--relax", choices=("straight-through", "soft"),
+                        default="straight-through", help="adjacency relaxation in the loop")
+    parser.add_argument("--path-candidates", type=int, default=None,
+                        help="path snapshots per run verified by FE besides the best iterate "
+                             "(default 10 for stiffness objectives, 0 for curves)")
+    parser.add_argument("--designs", type=int, default=10, help="lattice files written (10)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default results/design-<objective>)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (0)")
+    parser.add_argument("--workers", type=int, default=None, help="FE worker processes")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_args(args) -> None:
+    for name in ("starts", "steps"):
+        v = getattr(args, name)
+        if v < (1 if name == "starts" else 0):
+            raise ValueError(f"--{name} must be {'positive' if name == 'starts' else '>= 0'}, "
+                             f"got {v}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise ValueError(f"--lr must be a finite positive number, got {args.lr}")
+    if args.path_candidates is not None and args.path_candidates < 0:
+        raise ValueError(f"--path-candidates must be >= 0, got {args.path_candidates}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be positive, got {args.workers}")
+
+
+def design_main(args) -> int:
+    """``gnn-truss design``: run :func:`run_design` and :func:`write_design`; prints the
+    dataset best, the best FE-verified design and the improvement. Returns 0 (also when no
+    candidate passes the FE; the summary says so). Bad input raises ``ValueError``."""
+    from .corpus import load_corpus
+    _check_args(args)
+    target = load_target(args.target) if args.target is not None else None
+    objective = parse_objective(args.objective, target)
+    model, normalizer, ck = load_design_model(args.checkpoint, args.device)
+    if _model_target(model) != objective.label:
+        raise ValueError(f"objective {objective.spec!r} needs a model trained on "
+                         f"{objective.label} labels, but {args.checkpoint} predicts "
+                         f"{_model_target(model)}")
+    corpus_path = Path(args.corpus) if args.corpus else default_corpus_path(ck)
+    if not corpus_path.exists():
+        raise ValueError(f"corpus not found: {corpus_path}")
+    corpus = load_corpus(corpus_path, quiet=True)
+    result = run_design(model, normalizer, corpus, objective, starts=args.starts,
+                        steps=args.steps, lr=args.lr, relax=args.relax,
+                        path_candidates=args.path_candidates, workers=args.workers,
+                        seed=args.seed, progress=not args.no_progress)
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", objective.spec)
+    out = Path(args.out) if args.out else Path("results") / f"design-{safe}"
+    labels = corpus.stiffness if objective.label == "stiffness" else corpus.curve
+    summary = write_design(result, out, labels, designs=args.designs,
+                           figures=not args.no_figures, seed=args.seed)
+    vn = objective.value_name
+    print(f"objective {objective.spec}: dataset best {vn} = {result.dataset_best_value:.6g} "
+          f"(corpus lattice {result.dataset_best})")
+    best = result.best
+    if best is None:
+        print(f"no candidate passed the FE check ({summary['status_counts']})")
+    else:
+        print(f"best FE-verified design: {vn} = {best.fe_value:.6g} (predicted "
+              f"{best.predicted_value:.6g}), improvement {best.improvement:+.1f} %")
+        print(f"{summary['better_than_dataset']} of {len(result.candidates)} distinct "
+              f"candidates beat the dataset best")
+    print(f"results in {out}")
+    return 0

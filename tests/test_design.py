@@ -1,0 +1,425 @@
+"""Tests of gnn_truss.design: objectives, the latent optimisation loop, FE verification,
+ranking, the writer and the CLI glue. A tiny model and a small seeded corpus are built in
+process (no shipped checkpoint, no runs/ or datasets/ contents)."""
+import argparse
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from gnn_truss import design_space as ds
+from gnn_truss.corpus import Corpus, pack_adjacency, save_compact
+from gnn_truss.dataset import TargetNormalizer
+from gnn_truss.design import (
+    Objective, add_design_arguments, canonical_property, decode_designs, design_main,
+    encode_trusses, improvement_percent, load_target, optimize_latents, parse_objective,
+    path_axes, plot_design_path, predict_decoded, repair_design, run_design, select_starts,
+    spans_after_repair, write_design)
+from gnn_truss.fe.homogenization import homogenize, homogenize_batch
+from gnn_truss.generator import generate, random_subgraph
+from gnn_truss.graph import truss_to_data
+from gnn_truss.io import load_lattice
+from gnn_truss.nn import build_model
+from gnn_truss.truss import Truss
+
+SMALL = {"topology": 3, "shared": 5, "geometry": 2, "hidden": 16, "layers": 2, "readout": 32,
+         "mlp_hidden": [32, 32], "decoder_hidden": [32, 64], "offset_hidden": [16],
+         "predictor_hidden": [16]}
+#: a cubic stiffness: C11 = a, C12 = b, C44 = c
+A_, B_, C_ = 0.05, 0.01, 0.005
+CUBIC = np.array([A_, B_, B_, A_, B_, A_, C_, C_, C_])
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """120 generator lattices (seeded) with their linear FE stiffness."""
+    trusses = generate(120, np.random.default_rng(0))
+    res = homogenize_batch(trusses, workers=1)
+    assert res.ok.all()
+    adj = pack_adjacency(np.stack([t.adjacency for t in trusses]))
+    off = np.stack([t.free_offsets for t in trusses])
+    return Corpus(adj, off, res.S, None, {})
+
+
+@pytest.fixture(scope="module")
+def model_and_norm(corpus):
+    torch.manual_seed(0)
+    model = build_model(SMALL).eval()
+    return model, TargetNormalizer.fit(corpus.stiffness)
+
+
+# --------------------------------------------------------------------------- objectives
+
+def test_canonical_property_and_aliases():
+    assert canonical_property("E22") == "E2"
+    assert canonical_property("e11") == "E1"
+    assert canonical_property("E3") == "E3"
+    assert canonical_property("nu21") == "nu21"
+    assert canonical_property("K_V/G_V") == "KV_GV"
+    assert canonical_property("AU") == "A_U"
+    with pytest.raises(ValueError, match="unknown property"):
+        canonical_property("E44")
+
+
+def test_parse_objective_kinds():
+    o = parse_objective("max-E22")
+    assert (o.kind, o.prop, o.label) == ("max", "E2", "stiffness")
+    assert parse_objective("min-nu21").prop == "nu21"
+    assert parse_objective("max-KV_GV").prop == "KV_GV"
+    assert parse_objective("match-stiffness", CUBIC.tolist()).kind == "match-stiffness"
+    assert parse_objective("match-stiffness", {"E11": 0.05}).kind == "match-constants"
+    c = parse_objective("match-curve", list(range(13)))
+    assert (c.kind, c.label, c.label_size) == ("match-curve", "curve", 13)
+
+
+@pytest.mark.parametrize("spec, target, match", [
+    ("maximise-E2", None, "unknown objective"),
+    ("E2", None, "objective must look like"),
+    ("max-E9", None, "unknown property"),
+    ("max-E2", [1.0], "takes no target"),
+    ("match-foo", [1.0], "unknown objective"),
+    ("match-stiffness", None, "needs a target"),
+    ("match-stiffness", [0.05] * 8, "needs 9 components"),
+    ("match-stiffness", [float("nan")] * 9, "NaN or inf"),
+    ("match-stiffness", [0.01, 0.05, 0.05, 0.01, 0.05, 0.01, 0.01, 0.01, 0.01],
+     "not positive definite"),
+    ("match-stiffness", {"E7": 0.1}, "unknown property"),
+    ("match-stiffness", {"E1": 0.0}, "must be positive"),
+    ("match-stiffness", {}, "empty"),
+    ("match-stiffness", "abc", "list of numbers"),
+    ("match-curve", [1.0] * 12, "13 stresses"),
+    ("match-curve", [1.0] * 13, "constant"),
+    ("match-curve", [1.0] * 12 + [float("inf")], "NaN or inf"),
+])
+def test_parse_objective_rejects_bad_input(spec, target, match):
+    with pytest.raises(ValueError, match=match):
+        parse_objective(spec, target)
+
+
+def test_objective_values_by_hand():
+    E = (A_ - B_) * (A_ + 2 * B_) / (A_ + B_)  # cubic Young's modulus
+    nu = B_ / (A_ + B_)
+    kv, gv = (A_ + 2 * B_) / 3, (A_ - B_ + 3 * C_) / 5
+    lab = CUBIC[None]
+    assert np.isclose(parse_objective("max-E22").value(lab)[0], E, rtol=1e-12)
+    assert np.isclose(parse_objective("max-E22").score(lab)[0], -E, rtol=1e-12)
+    assert np.isclose(parse_objective("min-nu21").score(lab)[0], nu, rtol=1e-12)
+    assert np.isclose(parse_objective("max-KV_GV").value(lab)[0], kv / gv, rtol=1e-12)
+    # torch: same numbers, differentiable
+    t = torch.tensor(lab, requires_grad=True)
+    v = parse_objective("max-E2").value(t)
+    assert torch.isclose(v, torch.tensor([E], dtype=torch.float64)).all()
+    v.sum().backward()
+    assert torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+    # match-stiffness: RMS asinh distance
+    ms = parse_objective("match-stiffness", CUBIC.tolist())
+    assert ms.value(lab)[0] == 0
+    ref = np.sqrt(np.mean((np.arcsinh(2 * CUBIC / 1e-4) - np.arcsinh(CUBIC / 1e-4)) ** 2))
+    assert np.isclose(ms.value(2 * lab)[0], ref)
+    # match-constants: relative error for E1, absolute for nu21
+    mc = parse_objective("match-stiffness", {"E1": 0.05, "nu21": 0.2})
+    ref = np.sqrt((((E - 0.05) / 0.05) ** 2 + (nu - 0.2) ** 2) / 2)
+    assert np.isclose(mc.value(lab)[0], ref)
+    # match-curve: NRMSE = RMSE / (max - min of the target)
+    target = np.arange(13.0)
+    mcur = parse_objective("match-curve", target.tolist())
+    assert np.isclose(mcur.value((target + 1.2)[None])[0], 0.1)
+    # NaN labels (failed FE) give NaN, not an error
+    assert np.isnan(parse_objective("max-E1").value(np.full((1, 9), np.nan))[0])
+
+
+def test_improvement_percent():
+    assert np.isclose(improvement_percent(parse_objective("max-E1"), 1.25 * CUBIC, CUBIC), 25)
+    # nu is scale-invariant: change the ratio b / a for a more negative nu
+    obj = parse_objective("min-nu21")
+    ref = np.array([1.0, -0.2, 0, 1.0, 0, 1.0, 0.3, 0.3, 0.3])
+    design = np.array([1.0, -0.26, 0, 1.0, 0, 1.0, 0.3, 0.3, 0.3])
+    nu_r, nu_d = obj.value(ref[None])[0], obj.value(design[None])[0]
+    assert nu_d < nu_r < 0
+    assert np.isclose(improvement_percent(obj, design, ref), 100 * (nu_r - nu_d) / abs(nu_r))
+    cur = parse_objective("match-curve", np.arange(13.0).tolist())
+    assert np.isclose(improvement_percent(cur, np.arange(13.0) + 0.6, np.arange(13.0) + 1.2),
+                      50.0)
+
+
+def test_load_target(tmp_path):
+    assert load_target("[1, 2, 3]") == [1, 2, 3]
+    assert load_target('{"E1": 0.05}') == {"E1": 0.05}
+    (tmp_path / "t.json").write_text("[0.1, 0.2]")
+    assert load_target(str(tmp_path / "t.json")) == [0.1, 0.2]
+    (tmp_path / "t.csv").write_text("0.1, 0.2\n0.3")
+    assert load_target(str(tmp_path / "t.csv")) == [0.1, 0.2, 0.3]
+    np.save(tmp_path / "t.npy", np.arange(3.0))
+    assert load_target(str(tmp_path / "t.npy")) == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="neither JSON"):
+        load_target("[1, 2")
+    with pytest.raises(ValueError, match="not found"):
+        load_target(str(tmp_path / "missing.json"))
+
+
+def test_select_starts_orders_by_score(corpus):
+    obj = parse_objective("max-E2")
+    idx = select_starts(obj, corpus.stiffness, 10)
+    ref = np.argsort(obj.score(corpus.stiffness), kind="stable")[:10]
+    assert np.array_equal(idx, ref)
+    assert len(select_starts(obj, corpus.stiffness, 10_000)) == len(corpus)
+
+
+def test_path_axes():
+    assert path_axes(parse_objective("max-E22")) == ("E1", "E2")
+    assert path_axes(parse_objective("min-nu21")) == ("nu12", "nu21")
+    assert path_axes(parse_objective("max-KV_GV")) == ("G_V", "KV_GV")
+
+
+# --------------------------------------------------------------------------- loop
+
+def test_predict_decoded_is_the_prediction_for_the_decoded_lattice(model_and_norm):
+    """Straight-through: the loop's prediction equals encode -> predict of the thresholded
+    lattice (without the pairs that can never be beams, which the dense encoder ignores and
+    the repair drops) through the ordinary (sparse) encoder."""
+    model, norm = model_and_norm
+    z = torch.randn(6, model.sizes.total)
+    near = ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES)
+    with torch.no_grad():
+        pred = predict_decoded(model, norm, z)
+        trusses = [Truss(t.adjacency & near, t.offsets * (t.adjacency & near).any(1)[:, None])
+                   for t in decode_designs(model, z)]
+        assert any(t.num_edges for t in trusses)
+        mu, _ = model.encode(Batch.from_data_list([truss_to_data(t) for t in trusses]))
+        ref = norm.inverse(model.predict(mu))
+    assert torch.allclose(pred, ref, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("relax", ["straight-through", "soft"])
+def test_optimization_reduces_the_predicted_score(corpus, model_and_norm, relax):
+    model, norm = model_and_norm
+    obj = parse_objective("max-E2")
+    idx = select_starts(obj, corpus.stiffness, 6)
+    z0 = encode_trusses(model, [corpus.truss(int(i)) for i in idx])
+    tr = optimize_latents(model, norm, obj, z0, steps=40, lr=0.05, relax=relax, record_every=5)
+    assert tr.best_z.shape == z0.shape
+    assert list(tr.steps) == list(range(0, 41, 5))
+    assert tr.labels.shape == (9, 6, 9) and tr.scores.shape == (9, 6)
+    start = tr.scores[0]
+    ok = np.isfinite(start)
+    assert np.all(tr.best_score[ok] <= start[ok])
+    assert np.nanmin(tr.best_score) < np.nanmin(start)  # it found something better
+    assert np.nanmean(tr.scores[-1]) < np.nanmean(start)
+
+
+def test_optimization_does_not_touch_the_model(corpus, model_and_norm):
+    model, norm = model_and_norm
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimize_latents(model, norm, parse_objective("min-nu21"), torch.randn(3, model.sizes.total),
+                     steps=5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_curve_objective_needs_a_curve_model(model_and_norm):
+    model, norm = model_and_norm
+    obj = parse_objective("match-curve", np.linspace(0, 1e-3, 13).tolist())
+    with pytest.raises(ValueError, match="curve labels"):
+        optimize_latents(model, norm, obj, torch.zeros(2, model.sizes.total), steps=1)
+
+
+# --------------------------------------------------------------------------- repair
+
+def test_repair_design_drops_dangling_beams_and_stray_components():
+    sc = Truss.elementary("sc")
+    triangle = [(0, 1), (0, 9), (1, 9)]  # a closed stray component
+    dangling = [(13, 26)]  # the body node hangs on one beam
+    messy = Truss.from_edges(list(ds.ELEMENTARY_LATTICES["sc"]) + triangle + dangling)
+    assert messy.validate()
+    fixed = repair_design(messy)
+    assert fixed == sc and fixed.is_valid
+    assert repair_design(sc) == sc
+
+
+def test_spans_after_repair_agrees_with_repair_design():
+    rng = np.random.default_rng(0)
+    trusses = [random_subgraph(rng, p_edge=rng.uniform(0.03, 0.2)) for _ in range(150)]
+    adj = torch.tensor(np.stack([t.adjacency for t in trusses]), dtype=torch.float32)
+    off = torch.tensor(np.stack([t.free_offsets for t in trusses]))
+    proxy = spans_after_repair(adj, off).numpy()
+    ref = []
+    for t in trusses:
+        r = repair_design(t)
+        ref.append(r.num_edges > 0 and "spans_cell" not in r.validate())
+    assert 10 < proxy.sum() < 140  # both outcomes occur
+    assert np.array_equal(proxy, np.array(ref))
+
+
+# --------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def design_run(corpus, model_and_norm, tmp_path_factory):
+    model, norm = model_and_norm
+    obj = parse_objective("max-E22")
+    result = run_design(model, norm, corpus, obj, starts=5, steps=12, lr=0.05,
+                        path_candidates=3, workers=1)
+    out = tmp_path_factory.mktemp("design")
+    summary = write_design(result, out, corpus.stiffness, designs=4, figures=True)
+    return result, out, summary
+
+
+def test_every_candidate_is_fe_verified_and_ranked(design_run):
+    result, _, _ = design_run
+    assert result.num_candidates == 5 * (1 + 3)
+    assert sum(c.status == "ok" for c in result.candidates) >= 3
+    assert len(result.candidates) <= result.num_candidates
+    hashes = [c.truss.canonical_hash() for c in result.candidates]
+    assert len(set(hashes)) == len(hashes)  # deduplicated
+    scores = [c.fe_score for c in result.candidates]
+    assert scores == sorted(scores)  # ranked by the FE objective
+    for c in result.candidates:
+        if c.status == "ok":
+            ref = homogenize(c.truss)
+            assert ref.ok
+            assert np.allclose(c.label, ref.S, rtol=1e-8, atol=1e-12)
+            assert np.isclose(c.fe_value, parse_objective("max-E2").value(ref.S[None])[0])
+            assert np.isclose(c.improvement, 100 * (c.fe_value - result.dataset_best_value)
+                              / abs(result.dataset_best_value))
+        else:
+            assert c.fe_score == math.inf and np.isnan(c.fe_value)
+    assert result.best is None or result.best is result.candidates[0]
+
+
+def test_dataset_best_is_the_corpus_maximum(design_run, corpus):
+    result, _, _ = design_run
+    e2 = parse_objective("max-E2").value(corpus.stiffness)
+    assert result.dataset_best == int(np.argmax(e2))
+    assert np.isclose(result.dataset_best_value, e2.max())
+    assert result.start_indices[0] == result.dataset_best
+
+
+def test_written_files_match_independent_fe(design_run):
+    result, out, summary = design_run
+    ok = [c for c in result.candidates if c.status == "ok"]
+    files = sorted((out / "designs").glob("rank*.json"))
+    assert len(files) == min(4, len(ok))
+    for f, c in zip(files, ok):
+        t = load_lattice(f)
+        ref = homogenize(t)
+        assert ref.ok
+        meta = json.loads(f.read_text())["meta"]
+        assert np.isclose(meta["fe_value"], parse_objective("max-E2").value(ref.S[None])[0],
+                          rtol=1e-8)
+        assert np.allclose(meta["fe_label"], ref.S, rtol=1e-8, atol=1e-12)
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    assert rows[0]["kind"] == "dataset best"
+    assert float(rows[0]["fe_E2"]) == pytest.approx(result.dataset_best_value)
+    designed = [r for r in rows[1:] if r["status"] == "ok"]
+    for r in designed:
+        v, ref = float(r["fe_E2"]), result.dataset_best_value
+        assert float(r["improvement_percent"]) == pytest.approx(100 * (v - ref) / abs(ref))
+    assert [float(r["fe_E2"]) for r in designed] == sorted(
+        [float(r["fe_E2"]) for r in designed], reverse=True)
+    assert summary["distinct_candidates"] == len(result.candidates)
+    assert (out / "path.png").stat().st_size > 0 and (out / "summary.json").exists()
+    if result.best is not None:
+        assert (out / "best.png").exists()
+        assert summary["best_design"]["value"] == pytest.approx(result.best.fe_value)
+
+
+def test_plot_design_path(tmp_path):
+    rng = np.random.default_rng(0)
+    fig = plot_design_path(rng.uniform(0.01, 0.1, (200, 2)), [rng.uniform(0.01, 0.1, (5, 2))],
+                           rng.uniform(0.01, 0.1, (3, 2)), [0.05, 0.12], "E1", "E2",
+                           path=tmp_path / "p.png", title="t")
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert fig.axes[0].get_xlabel() == "E1"
+
+
+# --------------------------------------------------------------------------- CLI glue
+
+@pytest.fixture(scope="module")
+def cli_files(corpus, model_and_norm, tmp_path_factory):
+    model, norm = model_and_norm
+    d = tmp_path_factory.mktemp("cli")
+    save_compact(corpus, d / "data" / "raw" / "corpus.npz")
+    ck = {"model": model.state_dict(), "normalizer": norm.to_dict(), "fingerprint": "test",
+          "config": {"data": {"root": str(d / "data"), "source": "corpus",
+                              "target": "stiffness", "split_seed": 0, "limit": None},
+                     "model": SMALL}}
+    torch.save(ck, d / "model.pt")
+    return d
+
+
+def _args(*argv):
+    p = argparse.ArgumentParser()
+    add_design_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_design_main_writes_results(cli_files, capsys):
+    d = cli_files
+    rc = design_main(_args("--checkpoint", str(d / "model.pt"), "--objective", "min-nu21",
+                           "--starts", "3", "--steps", "4", "--out", str(d / "out"),
+                           "--workers", "1", "--no-progress", "--no-figures"))
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "dataset best nu21" in text and str(d / "out") in text
+    summary = json.loads((d / "out" / "summary.json").read_text())
+    assert summary["objective"] == "min-nu21" and summary["settings"]["starts"] == 3
+    assert (d / "out" / "table.csv").exists() and (d / "out" / "dataset_best.json").exists()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--objective", "max-E2", "--checkpoint", "nope.pt"], "checkpoint not found"),
+    (["--objective", "max-E99"], "unknown property"),
+    (["--objective", "match-curve", "--target", "[1,2,3,4,5,6,7,8,9,10,11,12,13]"],
+     "curve labels"),
+    (["--objective", "match-stiffness", "--target", "[1, 2]"], "9 components"),
+    (["--objective", "match-stiffness", "--target", "[NaN, 1, 1, 1, 1, 1, 1, 1, 1]"], "NaN"),
+    (["--objective", "max-E2", "--starts", "0"], "--starts"),
+    (["--objective", "max-E2", "--lr", "-1"], "--lr"),
+    (["--objective", "max-E2", "--corpus", "missing.npz"], "corpus not found"),
+])
+def test_design_main_bad_input(cli_files, argv, match):
+    d = cli_files
+    if "--checkpoint" not in argv:
+        argv = argv + ["--checkpoint", str(d / "model.pt")]
+    with pytest.raises(ValueError, match=match):
+        design_main(_args(*argv, "--out", str(d / "bad"), "--no-progress"))
+
+
+def test_objective_is_hashable_and_frozen():
+    o = parse_objective("match-stiffness", {"E1": 0.05})
+    assert isinstance(hash(o), int)
+    with pytest.raises(AttributeError):
+        o.kind = "max"  # type: ignore[misc]
+    assert isinstance(o, Objective)
+
+
+@pytest.mark.slow
+def test_match_curve_end_to_end(corpus, tmp_path):
+    """A curve model (13 outputs) on a corpus with (synthetic) curve labels: the finals are
+    verified by the nonlinear FE and ranked by their FE NRMSE."""
+    from gnn_truss.fe.nonlinear import LABEL_STRAINS, compress_truss
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "num_targets": 13}).eval()
+    curves = corpus.stiffness[:, 5:6] * LABEL_STRAINS[None]  # linear: C33 * strain
+    cor = Corpus(corpus.adj, corpus.offset, corpus.stiffness, curves, {})
+    norm = TargetNormalizer.fit(curves)
+    target = 1.3 * curves[np.argmax(curves[:, -1])]
+    obj = parse_objective("match-curve", target.tolist())
+    res = run_design(model, norm, cor, obj, starts=2, steps=5, workers=1)
+    assert res.num_candidates == 2  # best iterates only for curves
+    for c in res.candidates:
+        if c.status == "ok":
+            ref = compress_truss(c.truss)
+            assert np.allclose(c.label, ref.label, rtol=1e-8)
+            assert np.isclose(c.fe_value, obj.value(ref.label[None])[0])
+    summary = write_design(res, tmp_path, curves, figures=True)
+    assert summary["value_name"] == "NRMSE"
+    assert (tmp_path / "curves.png").exists()
