@@ -19,9 +19,12 @@ Zheng et al. (2023), "Gradient-based optimization in the latent space" and Fig. 
    the predicted score is the model's prediction for the very lattice that is decoded) or as
    sigmoid probabilities (``"soft"``). Offsets of unused nodes are zeroed as in
    :func:`gnn_truss.evaluation.decode_trusses`. Each run keeps its best iterate by predicted
-   score (among iterates whose predicted stiffness is positive definite).
+   score among the iterates whose predicted stiffness is positive definite, whose normalised
+   prediction lies in a trust region around the corpus labels (:func:`trust_region`) and whose
+   thresholded, repaired lattice still spans the cell (:func:`spans_after_repair`).
 4. **Verification** (:func:`verify_candidates`): the best iterate of every run (and, with
-   ``path_candidates``, evenly spaced iterates along each run) is decoded with threshold 0.5,
+   ``path_candidates``, evenly spaced iterates along each run; linear FE is cheap, so by
+   default 50 per run for stiffness objectives) is decoded with threshold 0.5,
    repaired (:func:`repair_design`), validated and labelled by FE: linear homogenization
    (:func:`~gnn_truss.fe.homogenization.homogenize_batch`, relative density 0.15, E_s = 1,
    nu_s = 0.3) and, for curve objectives, nonlinear compression
@@ -61,10 +64,11 @@ from .truss import Truss
 __all__ = [
     "PROPERTY_ALIASES", "canonical_property", "Objective", "parse_objective", "load_target",
     "property_table", "select_starts", "encode_trusses", "FACE_NODES", "spans_after_repair",
-    "predict_decoded", "OptimizationTrace", "optimize_latents", "repair_design",
-    "decode_designs", "Verification", "verify_candidates", "Candidate", "DesignResult",
-    "improvement_percent", "run_design", "path_axes", "axis_values", "plot_design_path",
-    "plot_design_progress", "plot_design_curves", "write_design", "load_design_model",
+    "predict_decoded", "trust_region", "OptimizationTrace", "optimize_latents",
+    "repair_design", "decode_designs", "Verification", "verify_candidates", "Candidate",
+    "DesignResult", "improvement_percent", "run_design", "path_axes", "axis_values",
+    "plot_design_path", "plot_design_progress", "plot_design_curves", "write_design",
+    "load_design_model",
     "default_corpus_path", "add_design_arguments", "design_main",
 ]
 
@@ -154,7 +158,8 @@ class Objective:
         prop: property name (``max`` / ``min``), else ``None``.
         target: ``[9]`` stiffness or ``[13]`` curve target (``match-stiffness`` /
             ``match-curve``), else ``None``.
-        constants: ``{name: value}`` target constants (``match-constants``), else ``None``.
+        constants: ``((name, value), ...)`` target constants (``match-constants``), else
+            ``None``.
     """
 
     spec: str
@@ -197,7 +202,8 @@ class Objective:
         if labels.shape[-1] != self.label_size:
             raise ValueError(f"objective {self.spec!r} needs labels [..., {self.label_size}], "
                              f"got {tuple(labels.shape)}")
-        sqrt = torch.sqrt if torch_in else np.sqrt
+        # sqrt(max(x, 1e-30)) in torch keeps the gradient finite at a perfect match
+        sqrt = (lambda x: torch.sqrt(x.clamp_min(1e-30))) if torch_in else np.sqrt
         if self.kind in ("max", "min"):
             return _properties_unchecked(labels)[self.prop]
         target = self._target_like(labels)
@@ -469,6 +475,26 @@ def select_starts(objective: Objective, labels: np.ndarray, k: int) -> np.ndarra
     return idx[np.argsort(scores[idx], kind="stable")]
 
 
+def trust_region(normalizer, labels: np.ndarray, margin: float = 2.0):
+    """Per-component range of the normalised corpus labels widened by ``margin``.
+
+    Args:
+        normalizer: the checkpoint's :class:`~gnn_truss.dataset.TargetNormalizer`.
+        labels: ``[N, D]`` corpus FE labels.
+        margin: widening in units of the normalised labels (standard deviations of
+            ``asinh(v / scale)`` over the training split); 2.0 lets E_i grow by about a factor
+            2 beyond the corpus maximum.
+
+    Returns:
+        ``(lo, hi)``, each ``[D]`` float64.
+    """
+    if not (margin >= 0 and math.isfinite(margin)):
+        raise ValueError(f"trust margin must be a finite number >= 0, got {margin}")
+    y = np.asarray(normalizer.transform(np.asarray(labels, dtype=np.float64)))
+    y = y[np.all(np.isfinite(y), axis=1)]
+    return y.min(axis=0) - margin, y.max(axis=0) + margin
+
+
 # --------------------------------------------------------------------------- optimisation
 
 @dataclass
@@ -510,16 +536,23 @@ def _valid_prediction(objective: Objective, labels: torch.Tensor,
 
 def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
                      steps: int = 1000, lr: float = 0.01, relax: str = "straight-through",
-                     record_every: int = 10, progress: bool = False) -> OptimizationTrace:
+                     bounds=None, record_every: int = 10,
+                     progress: bool = False) -> OptimizationTrace:
     """Adam on all ``k`` latents at once, minimising the summed predicted score.
 
     Each step evaluates :func:`predict_decoded` at the current ``z`` (step 0 is the start),
     keeps each run's best valid iterate (valid: finite score, positive-definite predicted
     stiffness, and a thresholded lattice that still spans the cell after the repair,
     :func:`spans_after_repair`: pushed towards extreme properties, the decoder likes to fall
-    apart into pieces that do not tile periodically), then updates ``z`` with the gradient of
-    ``sum_k score_k`` (runs are independent: each latent only sees its own score). The model
-    weights are not changed.
+    apart into pieces that do not tile periodically; and, with ``bounds``, normalised
+    predictions inside the trust region), then updates ``z`` with the gradient of
+    ``sum_k (score_k + |score_k(0)| * excess_k)`` (runs are independent: each latent only sees
+    its own terms). ``excess_k = sum_d relu(y_kd - hi_d)^2 + relu(lo_d - y_kd)^2`` is the
+    squared distance of the normalised prediction ``y`` from the trust region (zero inside;
+    scaled by the start score so that it weighs like the objective): a predictor pushed far
+    outside the labels it was trained on returns numbers without meaning (e.g. E2 > 1 at
+    relative density 0.15), and the optimiser would chase them. The model weights are not
+    changed.
 
     Args:
         model, normalizer: as :func:`predict_decoded`.
@@ -528,6 +561,8 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
         steps: Adam updates (1000).
         lr: Adam learning rate (0.01, in latent units, i.e. prior standard deviations).
         relax: adjacency relaxation of :func:`predict_decoded`.
+        bounds: ``(lo, hi)``, each ``[D]``: trust region of the normalised predictions
+            (:func:`trust_region`), or ``None``.
         record_every: record the path every this many steps (the last step always).
         progress: tqdm progress bar on stderr.
 
@@ -552,12 +587,22 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, desc=f"design {objective.spec}", unit="step", file=sys.stderr)
+    lo, hi = (None, None) if bounds is None else \
+        (torch.as_tensor(b, dtype=torch.float32, device=z.device) for b in bounds)
+    scale = None
     for step in range(steps + 1):
         A, offsets, _ = _relaxed_decode(model, z, relax)
-        labels = normalizer.inverse(model.predict(model.encode_dense(A, offsets)[0]))
+        y = model.predict(model.encode_dense(A, offsets)[0])
+        labels = normalizer.inverse(y)
         score = objective.score(labels)
         valid = _valid_prediction(objective, labels, score)
         valid &= spans_after_repair(A.detach(), offsets.detach())
+        excess = torch.zeros_like(score)
+        if lo is not None:
+            excess = (torch.relu(y - hi) ** 2 + torch.relu(lo - y) ** 2).sum(-1).to(score.dtype)
+            valid &= excess.detach() == 0
+        if scale is None:
+            scale = score.detach().abs().nan_to_num(0.0, 0.0, 0.0)
         s = score.detach().double().cpu()
         better = valid.cpu() & (s < best_score)
         if better.any():
@@ -572,8 +617,9 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
             rec_z.append(z.detach().cpu().numpy().copy())
         if step == steps:
             break
-        finite = torch.isfinite(score)
-        (grad,) = torch.autograd.grad(score[finite].sum(), [z]) if finite.any() else \
+        loss = score + scale * excess
+        finite = torch.isfinite(loss)
+        (grad,) = torch.autograd.grad(loss[finite].sum(), [z]) if finite.any() else \
             (torch.zeros_like(z),)
         z.grad = grad
         opt.step()
@@ -847,17 +893,70 @@ def _predicted_values(objective, trace, runs, steps) -> np.ndarray:
     """``[n]`` predicted objective value of each candidate at its (recorded) step; NaN for a
     step that was not recorded."""
     where = {int(s): t for t, s in enumerate(trace.steps)}
+    t = np.array([where.get(int(s), -1) for s in steps], dtype=np.int64)
     out = np.full(len(runs), np.nan)
-    for i, (r, s) in enumerate(zip(runs, steps)):
-        t = where.get(int(s))
-        if t is not None:
-            out[i] = float(objective.value(trace.labels[t, r][None])[0])
+    rec = t >= 0
+    if rec.any():
+        with np.errstate(all="ignore"):
+            out[rec] = objective.value(trace.labels[t[rec], np.asarray(runs)[rec]])
     return out
+
+
+def _collect_candidates(model, normalizer, objective, trace, path_candidates: int,
+                        relax: str) -> dict:
+    """Decoded and repaired candidate lattices of a trace with their run, step, source,
+    predicted objective value and canonical hash (dict of equally long lists / arrays)."""
+    z, runs, steps, source = _candidate_latents(trace, path_candidates)
+    decoded = decode_designs(model, torch.as_tensor(z))
+    pred = _predicted_values(objective, trace, runs, steps)
+    with torch.no_grad():  # best iterates: their step need not have been recorded
+        best = predict_decoded(model, normalizer, trace.best_z.to(_device(model)), relax)
+    pred[:len(trace.best_z)] = np.asarray(objective.value(best.double().cpu().numpy()))
+    repaired = [repair_design(t) for t in decoded]
+    return {"decoded": decoded, "repaired": repaired, "runs": runs, "steps": steps,
+            "source": source, "predicted": pred,
+            "hashes": [t.canonical_hash() for t in repaired]}
+
+
+def _verify_and_rank(objective, pool: dict, reference_label, density, workers, seed):
+    """FE-verify each distinct repaired candidate once and rank them by FE score.
+
+    Returns:
+        ``(candidates, FE seconds, ranking seconds)``.
+    """
+    first: dict = {}
+    for i, h in enumerate(pool["hashes"]):
+        first.setdefault(h, i)
+    uniq = sorted(first.values())
+    ver = verify_candidates([pool["repaired"][i] for i in uniq], objective.label, density,
+                            workers, seed)
+    t0 = time.perf_counter()
+    ok = ver.ok
+    with np.errstate(all="ignore"):
+        values = np.where(ok, np.asarray(objective.value(ver.labels), dtype=np.float64), np.nan)
+    scores = -values if objective.kind == "max" else values
+    scores = np.where(np.isfinite(scores), scores, np.inf)
+    ref_value = float(objective.value(np.asarray(reference_label)[None])[0])
+    ref_score = -ref_value if objective.kind == "max" else ref_value
+    gain = 100.0 * (ref_score - scores) / abs(ref_value) if ref_value != 0 else \
+        np.full(len(scores), np.nan)  # = improvement_percent, vectorised
+    gain = np.where(ok, gain, np.nan)
+    cands = []
+    for j, i in enumerate(uniq):
+        cands.append(Candidate(
+            run=int(pool["runs"][i]), step=int(pool["steps"][i]), source=str(pool["source"][i]),
+            truss=pool["repaired"][i], repaired=not pool["repaired"][i] == pool["decoded"][i],
+            status=str(ver.status[j]), label=ver.labels[j], C=ver.C[j],
+            fe_value=float(values[j]), fe_score=float(scores[j]),
+            predicted_value=float(pool["predicted"][i]), improvement=float(gain[j])))
+    cands.sort(key=lambda c: (c.fe_score, c.run, c.step))
+    return cands, ver.seconds, time.perf_counter() - t0
 
 
 def run_design(model, normalizer, corpus, objective: Objective, starts: int = 100,
                steps: int = 1000, lr: float = 0.01, relax: str = "straight-through",
-               path_candidates: int | None = None, record_every: int | None = None,
+               trust_margin: float | None = 2.0, path_candidates: int | None = None,
+               record_every: int | None = None,
                density: float = 0.15, workers: int | None = None, seed: int = 0,
                progress: bool = False) -> DesignResult:
     """Inverse design end to end (see the module docstring).
@@ -873,8 +972,11 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         steps: Adam steps per run (1000).
         lr: Adam learning rate (0.01).
         relax: ``"straight-through"`` or ``"soft"`` (see :func:`predict_decoded`).
+        trust_margin: trust region of the predictions, in standard deviations of the
+            normalised labels beyond the corpus range (:func:`trust_region`; 2.0); ``None``
+            switches it off.
         path_candidates: path snapshots per run verified besides the best iterate (default:
-            10 for stiffness objectives, whose linear FE is cheap; 0 for curves).
+            50 for stiffness objectives, whose linear FE is cheap; 0 for curves).
         record_every: path recording interval (default: ``steps / 100``, at least 1).
         density: relative density of the FE models (0.15).
         workers: FE processes.
@@ -896,7 +998,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     if labels is None:
         raise ValueError(f"the corpus has no {objective.label} labels")
     if path_candidates is None:
-        path_candidates = 10 if objective.label == "stiffness" else 0
+        path_candidates = 50 if objective.label == "stiffness" else 0
     record_every = record_every or max(1, steps // 100)
     torch.manual_seed(seed)
     timings = {}
@@ -905,53 +1007,23 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     start_trusses = [corpus.truss(int(i)) for i in idx]
     z0 = encode_trusses(model, start_trusses)
     timings["starts"] = time.perf_counter() - t0
+    bounds = None if trust_margin is None else trust_region(normalizer, labels, trust_margin)
     trace = optimize_latents(model, normalizer, objective, z0, steps=steps, lr=lr, relax=relax,
-                             record_every=record_every, progress=progress)
+                             bounds=bounds, record_every=record_every, progress=progress)
     timings["optimize"] = trace.seconds
     t0 = time.perf_counter()
-    z, runs, cand_steps, source = _candidate_latents(trace, path_candidates)
-    decoded = decode_designs(model, torch.as_tensor(z))
-    pred = _predicted_values(objective, trace, runs, cand_steps)
-    with torch.no_grad():
-        best_pred = predict_decoded(model, normalizer, trace.best_z.to(_device(model)), relax)
-    nb = len(trace.best_z)
-    pred[:nb] = np.asarray(objective.value(best_pred.double().cpu().numpy()))
-    repaired = [repair_design(t) for t in decoded]
-    # verify each distinct lattice once
-    hashes = [t.canonical_hash() for t in repaired]
-    first: dict = {}
-    for i, h in enumerate(hashes):
-        first.setdefault(h, i)
-    uniq = sorted(first.values())
+    pool = _collect_candidates(model, normalizer, objective, trace, path_candidates, relax)
     timings["decode_repair"] = time.perf_counter() - t0
-    ver = verify_candidates([repaired[i] for i in uniq], objective.label, density, workers,
-                            seed)
-    timings["fe"] = ver.seconds
-    t0 = time.perf_counter()
-    ref_label = labels[idx[0]]
-    ref_value = float(objective.value(ref_label[None])[0])
-    pos = {i: j for j, i in enumerate(uniq)}
-    cands = []
-    for i in uniq:
-        j = pos[i]
-        ok = ver.status[j] == "ok"
-        lab = ver.labels[j]
-        val = float(objective.value(lab[None])[0]) if ok else float("nan")
-        sc = float(objective.score(lab[None])[0]) if ok else float("inf")
-        cands.append(Candidate(
-            run=int(runs[i]), step=int(cand_steps[i]), source=str(source[i]),
-            truss=repaired[i], repaired=not (repaired[i] == decoded[i]),
-            status=str(ver.status[j]), label=lab, C=ver.C[j], fe_value=val,
-            fe_score=sc if math.isfinite(sc) else float("inf"),
-            predicted_value=float(pred[i]),
-            improvement=improvement_percent(objective, lab, ref_label) if ok else float("nan")))
-    cands.sort(key=lambda c: (c.fe_score, c.run, c.step))
-    timings["rank"] = time.perf_counter() - t0
+    cands, timings["fe"], timings["rank"] = _verify_and_rank(objective, pool, labels[idx[0]],
+                                                             density, workers, seed)
     settings = {"starts": int(len(idx)), "steps": steps, "lr": lr, "relax": relax,
+                "trust_margin": trust_margin,
                 "path_candidates": path_candidates, "record_every": record_every,
                 "density": density, "seed": seed, "corpus_size": len(labels)}
-    return DesignResult(objective, idx, labels[idx], int(idx[0]), start_trusses[0], ref_label,
-                        ref_value, trace, cands, len(z), settings, timings)
+    ref_value = float(objective.value(labels[idx[0]][None])[0])
+    return DesignResult(objective, idx, labels[idx], int(idx[0]), start_trusses[0],
+                        labels[idx[0]], ref_value, trace, cands, len(pool["runs"]), settings,
+                        timings)
 
 
 # --------------------------------------------------------------------------- figures
@@ -1203,6 +1275,8 @@ def write_design(result: DesignResult, out, corpus_labels: np.ndarray | None = N
     obj = result.objective
     names = _label_names(obj)
     ok = [c for c in result.candidates if c.status == "ok"]
+    for old in (out / "designs").glob("rank*.json"):  # no stale designs of an earlier run
+        old.unlink()
     files = []
     for r, c in enumerate(ok[:designs], start=1):
         f = save_lattice(c.truss, out / "designs" / f"rank{r:02d}.json",
@@ -1247,7 +1321,8 @@ def write_design(result: DesignResult, out, corpus_labels: np.ndarray | None = N
             "value": _num(best.fe_value), "predicted_value": _num(best.predicted_value),
             "improvement_percent": _num(best.improvement), "run": best.run, "step": best.step,
             "source": best.source, "start_index": int(result.start_indices[best.run]),
-            "file": "designs/rank01.json", "label": [_num(v) for v in best.label],
+            "file": "designs/rank01.json" if designs > 0 else None,
+            "label": [_num(v) for v in best.label],
             "repaired": best.repaired},
         "candidates_verified": result.num_candidates,
         "distinct_candidates": len(result.candidates),
@@ -1374,9 +1449,14 @@ def add_design_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (0.01)")
     parser.add_argument("--relax", choices=("straight-through", "soft"),
                         default="straight-through", help="adjacency relaxation in the loop")
+    parser.add_argument("--trust-margin", type=float, default=2.0,
+                        help="trust region of the predictions: normalised standard deviations "
+                             "beyond the corpus range (2.0)")
+    parser.add_argument("--no-trust-region", action="store_true",
+                        help="let the predictions go anywhere")
     parser.add_argument("--path-candidates", type=int, default=None,
                         help="path snapshots per run verified by FE besides the best iterate "
-                             "(default 10 for stiffness objectives, 0 for curves)")
+                             "(default 50 for stiffness objectives, 0 for curves)")
     parser.add_argument("--designs", type=int, default=10, help="lattice files written (10)")
     parser.add_argument("--out", default=None,
                         help="output folder (default results/design-<objective>)")
@@ -1397,6 +1477,8 @@ def _check_args(args) -> None:
         raise ValueError(f"--lr must be a finite positive number, got {args.lr}")
     if args.path_candidates is not None and args.path_candidates < 0:
         raise ValueError(f"--path-candidates must be >= 0, got {args.path_candidates}")
+    if not (args.trust_margin >= 0 and math.isfinite(args.trust_margin)):
+        raise ValueError(f"--trust-margin must be a finite number >= 0, got {args.trust_margin}")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be positive, got {args.workers}")
 
@@ -1420,6 +1502,7 @@ def design_main(args) -> int:
     corpus = load_corpus(corpus_path, quiet=True)
     result = run_design(model, normalizer, corpus, objective, starts=args.starts,
                         steps=args.steps, lr=args.lr, relax=args.relax,
+                        trust_margin=None if args.no_trust_region else args.trust_margin,
                         path_candidates=args.path_candidates, workers=args.workers,
                         seed=args.seed, progress=not args.no_progress)
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", objective.spec)

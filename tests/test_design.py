@@ -18,7 +18,7 @@ from gnn_truss.design import (
     Objective, add_design_arguments, canonical_property, decode_designs, design_main,
     encode_trusses, improvement_percent, load_target, optimize_latents, parse_objective,
     path_axes, plot_design_path, predict_decoded, repair_design, run_design, select_starts,
-    spans_after_repair, write_design)
+    spans_after_repair, trust_region, write_design)
 from gnn_truss.fe.homogenization import homogenize, homogenize_batch
 from gnn_truss.generator import generate, random_subgraph
 from gnn_truss.graph import truss_to_data
@@ -214,6 +214,28 @@ def test_optimization_reduces_the_predicted_score(corpus, model_and_norm, relax)
     assert np.all(tr.best_score[ok] <= start[ok])
     assert np.nanmin(tr.best_score) < np.nanmin(start)  # it found something better
     assert np.nanmean(tr.scores[-1]) < np.nanmean(start)
+
+
+def test_trust_region(corpus, model_and_norm):
+    _, norm = model_and_norm
+    lo, hi = trust_region(norm, corpus.stiffness, 1.5)
+    y = norm.transform(corpus.stiffness)
+    assert np.allclose(lo, y.min(0) - 1.5) and np.allclose(hi, y.max(0) + 1.5)
+    with pytest.raises(ValueError, match="trust margin"):
+        trust_region(norm, corpus.stiffness, -1.0)
+
+
+def test_iterates_outside_the_trust_region_are_never_kept(corpus, model_and_norm):
+    model, norm = model_and_norm
+    z0 = torch.randn(4, model.sizes.total)
+    far = (np.full(9, 50.0), np.full(9, 51.0))  # no prediction gets there
+    tr = optimize_latents(model, norm, parse_objective("max-E2"), z0, steps=5, bounds=far)
+    assert np.all(np.isinf(tr.best_score)) and np.all(tr.best_step == 0)
+    assert np.all(np.isnan(tr.scores))
+    wide = (np.full(9, -50.0), np.full(9, 50.0))
+    tr = optimize_latents(model, norm, parse_objective("max-E2"), z0, steps=5, bounds=wide)
+    ref = optimize_latents(model, norm, parse_objective("max-E2"), z0, steps=5)
+    assert np.array_equal(tr.best_score, ref.best_score)
 
 
 def test_optimization_does_not_touch_the_model(corpus, model_and_norm):

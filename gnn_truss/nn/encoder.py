@@ -21,8 +21,10 @@ adjacency ``[B, 27, 27]`` or ``[B, 351]`` with entries in ``[0, 1]`` and free-do
 ``[B, 27]``. It is differentiable in both arguments, so a lattice decoded from a latent can be
 re-encoded inside an autograd graph (inverse design, Zheng et al. 2023, Fig. 2b). For a binary
 adjacency it equals ``forward`` on the graph of the same lattice (:func:`dense_node_features`
-and :func:`dense_edge_features` rebuild the features of :mod:`gnn_truss.graph`; the GINE layers
-run over all 27 x 27 node pairs with the messages weighted by the adjacency).
+and :func:`dense_edge_features` rebuild the features of :mod:`gnn_truss.graph`, with the soft
+"used" indicator :func:`soft_used`; the GINE layers pass messages along every candidate node
+pair, weighted by the adjacency: by default the 316 directed near-neighbour pairs that can be
+beams of a valid lattice, :func:`message_pairs`, or all 702 with ``all_pairs=True``).
 """
 from __future__ import annotations
 
