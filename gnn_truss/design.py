@@ -67,7 +67,7 @@ __all__ = [
     "predict_decoded", "trust_region", "OptimizationTrace", "optimize_latents",
     "repair_design", "decode_designs", "Verification", "verify_candidates", "Candidate",
     "DesignResult", "improvement_percent", "run_design", "path_axes", "axis_values",
-    "plot_design_path", "plot_design_progress", "plot_design_curves", "write_design",
+    "write_design",
     "load_design_model",
     "default_corpus_path", "add_design_arguments", "design_main",
 ]
@@ -1073,161 +1073,10 @@ def axis_values(name: str, labels) -> np.ndarray:
     return out.reshape(shape)
 
 
-def _new_figure(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path):
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150)
-    return fig
-
-
 def _log_axis(values: np.ndarray) -> bool:
+    """Log scale where all finite values are positive and span more than a factor 50."""
     v = values[np.isfinite(values)]
     return bool(len(v) and v.min() > 0 and v.max() / v.min() > 50)
-
-
-def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel: str,
-                     path=None, title: str | None = None, start_xy=None, reference_xy=None,
-                     log: tuple | None = None, highlight: int | None = None):
-    """Optimisation paths in a 2D property space over the dataset cloud (Zheng et al. 2023,
-    Fig. 5).
-
-    Args:
-        cloud_xy: ``[N, 2]`` dataset lattices (FE labels), drawn as grey dots.
-        paths: list of ``[T, 2]`` predicted properties along each run (thin lines).
-        verified_xy: ``[n, 2]`` FE values of the verified candidates (open circles).
-        best_xy: ``[2]`` FE value of the best design (star), or ``None``.
-        xlabel, ylabel: axis labels.
-        path: PNG path or ``None``.
-        title: figure title.
-        start_xy: ``[k, 2]`` FE values of the start lattices (squares), optional.
-        reference_xy: ``[2]`` the dataset best (diamond), optional.
-        log: ``(x, y)`` log-scale flags (default: log where all values are positive and span
-            more than a factor 50).
-        highlight: index of a path drawn bold (the run of the best design), optional.
-
-    Returns:
-        The :class:`matplotlib.figure.Figure` (6.4 x 5.2 in).
-    """
-    cloud = np.asarray(cloud_xy, dtype=np.float64).reshape(-1, 2)
-    cloud = cloud[np.all(np.isfinite(cloud), axis=1)]
-    ver = np.asarray(verified_xy, dtype=np.float64).reshape(-1, 2)
-    ver = ver[np.all(np.isfinite(ver), axis=1)]
-    if log is None:
-        allv = np.concatenate([cloud, ver] + [np.asarray(p).reshape(-1, 2) for p in paths])
-        log = (_log_axis(allv[:, 0]), _log_axis(allv[:, 1]))
-    fig = _new_figure((6.4, 5.2))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.scatter(cloud[:, 0], cloud[:, 1], s=2, c="#bbbbbb", lw=0, rasterized=True,
-               label=f"dataset ({len(cloud)})")
-    for i, p in enumerate(paths):
-        p = np.asarray(p, dtype=np.float64).reshape(-1, 2)
-        ax.plot(p[:, 0], p[:, 1], "-", lw=0.4, alpha=0.25, color="#1f77b4",
-                label="predicted paths" if i == 0 else None)
-    if highlight is not None and 0 <= highlight < len(paths):
-        p = np.asarray(paths[highlight], dtype=np.float64).reshape(-1, 2)
-        ax.plot(p[:, 0], p[:, 1], "-", lw=1.6, color="#08306b", zorder=4,
-                label="path of the best design (predicted)")
-        ax.plot(p[:1, 0], p[:1, 1], "o", ms=5, color="#08306b", zorder=4)
-    if start_xy is not None:
-        s = np.asarray(start_xy, dtype=np.float64).reshape(-1, 2)
-        ax.scatter(s[:, 0], s[:, 1], s=14, marker="s", facecolor="none", edgecolor="#555555",
-                   lw=0.7, label="starts (FE)")
-    if len(ver):
-        ax.scatter(ver[:, 0], ver[:, 1], s=16, facecolor="none", edgecolor="#d62728", lw=0.8,
-                   label="designs (FE)")
-    if reference_xy is not None:
-        r = np.asarray(reference_xy, dtype=np.float64)
-        ax.scatter([r[0]], [r[1]], s=70, marker="D", color="#2ca02c", edgecolor="k", zorder=5,
-                   label="dataset best (FE)")
-    if best_xy is not None and np.all(np.isfinite(best_xy)):
-        ax.scatter([best_xy[0]], [best_xy[1]], s=160, marker="*", color="#ff7f0e",
-                   edgecolor="k", zorder=6, label="best design (FE)")
-    if log[0]:
-        ax.set_xscale("log")
-    if log[1]:
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
-
-
-def plot_design_progress(steps, values, verified_steps, verified_values, ylabel: str,
-                         reference: float | None = None, path=None, title: str | None = None,
-                         highlight: int | None = None):
-    """Objective value against the optimisation step (Zheng et al. 2023, Fig. 5, left).
-
-    Args:
-        steps: ``[T]`` recorded steps.
-        values: ``[T, k]`` predicted values of the ``k`` runs (thin lines).
-        verified_steps, verified_values: ``[n]`` steps and FE values of the verified
-            candidates (dots).
-        ylabel: axis label.
-        reference: the dataset best (dashed line), optional.
-        path: PNG path or ``None``.
-        highlight: run drawn bold (the run of the best design), optional.
-
-    Returns:
-        The :class:`matplotlib.figure.Figure` (6.4 x 4.4 in).
-    """
-    steps = np.asarray(steps)
-    values = np.asarray(values, dtype=np.float64).reshape(len(steps), -1)
-    fig = _new_figure((6.4, 4.4))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(steps, values, "-", lw=0.4, alpha=0.25, color="#1f77b4")
-    ax.plot([], [], "-", color="#1f77b4", label="predicted (all runs)")
-    if highlight is not None and 0 <= highlight < values.shape[1]:
-        ax.plot(steps, values[:, highlight], "-", lw=1.6, color="#08306b",
-                label="predicted (run of the best design)")
-    ax.scatter(verified_steps, verified_values, s=12, facecolor="none", edgecolor="#d62728",
-               lw=0.8, zorder=5, label="FE-verified candidates")
-    if reference is not None and math.isfinite(reference):
-        ax.axhline(reference, ls="--", color="#2ca02c", label="dataset best (FE)")
-    ax.set_xlabel("optimisation step")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
-
-
-def plot_design_curves(target, curves: dict, path=None, title: str | None = None):
-    """Target and FE compression curves (Zheng et al. 2023, Fig. 6b).
-
-    Args:
-        target: ``[13]`` target stresses (units E_s).
-        curves: ``{legend: [13] stresses}`` (e.g. dataset best, best design).
-        path: PNG path or ``None``.
-    """
-    from .fe.nonlinear import LABEL_STRAINS
-    fig = _new_figure((6.0, 4.4))
-    ax = fig.add_subplot(1, 1, 1)
-    eps = 100 * np.asarray(LABEL_STRAINS)
-    ax.plot(eps, np.asarray(target), "k--", lw=1.8, label="target")
-    for name, c in curves.items():
-        ax.plot(eps, np.asarray(c), "o-", ms=4, lw=1.4, label=name)
-    ax.set_xlabel("compressive strain  \u03b5 (%)")
-    ax.set_ylabel("nominal compressive stress  \u03c3 / E$_s$")
-    ax.set_xlim(0, None)
-    ax.set_ylim(0, None)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------- writer
@@ -1340,7 +1189,8 @@ def write_design(result: DesignResult, out, corpus_labels: np.ndarray | None = N
 
 def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
                    seed: int) -> list:
-    from .plotting import plot_lattice_with_surface
+    from .plotting import (plot_design_curves, plot_design_path, plot_design_progress,
+                           plot_lattice_with_surface)
     obj = result.objective
     xname, yname = path_axes(obj)
     files = []
@@ -1365,8 +1215,11 @@ def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
     title += ("no FE-valid design" if best is None else
               f"best {obj.value_name} {best.fe_value:.4g} (dataset {result.dataset_best_value:.4g},"
               f" {best.improvement:+.1f} %)")
+    allv = np.concatenate([cloud_xy, ver, *paths])
+    scale = ["log" if _log_axis(allv[:, i]) else "linear" for i in (0, 1)]
     plot_design_path(cloud_xy, paths, ver, None if best is None else ver[0], xname, yname,
-                     path=out / "path.png", title=title, start_xy=starts, reference_xy=ref,
+                     path=out / "path.png", title=title, xscale=scale[0], yscale=scale[1],
+                     start_xy=starts, reference_xy=ref,
                      highlight=None if best is None else best.run)
     values = np.asarray(obj.value(tr.labels.reshape(-1, tr.labels.shape[-1])))
     plot_design_progress(tr.steps, values.reshape(tr.labels.shape[:2]), [c.step for c in ok],

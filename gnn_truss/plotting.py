@@ -884,6 +884,7 @@ def plot_reconstruction(logits, true_adj, pred_offsets, true_offsets, path=None,
 # --------------------------------------------------------------------------- latent exploration
 
 __all__ += ["plot_strip", "plot_lattice_grid", "plot_path_properties", "plot_design_path",
+            "plot_design_progress", "plot_design_curves",
             "pca_project", "plot_latent_projection"]
 
 _STRIP_SURFACE_GRID = (46, 91)  # (n_theta, n_phi) of the small elastic surfaces
@@ -1108,7 +1109,8 @@ def _xy(a, name: str, allow_empty: bool = True) -> np.ndarray:
 
 def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel: str,
                      path=None, title: str | None = None, xscale: str = "linear",
-                     yscale: str = "linear", labels: dict | None = None):
+                     yscale: str = "linear", labels: dict | None = None, start_xy=None,
+                     reference_xy=None, highlight: int | None = None):
     """Inverse design in a 2D property space, like Figs. 5 and 6 of Zheng et al. (2023): the
     dataset as a light grey cloud, each optimisation path as a thin line (start marked by a
     small dot), the FE-verified final designs as markers and the best one as a star.
@@ -1126,13 +1128,22 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
             axes by matplotlib).
         labels: legend texts overriding ``{"cloud": "dataset", "paths": "optimisation paths",
             "verified": "FE-verified designs", "best": "best design"}``.
+        start_xy: ``[k, 2]`` properties of the start lattices (open squares), optional.
+        reference_xy: ``[2]`` the dataset best (green diamond), optional.
+        highlight: index of a path drawn bold (the run of the best design), optional.
+
+    Non-finite points (lattices without an FE value) are left out.
 
     Returns:
         The Figure (6.4 x 5.2 in).
     """
-    cloud = _xy(cloud_xy, "cloud_xy")
-    verified = _xy(verified_xy, "verified_xy")
-    paths = [_xy(p, f"paths[{i}]") for i, p in enumerate(paths or [])]
+    def finite(a):
+        return a[np.all(np.isfinite(a), axis=1)]
+
+    cloud = finite(_xy(cloud_xy, "cloud_xy"))
+    verified = finite(_xy(verified_xy, "verified_xy"))
+    paths = [finite(_xy(p, f"paths[{i}]")) for i, p in enumerate(paths or [])]
+    starts = None if start_xy is None else finite(_xy(start_xy, "start_xy"))
     best = None
     if best_xy is not None:
         best = np.asarray(best_xy, dtype=np.float64).reshape(-1)
@@ -1156,6 +1167,17 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
             ax.plot(p[:, 0], p[:, 1], "-", lw=0.7, alpha=0.6, color="#4a78b5", zorder=2,
                     label=text["paths"] if i == 0 else None)
             ax.plot(p[0, 0], p[0, 1], "o", ms=2.5, color="#4a78b5", zorder=2)
+        if highlight is not None and 0 <= highlight < len(paths) and len(paths[highlight]):
+            p = paths[highlight]
+            ax.plot(p[:, 0], p[:, 1], "-", lw=1.8, color="#08306b", zorder=3,
+                    label="path of the best design")
+        if starts is not None and len(starts):
+            ax.scatter(starts[:, 0], starts[:, 1], s=16, marker="s", facecolor="none",
+                       edgecolor="#555555", linewidths=0.7, zorder=2, label="starts")
+        if reference_xy is not None:
+            r = np.asarray(reference_xy, dtype=np.float64).reshape(-1)
+            ax.scatter([r[0]], [r[1]], s=80, marker="D", color="#2ca02c", edgecolors="k",
+                       zorder=4, label="dataset best")
         if len(verified):
             ax.scatter(verified[:, 0], verified[:, 1], s=30, marker="D", color="#f39c12",
                        edgecolors="k", linewidths=0.5, zorder=3,
@@ -1173,6 +1195,72 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
         if title:
             ax.set_title(title)
         return _finish(fig, path)
+
+
+def plot_design_progress(steps, values, verified_steps, verified_values, ylabel: str,
+                         reference: float | None = None, path=None, title: str | None = None,
+                         highlight: int | None = None):
+    """Objective value against the optimisation step (Zheng et al. 2023, Fig. 5, left).
+
+    Args:
+        steps: ``[T]`` recorded steps.
+        values: ``[T, k]`` predicted values of the ``k`` runs (thin lines).
+        verified_steps, verified_values: ``[n]`` steps and FE values of the verified
+            candidates (dots).
+        ylabel: axis label.
+        reference: the dataset best (dashed line), optional.
+        path: PNG path or ``None``.
+        highlight: run drawn bold (the run of the best design), optional.
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (6.4 x 4.4 in).
+    """
+    steps = np.asarray(steps)
+    values = np.asarray(values, dtype=np.float64).reshape(len(steps), -1)
+    fig = _new_figure((6.4, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(steps, values, "-", lw=0.4, alpha=0.25, color="#1f77b4")
+    ax.plot([], [], "-", color="#1f77b4", label="predicted (all runs)")
+    if highlight is not None and 0 <= highlight < values.shape[1]:
+        ax.plot(steps, values[:, highlight], "-", lw=1.6, color="#08306b",
+                label="predicted (run of the best design)")
+    ax.scatter(verified_steps, verified_values, s=12, facecolor="none", edgecolor="#d62728",
+               lw=0.8, zorder=5, label="FE-verified candidates")
+    if reference is not None and np.isfinite(reference):
+        ax.axhline(reference, ls="--", color="#2ca02c", label="dataset best (FE)")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_design_curves(target, curves: dict, path=None, title: str | None = None):
+    """Target and FE compression curves (Zheng et al. 2023, Fig. 6b).
+
+    Args:
+        target: ``[13]`` target stresses (units E_s).
+        curves: ``{legend: [13] stresses}`` (e.g. dataset best, best design).
+        path: PNG path or ``None``.
+    """
+    from .fe.nonlinear import LABEL_STRAINS
+    fig = _new_figure((6.0, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    eps = 100 * np.asarray(LABEL_STRAINS)
+    ax.plot(eps, np.asarray(target), "k--", lw=1.8, label="target")
+    for name, c in curves.items():
+        ax.plot(eps, np.asarray(c), "o-", ms=4, lw=1.4, label=name)
+    ax.set_xlabel("compressive strain  \u03b5 (%)")
+    ax.set_ylabel("nominal compressive stress  \u03c3 / E$_s$")
+    ax.set_xlim(0, None)
+    ax.set_ylim(0, None)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
 
 
 def pca_project(mu, k: int = 2):

@@ -17,7 +17,7 @@ from gnn_truss.dataset import TargetNormalizer
 from gnn_truss.design import (
     Objective, add_design_arguments, canonical_property, decode_designs, design_main,
     encode_trusses, improvement_percent, load_target, optimize_latents, parse_objective,
-    path_axes, plot_design_path, predict_decoded, repair_design, run_design, select_starts,
+    path_axes, predict_decoded, repair_design, run_design, select_starts,
     spans_after_repair, trust_region, write_design)
 from gnn_truss.fe.homogenization import homogenize, homogenize_batch
 from gnn_truss.generator import generate, random_subgraph
@@ -354,6 +354,7 @@ def test_written_files_match_independent_fe(design_run):
 
 
 def test_plot_design_path(tmp_path):
+    from gnn_truss.plotting import plot_design_path
     rng = np.random.default_rng(0)
     fig = plot_design_path(rng.uniform(0.01, 0.1, (200, 2)), [rng.uniform(0.01, 0.1, (5, 2))],
                            rng.uniform(0.01, 0.1, (3, 2)), [0.05, 0.12], "E1", "E2",
