@@ -164,7 +164,33 @@ def _evaluate_loss(model, loader, device, beta, pw) -> dict:
 
 
 def train(cfg: dict, resume: bool = True, progress: bool = True) -> dict:
-    """Train according to ``cfg`` (see :data:`DEFAULT_CONFIG`); returns a summary dict."""
+    """Train according to ``cfg`` (see :data:`DEFAULT_CONFIG`); returns a summary dict.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is created here and torn down
+    before returning (all ranks meet at a barrier first), so no rank exits while another one is
+    still talking to it."""
+    owned = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _dist_initialized()
+    ok = False
+    try:
+        summary = _train(cfg, resume, progress)
+        ok = True
+        return summary
+    finally:
+        if owned and _dist_initialized():
+            import torch.distributed as dist
+            try:
+                if ok:  # after an error the other ranks may be elsewhere: do not wait for them
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
+
+
+def _dist_initialized() -> bool:
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized()
+
+
+def _train(cfg: dict, resume: bool, progress: bool) -> dict:
     from torch_geometric.loader import DataLoader
 
     from .nn import build_model
