@@ -3,7 +3,7 @@ r"""FE-verified inverse design of truss lattices by gradient descent in the late
 Zheng et al. (2023), "Gradient-based optimization in the latent space" and Fig. 2b / 5 / 6
 (``SPEC.md`` section 7):
 
-1. **Objective** (:func:`parse_objective`): maximise or minimise one property of
+1. **Objective** (:mod:`gnn_truss.objectives`): maximise or minimise one property of
    :func:`gnn_truss.properties.all_properties` (``max-E22``, ``min-nu21``, ``max-KV_GV`` ...),
    match a target stiffness (a 9-vector or a set of engineering constants), or match a target
    13-point compression curve (NRMSE; needs a model trained on curves). Every objective is a
@@ -57,13 +57,15 @@ import numpy as np
 import torch
 
 from . import design_space as ds
-from .properties import (_averages, _compliance_unchecked, _engineering_from_compliance,
-                         all_properties, property_names, stiffness_from_vector)
+from .objectives import (_CURVE_POINTS, _NUM_STIFFNESS, PROPERTY_ALIASES, Objective,
+                         _properties_unchecked, canonical_property, curve_target,
+                         is_curve_target_name, load_target, parse_objective, property_table)
+from .properties import stiffness_from_vector
 from .truss import Truss
 
 __all__ = [
     "PROPERTY_ALIASES", "canonical_property", "Objective", "parse_objective", "load_target",
-    "property_table", "select_starts", "encode_trusses", "FACE_NODES", "spans_after_repair",
+    "property_table", "curve_target", "select_starts", "encode_trusses", "FACE_NODES", "spans_after_repair",
     "predict_decoded", "trust_region", "OptimizationTrace", "optimize_latents",
     "repair_design", "decode_designs", "Verification", "verify_candidates", "Candidate",
     "DesignResult", "improvement_percent", "run_design", "path_axes", "axis_values",
@@ -73,268 +75,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: The paper's index notation and other spellings -> names of :func:`property_names`.
-PROPERTY_ALIASES = {
-    "E11": "E1", "E22": "E2", "E33": "E3", "G32": "G23", "G13": "G31", "G21": "G12",
-    "G44": "G23", "G55": "G31", "G66": "G12", "KV": "K_V", "GV": "G_V", "KR": "K_R",
-    "GR": "G_R", "AU": "A_U", "KV/GV": "KV_GV", "K_V/G_V": "KV_GV", "KVGV": "KV_GV",
-    "KV_GV": "KV_GV",
-}
-_POISSON = tuple(n for n in property_names() if n.startswith("nu"))
-_ABSOLUTE = _POISSON + ("A_U",)  # constants matched by absolute, not relative, error
-_ASINH_SCALE = 1e-4  # scale of the stiffness distance (as the dataset's TargetNormalizer)
-_CURVE_POINTS = 13
-_NUM_STIFFNESS = 9
-
-
-def canonical_property(name: str) -> str:
-    """Name of :func:`property_names` for ``name`` (case-insensitive; aliases of
-    :data:`PROPERTY_ALIASES`, e.g. ``E22 -> E2``, ``K_V/G_V -> KV_GV``).
-
-    Raises:
-        ValueError: for an unknown name, listing the accepted ones.
-    """
-    names = {n.lower(): n for n in property_names()}
-    names.update({k.lower(): v for k, v in PROPERTY_ALIASES.items()})
-    key = str(name).strip().lower()
-    if key not in names:
-        raise ValueError(f"unknown property {name!r}; choose from {', '.join(property_names())} "
-                         f"(aliases: {', '.join(sorted(PROPERTY_ALIASES))})")
-    return names[key]
-
-
-# --------------------------------------------------------------------------- properties
-
-def _properties_unchecked(s9) -> dict:
-    """All properties from stiffness 9-vectors ``[..., 9]`` without the singularity checks of
-    :func:`~gnn_truss.properties.all_properties` (predicted stiffnesses may be indefinite during
-    the optimisation; such iterates are masked by the caller). numpy or torch."""
-    torch_in = isinstance(s9, torch.Tensor)
-    s9 = s9 if torch_in else np.asarray(s9, dtype=np.float64)
-    finite = (torch.isfinite(s9) if torch_in else np.isfinite(s9)).all(-1)
-    if not bool(finite.all()):  # rows with NaN (failed FE) give NaN; a placeholder is inverted
-        safe = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1, 1], dtype=s9.dtype, device=s9.device) \
-            if torch_in else np.array([1.0, 0, 0, 1, 0, 1, 1, 1, 1])
-        where = torch.where if torch_in else np.where
-        out = _properties_unchecked(where(finite[..., None], s9, safe))
-        return {k: where(finite, v, float("nan")) for k, v in out.items()}
-    C = stiffness_from_vector(s9)
-    S = _compliance_unchecked(C)
-    out = _engineering_from_compliance(S)
-    out.update(_averages(C, S))
-    return out
-
-
-def property_table(stiffness: np.ndarray) -> dict:
-    """Every property of :func:`property_names` for FE stiffness vectors.
-
-    Args:
-        stiffness: ``[N, 9]`` FE labels; rows with NaN give NaN.
-
-    Returns:
-        dict name -> ``[N]`` float64.
-    """
-    s = np.asarray(stiffness, dtype=np.float64).reshape(-1, _NUM_STIFFNESS)
-    ok = np.all(np.isfinite(s), axis=1)
-    out = {n: np.full(len(s), np.nan) for n in property_names()}
-    if ok.any():
-        props = all_properties(stiffness_from_vector(s[ok]))
-        for n in out:
-            out[n][ok] = props[n]
-    return out
-
-
-# --------------------------------------------------------------------------- objectives
-
-@dataclass(frozen=True)
-class Objective:
-    """A design objective; :meth:`score` is minimised (lower is better).
-
-    Attributes:
-        spec: the objective as written (e.g. ``"max-E22"``).
-        kind: ``"max"``, ``"min"``, ``"match-stiffness"``, ``"match-constants"`` or
-            ``"match-curve"``.
-        prop: property name (``max`` / ``min``), else ``None``.
-        target: ``[9]`` stiffness or ``[13]`` curve target (``match-stiffness`` /
-            ``match-curve``), else ``None``.
-        constants: ``((name, value), ...)`` target constants (``match-constants``), else
-            ``None``.
-    """
-
-    spec: str
-    kind: str
-    prop: str | None = None
-    target: tuple | None = None
-    constants: tuple | None = None  # ((name, value), ...), hashable
-
-    @property
-    def label(self) -> str:
-        """``"curve"`` if the objective reads compression curves, else ``"stiffness"``."""
-        return "curve" if self.kind == "match-curve" else "stiffness"
-
-    @property
-    def label_size(self) -> int:
-        return _CURVE_POINTS if self.label == "curve" else _NUM_STIFFNESS
-
-    @property
-    def value_name(self) -> str:
-        """What :meth:`value` reports."""
-        return {"max": self.prop, "min": self.prop, "match-stiffness": "stiffness error",
-                "match-constants": "constants error", "match-curve": "NRMSE"}[self.kind]
-
-    def value(self, labels):
-        """The reported quantity: the property (``max`` / ``min``) or the error (``match``).
-
-        ``match-stiffness``: RMS over the 9 components of
-        ``asinh(s / 1e-4) - asinh(t / 1e-4)`` (a log-ratio for components above 1e-4 E_s,
-        linear below). ``match-constants``: RMS over the constants of ``(p - t) / |t|``
-        (absolute error ``p - t`` for Poisson's ratios and ``A_U``). ``match-curve``: NRMSE
-        ``RMSE / (max t - min t)``.
-
-        Args:
-            labels: ``[..., 9]`` stiffness or ``[..., 13]`` curves (numpy or torch).
-
-        Returns:
-            ``[...]``, same backend, differentiable for torch.
-        """
-        torch_in = isinstance(labels, torch.Tensor)
-        if labels.shape[-1] != self.label_size:
-            raise ValueError(f"objective {self.spec!r} needs labels [..., {self.label_size}], "
-                             f"got {tuple(labels.shape)}")
-        # sqrt(max(x, 1e-30)) in torch keeps the gradient finite at a perfect match
-        sqrt = (lambda x: torch.sqrt(x.clamp_min(1e-30))) if torch_in else np.sqrt
-        if self.kind in ("max", "min"):
-            return _properties_unchecked(labels)[self.prop]
-        target = self._target_like(labels)
-        if self.kind == "match-stiffness":
-            asinh = torch.asinh if torch_in else np.arcsinh
-            d = asinh(labels / _ASINH_SCALE) - asinh(target / _ASINH_SCALE)
-            return sqrt((d * d).mean(-1))
-        if self.kind == "match-curve":
-            d = labels - target
-            span = float(np.ptp(np.asarray(self.target)))
-            return sqrt((d * d).mean(-1)) / span
-        props = _properties_unchecked(labels)
-        terms = []
-        for (name, t) in self.constants:
-            scale = 1.0 if name in _ABSOLUTE else abs(t)
-            terms.append(((props[name] - t) / scale) ** 2)
-        stack = torch.stack(terms, -1) if torch_in else np.stack(terms, -1)
-        return sqrt(stack.mean(-1))
-
-    def score(self, labels):
-        """The minimised quantity: ``-value`` for ``max``, ``value`` otherwise (``[...]``)."""
-        v = self.value(labels)
-        return -v if self.kind == "max" else v
-
-    def _target_like(self, labels):
-        if self.target is None:
-            return None
-        if isinstance(labels, torch.Tensor):
-            return torch.as_tensor(self.target, dtype=labels.dtype, device=labels.device)
-        return np.asarray(self.target, dtype=np.float64)
-
-
-def _finite_numbers(values, what: str) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a list of numbers, got {values!r}") from None
-    if arr.ndim != 1:
-        raise ValueError(f"{what} must be a flat list of numbers, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} contains NaN or inf: {arr.tolist()}")
-    return arr
-
-
-def parse_objective(spec: str, target=None) -> Objective:
-    """An :class:`Objective` from its name and (for ``match``) its target.
-
-    Args:
-        spec: ``max-<prop>`` / ``min-<prop>`` for any property of :func:`property_names` or an
-            alias (``max-E22``, ``min-nu21``, ``max-KV_GV``, ``max-A_U``), ``match-stiffness``
-            or ``match-curve``.
-        target: for ``match-stiffness`` a 9-vector (C11, C12, C13, C22, C23, C33, C44, C55,
-            C66; units E_s; positive definite) or a dict of engineering constants
-            (``{"E1": 0.05, "nu21": -0.3}``); for ``match-curve`` 13 stresses (units E_s, not
-            all equal). Ignored (must be ``None``) for ``max`` / ``min``.
-
-    Raises:
-        ValueError: for an unknown objective or property, a missing, superfluous or malformed
-            target (wrong length, NaN/inf, indefinite stiffness, zero range, unknown constant).
-    """
-    if not isinstance(spec, str) or "-" not in spec:
-        raise ValueError(f"objective must look like max-<property>, min-<property>, "
-                         f"match-stiffness or match-curve; got {spec!r}")
-    head, _, rest = spec.strip().partition("-")
-    head = head.lower()
-    if head in ("max", "min"):
-        if target is not None:
-            raise ValueError(f"objective {spec!r} takes no target")
-        return Objective(spec, head, prop=canonical_property(rest))
-    if head != "match" or rest.lower() not in ("stiffness", "curve"):
-        raise ValueError(f"unknown objective {spec!r}; use max-<property>, min-<property>, "
-                         f"match-stiffness or match-curve")
-    if target is None:
-        raise ValueError(f"objective {spec!r} needs a target (--target)")
-    if rest.lower() == "curve":
-        t = _finite_numbers(target, "curve target")
-        if len(t) != _CURVE_POINTS:
-            raise ValueError(f"curve target needs {_CURVE_POINTS} stresses (at 0.5 %, 2.5 %, "
-                             f"..., 24.5 % strain), got {len(t)}")
-        if np.ptp(t) <= 0:
-            raise ValueError("curve target is constant (NRMSE needs max > min)")
-        return Objective(spec, "match-curve", target=tuple(t.tolist()))
-    if isinstance(target, dict):
-        if not target:
-            raise ValueError("constants target is empty")
-        consts = []
-        for k, v in target.items():
-            name = canonical_property(k)
-            val = _finite_numbers([v], f"target {k}")[0]
-            if name not in _ABSOLUTE and not val > 0:
-                raise ValueError(f"target {k} = {val:g} must be positive (matched by relative "
-                                 f"error)")
-            consts.append((name, float(val)))
-        if len({n for n, _ in consts}) != len(consts):
-            raise ValueError(f"target names a constant twice: {list(target)}")
-        return Objective(spec, "match-constants", constants=tuple(consts))
-    t = _finite_numbers(target, "stiffness target")
-    if len(t) != _NUM_STIFFNESS:
-        raise ValueError(f"stiffness target needs 9 components (C11, C12, C13, C22, C23, C33, "
-                         f"C44, C55, C66) or a dict of constants, got {len(t)} numbers")
-    if np.linalg.eigvalsh(stiffness_from_vector(t))[0] <= 0:
-        raise ValueError(f"stiffness target {t.tolist()} is not positive definite")
-    return Objective(spec, "match-stiffness", target=tuple(t.tolist()))
-
-
-def load_target(text: str):
-    """A target from the command line: JSON (a list or an object) or a file holding it
-    (``.json``; ``.csv`` / ``.txt`` with numbers; ``.npy``).
-
-    Raises:
-        ValueError: if it is neither valid JSON nor a readable file.
-    """
-    path = Path(text)
-    if path.suffix in (".json", ".csv", ".txt", ".npy") or path.is_file():
-        if not path.is_file():
-            raise ValueError(f"target file not found: {path}")
-        if path.suffix == ".npy":
-            return np.load(path).reshape(-1).tolist()
-        raw = path.read_text()
-        if path.suffix in (".csv", ".txt"):
-            try:
-                return [float(v) for v in re.split(r"[,\s]+", raw.strip()) if v]
-            except ValueError as exc:
-                raise ValueError(f"{path}: not a list of numbers ({exc})") from None
-        text = raw
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"target is neither JSON nor an existing file: {text!r} ({exc})") \
-            from None
-
 
 # --------------------------------------------------------------------------- model helpers
 
@@ -1093,7 +833,7 @@ def _num(v):
 
 def write_design(result: DesignResult, out, corpus_labels: np.ndarray | None = None,
                  designs: int = 10, figures: bool = True, cloud: int = 20000,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, exports: int = 0, cell_size: float = 10.0) -> dict:
     """Write a :class:`DesignResult` to a folder.
 
     Files: ``designs/rank01.json ...`` (the best ``designs`` FE-verified lattices,
@@ -1102,7 +842,12 @@ def write_design(result: DesignResult, out, corpus_labels: np.ndarray | None = N
     ranking order: status, FE and predicted objective value, improvement %, FE labels);
     ``summary.json``; with ``figures`` ``path.png`` (:func:`plot_design_path` over up to
     ``cloud`` corpus lattices), ``progress.png`` (:func:`plot_design_progress`), ``best.png``
-    (best design and its elastic surface) and, for curve objectives, ``curves.png``.
+    (best design and its elastic surface), ``designs.png`` (the dataset best beside the best
+    design of each of the 4 best distinct topologies, each with its elastic surface) and, for curve objectives, ``curves.png``. With
+    ``exports`` the best ``exports`` designs are also written as manufacturing files:
+    ``exports/rankNN.json`` (:func:`gnn_truss.export.to_json`: nodes, struts, radius, density,
+    material) and ``exports/rankNN.stl`` (full cell of side ``cell_size``, watertight where
+    ``manifold3d`` is installed).
 
     Args:
         result: from :func:`run_design`.
@@ -1112,6 +857,8 @@ def write_design(result: DesignResult, out, corpus_labels: np.ndarray | None = N
         figures: draw the figures.
         cloud: largest number of corpus points drawn (seeded subsample).
         seed: subsample seed.
+        exports: designs exported as JSON + STL (0: none).
+        cell_size: cell side of the exports (length unit of the STL, e.g. mm).
 
     Returns:
         The summary dict (as in ``summary.json``).
@@ -1181,16 +928,53 @@ def write_design(result: DesignResult, out, corpus_labels: np.ndarray | None = N
         "files": ["table.csv", "summary.json", "dataset_best.json"]
                  + [str(f.relative_to(out)) for f in files],
     }
+    if exports:
+        summary["exports"] = _write_exports(ok[:exports], out / "exports",
+                                            result.settings.get("density", 0.15), cell_size)
+        summary["files"] += [f"exports/{e[k]}" for e in summary["exports"]
+                             for k in ("json", "stl")]
     if figures:
         summary["files"] += _write_figures(result, out, corpus_labels, cloud, seed)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
+def _dataset_best_stiffness(result: DesignResult) -> np.ndarray:
+    """``[6, 6]`` stiffness of the dataset best: from its label, or by linear FE for curve
+    objectives (NaN if that fails)."""
+    from .properties import stiffness_from_vector
+    if result.objective.label == "stiffness":
+        return np.asarray(stiffness_from_vector(np.asarray(result.dataset_best_label)))
+    from .fe.homogenization import homogenize_batch
+    res = homogenize_batch([result.dataset_best_truss],
+                           density=result.settings.get("density", 0.15), workers=1)
+    return np.asarray(res.C[0])
+
+
+def _write_exports(candidates, folder: Path, density: float, cell_size: float) -> list:
+    """JSON + STL of each candidate (best first); returns one record per design."""
+    from .export import export_stl, write_json
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in list(folder.glob("rank*.json")) + list(folder.glob("rank*.stl")):
+        old.unlink()
+    records = []
+    for r, c in enumerate(candidates, start=1):
+        stem = f"rank{r:02d}"
+        write_json(c.truss, folder / f"{stem}.json", density=density, cell_size=cell_size,
+                   name=f"rank {r}")
+        info = export_stl(c.truss, folder / f"{stem}.stl", density=density,
+                          cell_size=cell_size)
+        records.append({"rank": r, "json": f"{stem}.json", "stl": f"{stem}.stl",
+                        "triangles": int(info["triangles"]),
+                        "watertight": bool(info["watertight"]),
+                        "unioned": bool(info["unioned"])})
+    return records
+
+
 def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
                    seed: int) -> list:
     from .plotting import (plot_design_curves, plot_design_path, plot_design_progress,
-                           plot_lattice_with_surface)
+                           plot_lattice_with_surface, plot_strip)
     obj = result.objective
     xname, yname = path_axes(obj)
     files = []
@@ -1232,6 +1016,25 @@ def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
                                   title=f"best design for {obj.spec}: {obj.value_name} = "
                                         f"{best.fe_value:.4g} (FE)")
         files.append("best.png")
+    if ok:
+        shown, seen = [], set()  # the best design of each of the 4 best distinct topologies
+        for c in ok:
+            key = c.truss.adjacency.astype(bool).tobytes()
+            if key not in seen:
+                seen.add(key)
+                shown.append(c)
+            if len(shown) == 4:
+                break
+        names = ["dataset best\n" + f"{obj.value_name} = {result.dataset_best_value:.4g}"]
+        rank = {id(c): r for r, c in enumerate(ok, start=1)}
+        names += [f"rank {rank[id(c)]}\n{obj.value_name} = {c.fe_value:.4g} "
+                  f"({c.improvement:+.0f} %)" for c in shown]
+        plot_strip([result.dataset_best_truss] + [c.truss for c in shown],
+                   [_dataset_best_stiffness(result)] + [c.C for c in shown],
+                   labels=names, path=out / "designs.png",
+                   title=f"{obj.spec}: dataset best and the best FE-verified design "
+                         f"of each topology")
+        files.append("designs.png")
     if obj.kind == "match-curve":
         curves = {f"dataset best (NRMSE {result.dataset_best_value:.3f})":
                   result.dataset_best_label}
@@ -1247,36 +1050,40 @@ def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
 DEFAULT_CHECKPOINT = "datasets/checkpoints/default/model.pt"
 
 
+def _resolve(path) -> Path:
+    """``path`` as given; a relative path missing from the working directory is also looked up
+    in the source tree of the package (an editable install run from elsewhere)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    alt = Path(__file__).resolve().parents[1] / path
+    return alt if alt.exists() else path
+
+
 def load_design_model(checkpoint, device: str = "cpu"):
     """``(model, normalizer, checkpoint dict)`` from a checkpoint of
-    :func:`gnn_truss.training.train` (model in eval mode).
+    :func:`gnn_truss.training.train` (model in eval mode; see
+    :func:`gnn_truss.exploration.load_model`).
 
     Raises:
         ValueError: missing or foreign checkpoint, or weights not matching its config.
     """
     from .dataset import TargetNormalizer
-    from .nn import build_model
-    from .training import load_checkpoint
-    path = Path(checkpoint)
+    from .exploration import load_model
+    path = _resolve(checkpoint)
     if not path.is_file():
         hint = " (the default checkpoint is not there yet)" if str(checkpoint) == \
             DEFAULT_CHECKPOINT else ""
         raise ValueError(f"checkpoint not found: {path}{hint}; pass --checkpoint PATH, e.g. "
                          f"OUT/best.pt of 'gnn-truss train'")
-    ck = load_checkpoint(path, map_location=device)
-    model = build_model(ck["config"]["model"])
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not match the saved model config ({exc})") \
-            from exc
-    return model.to(device).eval(), TargetNormalizer.from_dict(ck["normalizer"]), ck
+    model, ck = load_model(path, device)
+    return model, TargetNormalizer.from_dict(ck["normalizer"]), ck
 
 
 def default_corpus_path(ck) -> Path:
     data = ck["config"]["data"]
     raw = Path(data["root"]) / "raw"
-    for cand in (raw / "corpus.npz", raw / "corpus"):
+    for cand in (_resolve(raw / "corpus.npz"), _resolve(raw / "corpus")):
         if cand.exists():
             return cand
     raise ValueError(f"no corpus found for the checkpoint's dataset ({raw / 'corpus.npz'}); "
@@ -1291,7 +1098,9 @@ def add_design_arguments(parser) -> None:
                              "match-curve")
     parser.add_argument("--target", default=None,
                         help="for match objectives: JSON (9 stiffness components, a dict of "
-                             "constants, or 13 curve stresses) or a .json/.csv/.npy file")
+                             "constants, or 13 curve stresses), a .json/.csv/.npy file, or "
+                             "a named curve target built from the corpus: stiffest*1.3 "
+                             "(30 %% above its stiffest curve), softening")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                         help=f"trained model (default {DEFAULT_CHECKPOINT})")
     parser.add_argument("--corpus", default=None,
@@ -1311,6 +1120,10 @@ def add_design_arguments(parser) -> None:
                         help="path snapshots per run verified by FE besides the best iterate "
                              "(default 50 for stiffness objectives, 0 for curves)")
     parser.add_argument("--designs", type=int, default=10, help="lattice files written (10)")
+    parser.add_argument("--exports", type=int, default=3,
+                        help="best designs also exported as JSON + STL to OUT/exports (3)")
+    parser.add_argument("--cell-size", type=float, default=10.0,
+                        help="cell side of the STL exports, e.g. in mm (10)")
     parser.add_argument("--out", default=None,
                         help="output folder (default results/design-<objective>)")
     parser.add_argument("--seed", type=int, default=0, help="seed (0)")
@@ -1334,6 +1147,11 @@ def _check_args(args) -> None:
         raise ValueError(f"--trust-margin must be a finite number >= 0, got {args.trust_margin}")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be positive, got {args.workers}")
+    for name in ("designs", "exports"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if not (args.cell_size > 0 and math.isfinite(args.cell_size)):
+        raise ValueError(f"--cell-size must be a finite positive number, got {args.cell_size}")
 
 
 def design_main(args) -> int:
@@ -1342,8 +1160,11 @@ def design_main(args) -> int:
     candidate passes the FE; the summary says so). Bad input raises ``ValueError``."""
     from .corpus import load_corpus
     _check_args(args)
-    target = load_target(args.target) if args.target is not None else None
-    objective = parse_objective(args.objective, target)
+    named = is_curve_target_name(args.target)
+    target = load_target(args.target) if args.target is not None and not named else None
+    # a named curve target needs the corpus: checked against a placeholder curve first
+    objective = parse_objective(args.objective, np.linspace(0, 1, _CURVE_POINTS).tolist()
+                                if named else target)
     model, normalizer, ck = load_design_model(args.checkpoint, args.device)
     if _model_target(model) != objective.label:
         raise ValueError(f"objective {objective.spec!r} needs a model trained on "
@@ -1353,6 +1174,11 @@ def design_main(args) -> int:
     if not corpus_path.exists():
         raise ValueError(f"corpus not found: {corpus_path}")
     corpus = load_corpus(corpus_path, quiet=True)
+    if named:
+        if corpus.curve is None:
+            raise ValueError(f"--target {args.target!r} needs a corpus with compression "
+                             f"curves; {corpus_path} has none")
+        objective = parse_objective(args.objective, curve_target(args.target, corpus.curve))
     result = run_design(model, normalizer, corpus, objective, starts=args.starts,
                         steps=args.steps, lr=args.lr, relax=args.relax,
                         trust_margin=None if args.no_trust_region else args.trust_margin,
@@ -1362,7 +1188,8 @@ def design_main(args) -> int:
     out = Path(args.out) if args.out else Path("results") / f"design-{safe}"
     labels = corpus.stiffness if objective.label == "stiffness" else corpus.curve
     summary = write_design(result, out, labels, designs=args.designs,
-                           figures=not args.no_figures, seed=args.seed)
+                           figures=not args.no_figures, seed=args.seed, exports=args.exports,
+                           cell_size=args.cell_size)
     vn = objective.value_name
     print(f"objective {objective.spec}: dataset best {vn} = {result.dataset_best_value:.6g} "
           f"(corpus lattice {result.dataset_best})")

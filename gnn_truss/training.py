@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "validate_config", "kl_beta", "train",
-           "load_checkpoint", "build_datasets"]
+           "load_checkpoint", "build_datasets", "init_from_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ DEFAULT_CONFIG: dict = {
     "train": {"epochs": 200, "batch_size": 256, "lr": 1e-3, "lr_min": 1e-5,
               "weight_decay": 0.0, "beta_max": 1.0, "kl_cycles": 4, "kl_ratio": 0.5,
               "property_weight": 1.0, "grad_clip": 10.0, "patience": 40, "seed": 0,
-              "device": "auto", "time_limit_minutes": None},
+              "device": "auto", "time_limit_minutes": None, "init_from": None},
     "out": "runs/default",
 }
 
@@ -77,9 +77,49 @@ def validate_config(cfg: dict) -> dict:
             raise ValueError(f"train.{key} must be a finite non-negative number, got {t[key]!r}")
     if not isinstance(t["kl_ratio"], (int, float)) or not 0 < t["kl_ratio"] <= 1:
         raise ValueError(f"train.kl_ratio must lie in (0, 1], got {t['kl_ratio']!r}")
+    if t["init_from"] is not None and not isinstance(t["init_from"], str):
+        raise ValueError(f"train.init_from must be a checkpoint path, got {t['init_from']!r}")
     if cfg["data"]["target"] == "curve":
         cfg["model"].setdefault("num_targets", 13)
     return cfg
+
+
+def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = None
+                         ) -> tuple[list, list]:
+    """Warm start: copy every parameter / buffer of the checkpoint at ``path`` whose name and
+    shape match ``model`` (e.g. the encoder and decoders of a stiffness model into a curve model,
+    whose predictor output layer then starts afresh).
+
+    Args:
+        model: the freshly built model.
+        path: a checkpoint of :func:`train`.
+        model_cfg: ``model`` section the model was built from (checked against the
+            checkpoint's encoder kind).
+
+    Returns:
+        ``(copied, skipped)`` parameter names.
+
+    Raises:
+        ValueError: unreadable checkpoint, another encoder kind, or nothing to copy.
+    """
+    ck = load_checkpoint(path)
+    mine = dict(model_cfg or {})
+    theirs = ck["config"]["model"]
+    if mine and mine.get("encoder", "gnn") != theirs.get("encoder", "gnn"):
+        raise ValueError(f"train.init_from: {path} has a {theirs.get('encoder', 'gnn')!r} "
+                         f"encoder, this model a {mine.get('encoder', 'gnn')!r} one")
+    state = model.state_dict()
+    copied, skipped = [], []
+    for name, value in ck["model"].items():
+        if name in state and state[name].shape == value.shape:
+            state[name] = value.to(state[name].dtype)
+            copied.append(name)
+        else:
+            skipped.append(name)
+    if not copied:
+        raise ValueError(f"train.init_from: no parameter of {path} fits this model")
+    model.load_state_dict(state)
+    return copied, skipped
 
 
 def load_config(path) -> dict:
@@ -237,6 +277,10 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         step = start_epoch * steps_per_epoch
         torch.set_rng_state(ck["rng"])
         log.info("resumed from %s at epoch %d", last, start_epoch)
+    elif t["init_from"]:
+        copied, skipped = init_from_checkpoint(model, t["init_from"], cfg["model"])
+        log.info("initialised %d tensors from %s (%d left at their initial values: %s)",
+                 len(copied), t["init_from"], len(skipped), ", ".join(skipped[:6]))
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)

@@ -290,8 +290,30 @@ def design_run(corpus, model_and_norm, tmp_path_factory):
     result = run_design(model, norm, corpus, obj, starts=5, steps=12, lr=0.05,
                         path_candidates=3, workers=1)
     out = tmp_path_factory.mktemp("design")
-    summary = write_design(result, out, corpus.stiffness, designs=4, figures=True)
+    summary = write_design(result, out, corpus.stiffness, designs=4, figures=True, exports=2,
+                           cell_size=5.0)
     return result, out, summary
+
+
+def test_exports_are_the_ranked_designs(design_run):
+    from gnn_truss.export import has_mesh_boolean, mesh_check, read_stl, truss_from_json
+    result, out, summary = design_run
+    ok = [c for c in result.candidates if c.status == "ok"][:2]
+    assert [e["rank"] for e in summary["exports"]] == list(range(1, len(ok) + 1))
+    for e, c in zip(summary["exports"], ok):
+        doc = json.loads((out / "exports" / e["json"]).read_text())
+        assert doc["cell_size"] == 5.0
+        t = truss_from_json(doc)
+        assert t.canonical_hash() == c.truss.canonical_hash()
+        assert np.allclose(homogenize(t).S, c.label, rtol=1e-8, atol=1e-12)  # same lattice
+        v, f, _ = read_stl(out / "exports" / e["stl"])
+        assert len(f) == e["triangles"] > 0
+        pad = 0.05 * 5.0  # struts on the cell faces stick out by about their radius
+        assert -pad <= v.min() and v.max() <= 5.0 + pad and np.ptp(v) > 4.0  # a cell of side 5
+        if has_mesh_boolean():
+            assert e["watertight"] and mesh_check(v, f)["watertight"]
+    if ok:
+        assert (out / "designs.png").stat().st_size > 0
 
 
 def test_every_candidate_is_fe_verified_and_ranked(design_run):
@@ -407,6 +429,10 @@ def test_design_main_writes_results(cli_files, capsys):
     (["--objective", "max-E2", "--starts", "0"], "--starts"),
     (["--objective", "max-E2", "--lr", "-1"], "--lr"),
     (["--objective", "max-E2", "--corpus", "missing.npz"], "corpus not found"),
+    (["--objective", "max-E2", "--target", "softening"], "takes no target"),
+    (["--objective", "match-curve", "--target", "softening"], "curve labels"),
+    (["--objective", "max-E2", "--exports", "-1"], "--exports"),
+    (["--objective", "max-E2", "--cell-size", "0"], "--cell-size"),
 ])
 def test_design_main_bad_input(cli_files, argv, match):
     d = cli_files

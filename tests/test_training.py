@@ -224,3 +224,39 @@ def test_ddp_early_stop_stops_every_rank(data_root, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert [int(r["epoch"]) for r in read_rows(out / "metrics.csv")] == [0, 1]
     assert res.stdout.count("early stop") == 2  # both ranks report it
+
+
+# ------------------------------------------------------------------ warm start
+def test_init_from_copies_matching_tensors_only(data_root, tmp_path):
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import init_from_checkpoint
+    src = tmp_path / "src"
+    train(tiny_cfg(data_root, src, epochs=1), progress=False)
+    ck = load_checkpoint(src / "last.pt")
+    other = build_model({**TINY_MODEL, "num_targets": 13})  # a curve model: other output layer
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    copied, skipped = init_from_checkpoint(other, src / "last.pt", {**TINY_MODEL})
+    after = other.state_dict()
+    assert skipped and all(k.startswith("predictor") for k in skipped)
+    for k in copied:
+        assert torch.equal(after[k], ck["model"][k])
+    for k in skipped:
+        if k in after:
+            assert torch.equal(after[k], before[k])  # left as initialised
+    with pytest.raises(ValueError, match="encoder"):
+        init_from_checkpoint(other, src / "last.pt", {**TINY_MODEL, "encoder": "mlp"})
+
+
+def test_train_init_from_starts_from_the_checkpoint(data_root, tmp_path):
+    src = tmp_path / "src"
+    train(tiny_cfg(data_root, src, epochs=2), progress=False)
+    warm = tmp_path / "warm"
+    cold = tmp_path / "cold"
+    train(tiny_cfg(data_root, warm, epochs=1, lr=0.0, lr_min=0.0,
+                   init_from=str(src / "last.pt")), progress=False)
+    train(tiny_cfg(data_root, cold, epochs=1, lr=0.0, lr_min=0.0), progress=False)
+    # lr = 0: the warm run's validation loss is that of the source weights, not of a fresh model
+    v = lambda p: float(read_rows(p / "metrics.csv")[-1]["val_adj"])  # noqa: E731
+    assert v(warm) < v(cold)
+    with pytest.raises(ValueError, match="init_from"):
+        validate_config(tiny_cfg(data_root, warm, init_from=3))
