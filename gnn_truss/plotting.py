@@ -770,6 +770,16 @@ def _parity_r2(true: np.ndarray, pred: np.ndarray) -> float:
     return 1.0 - float(np.sum((true - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
 
 
+def _no_minor_labels(ax) -> None:
+    """Log axes labelled at 1, 2, 5 x 10^k in plain numbers (the default minor labels of a
+    range of one or two decades overlap)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+
+
 def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: int = 3):
     """Parity plots, predicted vs true, one panel per component (3 x 3 for the 9 stiffness
     components), with :math:`R^2 = 1 - SS_{res}/SS_{tot}` in each title.
@@ -809,6 +819,7 @@ def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: i
                 if lo > 0:
                     ax.set_xscale("log")
                     ax.set_yscale("log")
+                    _no_minor_labels(ax)  # less than a decade: minor labels pile up
             ax.set_title(f"{name}   $R^2$ = {_parity_r2(x, y):.4f}")
             ax.set_xlabel("true")
             ax.set_ylabel("predicted")
