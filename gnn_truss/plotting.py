@@ -898,7 +898,8 @@ __all__ += ["plot_strip", "plot_lattice_grid", "plot_path_properties", "plot_des
             "plot_design_progress", "plot_design_curves",
             "pca_project", "plot_latent_projection"]
 
-_STRIP_SURFACE_GRID = (46, 91)  # (n_theta, n_phi) of the small elastic surfaces
+_STRIP_SURFACE_GRID = (45, 89)  # (n_theta, n_phi): odd, and (n_phi - 1) % 4 == 0, so the
+# grid holds the x, y and z axes (where E(d) of a needle-like surface peaks)
 
 
 def _draw_cell_compact(ax, truss, density: float, scale: float = 0.7) -> None:

@@ -319,9 +319,10 @@ def test_plot_strip_png_with_missing_stiffness(tmp_path, C_ortho):
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "invalid:\nno_dangling" in texts and "no beams" in texts
     # one colour scale for all surfaces: from the smallest to the largest E(d) drawn
+    from gnn_truss.plotting import _STRIP_SURFACE_GRID
     from gnn_truss.properties import elastic_surface
-    lo = elastic_surface(C_ortho, 46, 91).E.min()
-    hi = elastic_surface(C2, 46, 91).E.max()
+    lo = elastic_surface(C_ortho, *_STRIP_SURFACE_GRID).E.min()
+    hi = elastic_surface(C2, *_STRIP_SURFACE_GRID).E.max()
     assert fig.axes[-1].get_ylim() == pytest.approx((lo, hi))
     with pytest.raises(ValueError, match="stiffnesses"):
         plot_strip(ts, [None])
@@ -422,3 +423,15 @@ def test_plot_latent_projection_png(tmp_path):
         plot_latent_projection(mu, values, method="tsne")
     with pytest.raises(ValueError, match="entries"):
         plot_latent_projection(mu, values[:10])
+
+
+def test_strip_surfaces_hold_the_axis_moduli():
+    # a needle-like orthotropic C (stiff along y only): E(d) peaks sharply on the y axis, so a
+    # grid that misses the axes under-reports it (the strip once showed half of E2)
+    from gnn_truss.plotting import _STRIP_SURFACE_GRID
+    from gnn_truss.properties import elastic_surface, engineering_constants, stiffness_from_vector
+    C = np.asarray(stiffness_from_vector(np.array([2e-3, 1e-4, 1e-4, 0.1, 1e-4, 2e-3, 5e-4,
+                                                    1e-4, 5e-4])))
+    e = engineering_constants(C)
+    surf = elastic_surface(C, *_STRIP_SURFACE_GRID)
+    assert surf.E.max() == pytest.approx(max(e["E1"], e["E2"], e["E3"]), rel=1e-9)
