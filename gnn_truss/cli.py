@@ -210,14 +210,21 @@ def _cmd_compress(args) -> int:
 def _cmd_train(args) -> int:
     from .training import load_config, train
 
+    for name, value in (("--epochs", args.epochs), ("--limit", args.limit)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if args.time_limit is not None and not (args.time_limit > 0 and
+                                            math.isfinite(args.time_limit)):
+        raise ValueError(f"--time-limit must be a positive number of minutes, got "
+                         f"{args.time_limit}")
     cfg = load_config(args.config)
     if args.out:
         cfg["out"] = args.out
-    if args.epochs:
+    if args.epochs is not None:
         cfg["train"]["epochs"] = args.epochs
-    if args.limit:
+    if args.limit is not None:
         cfg["data"]["limit"] = args.limit
-    if args.time_limit:
+    if args.time_limit is not None:
         cfg["train"]["time_limit_minutes"] = args.time_limit
     summary = train(cfg, resume=not args.no_resume, progress=not args.no_progress)
     print(json.dumps(summary, indent=1))
@@ -734,9 +741,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # bad input, or a file that cannot be read / written
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (rerun the same command to resume a data build or a "
+              "training run)", file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (messages of torch and numpy span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -136,7 +136,27 @@ def read_shard(path) -> dict:
     missing = {"adj", "offset", "stiffness"} - set(out)
     if missing:
         raise ValueError(f"shard {path} lacks arrays {sorted(missing)}")
+    n = len(out["adj"]) if out["adj"].ndim else -1
+    for key, width in (("adj", ADJ_BYTES), ("offset", ds.NUM_FREE_DOFS), ("stiffness", 9),
+                       ("curve", 13)):
+        if key in out and out[key].shape != (n, width):
+            raise ValueError(f"shard {path}: '{key}' must have shape [N, {width}] with N = "
+                             f"{n} rows like 'adj', got {out[key].shape}")
     return out
+
+
+def _read_json(path: Path, what: str):
+    """``json.loads`` of a file; a ``ValueError`` naming the file if it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: corrupt {what} ({exc})") from None
+
+
+def _check_limit(limit) -> None:
+    if limit is not None and (isinstance(limit, bool) or
+                              not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
 
 
 def _shard_name(k: int) -> str:
@@ -231,22 +251,34 @@ def build_corpus(out, n: int, seed: int = 0, shard_size: int = 2000, workers: in
     Returns:
         The manifest dict (also written to ``out/manifest.json``).
     """
+    for name, value in (("n", n), ("shard_size", shard_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    from .fe.homogenization import _check_material
+    _check_material(density, E, nu)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"corpus directory {out} is an existing file")
+    mpath = out / MANIFEST
+    old = None
+    if mpath.exists():
+        old = _read_json(mpath, "corpus manifest (delete it and rerun the same command to "
+                                "resume from the shards)")
+    if old is not None and not isinstance(old, dict):
+        raise ValueError(f"{mpath}: corrupt corpus manifest (not a JSON object)")
     (out / "shards").mkdir(parents=True, exist_ok=True)
     params = {"generator_version": GENERATOR_VERSION, "seed": seed, "shard_size": shard_size,
               "density": density, "material": {"E_s": E, "nu_s": nu},
               "generator": asdict(GeneratorConfig(**(config or {}))), "nonlinear": nonlinear}
     params["generator"]["seeds"] = list(params["generator"]["seeds"])
     params["generator"]["op_weights"] = list(params["generator"]["op_weights"])
-    mpath = out / MANIFEST
-    if mpath.exists():
-        old = json.loads(mpath.read_text())
+    if old is not None:
         for key, val in params.items():
             if old.get(key) != val:
                 raise ValueError(f"{out} holds a corpus built with {key}={old.get(key)!r}; "
                                  f"refusing to resume with {key}={val!r} (use another --out)")
     manifest = {**params, "shards": {}, "counts": {}}
-    recorded = json.loads(mpath.read_text()).get("shards", {}) if mpath.exists() else {}
+    recorded = old.get("shards", {}) if old is not None else {}
     # the shard files on disk are the truth: a shard listed in the manifest but missing or
     # unreadable is rebuilt, one on disk but not listed (interrupted after the rename) is kept
     for f in sorted((out / "shards").glob("shard-*.npz")):
@@ -338,17 +370,23 @@ def _run_jobs(jobs, workers, scheduler):
 def load_corpus(path, limit: int | None = None, quiet: bool = False) -> Corpus:
     """Read a corpus: a build directory (shards merged in shard order, duplicates across shards
     dropped, first ``limit`` kept) or a compact ``.npz`` written by :func:`save_compact`."""
+    _check_limit(limit)
     path = Path(path)
     if path.is_file():
         d = read_shard(path)
-        meta = json.loads(str(d["meta"])) if "meta" in d else {}
+        try:
+            meta = json.loads(str(d["meta"])) if "meta" in d else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: corrupt 'meta' record ({exc})") from None
         c = Corpus(d["adj"], d["offset"], d["stiffness"].astype(np.float64),
                    d["curve"].astype(np.float64) if "curve" in d else None, meta)
         c.validate_arrays()
         return c if limit is None else c.subset(slice(0, limit))
     if not (path / MANIFEST).exists():
         raise ValueError(f"{path} is not a corpus (no {MANIFEST} and not a compact .npz file)")
-    meta = json.loads((path / MANIFEST).read_text())
+    meta = _read_json(path / MANIFEST, "corpus manifest")
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path / MANIFEST}: corrupt corpus manifest (not a JSON object)")
     files = sorted((path / "shards").glob("shard-*.npz"), key=lambda f: f.stem)
     files = [f for f in files if not f.name.endswith(".tmp.npz")]
     if not files:
@@ -359,7 +397,8 @@ def load_corpus(path, limit: int | None = None, quiet: bool = False) -> Corpus:
     stiff = np.concatenate([p["stiffness"] for p in parts])
     curve = np.concatenate([p["curve"] for p in parts]) if all("curve" in p for p in parts) \
         else None
-    key = np.concatenate([adj, off.view(np.uint8).reshape(len(off), -1)], axis=1)
+    key = np.concatenate([adj, off.view(np.uint8).reshape(len(off), off.shape[1] *
+                                                           off.itemsize)], axis=1)
     _, first = np.unique(key, axis=0, return_index=True)
     first = np.sort(first)
     if limit is not None:

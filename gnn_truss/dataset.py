@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 #: Landing page of the published dataset (the archive is fetched from here by ``download()``).
 PUBLISHED_URL = "https://doi.org/10.3929/ethz-b-000618078"
 SPLITS = ("train", "val", "test")
+SOURCES = ("corpus", "published")
+TARGETS = ("stiffness", "curve")
 
 
 @dataclass
@@ -134,10 +136,13 @@ class TrussDataset(InMemoryDataset):
                  pre_transform=None, pre_filter=None, force_reload: bool = False):
         if split not in SPLITS + ("all",):
             raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
-        if source not in ("corpus", "published"):
+        if source not in SOURCES:
             raise ValueError(f"source must be 'corpus' or 'published', got {source!r}")
-        if target not in ("stiffness", "curve"):
+        if target not in TARGETS:
             raise ValueError(f"target must be 'stiffness' or 'curve', got {target!r}")
+        if limit is not None and (isinstance(limit, bool) or
+                                  not isinstance(limit, (int, np.integer)) or limit < 1):
+            raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
         self.split, self.source, self.target = split, source, target
         self.split_seed, self.split_fractions = split_seed, tuple(split_fractions)
         self.limit = limit

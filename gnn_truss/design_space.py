@@ -144,6 +144,8 @@ def positions_to_offsets(positions: np.ndarray) -> np.ndarray:
 def pack_offsets(offsets: np.ndarray) -> np.ndarray:
     """Free-dof vector of a full offset array: ``[..., 27, 3] -> [..., 27]``."""
     offsets = np.asarray(offsets)
+    if offsets.shape[-2:] != (NUM_NODES, 3):
+        raise ValueError(f"offsets must have shape [..., 27, 3], got {offsets.shape}")
     return offsets[..., FREE_DOF_NODE, FREE_DOF_AXIS]
 
 
@@ -151,6 +153,9 @@ def unpack_offsets(free: np.ndarray) -> np.ndarray:
     """Full offset array from the free-dof vector: ``[..., 27] -> [..., 27, 3]`` (zeros on fixed
     dofs)."""
     free = np.asarray(free, dtype=np.float64)
+    if free.shape[-1:] != (NUM_FREE_DOFS,):
+        raise ValueError(f"free-dof offsets must have shape [..., {NUM_FREE_DOFS}], got "
+                         f"{free.shape}")
     out = np.zeros(free.shape[:-1] + (NUM_NODES, 3), dtype=np.float64)
     out[..., FREE_DOF_NODE, FREE_DOF_AXIS] = free
     return out
@@ -158,12 +163,18 @@ def unpack_offsets(free: np.ndarray) -> np.ndarray:
 
 def adjacency_to_triu(adj: np.ndarray) -> np.ndarray:
     """Off-diagonal upper triangle of ``[..., 27, 27]`` adjacency matrices -> ``[..., 351]``."""
-    return np.asarray(adj)[..., TRIU_I, TRIU_J]
+    adj = np.asarray(adj)
+    if adj.shape[-2:] != (NUM_NODES, NUM_NODES):
+        raise ValueError(f"adjacency must have shape [..., 27, 27], got {adj.shape}")
+    return adj[..., TRIU_I, TRIU_J]
 
 
 def triu_to_adjacency(triu: np.ndarray) -> np.ndarray:
     """Symmetric ``[..., 27, 27]`` adjacency (zero diagonal) from ``[..., 351]`` upper triangles."""
     triu = np.asarray(triu)
+    if triu.shape[-1:] != (NUM_PAIRS,):
+        raise ValueError(f"upper-triangle adjacency must have shape [..., {NUM_PAIRS}], got "
+                         f"{triu.shape}")
     adj = np.zeros(triu.shape[:-1] + (NUM_NODES, NUM_NODES), dtype=triu.dtype)
     adj[..., TRIU_I, TRIU_J] = triu
     adj[..., TRIU_J, TRIU_I] = triu
@@ -171,8 +182,31 @@ def triu_to_adjacency(triu: np.ndarray) -> np.ndarray:
 
 
 def edges_to_adjacency(edges) -> np.ndarray:
-    """``[27, 27]`` uint8 symmetric adjacency with zero diagonal from an ``[E, 2]`` edge list."""
-    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    """``[27, 27]`` uint8 symmetric adjacency with zero diagonal from an ``[E, 2]`` edge list.
+
+    Raises:
+        ValueError: for an edge list that is not ``[E, 2]``, holds non-integer values, refers to
+            nodes outside ``0..26`` or contains a self-loop.
+    """
+    try:
+        arr = np.asarray(edges)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"edge list must be an [E, 2] array of node indices ({exc})") from None
+    if arr.size == 0:
+        arr = arr.reshape(0, 2)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"edge list must have shape [E, 2], got {arr.shape}")
+    if arr.dtype.kind not in "iub":
+        try:
+            values = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"edge list must hold integer node indices, got dtype "
+                             f"{arr.dtype}") from None
+        frac = ~np.isfinite(values) | (values != np.round(values))
+        if frac.any():
+            raise ValueError(f"edge list must hold integer node indices, found "
+                             f"{float(values[frac][0])!r}")
+    edges = arr.astype(np.int64)
     if edges.size and (edges.min() < 0 or edges.max() >= NUM_NODES):
         raise ValueError(f"edge list refers to nodes outside 0..{NUM_NODES - 1}")
     if np.any(edges[:, 0] == edges[:, 1]):

@@ -360,7 +360,13 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         raise ValueError(f"split must be one of {splits}, got {split!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
+        raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
     ck = load_checkpoint(checkpoint_path)
+    if not isinstance(ck["config"], dict) or not isinstance(ck["config"].get("model"), dict) \
+            or not isinstance(ck["config"].get("data"), dict):
+        raise ValueError(f"{checkpoint_path}: not a gnn_truss checkpoint (its 'config' lacks "
+                         f"the 'model' and 'data' sections)")
     cfg = copy.deepcopy(ck["config"])
     if data_overrides:
         cfg = validate_config({**cfg, "data": {**cfg["data"], **data_overrides}})

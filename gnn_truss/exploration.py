@@ -205,7 +205,12 @@ def load_model(checkpoint, device: str | torch.device = "cpu"):
     from .nn import build_model
     from .training import load_checkpoint
     ck = load_checkpoint(checkpoint, map_location=device)
-    model = build_model(ck["config"]["model"])
+    cfg = ck["config"]
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict) \
+            or not isinstance(cfg.get("data"), dict):
+        raise ValueError(f"{checkpoint}: not a gnn_truss checkpoint (its 'config' lacks the "
+                         f"'model' and 'data' sections)")
+    model = build_model(cfg["model"])
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as exc:

@@ -222,6 +222,9 @@ def to_json(truss, density: float = 0.15, E: float = 1.0, nu: float = 0.3, n: in
 
     n = _check_n(n)
     cell_size = _check_positive("cell_size", cell_size)
+    E = _check_positive("Young's modulus E", E)
+    if not -1.0 < float(nu) < 0.5:
+        raise ValueError(f"Poisson's ratio nu must lie in (-1, 0.5), got {nu}")
     r = _prepare(truss, density, validate) * cell_size / 2.0
     nodes, struts = full_cell_struts(truss, n=n, cell_size=cell_size)
     length = np.linalg.norm(nodes[struts[:, 1]] - nodes[struts[:, 0]], axis=1)
@@ -257,13 +260,24 @@ def truss_from_json(doc):
     from . import design_space as ds
     from .truss import Truss
 
+    where = "document"
     if not isinstance(doc, dict):
-        doc = json.loads(Path(doc).read_text())
+        where = str(doc)
+        try:
+            doc = json.loads(Path(doc).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{where}: not a JSON file ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT or "octant" not in doc:
-        raise ValueError(f"not a {EXPORT_FORMAT} document with an 'octant' lattice")
+        raise ValueError(f"{where}: not a {EXPORT_FORMAT} document with an 'octant' lattice")
     octant = doc["octant"]
-    edges = np.asarray(octant["edges"], dtype=np.int64).reshape(-1, 2)
-    return Truss(ds.edges_to_adjacency(edges), np.asarray(octant["offsets"], dtype=np.float64))
+    if not isinstance(octant, dict) or not {"edges", "offsets"} <= set(octant):
+        raise ValueError(f"{where}: the 'octant' lattice needs 'edges' and 'offsets'")
+    try:
+        edges = np.asarray(octant["edges"], dtype=np.float64)
+        offsets = np.asarray(octant["offsets"], dtype=np.float64)
+        return Truss(ds.edges_to_adjacency(edges), offsets)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: malformed 'octant' lattice ({exc})") from None
 
 
 def write_csv(truss, path, density: float = 0.15, n: int = 1, cell_size: float = 1.0,
@@ -516,6 +530,10 @@ def write_stl(path, vertices, faces, binary: bool = True, name: str = "gnn_truss
     """
     v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if not np.all(np.isfinite(v)):
+        raise ValueError("STL vertices contain NaN or inf")
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(f"STL faces refer to vertices outside 0..{len(v) - 1}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nrm = _normals(v, f)
@@ -551,17 +569,23 @@ def read_stl(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rec = np.frombuffer(data[84:], dtype=_STL_DTYPE, count=count)
         corners, normals = rec["v"].astype(np.float64), rec["normal"].astype(np.float64)
     else:
-        text = data.decode("ascii", "strict").split()
+        try:
+            text = data.decode("ascii", "strict").split()
+        except UnicodeDecodeError:
+            text = []  # binary, but its size does not match its triangle count: truncated
         if not text or text[0] != "solid":
-            raise ValueError(f"{path}: not an STL file")
+            raise ValueError(f"{path}: not an STL file (or a truncated binary STL)")
         corners, normals = [], []
-        for k, tok in enumerate(text):
-            if tok == "vertex":
-                corners.append([float(x) for x in text[k + 1:k + 4]])
-            elif tok == "normal":
-                normals.append([float(x) for x in text[k + 1:k + 4]])
-        corners = np.asarray(corners).reshape(-1, 3, 3)
-        normals = np.asarray(normals).reshape(-1, 3)
+        try:
+            for k, tok in enumerate(text):
+                if tok == "vertex":
+                    corners.append([float(x) for x in text[k + 1:k + 4]])
+                elif tok == "normal":
+                    normals.append([float(x) for x in text[k + 1:k + 4]])
+            corners = np.asarray(corners, dtype=np.float64).reshape(-1, 3, 3)
+            normals = np.asarray(normals, dtype=np.float64).reshape(-1, 3)
+        except ValueError as exc:
+            raise ValueError(f"{path}: malformed ASCII STL ({exc})") from None
     verts, inv = np.unique(corners.reshape(-1, 3), axis=0, return_inverse=True)
     return verts, inv.reshape(-1, 3), normals
 

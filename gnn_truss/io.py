@@ -51,12 +51,19 @@ def load_lattice(path) -> Truss:
         raise ValueError(f"lattice file not found: {path}")
     if path.suffix == ".npz":
         try:
-            with np.load(path) as z:
-                if "adjacency" not in z:
-                    raise ValueError(f"{path}: npz lattice needs an 'adjacency' array")
-                return Truss(z["adjacency"], z["offsets"] if "offsets" in z else None)
-        except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a corrupt file
+            z = np.load(path)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an npz archive")
+            with z:
+                arrays = {k: z[k] for k in ("adjacency", "offsets") if k in z.files}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # a corrupt file
             raise ValueError(f"{path}: not a readable npz file ({exc})") from exc
+        if "adjacency" not in arrays:
+            raise ValueError(f"{path}: npz lattice needs an 'adjacency' array")
+        try:
+            return Truss(arrays["adjacency"], arrays.get("offsets"))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -69,8 +76,11 @@ def load_lattice(path) -> Truss:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
     if "edges" not in doc:
         raise ValueError(f"{path}: missing 'edges'")
-    try:
-        edges = np.asarray(doc["edges"], dtype=np.int64).reshape(-1, 2)
+    if doc.get("version", 1) != 1:
+        raise ValueError(f"{path}: unsupported lattice file version {doc['version']!r} "
+                         f"(this gnn_truss reads version 1)")
+    try:  # float first: 0.5 is refused as a node index below instead of truncated to 0
+        edges = np.asarray(doc["edges"], dtype=np.float64)
         offsets = np.asarray(doc.get("offsets", np.zeros(ds.NUM_FREE_DOFS)), dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: malformed 'edges' or 'offsets' ({exc})") from exc

@@ -280,7 +280,11 @@ def load_target(text: str):
         if not path.is_file():
             raise ValueError(f"target file not found: {path}")
         if path.suffix == ".npy":
-            return np.load(path).reshape(-1).tolist()
+            try:
+                return np.load(path, allow_pickle=False).reshape(-1).tolist()
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{path}: not a readable .npy file of numbers "
+                                 f"({type(exc).__name__})") from None
         raw = path.read_text()
         if path.suffix in (".csv", ".txt"):
             try:

@@ -132,6 +132,8 @@ def import_published(src) -> Corpus:
     if missing:
         raise ValueError(f"{src}: missing published-format files {missing}")
     adj = _load_sparse(src / "adjacency-matrix.npz", 27)
+    if len(adj) == 0:
+        raise ValueError(f"{src / 'adjacency-matrix.npz'}: holds no lattices")
     pos = _load_sparse(src / "node-position.npz", 3)
     try:
         stiff = np.loadtxt(src / "stiffness-vec.csv", delimiter=",", ndmin=2)
@@ -152,8 +154,15 @@ def import_published(src) -> Corpus:
     if bad.any():
         raise ValueError(f"{src}: {int(bad.sum())} lattices have nodes off their fixed "
                          f"coordinates (first: lattice {int(np.argmax(bad))})")
-    free = np.clip(ds.pack_offsets(off), -0.5, 0.5)
+    free = ds.pack_offsets(off)
     used = adj.any(axis=2)
+    outside = (np.abs(free) > 0.5 + _FIX_TOL) & used[:, ds.FREE_DOF_NODE]
+    if outside.any():
+        b, k = np.argwhere(outside)[0]
+        raise ValueError(f"{src}: {int(outside.any(axis=1).sum())} lattices have used nodes "
+                         f"outside the octant [0, 1]^3 (first: lattice {b}, node "
+                         f"{ds.FREE_DOF_NODE[k]}, offset {free[b, k]:g})")
+    free = np.clip(free, -0.5, 0.5)
     free = free * used[:, ds.FREE_DOF_NODE]  # offsets of unused nodes carry no information
     curve = None
     if (src / "stress-strain.csv").exists():
@@ -163,7 +172,12 @@ def import_published(src) -> Corpus:
                              f"{curve.shape}")
     meta = {}
     if (src / "manifest.json").exists():
-        meta = json.loads((src / "manifest.json").read_text())
+        try:
+            meta = json.loads((src / "manifest.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{src / 'manifest.json'}: corrupt manifest ({exc})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{src / 'manifest.json'}: corrupt manifest (not a JSON object)")
     meta["imported_from"] = str(src)
     meta["source_node_order"] = order.tolist()
     c = Corpus(pack_adjacency(adj.astype(np.uint8)), free, stiff, curve, meta)

@@ -42,6 +42,11 @@ def corpus_statistics(corpus: Corpus, geometry_sample: int = 5000, seed: int = 0
     from .truss import Truss
 
     n = len(corpus)
+    if n == 0:
+        raise ValueError("the corpus is empty: no lattices to compute statistics of")
+    if isinstance(geometry_sample, bool) or not isinstance(geometry_sample, (int, np.integer)) \
+            or geometry_sample < 1:
+        raise ValueError(f"geometry_sample must be a positive integer, got {geometry_sample!r}")
     adj = unpack_adjacency(corpus.adj)
     used = adj.any(axis=2)
     beams = adj.sum(axis=(1, 2)) // 2

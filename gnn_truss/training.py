@@ -69,12 +69,7 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"unknown config key(s) model.{sorted(bad)}; allowed: "
                          f"{sorted(MODEL_KEYS)}")
     t = cfg["train"]
-    for key in ("epochs", "batch_size", "kl_cycles"):
-        if not isinstance(t[key], int) or t[key] < 1:
-            raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
-    for key in ("lr", "beta_max", "property_weight"):
-        if not isinstance(t[key], (int, float)) or t[key] < 0 or not math.isfinite(t[key]):
-            raise ValueError(f"train.{key} must be a finite non-negative number, got {t[key]!r}")
+    _check_values(cfg)
     if not isinstance(t["kl_ratio"], (int, float)) or not 0 < t["kl_ratio"] <= 1:
         raise ValueError(f"train.kl_ratio must lie in (0, 1], got {t['kl_ratio']!r}")
     if t["init_from"] is not None and not isinstance(t["init_from"], str):
@@ -120,6 +115,56 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
         raise ValueError(f"train.init_from: no parameter of {path} fits this model")
     model.load_state_dict(state)
     return copied, skipped
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
+        and math.isfinite(v)
+
+
+def _check_values(cfg: dict) -> None:
+    """Types and ranges of every value of a merged config (``ValueError`` naming the key)."""
+    from .nn.vae import check_model_config
+    t, d = cfg["train"], cfg["data"]
+    for key in ("epochs", "batch_size", "kl_cycles", "patience"):
+        if not _is_int(t[key]) or t[key] < 1:
+            raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
+    if not _is_int(t["seed"]):
+        raise ValueError(f"train.seed must be an integer, got {t['seed']!r}")
+    for key in ("lr", "lr_min", "weight_decay", "grad_clip", "beta_max", "property_weight"):
+        if not _is_number(t[key]) or t[key] < 0:
+            raise ValueError(f"train.{key} must be a finite non-negative number, got {t[key]!r}")
+    tl = t["time_limit_minutes"]
+    if tl is not None and (not _is_number(tl) or tl <= 0):
+        raise ValueError(f"train.time_limit_minutes must be a positive number or null, got "
+                         f"{tl!r}")
+    dev = t["device"]
+    ok = isinstance(dev, str)
+    if ok and dev != "auto":
+        try:
+            torch.device(dev)
+        except (RuntimeError, ValueError):
+            ok = False
+    if not ok:
+        raise ValueError(f"train.device must be 'auto' or a torch device such as 'cpu' or "
+                         f"'cuda:0', got {dev!r}")
+    if d["limit"] is not None and (not _is_int(d["limit"]) or d["limit"] < 1):
+        raise ValueError(f"data.limit must be a positive integer or null, got {d['limit']!r}")
+    if not _is_int(d["split_seed"]):
+        raise ValueError(f"data.split_seed must be an integer, got {d['split_seed']!r}")
+    from .dataset import SOURCES, TARGETS
+    if d["source"] not in SOURCES:
+        raise ValueError(f"data.source must be one of {list(SOURCES)}, got {d['source']!r}")
+    if d["target"] not in TARGETS:
+        raise ValueError(f"data.target must be one of {list(TARGETS)}, got {d['target']!r}")
+    for key, v in (("data.root", d["root"]), ("out", cfg["out"])):
+        if not isinstance(v, (str, os.PathLike)) or not str(v):
+            raise ValueError(f"{key} must be a path, got {v!r}")
+    check_model_config(cfg["model"])
 
 
 def load_config(path) -> dict:
@@ -176,10 +221,23 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+        # torch's own text spans many lines and advises weights_only=False: keep its gist only
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()
+                 and "weights_only" not in ln]
+        gist = lines[-1] if lines else ""
+        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}"
+                         f"{': ' + gist if gist else ''})") from exc
+    if not isinstance(ck, dict):
+        raise ValueError(f"{path}: not a gnn_truss checkpoint (holds a "
+                         f"{type(ck).__name__}, not a dict)")
     missing = {"model", "config", "normalizer", "fingerprint"} - set(ck)
     if missing:
         raise ValueError(f"{path}: not a gnn_truss checkpoint (missing {sorted(missing)})")
+    cfg = ck["config"]
+    if not (isinstance(cfg, dict) and isinstance(cfg.get("model"), dict)
+            and isinstance(cfg.get("data"), dict)):
+        raise ValueError(f"{path}: not a gnn_truss checkpoint (its config has no 'model' and "
+                         f"'data' sections)")
     return ck
 
 
@@ -292,6 +350,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
     if rank == 0 and not log_path.exists():
         with open(log_path, "w", newline="") as fh:
             csv.writer(fh).writerow(fields)
+    elif rank == 0:
+        _truncate_log(log_path, start_epoch)
     deadline = None if not t["time_limit_minutes"] else time.time() + 60 * t["time_limit_minutes"]
     bar = None
     if progress and rank == 0:
@@ -368,6 +428,22 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _truncate_log(path: Path, start_epoch: int) -> None:
+    """Drop the rows of epochs ``>= start_epoch`` from ``metrics.csv`` (a run killed between
+    writing an epoch's row and saving its checkpoint redoes that epoch); atomic rewrite."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return
+    keep = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < start_epoch]
+    if len(keep) == len(rows):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        csv.writer(fh).writerows(keep)
+    os.replace(tmp, path)
 
 
 def _broadcast_int(value: int, device) -> int:

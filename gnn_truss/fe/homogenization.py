@@ -134,6 +134,14 @@ def _nan_C() -> np.ndarray:
 
 
 def _check_material(density: float, E: float, nu: float) -> None:
+    for name, value in (("relative density", density), ("Young's modulus", E),
+                        ("Poisson's ratio", nu)):
+        try:
+            if isinstance(value, (bool, str, bytes)):
+                raise TypeError
+            float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a real number, got {value!r}") from None
     if not (np.isfinite(density) and 0 < density < 1):
         raise ValueError(f"relative density must lie in (0, 1), got {density}")
     if not (np.isfinite(E) and E > 0):
@@ -248,6 +256,8 @@ def homogenize(truss: Truss, density: float = 0.15, E: float = 1.0, nu: float = 
         :class:`Homogenization` with ``C`` in units of ``E`` (Voigt, engineering shears).
     """
     _check_material(density, E, nu)
+    if not isinstance(truss, Truss):
+        raise ValueError(f"expected a Truss, got {type(truss).__name__}")
     if truss.num_edges == 0:
         return Homogenization(_nan_C(), Status.INVALID, density=density, message="no beams")
     if validate:
@@ -407,8 +417,17 @@ def homogenize_batch(trusses, density: float = 0.15, E: float = 1.0, nu: float =
     _check_material(density, E, nu)
     if isinstance(trusses, tuple) and len(trusses) == 2 and isinstance(trusses[0], np.ndarray):
         adjs, offs = np.asarray(trusses[0]), np.asarray(trusses[1], dtype=np.float64)
+        if adjs.ndim != 3 or adjs.shape[1:] != (27, 27):
+            raise ValueError(f"adjacency must have shape (B, 27, 27), got {adjs.shape}")
+        if offs.shape not in ((len(adjs), 27, 3), (len(adjs), 27)):
+            raise ValueError(f"offsets must have shape ({len(adjs)}, 27, 3) or "
+                             f"({len(adjs)}, 27) to match the adjacency, got {offs.shape}")
     else:
         trusses = list(trusses)
+        bad = [k for k, t in enumerate(trusses) if not isinstance(t, Truss)]
+        if bad:
+            raise ValueError(f"expected a sequence of Truss, item {bad[0]} is a "
+                             f"{type(trusses[bad[0]]).__name__}")
         adjs = np.stack([t.adjacency for t in trusses]) if trusses else np.zeros((0, 27, 27))
         offs = np.stack([t.offsets for t in trusses]) if trusses else np.zeros((0, 27, 3))
     B = len(adjs)

@@ -65,6 +65,7 @@ from ..truss import Truss
 from .beam import circular_section
 from .corotational import (corotational_beams, element_energy, element_forces,
                            element_forces_and_tangent)
+from .homogenization import _check_material
 
 __all__ = ["LABEL_STRAINS", "CompressionModel", "CompressionResult", "compression_model",
            "compress", "compress_truss", "compression_labels_batch"]
@@ -184,10 +185,15 @@ def compression_model(truss: Truss, density: float = 0.15, E: float = 1.0, nu: f
     Raises:
         ValueError: for an invalid lattice or bad parameters.
     """
-    if elements_per_strut < 1:
+    if isinstance(elements_per_strut, bool) or not isinstance(elements_per_strut,
+                                                              (int, np.integer)) \
+            or elements_per_strut < 1:
         raise ValueError(f"elements_per_strut must be >= 1, got {elements_per_strut}")
-    if imperfection < 0:
+    if not (np.isfinite(imperfection) and imperfection >= 0):
         raise ValueError(f"imperfection must be >= 0, got {imperfection}")
+    _check_material(density, E, nu)
+    if not isinstance(truss, Truss):
+        raise ValueError(f"expected a Truss, got {type(truss).__name__}")
     bad = truss.validate()
     if bad:
         raise ValueError("invalid lattice: " + ", ".join(bad))
@@ -666,7 +672,15 @@ def compress(model: CompressionModel, axis: int = 2, max_strain: float = 0.25,
                              LABEL_STRAINS[LABEL_STRAINS <= max_strain + 1e-12])
         strains = np.union1d(strains, [max_strain])
     strains = np.asarray(strains, dtype=float)
+    if strains.ndim != 1 or len(strains) == 0 or not np.all(np.isfinite(strains)) \
+            or np.any(np.diff(strains) <= 0) or not 0 < strains[0] <= strains[-1] < 1:
+        raise ValueError(f"strains must be an increasing list of strains in (0, 1), got "
+                         f"{strains.tolist()}")
     snaps = sorted(float(s) for s in snapshot_strains)
+    outside = [s for s in snaps if not 0 <= s <= strains[-1]]
+    if outside:
+        raise ValueError(f"snapshot strains must lie in [0, {strains[-1]:g}] (the final "
+                         f"strain), got {outside}")
     strains = np.union1d(strains, [s for s in snaps if 0 < s <= strains[-1]])
     fscale = model.E * np.pi * model.radius**2
     w = np.zeros((cell.N, 3))

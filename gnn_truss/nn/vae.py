@@ -20,8 +20,10 @@ Losses (methods, PyG ``GAE`` style; every term is a per-lattice sum averaged ove
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +32,7 @@ from .decoder import AdjacencyDecoder, OffsetDecoder
 from .encoder import MLPEncoder, TrussGNNEncoder
 from .predictor import PropertyPredictor
 
-__all__ = ["LatentSizes", "TrussVAE", "build_model", "MODEL_KEYS"]
+__all__ = ["LatentSizes", "TrussVAE", "build_model", "check_model_config", "MODEL_KEYS"]
 
 LOGSIG_MIN, LOGSIG_MAX = -12.0, 4.0
 
@@ -159,12 +161,38 @@ class TrussVAE(nn.Module):
         return {"total": total, "adj": adj, "offset": off, "property": prop, "kl": kl}
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def check_model_config(cfg: dict) -> None:
+    """Types and ranges of the ``model`` section; ``ValueError`` naming the key."""
+    for key in ("topology", "shared", "geometry"):
+        if key in cfg and not _is_int(cfg[key]):  # the range is LatentSizes' check
+            raise ValueError(f"model.{key} must be an integer latent size, got {cfg[key]!r}")
+    for key in ("hidden", "layers", "readout", "num_targets"):
+        if key in cfg and not (_is_int(cfg[key]) and cfg[key] >= 1):
+            raise ValueError(f"model.{key} must be a positive integer, got {cfg[key]!r}")
+    for key in ("mlp_hidden", "decoder_hidden", "offset_hidden", "predictor_hidden"):
+        if key in cfg and not (isinstance(cfg[key], (list, tuple)) and
+                               all(_is_int(v) and v >= 1 for v in cfg[key])):
+            raise ValueError(f"model.{key} must be a list of positive integers (layer "
+                             f"widths), got {cfg[key]!r}")
+    w = cfg.get("offset_weight", 1.0)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and
+                                                                      math.isfinite(w)):
+        raise ValueError(f"model.offset_weight must be a finite non-negative number, got {w!r}")
+
+
 def build_model(cfg: dict) -> TrussVAE:
     """A :class:`TrussVAE` from the ``model`` section of a config (see ``configs/``)."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"model config must be a mapping, got {cfg!r}")
     unknown = set(cfg) - MODEL_KEYS
     if unknown:
         raise ValueError(f"unknown model config keys {sorted(unknown)}; allowed: "
                          f"{sorted(MODEL_KEYS)}")
+    check_model_config(cfg)
     sizes = LatentSizes(cfg.get("topology", 8), cfg.get("shared", 32), cfg.get("geometry", 8))
     kind = cfg.get("encoder", "gnn")
     if kind == "gnn":
