@@ -232,13 +232,31 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_checkpoint
+    from .evaluation import compare_reports, evaluate_checkpoint
 
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name("evaluation")
+    baseline = None
+    if args.baseline:  # read it first: a bad file fails before the long evaluation
+        try:
+            baseline = json.loads(Path(args.baseline).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--baseline {args.baseline}: not a readable report.json "
+                             f"({type(exc).__name__})") from None
+        if not isinstance(baseline, dict) or "adjacency" not in baseline:
+            raise ValueError(f"--baseline {args.baseline}: not a report.json of "
+                             f"'gnn-truss evaluate'")
     report = evaluate_checkpoint(args.checkpoint, out, n_samples=args.samples,
                                  split=args.split, limit=args.limit,
                                  fe_check=not args.no_fe)
     print(json.dumps(report.get("summary", report), indent=1))
+    if baseline is not None:
+        name = lambda r: Path(str(r.get("checkpoint", "?"))).parent.name or "model"  # noqa
+        a, b = name(report), name(baseline)
+        if a == b:
+            a, b = "this", "baseline"
+        table = compare_reports({a: report, b: baseline})
+        (out / "comparison.md").write_text(table)
+        print(table)
     print(f"wrote {out / 'report.json'} and figures", file=sys.stderr)
     return 0
 
@@ -682,6 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="evaluate the first LIMIT lattices of the split")
     ev.add_argument("--no-fe", action="store_true",
                     help="skip the FE check in the strict validity")
+    ev.add_argument("--baseline", metavar="REPORT",
+                    help="report.json of another model on the same split: also write "
+                         "OUT/comparison.md, the two side by side")
     ev.set_defaults(func=_cmd_evaluate)
 
     t = sub.add_parser("train", help="train the graph VAE and property predictor",

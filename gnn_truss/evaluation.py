@@ -43,7 +43,7 @@ from .truss import Truss
 
 __all__ = ["STIFFNESS_NAMES", "CURVE_NAMES", "adjacency_metrics", "position_r2",
            "r2_per_component", "nrmse_curves", "decode_trusses", "sample_validity",
-           "evaluate_checkpoint"]
+           "evaluate_checkpoint", "compare_reports", "COMPARED_METRICS"]
 
 log = logging.getLogger(__name__)
 
@@ -433,3 +433,72 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     (out / "report.json").write_text(json.dumps(report, indent=1))
     log.info("evaluation of %s written to %s", checkpoint_path, out)
     return report
+
+
+# --------------------------------------------------------------------------- side by side
+
+#: ``(label, path in report.json, higher is better)`` rows of :func:`compare_reports`.
+COMPARED_METRICS = (
+    ("adjacency accuracy (paper)", ("adjacency", "accuracy_paper"), True),
+    ("exact-lattice match", ("adjacency", "exact_match"), True),
+    ("edge F1", ("adjacency", "edge_f1"), True),
+    ("node-position R^2 x", ("geometry", "r2_x"), True),
+    ("node-position R^2 y", ("geometry", "r2_y"), True),
+    ("node-position R^2 z", ("geometry", "r2_z"), True),
+    ("offset R^2 (used nodes)", ("geometry", "r2_offsets"), True),
+    ("property R^2 mean", ("property", "r2_mean"), True),
+    ("curve NRMSE", ("property", "nrmse"), False),
+    ("validity (paper)", ("samples", "validity_paper"), True),
+    ("validity (strict)", ("samples", "validity_strict"), True),
+    ("uniqueness", ("samples", "uniqueness"), True),
+    ("novelty", ("samples", "novelty"), True),
+)
+
+
+def _lookup(report: dict, path: tuple):
+    v = report
+    for k in path:
+        if not isinstance(v, dict) or k not in v:
+            return None
+        v = v[k]
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def compare_reports(reports: dict) -> str:
+    """A Markdown table of :func:`evaluate_checkpoint` reports side by side, one column per
+    model, every metric of :data:`COMPARED_METRICS` plus the ``R^2`` of each property
+    component, and a last column naming the best model per row (``"tie"`` within 1e-4).
+
+    Args:
+        reports: ``{name: report dict}`` (e.g. ``{"GNN": ..., "MLP": ...}``), at least one.
+
+    Returns:
+        The table (str); metrics missing from every report are left out.
+
+    Raises:
+        ValueError: no reports, or reports on different splits / targets / test sets.
+    """
+    if not reports:
+        raise ValueError("compare_reports needs at least one report")
+    names = list(reports)
+    keys = {(r.get("split"), r.get("target"), r.get("num_lattices")) for r in reports.values()}
+    if len(keys) > 1:
+        raise ValueError(f"reports are not on the same test set (split, target, lattices): "
+                         f"{sorted(map(str, keys))}")
+    rows = list(COMPARED_METRICS)
+    comps = [c for r in reports.values() for c in (r.get("property", {}).get("r2") or {})]
+    for c in dict.fromkeys(comps):
+        rows.append((f"R^2 {c}", ("property", "r2", c), True))
+    lines = ["| metric | " + " | ".join(names) + " | best |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for label, path, higher in rows:
+        vals = [_lookup(reports[n], path) for n in names]
+        if all(v is None for v in vals):
+            continue
+        known = [(v, n) for v, n in zip(vals, names) if v is not None]
+        top = max(v for v, _ in known) if higher else min(v for v, _ in known)
+        winners = [n for v, n in known if abs(v - top) <= 1e-4]
+        best = "tie" if len(winners) == len(names) and len(names) > 1 else ", ".join(winners)
+        cells = ["n/a" if v is None else f"{v:.4f}" for v in vals]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {best} |")
+    return "\n".join(lines) + "\n"

@@ -305,3 +305,47 @@ def test_plot_parity_log_axes_only_for_positive_components(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0
     with pytest.raises(ValueError):
         plot_parity(true, true, ["only one"])
+
+
+# ------------------------------------------------------------------ side by side
+def _report(exact, r2_c11, nrmse=None, n=30):
+    rep = {"split": "test", "target": "stiffness", "num_lattices": n,
+           "adjacency": {"accuracy_paper": 0.99, "exact_match": exact, "edge_f1": 0.9},
+           "property": {"r2": {"C11": r2_c11, "C12": 0.5}, "r2_mean": (r2_c11 + 0.5) / 2},
+           "samples": {"validity_paper": 0.8}}
+    if nrmse is not None:
+        rep["property"]["nrmse"] = nrmse
+    return rep
+
+
+def test_compare_reports_table_and_winners():
+    from gnn_truss.evaluation import compare_reports
+    table = compare_reports({"GNN": _report(0.30, 0.9, nrmse=0.04),
+                             "MLP": _report(0.20, 0.95, nrmse=0.05)})
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+            for r in table.splitlines()[2:]}
+    assert rows["exact-lattice match"] == ["0.3000", "0.2000", "GNN"]
+    assert rows["R^2 C11"] == ["0.9000", "0.9500", "MLP"]
+    assert rows["curve NRMSE"][-1] == "GNN"  # lower is better
+    assert rows["R^2 C12"][-1] == "tie" and rows["validity (paper)"][-1] == "tie"
+    assert "node-position R^2 x" not in rows  # in no report: left out
+    with pytest.raises(ValueError, match="same test set"):
+        compare_reports({"a": _report(0.3, 0.9), "b": _report(0.3, 0.9, n=31)})
+    with pytest.raises(ValueError, match="at least one"):
+        compare_reports({})
+
+
+def test_evaluate_cli_with_baseline_writes_comparison(trained, tmp_path, capsys):
+    from gnn_truss.cli import main
+    base = trained / "eval_base"
+    evaluate_checkpoint(trained / "run" / "best.pt", base, n_samples=0)
+    out = tmp_path / "cmp"
+    assert main(["evaluate", str(trained / "run" / "last.pt"), "--out", str(out), "--samples",
+                 "0", "--baseline", str(base / "report.json")]) == 0
+    table = (out / "comparison.md").read_text()
+    assert table.startswith("| metric | this | baseline | best |")
+    assert "| exact-lattice match |" in table and table in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["evaluate", str(trained / "run" / "last.pt"), "--baseline",
+                 str(tmp_path / "bad.json")]) == 2
+    assert "not a report.json" in capsys.readouterr().err
