@@ -999,7 +999,7 @@ def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
     title += ("no FE-valid design" if best is None else
               f"best {obj.value_name} {best.fe_value:.4g} (dataset {result.dataset_best_value:.4g},"
               f" {best.improvement:+.1f} %)")
-    allv = np.concatenate([cloud_xy, ver, *paths])
+    allv = np.concatenate([cloud_xy, ver, starts])  # FE values only: paths may hold outliers
     scale = ["log" if _log_axis(allv[:, i]) else "linear" for i in (0, 1)]
     plot_design_path(cloud_xy, paths, ver, None if best is None else ver[0], xname, yname,
                      path=out / "path.png", title=title, xscale=scale[0], yscale=scale[1],

@@ -1144,7 +1144,9 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
         reference_xy: ``[2]`` the dataset best (green diamond), optional.
         highlight: index of a path drawn bold (the run of the best design), optional.
 
-    Non-finite points (lattices without an FE value) are left out.
+    Non-finite points (lattices without an FE value) are left out. The view covers the FE
+    values (cloud, starts, designs) and the path points within half their span; paths running
+    further out (predictions for near-singular iterates) leave the view.
 
     Returns:
         The Figure (6.4 x 5.2 in).
@@ -1199,6 +1201,10 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
                        edgecolors="k", linewidths=0.8, zorder=4, label=text["best"])
         ax.set_xscale(xscale)
         ax.set_yscale(yscale)
+        anchors = [cloud, verified] + ([starts] if starts is not None else []) + \
+            [np.asarray(v, dtype=np.float64).reshape(1, 2) for v in (reference_xy, best)
+             if v is not None]
+        _view_limits(ax, finite(np.concatenate(anchors)), paths, (xscale, yscale))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -1207,6 +1213,31 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
         if title:
             ax.set_title(title)
         return _finish(fig, path)
+
+
+def _view_limits(ax, anchors: np.ndarray, paths: list, scales) -> None:
+    """Axis limits from the data that are FE values (cloud, designs, starts), widened by path
+    points lying within half their span: predicted labels of near-singular iterates (e.g.
+    Poisson's ratios of 1e8) would otherwise squeeze everything into one dot."""
+    if len(anchors) == 0:
+        return
+    pts = np.concatenate([p for p in paths if len(p)]) if any(len(p) for p in paths) \
+        else np.zeros((0, 2))
+    for k, (scale, setter) in enumerate(zip(scales, (ax.set_xlim, ax.set_ylim))):
+        a, q = anchors[:, k], pts[:, k]
+        if scale == "log":
+            a, q = a[a > 0], q[q > 0]
+            if len(a) == 0:
+                continue
+            a, q = np.log10(a), np.log10(q)
+        lo, hi = a.min(), a.max()
+        span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+        near = q[(q >= lo - 0.5 * span) & (q <= hi + 0.5 * span)]
+        if len(near):
+            lo, hi = min(lo, near.min()), max(hi, near.max())
+        pad = 0.05 * (hi - lo if hi > lo else span)
+        lo, hi = lo - pad, hi + pad
+        setter((10 ** lo, 10 ** hi) if scale == "log" else (lo, hi))
 
 
 def plot_design_progress(steps, values, verified_steps, verified_values, ylabel: str,

@@ -472,3 +472,16 @@ def test_match_curve_end_to_end(corpus, tmp_path):
     summary = write_design(res, tmp_path, curves, figures=True)
     assert summary["value_name"] == "NRMSE"
     assert (tmp_path / "curves.png").exists()
+
+
+def test_plot_design_path_view_ignores_runaway_predictions(tmp_path):
+    from gnn_truss.plotting import plot_design_path
+    rng = np.random.default_rng(0)
+    cloud = rng.uniform(-1.0, 0.5, (300, 2))
+    path = np.array([[0.0, -0.5], [0.1, -0.9], [1.5e7, -1.5e8], [0.2, -1.2]])  # one runaway
+    fig = plot_design_path(cloud, [path], np.array([[0.2, -1.1]]), [0.2, -1.1], "nu12", "nu21",
+                           path=tmp_path / "p.png")
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert -1.5 < lo < -1.2 and 0.5 < hi < 0.7  # FE values and the near path point, padded
+    assert ax.get_xlim()[1] < 1.0  # the runaway point left the view
