@@ -774,8 +774,10 @@ def _no_minor_labels(ax) -> None:
     """Log axes labelled at 1, 2, 5 x 10^k in plain numbers (the default minor labels of a
     range of one or two decades overlap)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        decades = np.log10(max(lim) / min(lim)) if min(lim) > 0 else np.inf
+        subs = (1.0, 2.0, 5.0) if decades <= 1.6 else (1.0,) if decades > 3 else (1.0, 3.0)
+        axis.set_major_locator(LogLocator(base=10, subs=subs))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(NullFormatter())
 
