@@ -44,6 +44,7 @@ The CLI glue (:func:`add_design_arguments`, :func:`design_main`) backs ``gnn-tru
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -1179,6 +1180,8 @@ def design_main(args) -> int:
             raise ValueError(f"--target {args.target!r} needs a corpus with compression "
                              f"curves; {corpus_path} has none")
         objective = parse_objective(args.objective, curve_target(args.target, corpus.curve))
+        objective = dataclasses.replace(objective, spec=f"{objective.spec} "
+                                                        f"{args.target.strip()}")
     result = run_design(model, normalizer, corpus, objective, starts=args.starts,
                         steps=args.steps, lr=args.lr, relax=args.relax,
                         trust_margin=None if args.no_trust_region else args.trust_margin,

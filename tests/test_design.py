@@ -485,3 +485,30 @@ def test_plot_design_path_view_ignores_runaway_predictions(tmp_path):
     lo, hi = ax.get_ylim()
     assert -1.5 < lo < -1.2 and 0.5 < hi < 0.7  # FE values and the near path point, padded
     assert ax.get_xlim()[1] < 1.0  # the runaway point left the view
+
+
+def test_design_main_named_curve_target(corpus, tmp_path, capsys):
+    """``--target softening`` is built from the corpus' curves and names the objective; the
+    finals are verified by nonlinear FE (2 starts keep it quick)."""
+    from gnn_truss.fe.nonlinear import LABEL_STRAINS
+    from gnn_truss.objectives import curve_target
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "num_targets": 13}).eval()
+    curves = corpus.stiffness[:, 5:6] * LABEL_STRAINS[None] / (1 + 20 * LABEL_STRAINS[None])
+    save_compact(Corpus(corpus.adj, corpus.offset, corpus.stiffness, curves, {}),
+                 tmp_path / "data" / "raw" / "corpus.npz")
+    ck = {"model": model.state_dict(), "normalizer": TargetNormalizer.fit(curves).to_dict(),
+          "fingerprint": "test",
+          "config": {"data": {"root": str(tmp_path / "data"), "source": "corpus",
+                              "target": "curve", "split_seed": 0, "limit": None},
+                     "model": {**SMALL, "num_targets": 13}}}
+    torch.save(ck, tmp_path / "curve.pt")
+    rc = design_main(_args("--checkpoint", str(tmp_path / "curve.pt"), "--objective",
+                           "match-curve", "--target", "softening", "--starts", "2", "--steps",
+                           "2", "--out", str(tmp_path / "out"), "--workers", "1",
+                           "--no-progress", "--no-figures", "--exports", "0"))
+    assert rc == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["objective"] == "match-curve softening"
+    assert np.allclose(summary["target"], curve_target("softening", curves), rtol=1e-12)
+    assert "dataset best NRMSE" in capsys.readouterr().out
