@@ -286,15 +286,28 @@ def _split_hashes(dataset) -> set:
 def _run_split(model, dataset, target: str, batch_size: int = 256) -> dict:
     from torch_geometric.loader import DataLoader
     device = next(model.parameters()).device
-    keys = ("logits", "offsets", "pred", "adj", "offset", "y", target)
+    keys = ("mu", "logits", "offsets", "pred", "adj", "offset", "y", target)
     acc: dict = {k: [] for k in keys}
     for b in DataLoader(dataset, batch_size=batch_size):
         out = model(b.to(device), sample=False)
-        for k in ("logits", "offsets", "pred"):
+        for k in ("mu", "logits", "offsets", "pred"):
             acc[k].append(out[k].cpu())
         for k in ("adj", "offset", "y", target):
             acc[k].append(b[k].cpu())
     return {k: torch.cat(v).double() for k, v in acc.items()}
+
+
+def _plot_latent(mu: np.ndarray, labels: np.ndarray, target: str, path: Path):
+    """``latent.png``: the latent means of the split (PCA) coloured by the FE Voigt bulk
+    modulus (stiffness models) or the stress at 24.5 % strain (curve models)."""
+    from .plotting import plot_latent_projection
+    if target == "stiffness":
+        from .objectives import property_table
+        values, name = property_table(labels)["K_V"], "Voigt bulk modulus K_V / E_s (FE)"
+    else:
+        values, name = labels[:, -1], "stress at 24.5 % strain / E_s (FE)"
+    return plot_latent_projection(mu, values, path, value_label=name, log=True,
+                                  title="latent means of the split (PCA)")
 
 
 def _finite_or_none(obj):
@@ -326,8 +339,9 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     split, checks the dataset fingerprint, runs the model on the latent means (no sampling) and
     computes every metric of the module docstring, plus :func:`sample_validity` of
     ``n_samples`` prior samples (novelty against the training split). Writes
-    ``out_dir/report.json``, ``out_dir/parity.png`` (predicted vs true property per component)
-    and ``out_dir/reconstruction.png``.
+    ``out_dir/report.json``, ``out_dir/parity.png`` (predicted vs true property per component),
+    ``out_dir/reconstruction.png`` and ``out_dir/latent.png`` (latent means, PCA, coloured by a
+    property).
 
     Args:
         checkpoint_path: ``best.pt`` or ``last.pt``.
@@ -351,9 +365,9 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             checkpoint's.
     """
     from .dataset import TargetNormalizer
-    from .nn import build_model
+    from .exploration import load_model
     from .plotting import plot_parity, plot_reconstruction
-    from .training import build_datasets, load_checkpoint, validate_config
+    from .training import build_datasets, validate_config
 
     splits = ("train", "val", "test")
     if split not in splits:
@@ -362,21 +376,10 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
         raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
-    ck = load_checkpoint(checkpoint_path)
-    if not isinstance(ck["config"], dict) or not isinstance(ck["config"].get("model"), dict) \
-            or not isinstance(ck["config"].get("data"), dict):
-        raise ValueError(f"{checkpoint_path}: not a gnn_truss checkpoint (its 'config' lacks "
-                         f"the 'model' and 'data' sections)")
+    model, ck = load_model(checkpoint_path)
     cfg = copy.deepcopy(ck["config"])
     if data_overrides:
         cfg = validate_config({**cfg, "data": {**cfg["data"], **data_overrides}})
-    model = build_model(cfg["model"])
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as exc:
-        raise ValueError(f"{checkpoint_path}: weights do not match the saved model config "
-                         f"({exc})") from exc
-    model.eval()
     datasets = dict(zip(splits, build_datasets(cfg)))
     if ck["fingerprint"] != datasets["train"].fingerprint:
         raise ValueError(f"{checkpoint_path} was trained on different data: fingerprint "
@@ -411,6 +414,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     plot_parity(true_phys.numpy(), pred_phys.numpy(), names, out / "parity.png")
     plot_reconstruction(r["logits"].numpy(), r["adj"].numpy(), r["offsets"].numpy(),
                         r["offset"].numpy(), out / "reconstruction.png")
+    _plot_latent(r["mu"].numpy(), true_phys.numpy(), target, out / "latent.png")
     report = {
         "checkpoint": str(checkpoint_path), "epoch": ck.get("epoch"), "split": split,
         "num_lattices": len(data), "target": target, "fingerprint": ck["fingerprint"],
@@ -427,7 +431,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                 "uniqueness": samples["uniqueness"], "novelty": samples["novelty"]},
         },
         "adjacency": adj, "geometry": geo, "property": prop, "samples": samples,
-        "figures": ["parity.png", "reconstruction.png"],
+        "figures": ["parity.png", "reconstruction.png", "latent.png"],
     }
     report = _finite_or_none(report)
     (out / "report.json").write_text(json.dumps(report, indent=1))

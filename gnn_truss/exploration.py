@@ -204,13 +204,8 @@ def load_model(checkpoint, device: str | torch.device = "cpu"):
     """
     from .nn import build_model
     from .training import load_checkpoint
-    ck = load_checkpoint(checkpoint, map_location=device)
-    cfg = ck["config"]
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict) \
-            or not isinstance(cfg.get("data"), dict):
-        raise ValueError(f"{checkpoint}: not a gnn_truss checkpoint (its 'config' lacks the "
-                         f"'model' and 'data' sections)")
-    model = build_model(cfg["model"])
+    ck = load_checkpoint(checkpoint, map_location=device)  # checks the config sections
+    model = build_model(ck["config"]["model"])
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as exc:

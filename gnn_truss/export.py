@@ -690,24 +690,23 @@ def _int_at_least(low: int):
     return parse
 
 
-def _density(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"relative density must lie in (0, 1), got {value}")
-    return value
+def _float_where(ok, expected: str, bad: str):
+    """argparse type: a float for which ``ok(value)`` holds."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{bad}, got {value}")
+        return value
+    return parse
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
-    return value
+_density = _float_where(lambda v: 0 < v < 1, "a number in (0, 1)",
+                        "relative density must lie in (0, 1)")
+_positive = _float_where(lambda v: bool(np.isfinite(v) and v > 0), "a positive number",
+                         "must be a positive number")
 
 
 #: One-line help and description for the ``export`` subcommand (for :mod:`gnn_truss.cli`).

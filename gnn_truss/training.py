@@ -70,7 +70,7 @@ def validate_config(cfg: dict) -> dict:
                          f"{sorted(MODEL_KEYS)}")
     t = cfg["train"]
     _check_values(cfg)
-    if not isinstance(t["kl_ratio"], (int, float)) or not 0 < t["kl_ratio"] <= 1:
+    if not _is_number(t["kl_ratio"]) or not 0 < t["kl_ratio"] <= 1:
         raise ValueError(f"train.kl_ratio must lie in (0, 1], got {t['kl_ratio']!r}")
     if t["init_from"] is not None and not isinstance(t["init_from"], str):
         raise ValueError(f"train.init_from must be a checkpoint path, got {t['init_from']!r}")
@@ -117,10 +117,6 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
     return copied, skipped
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
         and math.isfinite(v)
@@ -128,7 +124,7 @@ def _is_number(v) -> bool:
 
 def _check_values(cfg: dict) -> None:
     """Types and ranges of every value of a merged config (``ValueError`` naming the key)."""
-    from .nn.vae import check_model_config
+    from .nn.vae import _is_int, check_model_config
     t, d = cfg["train"], cfg["data"]
     for key in ("epochs", "batch_size", "kl_cycles", "patience"):
         if not _is_int(t[key]) or t[key] < 1:

@@ -233,7 +233,7 @@ def test_evaluate_checkpoint_writes_report_and_figures(trained):
     rep = evaluate_checkpoint(trained / "run" / "best.pt", out, n_samples=16)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(rep))
-    for f in ("parity.png", "reconstruction.png"):
+    for f in ("parity.png", "reconstruction.png", "latent.png"):
         assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert rep["split"] == "test" and rep["num_lattices"] == 30  # 10 % of 300
     assert set(rep["property"]["r2"]) == set(STIFFNESS_NAMES)
@@ -349,3 +349,16 @@ def test_evaluate_cli_with_baseline_writes_comparison(trained, tmp_path, capsys)
     assert main(["evaluate", str(trained / "run" / "last.pt"), "--baseline",
                  str(tmp_path / "bad.json")]) == 2
     assert "not a report.json" in capsys.readouterr().err
+
+
+def test_latent_figure_is_coloured_by_the_fe_bulk_modulus(tmp_path):
+    from gnn_truss.evaluation import _plot_latent
+    from gnn_truss.properties import stiffness_from_vector, voigt_bulk_modulus
+    corpus = load_corpus(SHIPPED, limit=50)
+    mu = np.random.default_rng(0).normal(size=(50, 6))
+    fig = _plot_latent(mu, corpus.stiffness, "stiffness", tmp_path / "latent.png")
+    kv = np.asarray(voigt_bulk_modulus(stiffness_from_vector(corpus.stiffness)))
+    coloured = [c.get_array() for c in fig.axes[0].collections if c.get_array() is not None]
+    assert len(coloured) == 1
+    assert np.allclose(np.sort(np.asarray(coloured[0])), np.sort(np.log10(kv)), rtol=1e-10)
+    assert (tmp_path / "latent.png").read_bytes()[:4] == b"\x89PNG"
