@@ -380,38 +380,15 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
 # --------------------------------------------------------------------------- decode and repair
 
 def repair_design(truss: Truss) -> Truss:
-    """Light repair of a decoded lattice (documented, deterministic):
-
-    1. :func:`gnn_truss.generator.repair`: drop beams longer than ``sqrt(3)/2``, then
-       repeatedly drop the beams of nodes with fewer than two beams in the periodic cell
-       (dangling nodes);
-    2. keep only the connected component with the most beams (ties: the most nodes, then the
-       lowest node index); stray components are dropped with their offsets.
+    """Light repair of a decoded lattice for inverse design (documented, deterministic):
+    :func:`gnn_truss.exploration.light_repair` with ``drop_long=True``, i.e. drop beams longer
+    than ``sqrt(3)/2``, prune dangling nodes, keep the largest connected component.
 
     Beams are never added and nodes never moved, so the result may still fail
     :meth:`Truss.validate` (e.g. ``spans_cell``); the FE check reports that as ``invalid``.
     """
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    from .generator import repair
-    t = repair(truss)
-    if t.num_edges == 0:
-        return t
-    adj = t.adjacency.copy()
-    _, lab = connected_components(csr_matrix(adj), directed=False)
-    used = adj.any(axis=1)
-    comps = np.unique(lab[used])
-    if len(comps) > 1:
-        def size(c):
-            nodes = np.flatnonzero((lab == c) & used)
-            return (int(adj[np.ix_(nodes, nodes)].sum()) // 2, len(nodes), -int(nodes.min()))
-        keep = max(comps, key=size)
-        drop = used & (lab != keep)
-        adj[drop, :] = 0
-        adj[:, drop] = 0
-        t = Truss(adj, np.where(adj.any(axis=1)[:, None], t.offsets, 0.0))
-    return t
+    from .exploration import light_repair
+    return light_repair(truss, drop_long=True)[0]
 
 
 @torch.no_grad()

@@ -71,12 +71,15 @@ class RepairReport:
         component_nodes: nodes dropped with the smaller connected components.
         removed_edges: ``[K, 2]`` beams removed (either reason).
         num_components: connected components after pruning, before the largest was kept.
+        long_edges: ``[L, 2]`` beams removed for being longer than ``sqrt(3)/2`` (only with
+            ``drop_long``).
     """
 
     dangling_nodes: tuple = ()
     component_nodes: tuple = ()
     removed_edges: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     num_components: int = 0
+    long_edges: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
     @property
     def changed(self) -> bool:
@@ -86,7 +89,8 @@ class RepairReport:
         return {"dangling_nodes": [int(n) for n in self.dangling_nodes],
                 "component_nodes": [int(n) for n in self.component_nodes],
                 "removed_edges": self.removed_edges.tolist(),
-                "num_components": int(self.num_components)}
+                "num_components": int(self.num_components),
+                "long_edges": np.asarray(self.long_edges).tolist()}
 
 
 def _component_labels(adj: np.ndarray) -> np.ndarray:
@@ -97,10 +101,13 @@ def _component_labels(adj: np.ndarray) -> np.ndarray:
     return np.where(adj.any(axis=1), lab, -1)
 
 
-def light_repair(truss: Truss) -> tuple[Truss, RepairReport]:
+def light_repair(truss: Truss, drop_long: bool = False) -> tuple[Truss, RepairReport]:
     """Light post-processing of a decoded lattice (Zheng et al. 2023: "a light post-processing
     step" for a lack of connectivity).
 
+    0. Only with ``drop_long``: remove the beams longer than ``sqrt(3)/2``
+       (:data:`~gnn_truss.design_space.R_MAX`; the inverse-design repair,
+       :func:`gnn_truss.design.repair_design`).
     1. Repeatedly remove every used node with fewer than two beams in the periodic cell
        (:meth:`Truss.physical_degree` < 2: a dangling node) together with its beam, until none
        is left. (A node's periodic degree is at least its octant degree, so only octant leaves
@@ -108,18 +115,27 @@ def light_repair(truss: Truss) -> tuple[Truss, RepairReport]:
     2. Keep only the largest connected component: most beams, then most nodes, then the one
        holding the lowest node index (deterministic).
 
-    Beams are never added, nodes never moved and over-long beams left alone, so the result can
-    still violate other rules of :meth:`Truss.validate` (e.g. ``spans_cell``). Offsets of the
-    removed nodes are set to zero.
+    Beams are never added and nodes never moved (over-long beams are left alone unless
+    ``drop_long``), so the result can still violate other rules of :meth:`Truss.validate`
+    (e.g. ``spans_cell``). Offsets of the removed nodes are set to zero.
 
     Args:
         truss: a :class:`~gnn_truss.truss.Truss`.
+        drop_long: first remove beams longer than ``sqrt(3)/2`` (reported in
+            ``long_edges``).
 
     Returns:
         ``(repaired truss, RepairReport)``; a valid lattice comes back unchanged (equal) with an
         empty report.
     """
     adj = truss.adjacency.copy()
+    long_edges = np.zeros((0, 2), np.int64)
+    if drop_long:
+        i, j = np.nonzero(np.triu(adj, k=1))
+        pos = truss.positions
+        long = np.linalg.norm(pos[j] - pos[i], axis=1) > ds.R_MAX + 1e-9
+        adj[i[long], j[long]] = adj[j[long], i[long]] = 0
+        long_edges = np.stack([i[long], j[long]], axis=1).astype(np.int64)
     dangling: list[int] = []
     while True:
         t = Truss(adj, np.where(adj.any(axis=1)[:, None], truss.offsets, 0.0))
@@ -144,7 +160,7 @@ def light_repair(truss: Truss) -> tuple[Truss, RepairReport]:
     used = adj.any(axis=1)
     out = Truss(adj, np.where(used[:, None], truss.offsets, 0.0))
     removed = ds.adjacency_to_edges(truss.adjacency & ~adj.astype(bool))
-    return out, RepairReport(tuple(dangling), tuple(dropped), removed, len(comps))
+    return out, RepairReport(tuple(dangling), tuple(dropped), removed, len(comps), long_edges)
 
 
 # --------------------------------------------------------------------------- identity

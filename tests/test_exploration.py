@@ -152,6 +152,23 @@ def test_light_repair_zeroes_offsets_of_removed_nodes_and_handles_empty():
     assert lone.num_edges == 0 and rep.changed
 
 
+def test_light_repair_drop_long_removes_long_beams_before_pruning():
+    # SC + edge node 3 at (1, 0.5, 0) on two beams: 3-26 to (1, 1, 1) (length 1.118 >
+    # sqrt(3)/2) and 3-8 to (1, 1, 0). With both it is no dangling node (periodic degree 3);
+    # once the long beam is gone it hangs on 3-8 alone and is pruned next.
+    sc = Truss.elementary("sc")
+    t = Truss.from_edges([*sc.edges.tolist(), (3, 26), (3, 8)])
+    assert t.physical_degree()[3] == 3
+    kept, rep = light_repair(t)  # default: long beams are left alone
+    assert kept == t and not rep.changed and len(rep.long_edges) == 0
+    fixed, rep = light_repair(t, drop_long=True)
+    assert fixed == sc and fixed.is_valid
+    assert rep.long_edges.tolist() == [[3, 26]]
+    assert rep.dangling_nodes == (3,)
+    assert sorted(map(tuple, rep.removed_edges.tolist())) == [(3, 8), (3, 26)]
+    assert rep.to_dict()["long_edges"] == [[3, 26]]
+
+
 # --------------------------------------------------------------------------- lerp / slerp
 
 def test_lerp_end_points_and_midpoint():
