@@ -68,6 +68,7 @@ __all__ = [
     "PROPERTY_ALIASES", "canonical_property", "Objective", "parse_objective", "load_target",
     "property_table", "curve_target", "select_starts", "encode_trusses", "FACE_NODES", "spans_after_repair",
     "predict_decoded", "trust_region", "OptimizationTrace", "optimize_latents",
+    "refine_candidates",
     "repair_design", "decode_designs", "Verification", "verify_candidates", "Candidate",
     "DesignResult", "improvement_percent", "run_design", "path_axes", "axis_values",
     "write_design",
@@ -512,7 +513,8 @@ class Candidate:
     Attributes:
         run: optimisation run (index into the starts).
         step: optimisation step of the decoded latent.
-        source: ``"best"`` (the run's best iterate) or ``"path"`` (a path snapshot).
+        source: ``"best"`` (the run's best iterate), ``"path"`` (a path snapshot) or
+            ``"refine"`` (a child of the FE-guided refinement, :func:`refine_candidates`).
         truss: the repaired lattice; repaired: whether the repair changed it.
         status: FE status; label: FE label ``[9]`` / ``[13]`` (NaN unless ``ok``).
         C: ``[6, 6]`` linear FE stiffness (NaN if it failed).
@@ -671,10 +673,84 @@ def _verify_and_rank(objective, pool: dict, reference_label, density, workers, s
     return cands, ver.seconds, time.perf_counter() - t0
 
 
+def refine_candidates(model, normalizer, objective: Objective, candidates: list,
+                      reference_label, rounds: int = 10, parents: int = 10,
+                      children: int = 50, sigma=(0.02, 0.5), relax: str = "straight-through",
+                      density: float = 0.15, workers: int | None = None, seed: int = 0,
+                      first_step: int = 0) -> tuple[list, int, float]:
+    r"""FE-guided refinement in the latent space (an elitist evolution strategy).
+
+    Each round takes the ``parents`` best FE-verified candidates so far (distinct lattices),
+    encodes them to their latent means, draws ``children`` latents around each,
+    :math:`z = \mu + s\,\epsilon` with :math:`\epsilon \sim N(0, I)` and a step size
+    ``s`` log-uniform in ``sigma`` (several scales at once), decodes them (threshold 0.5),
+    repairs them (:func:`repair_design`) and FE-verifies the lattices not seen before. The
+    decoder keeps every child in the learned design space; the FE alone decides which ones
+    become parents, so predictor errors cannot steer the search.
+
+    Args:
+        model, normalizer, objective: as :func:`run_design`.
+        candidates: FE-verified :class:`Candidate` s (the seeds of the first round).
+        reference_label: the dataset best's label ``[D]`` (for the improvement in %).
+        rounds, parents, children: rounds, parents per round, children per parent.
+        sigma: ``(low, high)`` latent step sizes (latent units; the prior has unit variance).
+        relax, density, workers, seed: as :func:`run_design` (``seed`` seeds the draws).
+        first_step: ``step`` recorded for the children of round ``r`` is
+            ``first_step + r + 1`` (after the gradient steps).
+
+    Returns:
+        ``(all candidates incl. the new ones, best FE score first; lattices verified;
+        FE seconds)``. Children carry their parent's ``run`` and ``source="refine"``.
+    """
+    lo, hi = float(sigma[0]), float(sigma[1])
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        raise ValueError(f"sigma must be 0 < low <= high, got {sigma}")
+    for name, v in (("rounds", rounds), ("parents", parents), ("children", children)):
+        if v < 0 or (name != "rounds" and v == 0):
+            raise ValueError(f"refine {name} must be {'>= 0' if name == 'rounds' else 'positive'}"
+                             f", got {v}")
+    gen = torch.Generator().manual_seed(seed)
+    cands = sorted(candidates, key=lambda c: (c.fe_score, c.run, c.step))
+    seen = {c.truss.canonical_hash() for c in cands}
+    verified, fe_seconds = 0, 0.0
+    for r in range(rounds):
+        top = [c for c in cands if c.status == "ok" and math.isfinite(c.fe_score)][:parents]
+        if not top:
+            break
+        mu = encode_trusses(model, [c.truss for c in top]).cpu()
+        n = len(top) * children
+        scale = torch.exp(torch.empty(n, 1).uniform_(math.log(lo), math.log(hi), generator=gen))
+        z = mu.repeat_interleave(children, 0) + scale * torch.randn(n, mu.shape[1],
+                                                                    generator=gen)
+        decoded = decode_designs(model, z)
+        repaired = [repair_design(t) for t in decoded]
+        hashes = [t.canonical_hash() for t in repaired]
+        keep = [i for i, h in enumerate(hashes) if h not in seen and repaired[i].num_edges]
+        keep = list({hashes[i]: i for i in reversed(keep)}.values())[::-1]  # first of each
+        if not keep:
+            continue
+        with torch.no_grad():
+            pred = predict_decoded(model, normalizer, z[keep].to(_device(model)), relax)
+        pool = {"decoded": [decoded[i] for i in keep], "repaired": [repaired[i] for i in keep],
+                "runs": np.array([top[i // children].run for i in keep]),
+                "steps": np.full(len(keep), first_step + r + 1),
+                "source": np.array(["refine"] * len(keep)),
+                "predicted": np.asarray(objective.value(pred.double().cpu().numpy())),
+                "hashes": [hashes[i] for i in keep]}
+        new, sec, _ = _verify_and_rank(objective, pool, reference_label, density, workers,
+                                       seed)
+        seen.update(pool["hashes"])
+        verified += len(new)
+        fe_seconds += sec
+        cands = sorted(cands + new, key=lambda c: (c.fe_score, c.run, c.step))
+    return cands, verified, fe_seconds
+
+
 def run_design(model, normalizer, corpus, objective: Objective, starts: int = 100,
                steps: int = 1000, lr: float = 0.01, relax: str = "straight-through",
                trust_margin: float | None = 2.0, path_candidates: int | None = None,
-               record_every: int | None = None,
+               record_every: int | None = None, refine_rounds: int | None = None,
+               refine_parents: int = 10, refine_children: int = 50,
                density: float = 0.15, workers: int | None = None, seed: int = 0,
                progress: bool = False) -> DesignResult:
     """Inverse design end to end (see the module docstring).
@@ -696,6 +772,10 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         path_candidates: path snapshots per run verified besides the best iterate (default:
             50 for stiffness objectives, whose linear FE is cheap; 0 for curves).
         record_every: path recording interval (default: ``steps / 100``, at least 1).
+        refine_rounds: rounds of FE-guided latent refinement after the gradient stage
+            (:func:`refine_candidates`; default 10 for stiffness objectives, 0 for curves,
+            whose nonlinear FE costs about 2 s per lattice).
+        refine_parents, refine_children: parents per round (10) and children per parent (50).
         density: relative density of the FE models (0.15).
         workers: FE processes.
         seed: torch seed (and the imperfection seed of the nonlinear FE).
@@ -717,6 +797,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         raise ValueError(f"the corpus has no {objective.label} labels")
     if path_candidates is None:
         path_candidates = 50 if objective.label == "stiffness" else 0
+    if refine_rounds is None:
+        refine_rounds = 10 if objective.label == "stiffness" else 0
     record_every = record_every or max(1, steps // 100)
     torch.manual_seed(seed)
     timings = {}
@@ -734,13 +816,24 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     timings["decode_repair"] = time.perf_counter() - t0
     cands, timings["fe"], timings["rank"] = _verify_and_rank(objective, pool, labels[idx[0]],
                                                              density, workers, seed)
+    num_candidates = len(pool["runs"])
+    if refine_rounds:
+        t0 = time.perf_counter()
+        cands, n_refined, fe_sec = refine_candidates(
+            model, normalizer, objective, cands, labels[idx[0]], refine_rounds, refine_parents,
+            refine_children, relax=relax, density=density, workers=workers, seed=seed,
+            first_step=steps)
+        num_candidates += n_refined
+        timings["refine"] = time.perf_counter() - t0
     settings = {"starts": int(len(idx)), "steps": steps, "lr": lr, "relax": relax,
                 "trust_margin": trust_margin,
                 "path_candidates": path_candidates, "record_every": record_every,
+                "refine_rounds": refine_rounds, "refine_parents": refine_parents,
+                "refine_children": refine_children,
                 "density": density, "seed": seed, "corpus_size": len(labels)}
     ref_value = float(objective.value(labels[idx[0]][None])[0])
     return DesignResult(objective, idx, labels[idx], int(idx[0]), start_trusses[0],
-                        labels[idx[0]], ref_value, trace, cands, len(pool["runs"]), settings,
+                        labels[idx[0]], ref_value, trace, cands, num_candidates, settings,
                         timings)
 
 
@@ -950,7 +1043,7 @@ def _write_exports(candidates, folder: Path, density: float, cell_size: float) -
 
 
 def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
-                   seed: int) -> list:
+                   seed: int, max_paths: int = 15) -> list:
     from .plotting import (plot_design_curves, plot_design_path, plot_design_progress,
                            plot_lattice_with_surface, plot_strip)
     obj = result.objective
@@ -963,9 +1056,11 @@ def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
             lab = lab[np.random.default_rng(seed).choice(len(lab), cloud, replace=False)]
         cloud_xy = np.stack([axis_values(xname, lab), axis_values(yname, lab)], axis=1)
     tr = result.trace
-    paths = [np.stack([axis_values(xname, tr.labels[:, r]), axis_values(yname, tr.labels[:, r])],
-                      axis=1) for r in range(tr.labels.shape[1])]
     ok = [c for c in result.candidates if c.status == "ok"]
+    # the paths of the runs that gave the best designs (all 100 are an unreadable tangle)
+    runs = list(dict.fromkeys(c.run for c in ok))[:max_paths]
+    paths = [np.stack([axis_values(xname, tr.labels[:, r]), axis_values(yname, tr.labels[:, r])],
+                      axis=1) for r in runs]
     ver = np.array([[axis_values(xname, c.label[None])[0], axis_values(yname, c.label[None])[0]]
                     for c in ok]).reshape(-1, 2)
     best = result.best
@@ -981,11 +1076,16 @@ def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
     scale = ["log" if _log_axis(allv[:, i]) else "linear" for i in (0, 1)]
     plot_design_path(cloud_xy, paths, ver, None if best is None else ver[0], xname, yname,
                      path=out / "path.png", title=title, xscale=scale[0], yscale=scale[1],
-                     start_xy=starts, reference_xy=ref,
-                     highlight=None if best is None else best.run)
+                     start_xy=starts, reference_xy=ref, highlight=None if best is None else 0,
+                     labels={"paths": f"optimisation paths ({len(runs)} runs of the best "
+                                      f"designs)"})
     values = np.asarray(obj.value(tr.labels.reshape(-1, tr.labels.shape[-1])))
-    plot_design_progress(tr.steps, values.reshape(tr.labels.shape[:2]), [c.step for c in ok],
-                         [c.fe_value for c in ok], obj.value_name,
+    grad = [c for c in ok if c.source != "refine"]
+    ref_c = [c for c in ok if c.source == "refine"]
+    plot_design_progress(tr.steps, values.reshape(tr.labels.shape[:2]), [c.step for c in grad],
+                         [c.fe_value for c in grad], obj.value_name,
+                         refined=([c.step - result.settings["steps"] for c in ref_c],
+                                  [c.fe_value for c in ref_c]),
                          reference=result.dataset_best_value, path=out / "progress.png",
                          title=title, highlight=None if best is None else best.run)
     files += ["path.png", "progress.png"]
@@ -1097,6 +1197,13 @@ def add_design_arguments(parser) -> None:
     parser.add_argument("--path-candidates", type=int, default=None,
                         help="path snapshots per run verified by FE besides the best iterate "
                              "(default 50 for stiffness objectives, 0 for curves)")
+    parser.add_argument("--refine-rounds", type=int, default=None,
+                        help="rounds of FE-guided latent refinement after the gradient stage "
+                             "(default 10 for stiffness objectives, 0 for curves)")
+    parser.add_argument("--refine-parents", type=int, default=10,
+                        help="best FE-verified designs refined per round (10)")
+    parser.add_argument("--refine-children", type=int, default=50,
+                        help="latent samples decoded and FE-verified per parent and round (50)")
     parser.add_argument("--designs", type=int, default=10, help="lattice files written (10)")
     parser.add_argument("--exports", type=int, default=3,
                         help="best designs also exported as JSON + STL to OUT/exports (3)")
@@ -1119,6 +1226,12 @@ def _check_args(args) -> None:
                              f"got {v}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise ValueError(f"--lr must be a finite positive number, got {args.lr}")
+    if args.refine_rounds is not None and args.refine_rounds < 0:
+        raise ValueError(f"--refine-rounds must be >= 0, got {args.refine_rounds}")
+    for name in ("refine_parents", "refine_children"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got "
+                             f"{getattr(args, name)}")
     if args.path_candidates is not None and args.path_candidates < 0:
         raise ValueError(f"--path-candidates must be >= 0, got {args.path_candidates}")
     if not (args.trust_margin >= 0 and math.isfinite(args.trust_margin)):
@@ -1162,7 +1275,9 @@ def design_main(args) -> int:
     result = run_design(model, normalizer, corpus, objective, starts=args.starts,
                         steps=args.steps, lr=args.lr, relax=args.relax,
                         trust_margin=None if args.no_trust_region else args.trust_margin,
-                        path_candidates=args.path_candidates, workers=args.workers,
+                        path_candidates=args.path_candidates,
+                        refine_rounds=args.refine_rounds, refine_parents=args.refine_parents,
+                        refine_children=args.refine_children, workers=args.workers,
                         seed=args.seed, progress=not args.no_progress)
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", objective.spec)
     out = Path(args.out) if args.out else Path("results") / f"design-{safe}"

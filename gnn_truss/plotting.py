@@ -1148,7 +1148,8 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
 
     Non-finite points (lattices without an FE value) are left out. The view covers the FE
     values (cloud, starts, designs) and the path points within half their span; paths running
-    further out (predictions for near-singular iterates) leave the view.
+    further out (predictions for near-singular iterates) leave the view, and their lines break
+    there rather than cross it. More than 300 designs are drawn as small markers.
 
     Returns:
         The Figure (6.4 x 5.2 in).
@@ -1177,16 +1178,6 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
             ax.scatter(cloud[:, 0], cloud[:, 1], s=4, color="#c8c8c8", alpha=0.6,
                        edgecolors="none", label=f"{text['cloud']} ({len(cloud)})", zorder=1,
                        rasterized=True)
-        for i, p in enumerate(paths):
-            if len(p) == 0:
-                continue
-            ax.plot(p[:, 0], p[:, 1], "-", lw=0.7, alpha=0.6, color="#4a78b5", zorder=2,
-                    label=text["paths"] if i == 0 else None)
-            ax.plot(p[0, 0], p[0, 1], "o", ms=2.5, color="#4a78b5", zorder=2)
-        if highlight is not None and 0 <= highlight < len(paths) and len(paths[highlight]):
-            p = paths[highlight]
-            ax.plot(p[:, 0], p[:, 1], "-", lw=1.8, color="#08306b", zorder=3,
-                    label="path of the best design")
         if starts is not None and len(starts):
             ax.scatter(starts[:, 0], starts[:, 1], s=16, marker="s", facecolor="none",
                        edgecolor="#555555", linewidths=0.7, zorder=2, label="starts")
@@ -1195,8 +1186,10 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
             ax.scatter([r[0]], [r[1]], s=80, marker="D", color="#2ca02c", edgecolors="k",
                        zorder=4, label="dataset best")
         if len(verified):
-            ax.scatter(verified[:, 0], verified[:, 1], s=30, marker="D", color="#f39c12",
-                       edgecolors="k", linewidths=0.5, zorder=3,
+            many = len(verified) > 300
+            ax.scatter(verified[:, 0], verified[:, 1], s=8 if many else 30, marker="D",
+                       color="#f39c12", edgecolors="k", linewidths=0.2 if many else 0.5,
+                       zorder=3, rasterized=many,
                        label=f"{text['verified']} ({len(verified)})")
         if best is not None:
             ax.scatter([best[0]], [best[1]], s=260, marker="*", color="#e31a1c",
@@ -1207,6 +1200,22 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
             [np.asarray(v, dtype=np.float64).reshape(1, 2) for v in (reference_xy, best)
              if v is not None]
         _view_limits(ax, finite(np.concatenate(anchors)), paths, (xscale, yscale))
+        lim = (ax.get_xlim(), ax.get_ylim())
+        drawn = False
+        for i, p in enumerate(paths):
+            if len(p) == 0:
+                continue
+            q = _break_outside(p, lim)
+            ax.plot(q[:, 0], q[:, 1], "-", lw=0.7, alpha=0.6, color="#4a78b5", zorder=2,
+                    label=None if drawn else text["paths"])
+            ax.plot(p[0, 0], p[0, 1], "o", ms=2.5, color="#4a78b5", zorder=2)
+            drawn = True
+        if highlight is not None and 0 <= highlight < len(paths) and len(paths[highlight]):
+            q = _break_outside(paths[highlight], lim)
+            ax.plot(q[:, 0], q[:, 1], "-", lw=1.8, color="#08306b", zorder=3,
+                    label="path of the best design")
+        ax.set_xlim(*lim[0])
+        ax.set_ylim(*lim[1])
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -1215,6 +1224,14 @@ def plot_design_path(cloud_xy, paths, verified_xy, best_xy, xlabel: str, ylabel:
         if title:
             ax.set_title(title)
         return _finish(fig, path)
+
+
+def _break_outside(p: np.ndarray, lim) -> np.ndarray:
+    """``[T, 2]`` path with the points outside the view ``((x0, x1), (y0, y1))`` set to NaN:
+    the line breaks there instead of streaking across the view towards a runaway point."""
+    (x0, x1), (y0, y1) = (sorted(l) for l in lim)
+    inside = (p[:, 0] >= x0) & (p[:, 0] <= x1) & (p[:, 1] >= y0) & (p[:, 1] <= y1)
+    return np.where(inside[:, None], p, np.nan)
 
 
 def _view_limits(ax, anchors: np.ndarray, paths: list, scales) -> None:
@@ -1244,7 +1261,7 @@ def _view_limits(ax, anchors: np.ndarray, paths: list, scales) -> None:
 
 def plot_design_progress(steps, values, verified_steps, verified_values, ylabel: str,
                          reference: float | None = None, path=None, title: str | None = None,
-                         highlight: int | None = None):
+                         highlight: int | None = None, refined=None):
     """Objective value against the optimisation step (Zheng et al. 2023, Fig. 5, left).
 
     Args:
@@ -1256,14 +1273,23 @@ def plot_design_progress(steps, values, verified_steps, verified_values, ylabel:
         reference: the dataset best (dashed line), optional.
         path: PNG path or ``None``.
         highlight: run drawn bold (the run of the best design), optional.
+        refined: ``(rounds [m], values [m])`` FE values of the lattices of the FE-guided
+            refinement by round (1, 2, ...), drawn in a narrow panel on the right, optional.
+
+    The y view covers the FE values; predictions running far outside (near-singular
+    iterates) leave it.
 
     Returns:
-        The :class:`matplotlib.figure.Figure` (6.4 x 4.4 in).
+        The :class:`matplotlib.figure.Figure` (6.4 x 4.4 in; 8.4 x 4.4 with ``refined``).
     """
     steps = np.asarray(steps)
     values = np.asarray(values, dtype=np.float64).reshape(len(steps), -1)
-    fig = _new_figure((6.4, 4.4))
-    ax = fig.add_subplot(1, 1, 1)
+    has_ref = refined is not None and len(refined[0]) > 0
+    fig = _new_figure((8.4 if has_ref else 6.4, 4.4))
+    if has_ref:
+        ax, ax_r = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 1]})
+    else:
+        ax, ax_r = fig.add_subplot(1, 1, 1), None
     ax.plot(steps, values, "-", lw=0.4, alpha=0.25, color="#1f77b4")
     ax.plot([], [], "-", color="#1f77b4", label="predicted (all runs)")
     if highlight is not None and 0 <= highlight < values.shape[1]:
@@ -1271,14 +1297,36 @@ def plot_design_progress(steps, values, verified_steps, verified_values, ylabel:
                 label="predicted (run of the best design)")
     ax.scatter(verified_steps, verified_values, s=12, facecolor="none", edgecolor="#d62728",
                lw=0.8, zorder=5, label="FE-verified candidates")
-    if reference is not None and np.isfinite(reference):
-        ax.axhline(reference, ls="--", color="#2ca02c", label="dataset best (FE)")
+    for a in (ax, ax_r):
+        if a is not None and reference is not None and np.isfinite(reference):
+            a.axhline(reference, ls="--", color="#2ca02c", label="dataset best (FE)")
+    if has_ref:
+        rounds = np.asarray(refined[0], dtype=np.float64)
+        jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(rounds))
+        ax_r.scatter(rounds + jitter, refined[1], s=8, color="#ff7f0e", alpha=0.5, lw=0,
+                     zorder=4, rasterized=len(rounds) > 300)
+        ax_r.set_xlabel("refinement round")
+        ax_r.grid(alpha=0.3)
+    # y view from the FE values (as the path figure): runaway predictions leave the view
+    fe_y = np.concatenate([np.asarray(verified_values, dtype=np.float64).reshape(-1),
+                           np.asarray(refined[1] if has_ref else [],
+                                      dtype=np.float64).reshape(-1),
+                           [reference if reference is not None else np.nan]])
+    fe_y = fe_y[np.isfinite(fe_y)]
+    if len(fe_y):
+        anchors = np.stack([np.full(len(fe_y), float(steps.min()) if len(steps) else 0.0),
+                            fe_y], axis=1)
+        _view_limits(ax, anchors, [np.stack([steps, v], axis=1) for v in values.T],
+                     ("linear", "linear"))
+        ax.autoscale(enable=True, axis="x")
+        ax.relim()
+        ax.autoscale_view(scalex=True, scaley=False)
     ax.set_xlabel("optimisation step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     return _finish(fig, path)
 
 

@@ -288,7 +288,8 @@ def design_run(corpus, model_and_norm, tmp_path_factory):
     model, norm = model_and_norm
     obj = parse_objective("max-E22")
     result = run_design(model, norm, corpus, obj, starts=5, steps=12, lr=0.05,
-                        path_candidates=3, workers=1)
+                        path_candidates=3, refine_rounds=2, refine_parents=2,
+                        refine_children=6, workers=1)
     out = tmp_path_factory.mktemp("design")
     summary = write_design(result, out, corpus.stiffness, designs=4, figures=True, exports=2,
                            cell_size=5.0)
@@ -318,7 +319,10 @@ def test_exports_are_the_ranked_designs(design_run):
 
 def test_every_candidate_is_fe_verified_and_ranked(design_run):
     result, _, _ = design_run
-    assert result.num_candidates == 5 * (1 + 3)
+    refined = sum(c.source == "refine" for c in result.candidates)
+    assert refined > 0  # the refinement found lattices the gradient stage did not
+    assert result.num_candidates == 5 * (1 + 3) + refined  # refined ones: deduplicated first
+    assert {c.step for c in result.candidates if c.source == "refine"} <= {13, 14}
     assert sum(c.status == "ok" for c in result.candidates) >= 3
     assert len(result.candidates) <= result.num_candidates
     hashes = [c.truss.canonical_hash() for c in result.candidates]
@@ -336,6 +340,75 @@ def test_every_candidate_is_fe_verified_and_ranked(design_run):
         else:
             assert c.fe_score == math.inf and np.isnan(c.fe_value)
     assert result.best is None or result.best is result.candidates[0]
+
+
+def _seed_candidates(corpus, model_and_norm, n=4):
+    """FE-verified candidates made from the first ``n`` corpus lattices."""
+    from gnn_truss.design import _verify_and_rank
+    obj = parse_objective("max-E22")
+    trusses = [corpus.truss(i) for i in range(n)]
+    pool = {"decoded": trusses, "repaired": trusses, "runs": np.arange(n),
+            "steps": np.zeros(n, int), "source": np.array(["best"] * n),
+            "predicted": np.zeros(n), "hashes": [t.canonical_hash() for t in trusses]}
+    cands, _, _ = _verify_and_rank(obj, pool, corpus.stiffness[0], 0.15, 1, 0)
+    return obj, cands
+
+
+def test_refine_candidates_is_elitist_verified_and_seeded(corpus, model_and_norm):
+    from gnn_truss.design import refine_candidates
+    model, norm = model_and_norm
+    obj, seeds = _seed_candidates(corpus, model_and_norm)
+    out, n, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], rounds=3,
+                                  parents=2, children=8, workers=1, seed=1)
+    assert n == len(out) - len(seeds) > 0
+    hashes = [c.truss.canonical_hash() for c in out]
+    assert len(set(hashes)) == len(hashes)  # never the same lattice twice
+    assert {c.truss.canonical_hash() for c in seeds} <= set(hashes)  # nothing lost
+    scores = [c.fe_score for c in out]
+    assert scores == sorted(scores) and scores[0] <= min(c.fe_score for c in seeds)
+    for c in out:
+        if c.source == "refine" and c.status == "ok":
+            assert np.allclose(c.label, homogenize(c.truss).S, rtol=1e-8, atol=1e-12)
+            assert c.step in (1, 2, 3) and c.run in (0, 1, 2, 3)
+    again, _, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], rounds=3,
+                                    parents=2, children=8, workers=1, seed=1)
+    assert [c.truss.canonical_hash() for c in again] == hashes  # seeded
+
+
+def test_refine_candidates_tiny_steps_give_the_decodes_of_the_parents(corpus, model_and_norm):
+    # with steps of 1e-12 (below float32 resolution) every child is its parent's latent mean:
+    # one round verifies exactly the distinct repaired decodes of the parents that are not
+    # seeds yet
+    import copy
+
+    from gnn_truss.design import refine_candidates
+    model, norm = model_and_norm
+    model = copy.deepcopy(model)
+    with torch.no_grad():  # decisive logits: float noise cannot flip a beam
+        model.adj_decoder.net[-1].weight.mul_(1e3)
+        model.adj_decoder.net[-1].bias.mul_(1e3)
+    obj, seeds = _seed_candidates(corpus, model_and_norm, n=6)
+    parents = [c for c in seeds if c.status == "ok"][:3]
+    own = [repair_design(t) for t in decode_designs(model, encode_trusses(
+        model, [c.truss for c in parents]))]
+    expected = {t.canonical_hash() for t in own if t.num_edges} - \
+        {c.truss.canonical_hash() for c in seeds}
+    out, n, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], rounds=1,
+                                  parents=3, children=4, sigma=(1e-12, 1e-12), workers=1)
+    new = {c.truss.canonical_hash() for c in out if c.source == "refine"}
+    assert n == len(new) == len(expected) and new == expected
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"rounds": -1}, "rounds"), ({"parents": 0}, "parents"), ({"children": 0}, "children"),
+    ({"sigma": (0.5, 0.1)}, "sigma"), ({"sigma": (0.0, 0.1)}, "sigma"),
+])
+def test_refine_candidates_rejects_bad_settings(corpus, model_and_norm, kwargs, match):
+    from gnn_truss.design import refine_candidates
+    model, norm = model_and_norm
+    with pytest.raises(ValueError, match=match):
+        refine_candidates(model, norm, parse_objective("max-E22"), [], corpus.stiffness[0],
+                          **kwargs)
 
 
 def test_dataset_best_is_the_corpus_maximum(design_run, corpus):
@@ -432,6 +505,8 @@ def test_design_main_writes_results(cli_files, capsys):
     (["--objective", "max-E2", "--target", "softening"], "takes no target"),
     (["--objective", "match-curve", "--target", "softening"], "curve labels"),
     (["--objective", "max-E2", "--exports", "-1"], "--exports"),
+    (["--objective", "max-E2", "--refine-rounds", "-1"], "--refine-rounds"),
+    (["--objective", "max-E2", "--refine-children", "0"], "--refine-children"),
     (["--objective", "max-E2", "--cell-size", "0"], "--cell-size"),
 ])
 def test_design_main_bad_input(cli_files, argv, match):
@@ -485,6 +560,30 @@ def test_plot_design_path_view_ignores_runaway_predictions(tmp_path):
     lo, hi = ax.get_ylim()
     assert -1.5 < lo < -1.2 and 0.5 < hi < 0.7  # FE values and the near path point, padded
     assert ax.get_xlim()[1] < 1.0  # the runaway point left the view
+
+
+def test_plot_design_path_breaks_lines_outside_the_view(tmp_path):
+    from gnn_truss.plotting import plot_design_path
+    cloud = np.random.default_rng(0).uniform(-1.0, 0.5, (300, 2))
+    path = np.array([[0.0, -0.5], [0.1, -0.9], [1.5e7, -1.5e8], [0.2, -1.2]])
+    fig = plot_design_path(cloud, [path], np.array([[0.2, -1.1]]), [0.2, -1.1], "nu12", "nu21")
+    line = [ln for ln in fig.axes[0].lines if len(ln.get_xdata()) == 4][0]
+    y = np.asarray(line.get_ydata(), dtype=float)
+    assert np.isnan(y[2]) and np.allclose(y[[0, 1, 3]], [-0.5, -0.9, -1.2])
+
+
+def test_plot_design_progress_refinement_panel_and_fe_view(tmp_path):
+    from gnn_truss.plotting import plot_design_progress
+    steps = np.arange(0, 50, 10)
+    values = np.array([[-0.5, -0.6], [-0.7, -0.6], [-1.0e8, -0.8], [-0.9, -0.9], [-1.0, -1.0]])
+    fig = plot_design_progress(steps, values, [0, 40], [-0.6, -0.95], "nu21", reference=-0.9,
+                               refined=([1, 1, 2], [-1.1, -1.2, -1.4]),
+                               path=tmp_path / "p.png")
+    assert len(fig.axes) == 2 and (tmp_path / "p.png").stat().st_size > 0
+    lo, hi = fig.axes[0].get_ylim()
+    assert -1.6 < lo < -1.4 and -0.6 < hi < 0.0  # FE values incl. refinement, padded
+    assert fig.axes[1].get_ylim() == (lo, hi)  # shared y
+    assert len(plot_design_progress(steps, values, [0], [-0.6], "nu21").axes) == 1
 
 
 def test_design_main_named_curve_target(corpus, tmp_path, capsys):
