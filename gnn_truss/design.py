@@ -677,7 +677,8 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
                       reference_label, rounds: int = 10, parents: int = 10,
                       children: int = 50, sigma=(0.02, 0.5), relax: str = "straight-through",
                       density: float = 0.15, workers: int | None = None, seed: int = 0,
-                      first_step: int = 0) -> tuple[list, int, float]:
+                      first_step: int = 0, verify_per_round: int | None = None
+                      ) -> tuple[list, int, float]:
     r"""FE-guided refinement in the latent space (an elitist evolution strategy).
 
     Each round takes the ``parents`` best FE-verified candidates so far (distinct lattices),
@@ -697,6 +698,8 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
         relax, density, workers, seed: as :func:`run_design` (``seed`` seeds the draws).
         first_step: ``step`` recorded for the children of round ``r`` is
             ``first_step + r + 1`` (after the gradient steps).
+        verify_per_round: FE-verify at most this many new lattices per round, those with the
+            best *predicted* score (a screen for expensive nonlinear FE); ``None``: all.
 
     Returns:
         ``(all candidates incl. the new ones, best FE score first; lattices verified;
@@ -705,6 +708,8 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
     lo, hi = float(sigma[0]), float(sigma[1])
     if not (0 < lo <= hi and math.isfinite(hi)):
         raise ValueError(f"sigma must be 0 < low <= high, got {sigma}")
+    if verify_per_round is not None and verify_per_round < 1:
+        raise ValueError(f"verify_per_round must be positive, got {verify_per_round}")
     for name, v in (("rounds", rounds), ("parents", parents), ("children", children)):
         if v < 0 or (name != "rounds" and v == 0):
             raise ValueError(f"refine {name} must be {'>= 0' if name == 'rounds' else 'positive'}"
@@ -731,11 +736,18 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
             continue
         with torch.no_grad():
             pred = predict_decoded(model, normalizer, z[keep].to(_device(model)), relax)
+        pred = pred.double().cpu().numpy()
+        if verify_per_round is not None and len(keep) > verify_per_round:
+            with np.errstate(all="ignore"):
+                sc = np.nan_to_num(np.asarray(objective.score(pred), dtype=np.float64),
+                                   nan=np.inf)
+            best = np.sort(np.argsort(sc, kind="stable")[:verify_per_round])
+            keep, pred = [keep[i] for i in best], pred[best]
         pool = {"decoded": [decoded[i] for i in keep], "repaired": [repaired[i] for i in keep],
                 "runs": np.array([top[i // children].run for i in keep]),
                 "steps": np.full(len(keep), first_step + r + 1),
                 "source": np.array(["refine"] * len(keep)),
-                "predicted": np.asarray(objective.value(pred.double().cpu().numpy())),
+                "predicted": np.asarray(objective.value(pred)),
                 "hashes": [hashes[i] for i in keep]}
         new, sec, _ = _verify_and_rank(objective, pool, reference_label, density, workers,
                                        seed)
@@ -751,7 +763,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                trust_margin: float | None = 2.0, path_candidates: int | None = None,
                record_every: int | None = None, refine_rounds: int | None = None,
                refine_parents: int = 10, refine_children: int = 50,
-               density: float = 0.15, workers: int | None = None, seed: int = 0,
+               refine_verify: int | None = None, density: float = 0.15, workers: int | None = None, seed: int = 0,
                progress: bool = False) -> DesignResult:
     """Inverse design end to end (see the module docstring).
 
@@ -776,6 +788,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
             (:func:`refine_candidates`; default 10 for stiffness objectives, 0 for curves,
             whose nonlinear FE costs about 2 s per lattice).
         refine_parents, refine_children: parents per round (10) and children per parent (50).
+        refine_verify: FE-verify at most this many new lattices per refinement round, the
+            best predicted ones (default: all for stiffness, 20 for curves).
         density: relative density of the FE models (0.15).
         workers: FE processes.
         seed: torch seed (and the imperfection seed of the nonlinear FE).
@@ -799,6 +813,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         path_candidates = 50 if objective.label == "stiffness" else 0
     if refine_rounds is None:
         refine_rounds = 10 if objective.label == "stiffness" else 0
+    if refine_verify is None and objective.label == "curve":
+        refine_verify = 20
     record_every = record_every or max(1, steps // 100)
     torch.manual_seed(seed)
     timings = {}
@@ -822,14 +838,14 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         cands, n_refined, fe_sec = refine_candidates(
             model, normalizer, objective, cands, labels[idx[0]], refine_rounds, refine_parents,
             refine_children, relax=relax, density=density, workers=workers, seed=seed,
-            first_step=steps)
+            first_step=steps, verify_per_round=refine_verify)
         num_candidates += n_refined
         timings["refine"] = time.perf_counter() - t0
     settings = {"starts": int(len(idx)), "steps": steps, "lr": lr, "relax": relax,
                 "trust_margin": trust_margin,
                 "path_candidates": path_candidates, "record_every": record_every,
                 "refine_rounds": refine_rounds, "refine_parents": refine_parents,
-                "refine_children": refine_children,
+                "refine_children": refine_children, "refine_verify": refine_verify,
                 "density": density, "seed": seed, "corpus_size": len(labels)}
     ref_value = float(objective.value(labels[idx[0]][None])[0])
     return DesignResult(objective, idx, labels[idx], int(idx[0]), start_trusses[0],
@@ -1204,6 +1220,10 @@ def add_design_arguments(parser) -> None:
                         help="best FE-verified designs refined per round (10)")
     parser.add_argument("--refine-children", type=int, default=50,
                         help="latent samples decoded and FE-verified per parent and round (50)")
+    parser.add_argument("--refine-verify", type=int, default=None,
+                        help="FE-verify at most this many new lattices per refinement round, "
+                             "the best predicted ones (default: all for stiffness objectives, "
+                             "20 for curves)")
     parser.add_argument("--designs", type=int, default=10, help="lattice files written (10)")
     parser.add_argument("--exports", type=int, default=3,
                         help="best designs also exported as JSON + STL to OUT/exports (3)")
@@ -1228,6 +1248,8 @@ def _check_args(args) -> None:
         raise ValueError(f"--lr must be a finite positive number, got {args.lr}")
     if args.refine_rounds is not None and args.refine_rounds < 0:
         raise ValueError(f"--refine-rounds must be >= 0, got {args.refine_rounds}")
+    if args.refine_verify is not None and args.refine_verify < 1:
+        raise ValueError(f"--refine-verify must be positive, got {args.refine_verify}")
     for name in ("refine_parents", "refine_children"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got "
@@ -1277,7 +1299,8 @@ def design_main(args) -> int:
                         trust_margin=None if args.no_trust_region else args.trust_margin,
                         path_candidates=args.path_candidates,
                         refine_rounds=args.refine_rounds, refine_parents=args.refine_parents,
-                        refine_children=args.refine_children, workers=args.workers,
+                        refine_children=args.refine_children,
+                        refine_verify=args.refine_verify, workers=args.workers,
                         seed=args.seed, progress=not args.no_progress)
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", objective.spec)
     out = Path(args.out) if args.out else Path("results") / f"design-{safe}"

@@ -399,7 +399,27 @@ def test_refine_candidates_tiny_steps_give_the_decodes_of_the_parents(corpus, mo
     assert n == len(new) == len(expected) and new == expected
 
 
+def test_refine_candidates_screens_by_prediction(corpus, model_and_norm):
+    from gnn_truss.design import refine_candidates
+    model, norm = model_and_norm
+    obj, seeds = _seed_candidates(corpus, model_and_norm)
+    out, n, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], rounds=2,
+                                  parents=2, children=10, workers=1, seed=3,
+                                  verify_per_round=3)
+    assert 0 < n <= 6
+    rounds = [c.step for c in out if c.source == "refine"]
+    assert all(rounds.count(r) <= 3 for r in (1, 2))
+    # the screened ones are the best predicted of their round: none of the unscreened
+    # children of round 1 is predicted better than the worst one kept
+    full, _, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], rounds=1,
+                                   parents=2, children=10, workers=1, seed=3)
+    kept = [c.predicted_value for c in out if c.source == "refine" and c.step == 1]
+    every = sorted((c.predicted_value for c in full if c.source == "refine"), reverse=True)
+    assert sorted(kept, reverse=True) == every[:len(kept)]  # max-E22: the largest predictions
+
+
 @pytest.mark.parametrize("kwargs, match", [
+    ({"verify_per_round": 0}, "verify_per_round"),
     ({"rounds": -1}, "rounds"), ({"parents": 0}, "parents"), ({"children": 0}, "children"),
     ({"sigma": (0.5, 0.1)}, "sigma"), ({"sigma": (0.0, 0.1)}, "sigma"),
 ])
@@ -507,6 +527,7 @@ def test_design_main_writes_results(cli_files, capsys):
     (["--objective", "max-E2", "--exports", "-1"], "--exports"),
     (["--objective", "max-E2", "--refine-rounds", "-1"], "--refine-rounds"),
     (["--objective", "max-E2", "--refine-children", "0"], "--refine-children"),
+    (["--objective", "max-E2", "--refine-verify", "0"], "--refine-verify"),
     (["--objective", "max-E2", "--cell-size", "0"], "--cell-size"),
 ])
 def test_design_main_bad_input(cli_files, argv, match):
