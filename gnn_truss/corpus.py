@@ -312,8 +312,8 @@ def build_corpus(out, n: int, seed: int = 0, shard_size: int = 2000, workers: in
                 todo.append(k)
             k += 1
         if progress and bar is None:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=n, initial=min(have, n), desc="corpus", unit="lattice")
+            from .progress import progress_bar
+            bar = progress_bar(total=n, initial=min(have, n), desc="corpus", unit="lattice")
         jobs = [(str(out), k, shard_size, seed, density, E, nu, config, nonlinear) for k in todo]
         for k, counts in _run_jobs(jobs, workers, scheduler):
             manifest["shards"][str(k)] = counts

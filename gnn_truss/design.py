@@ -327,8 +327,9 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
     rec_steps, rec_labels, rec_scores, rec_z, losses = [], [], [], [], []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc=f"design {objective.spec}", unit="step", file=sys.stderr)
+        from .progress import progress_bar
+        bar = progress_bar(total=steps, desc=f"design {objective.spec}", unit="step",
+                           file=sys.stderr)
     lo, hi = (None, None) if bounds is None else \
         (torch.as_tensor(b, dtype=torch.float32, device=z.device) for b in bounds)
     scale = None

@@ -351,8 +351,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
     deadline = None if not t["time_limit_minutes"] else time.time() + 60 * t["time_limit_minutes"]
     bar = None
     if progress and rank == 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=t["epochs"], initial=start_epoch, desc="train", unit="epoch")
+        from .progress import progress_bar
+        bar = progress_bar(total=t["epochs"], initial=start_epoch, desc="train", unit="epoch")
     epoch = start_epoch - 1  # last finished epoch, if the loop below has nothing left to do
     stopped = "completed"
     for epoch in range(start_epoch, t["epochs"]):

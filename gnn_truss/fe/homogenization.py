@@ -437,8 +437,8 @@ def homogenize_batch(trusses, density: float = 0.15, E: float = 1.0, nu: float =
         workers = max(1, min(os.cpu_count() or 1, B // 256))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=B, desc="homogenize", unit="lattice")
+        from ..progress import progress_bar
+        bar = progress_bar(total=B, desc="homogenize", unit="lattice")
     if workers <= 1:
         out = _homogenize_serial(adjs, offs, density, E, nu, validate, group_size,
                                  progress=bar.update if bar else None)
