@@ -731,8 +731,11 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
         decoded = decode_designs(model, z)
         repaired = [repair_design(t) for t in decoded]
         hashes = [t.canonical_hash() for t in repaired]
-        keep = [i for i, h in enumerate(hashes) if h not in seen and repaired[i].num_edges]
-        keep = list({hashes[i]: i for i in reversed(keep)}.values())[::-1]  # first of each
+        first: dict = {}  # the first child of each new lattice
+        for i, h in enumerate(hashes):
+            if h not in seen and repaired[i].num_edges:
+                first.setdefault(h, i)
+        keep = list(first.values())
         if not keep:
             continue
         with torch.no_grad():
