@@ -678,8 +678,8 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
                       reference_label, rounds: int = 10, parents: int = 10,
                       children: int = 50, sigma=(0.02, 0.5), relax: str = "straight-through",
                       density: float = 0.15, workers: int | None = None, seed: int = 0,
-                      first_step: int = 0, verify_per_round: int | None = None
-                      ) -> tuple[list, int, float]:
+                      first_step: int = 0, verify_per_round: int | None = None,
+                      extra_parents: list = ()) -> tuple[list, int, float]:
     r"""FE-guided refinement in the latent space (an elitist evolution strategy).
 
     Each round takes the ``parents`` best FE-verified candidates so far (distinct lattices),
@@ -701,6 +701,9 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
             ``first_step + r + 1`` (after the gradient steps).
         verify_per_round: FE-verify at most this many new lattices per round, those with the
             best *predicted* score (a screen for expensive nonlinear FE); ``None``: all.
+        extra_parents: lattices with known FE labels that compete as parents but are not
+            returned (:func:`run_design` passes the start lattices, FE-labelled in the corpus,
+            so the search also explores around the dataset best).
 
     Returns:
         ``(all candidates incl. the new ones, best FE score first; lattices verified;
@@ -716,11 +719,14 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
             raise ValueError(f"refine {name} must be {'>= 0' if name == 'rounds' else 'positive'}"
                              f", got {v}")
     gen = torch.Generator().manual_seed(seed)
-    cands = sorted(candidates, key=lambda c: (c.fe_score, c.run, c.step))
-    seen = {c.truss.canonical_hash() for c in cands}
+    key = lambda c: (c.fe_score, c.run, c.step)  # noqa: E731
+    cands = sorted(candidates, key=key)
+    extra = list(extra_parents)
+    seen = {c.truss.canonical_hash() for c in cands + extra}
     verified, fe_seconds = 0, 0.0
     for r in range(rounds):
-        top = [c for c in cands if c.status == "ok" and math.isfinite(c.fe_score)][:parents]
+        top = [c for c in sorted(cands + extra, key=key)
+               if c.status == "ok" and math.isfinite(c.fe_score)][:parents]
         if not top:
             break
         mu = encode_trusses(model, [c.truss for c in top]).cpu()
@@ -758,8 +764,22 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
         seen.update(pool["hashes"])
         verified += len(new)
         fe_seconds += sec
-        cands = sorted(cands + new, key=lambda c: (c.fe_score, c.run, c.step))
+        cands = sorted(cands + new, key=key)
     return cands, verified, fe_seconds
+
+
+def _start_candidates(objective: Objective, trusses, labels: np.ndarray) -> list:
+    """The start lattices as :class:`Candidate` s (``source="start"``, step 0) with their
+    corpus FE labels (``C`` is not needed and left NaN)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        values = np.asarray(objective.value(labels), dtype=np.float64)
+    scores = np.where(np.isfinite(values), -values if objective.kind == "max" else values,
+                      np.inf)
+    return [Candidate(run=i, step=0, source="start", truss=t, repaired=False, status="ok",
+                      label=labels[i], C=np.full((6, 6), np.nan), fe_value=float(values[i]),
+                      fe_score=float(scores[i]), predicted_value=float("nan"))
+            for i, t in enumerate(trusses)]
 
 
 def run_design(model, normalizer, corpus, objective: Objective, starts: int = 100,
@@ -842,7 +862,9 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         cands, n_refined, fe_sec = refine_candidates(
             model, normalizer, objective, cands, labels[idx[0]], refine_rounds, refine_parents,
             refine_children, relax=relax, density=density, workers=workers, seed=seed,
-            first_step=steps, verify_per_round=refine_verify)
+            first_step=steps, verify_per_round=refine_verify,
+            extra_parents=_start_candidates(objective, start_trusses[:refine_parents],
+                                            labels[idx[:refine_parents]]))
         num_candidates += n_refined
         timings["refine"] = time.perf_counter() - t0
     settings = {"starts": int(len(idx)), "steps": steps, "lr": lr, "relax": relax,

@@ -418,6 +418,23 @@ def test_refine_candidates_screens_by_prediction(corpus, model_and_norm):
     assert sorted(kept, reverse=True) == every[:len(kept)]  # max-E22: the largest predictions
 
 
+def test_refine_candidates_extra_parents_seed_the_search_but_are_not_returned(
+        corpus, model_and_norm):
+    from gnn_truss.design import _start_candidates, refine_candidates
+    model, norm = model_and_norm
+    obj = parse_objective("max-E22")
+    idx = select_starts(obj, corpus.stiffness, 3)
+    starts = _start_candidates(obj, [corpus.truss(int(i)) for i in idx], corpus.stiffness[idx])
+    assert [c.fe_value for c in starts] == pytest.approx(obj.value(corpus.stiffness[idx]))
+    assert starts[0].fe_score == min(c.fe_score for c in starts)  # the dataset best
+    out, n, _ = refine_candidates(model, norm, obj, [], corpus.stiffness[idx[0]], rounds=2,
+                                  parents=3, children=6, workers=1, extra_parents=starts)
+    assert n == len(out) > 0 and all(c.source == "refine" for c in out)
+    start_hashes = {c.truss.canonical_hash() for c in starts}
+    assert not start_hashes & {c.truss.canonical_hash() for c in out}
+    assert {c.run for c in out if c.step == 1} <= {0, 1, 2}  # children of the starts
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"verify_per_round": 0}, "verify_per_round"),
     ({"rounds": -1}, "rounds"), ({"parents": 0}, "parents"), ({"children": 0}, "children"),
