@@ -369,7 +369,7 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
         if bar is not None:
             bar.update(1)
             if step % 20 == 0:
-                bar.set_postfix(best=f"{float(best_score.min()):.4g}")
+                bar.set_postfix(best=f"{float(best_score.min()):.4g}", refresh=False)
     if bar is not None:
         bar.close()
     return OptimizationTrace(best_z=best_z.detach().cpu(), best_score=best_score.numpy(),

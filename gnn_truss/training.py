@@ -8,6 +8,8 @@ the validation reconstruction + property loss, a CSV metrics log, and checkpoint
 (``last.pt`` every epoch, ``best.pt`` at each validation improvement) holding the weights,
 optimizer and scheduler state, the config, the target normaliser and the dataset fingerprint.
 Checkpoints load with ``torch.load(..., weights_only=True)``. A run resumes from ``last.pt``.
+``train.init_from`` warm-starts from another checkpoint (tensors whose name and shape match);
+``train.freeze`` holds parts of the model (:data:`FREEZABLE`) fixed.
 
 Multi-process data-parallel training uses ``torch.distributed`` (DDP): launch with
 ``torchrun --nproc_per_node K -m gnn_truss.cli train --config ...``; the gloo backend runs on
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DEFAULT_CONFIG", "load_config", "validate_config", "kl_beta", "train",
+__all__ = ["DEFAULT_CONFIG", "FREEZABLE", "load_config", "validate_config", "kl_beta", "train",
            "load_checkpoint", "build_datasets", "init_from_checkpoint"]
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ DEFAULT_CONFIG: dict = {
     "train": {"epochs": 200, "batch_size": 256, "lr": 1e-3, "lr_min": 1e-5,
               "weight_decay": 0.0, "beta_max": 1.0, "kl_cycles": 4, "kl_ratio": 0.5,
               "property_weight": 1.0, "grad_clip": 10.0, "patience": 40, "seed": 0,
-              "device": "auto", "time_limit_minutes": None, "init_from": None},
+              "device": "auto", "time_limit_minutes": None, "init_from": None,
+              "freeze": []},
     "out": "runs/default",
 }
 
@@ -58,6 +61,10 @@ def _merge(base: dict, over: dict, path: str = "") -> dict:
     return out
 
 
+#: parts of a :class:`~gnn_truss.nn.TrussVAE` that ``train.freeze`` can hold fixed
+FREEZABLE = ("encoder", "adj_decoder", "offset_decoder", "predictor")
+
+
 def validate_config(cfg: dict) -> dict:
     """Fill defaults and check keys and values; raises ``ValueError`` naming the problem."""
     if not isinstance(cfg, dict):
@@ -74,6 +81,13 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"train.kl_ratio must lie in (0, 1], got {t['kl_ratio']!r}")
     if t["init_from"] is not None and not isinstance(t["init_from"], str):
         raise ValueError(f"train.init_from must be a checkpoint path, got {t['init_from']!r}")
+    frz = t["freeze"]
+    if not (isinstance(frz, (list, tuple)) and all(isinstance(f, str) for f in frz)) or \
+            set(frz) - set(FREEZABLE):
+        raise ValueError(f"train.freeze must be a list of parts of the model among "
+                         f"{list(FREEZABLE)}, got {frz!r}")
+    if set(frz) == set(FREEZABLE):
+        raise ValueError("train.freeze: freezing every part leaves nothing to train")
     if cfg["data"]["target"] == "curve":
         cfg["model"].setdefault("num_targets", 13)
     return cfg
@@ -311,7 +325,10 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                           drop_last=True)
     val_dl = DataLoader(val_ds, batch_size=1024)
     model = build_model(cfg["model"]).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    for part in t["freeze"]:  # e.g. train only the predictor on a few curves
+        getattr(model, part).requires_grad_(False)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=t["lr"],
+                           weight_decay=t["weight_decay"])
     steps_per_epoch = max(1, len(train_dl))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t["epochs"] * steps_per_epoch,
                                                        eta_min=t["lr_min"])
@@ -402,7 +419,7 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                                                  "fingerprint")}, out / "best.pt")
             if bar:
                 bar.set_postfix(val_exact=f"{va['exact']:.3f}", val_prop=f"{va['property']:.3f}",
-                                beta=f"{beta:.2f}")
+                                beta=f"{beta:.2f}", refresh=False)  # drawn by update()
                 bar.update(1)
         stop = 0  # 1: early stop, 2: time limit
         if bad_epochs >= t["patience"]:

@@ -260,3 +260,24 @@ def test_train_init_from_starts_from_the_checkpoint(data_root, tmp_path):
     assert v(warm) < v(cold)
     with pytest.raises(ValueError, match="init_from"):
         validate_config(tiny_cfg(data_root, warm, init_from=3))
+
+
+def test_train_freeze_holds_the_named_parts_fixed(data_root, tmp_path):
+    src = tmp_path / "src"
+    train(tiny_cfg(data_root, src, epochs=1), progress=False)
+    out = tmp_path / "frozen"
+    train(tiny_cfg(data_root, out, epochs=1, init_from=str(src / "last.pt"),
+                   freeze=["encoder", "adj_decoder"]), progress=False)
+    before = load_checkpoint(src / "last.pt")["model"]
+    after = load_checkpoint(out / "last.pt")["model"]
+    for name, value in after.items():
+        same = torch.equal(value, before[name])
+        if name.startswith(("encoder.", "adj_decoder.")):
+            assert same, name  # frozen
+    assert not all(torch.equal(after[n], before[n]) for n in after
+                   if n.startswith(("predictor.", "offset_decoder.")))  # trained
+    for bad, match in ((["decoder"], "train.freeze"), ("encoder", "train.freeze"),
+                       (["encoder", "adj_decoder", "offset_decoder", "predictor"],
+                        "nothing to train")):
+        with pytest.raises(ValueError, match=match):
+            validate_config(tiny_cfg(data_root, out, freeze=bad))
