@@ -639,6 +639,13 @@ def _collect_candidates(model, normalizer, objective, trace, path_candidates: in
             "hashes": [t.canonical_hash() for t in repaired]}
 
 
+def _fe_scores(objective: Objective, values: np.ndarray) -> np.ndarray:
+    """Scores (lower is better) of FE objective values; ``inf`` where a value is not
+    finite (failed FE)."""
+    scores = -values if objective.kind == "max" else values
+    return np.where(np.isfinite(scores), scores, np.inf)
+
+
 def _verify_and_rank(objective, pool: dict, reference_label, density, workers, seed):
     """FE-verify each distinct repaired candidate once and rank them by FE score.
 
@@ -655,8 +662,7 @@ def _verify_and_rank(objective, pool: dict, reference_label, density, workers, s
     ok = ver.ok
     with np.errstate(all="ignore"):
         values = np.where(ok, np.asarray(objective.value(ver.labels), dtype=np.float64), np.nan)
-    scores = -values if objective.kind == "max" else values
-    scores = np.where(np.isfinite(scores), scores, np.inf)
+    scores = _fe_scores(objective, values)
     ref_value = float(objective.value(np.asarray(reference_label)[None])[0])
     ref_score = -ref_value if objective.kind == "max" else ref_value
     gain = 100.0 * (ref_score - scores) / abs(ref_value) if ref_value != 0 else \
@@ -714,10 +720,11 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
         raise ValueError(f"sigma must be 0 < low <= high, got {sigma}")
     if verify_per_round is not None and verify_per_round < 1:
         raise ValueError(f"verify_per_round must be positive, got {verify_per_round}")
-    for name, v in (("rounds", rounds), ("parents", parents), ("children", children)):
-        if v < 0 or (name != "rounds" and v == 0):
-            raise ValueError(f"refine {name} must be {'>= 0' if name == 'rounds' else 'positive'}"
-                             f", got {v}")
+    if rounds < 0:
+        raise ValueError(f"refine rounds must be >= 0, got {rounds}")
+    for name, v in (("parents", parents), ("children", children)):
+        if v < 1:
+            raise ValueError(f"refine {name} must be positive, got {v}")
     gen = torch.Generator().manual_seed(seed)
     key = lambda c: (c.fe_score, c.run, c.step)  # noqa: E731
     cands = sorted(candidates, key=key)
@@ -774,8 +781,7 @@ def _start_candidates(objective: Objective, trusses, labels: np.ndarray) -> list
     labels = np.asarray(labels, dtype=np.float64)
     with np.errstate(all="ignore"):
         values = np.asarray(objective.value(labels), dtype=np.float64)
-    scores = np.where(np.isfinite(values), -values if objective.kind == "max" else values,
-                      np.inf)
+    scores = _fe_scores(objective, values)
     return [Candidate(run=i, step=0, source="start", truss=t, repaired=False, status="ok",
                       label=labels[i], C=np.full((6, 6), np.nan), fe_value=float(values[i]),
                       fe_score=float(scores[i]), predicted_value=float("nan"))
@@ -787,7 +793,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                trust_margin: float | None = 2.0, path_candidates: int | None = None,
                record_every: int | None = None, refine_rounds: int | None = None,
                refine_parents: int = 10, refine_children: int = 50,
-               refine_verify: int | None = None, density: float = 0.15, workers: int | None = None, seed: int = 0,
+               refine_verify: int | None = None, density: float = 0.15,
+               workers: int | None = None, seed: int = 0,
                progress: bool = False) -> DesignResult:
     """Inverse design end to end (see the module docstring).
 

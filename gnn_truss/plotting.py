@@ -1234,29 +1234,37 @@ def _break_outside(p: np.ndarray, lim) -> np.ndarray:
     return np.where(inside[:, None], p, np.nan)
 
 
+def _axis_range(anchors: np.ndarray, points: np.ndarray, scale: str):
+    """``(lo, hi)`` of one axis: the range of ``anchors`` (FE values) widened by the
+    ``points`` (predictions) lying within half its span, padded by 5 %; ``None`` without
+    anchors. Predicted labels of near-singular iterates (e.g. Poisson's ratios of 1e8) would
+    otherwise squeeze everything into one dot."""
+    a, q = np.asarray(anchors, dtype=np.float64), np.asarray(points, dtype=np.float64)
+    a, q = a[np.isfinite(a)], q[np.isfinite(q)]
+    if scale == "log":
+        a, q = a[a > 0], q[q > 0]
+        a, q = np.log10(a), np.log10(q)
+    if len(a) == 0:
+        return None
+    lo, hi = a.min(), a.max()
+    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+    near = q[(q >= lo - 0.5 * span) & (q <= hi + 0.5 * span)]
+    if len(near):
+        lo, hi = min(lo, near.min()), max(hi, near.max())
+    pad = 0.05 * (hi - lo if hi > lo else span)
+    lo, hi = lo - pad, hi + pad
+    return (10 ** lo, 10 ** hi) if scale == "log" else (lo, hi)
+
+
 def _view_limits(ax, anchors: np.ndarray, paths: list, scales) -> None:
-    """Axis limits from the data that are FE values (cloud, designs, starts), widened by path
-    points lying within half their span: predicted labels of near-singular iterates (e.g.
-    Poisson's ratios of 1e8) would otherwise squeeze everything into one dot."""
-    if len(anchors) == 0:
-        return
+    """Axis limits of a 2D view from :func:`_axis_range` of the FE values (cloud, designs,
+    starts) and the path points."""
     pts = np.concatenate([p for p in paths if len(p)]) if any(len(p) for p in paths) \
         else np.zeros((0, 2))
     for k, (scale, setter) in enumerate(zip(scales, (ax.set_xlim, ax.set_ylim))):
-        a, q = anchors[:, k], pts[:, k]
-        if scale == "log":
-            a, q = a[a > 0], q[q > 0]
-            if len(a) == 0:
-                continue
-            a, q = np.log10(a), np.log10(q)
-        lo, hi = a.min(), a.max()
-        span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
-        near = q[(q >= lo - 0.5 * span) & (q <= hi + 0.5 * span)]
-        if len(near):
-            lo, hi = min(lo, near.min()), max(hi, near.max())
-        pad = 0.05 * (hi - lo if hi > lo else span)
-        lo, hi = lo - pad, hi + pad
-        setter((10 ** lo, 10 ** hi) if scale == "log" else (lo, hi))
+        r = _axis_range(anchors[:, k], pts[:, k], scale) if len(anchors) else None
+        if r is not None:
+            setter(r)
 
 
 def plot_design_progress(steps, values, verified_steps, verified_values, ylabel: str,
@@ -1312,15 +1320,9 @@ def plot_design_progress(steps, values, verified_steps, verified_values, ylabel:
                            np.asarray(refined[1] if has_ref else [],
                                       dtype=np.float64).reshape(-1),
                            [reference if reference is not None else np.nan]])
-    fe_y = fe_y[np.isfinite(fe_y)]
-    if len(fe_y):
-        anchors = np.stack([np.full(len(fe_y), float(steps.min()) if len(steps) else 0.0),
-                            fe_y], axis=1)
-        _view_limits(ax, anchors, [np.stack([steps, v], axis=1) for v in values.T],
-                     ("linear", "linear"))
-        ax.autoscale(enable=True, axis="x")
-        ax.relim()
-        ax.autoscale_view(scalex=True, scaley=False)
+    y_range = _axis_range(fe_y, values.reshape(-1), "linear")
+    if y_range is not None:
+        ax.set_ylim(*y_range)
     ax.set_xlabel("optimisation step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
