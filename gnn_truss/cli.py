@@ -226,6 +226,10 @@ def _cmd_train(args) -> int:
         cfg["data"]["limit"] = args.limit
     if args.time_limit is not None:
         cfg["train"]["time_limit_minutes"] = args.time_limit
+    if args.init_from is not None:
+        if not Path(args.init_from).is_file():
+            raise ValueError(f"--init-from: checkpoint not found: {args.init_from}")
+        cfg["train"]["init_from"] = args.init_from
     summary = train(cfg, resume=not args.no_resume, progress=not args.no_progress)
     print(json.dumps(summary, indent=1))
     return 0
@@ -715,6 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="override train.epochs")
     t.add_argument("--limit", type=int, help="use only the first LIMIT lattices")
     t.add_argument("--time-limit", type=float, help="stop after this many minutes (resumable)")
+    t.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="override train.init_from: warm-start from this checkpoint "
+                        "(configs/default_finetune.yaml continues a finished run)")
     t.add_argument("--no-resume", action="store_true", help="ignore OUT/last.pt")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)

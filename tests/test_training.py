@@ -122,7 +122,8 @@ def test_load_config_from_yaml(tmp_path):
         load_config(tmp_path / "unknown.yaml")
 
 
-@pytest.mark.parametrize("name", ["default", "mlp_baseline", "nonlinear", "paper_gpu"])
+@pytest.mark.parametrize("name", ["default", "mlp_baseline", "nonlinear", "paper_gpu",
+                                  "default_finetune", "mlp_finetune"])
 def test_shipped_configs_validate(name):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
     from gnn_truss.nn import build_model
@@ -260,6 +261,25 @@ def test_train_init_from_starts_from_the_checkpoint(data_root, tmp_path):
     assert v(warm) < v(cold)
     with pytest.raises(ValueError, match="init_from"):
         validate_config(tiny_cfg(data_root, warm, init_from=3))
+
+
+def test_cli_init_from_overrides_the_config(data_root, tmp_path, capsys):
+    from gnn_truss.cli import main
+
+    src = tmp_path / "src"
+    train(tiny_cfg(data_root, src, epochs=2), progress=False)
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(tiny_cfg(data_root, tmp_path / "warm", epochs=1, lr=0.0,
+                                         lr_min=0.0)))
+    assert main(["train", "--config", str(p), "--init-from", str(src / "last.pt"),
+                 "--no-progress"]) == 0
+    # lr = 0: the validation loss is exactly that of the source's last weights
+    v = lambda d: float(read_rows(d / "metrics.csv")[-1]["val_adj"])  # noqa: E731
+    assert v(tmp_path / "warm") == pytest.approx(v(src), rel=1e-5)
+    assert main(["train", "--config", str(p), "--init-from", str(tmp_path / "none.pt"),
+                 "--out", str(tmp_path / "other"), "--no-progress"]) == 2
+    assert "--init-from: checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
 
 
 def test_train_freeze_holds_the_named_parts_fixed(data_root, tmp_path):
