@@ -99,6 +99,10 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
     shape match ``model`` (e.g. the encoder and decoders of a stiffness model into a curve model,
     whose predictor output layer then starts afresh).
 
+    A weight matrix that gained input columns (same rows, more columns: the readout of a model
+    with ``model.edge_readout`` warm-started from one without) is copied into its leading
+    columns and the new columns are zeroed, so the warm model computes what the source did.
+
     Args:
         model: the freshly built model.
         path: a checkpoint of :func:`train`.
@@ -122,6 +126,13 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
     for name, value in ck["model"].items():
         if name in state and state[name].shape == value.shape:
             state[name] = value.to(state[name].dtype)
+            copied.append(name)
+        elif (name in state and value.ndim == 2 and state[name].ndim == 2
+              and state[name].shape[0] == value.shape[0]
+              and state[name].shape[1] > value.shape[1]):
+            wide = torch.zeros_like(state[name])
+            wide[:, :value.shape[1]] = value.to(wide.dtype)
+            state[name] = wide
             copied.append(name)
         else:
             skipped.append(name)

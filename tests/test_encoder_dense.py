@@ -34,9 +34,10 @@ def _dense_inputs(trusses):
     return adj, off
 
 
-@pytest.mark.parametrize("encoder", ["gnn", "mlp"])
-def test_dense_equals_sparse_on_random_lattices(trusses, encoder):
-    model = build_model({**SMALL, "encoder": encoder}).eval()
+@pytest.mark.parametrize("encoder, edge_readout", [("gnn", False), ("gnn", True),
+                                                   ("mlp", False)])
+def test_dense_equals_sparse_on_random_lattices(trusses, encoder, edge_readout):
+    model = build_model({**SMALL, "encoder": encoder, "edge_readout": edge_readout}).eval()
     batch = Batch.from_data_list([truss_to_data(t) for t in trusses])
     adj, off = _dense_inputs(trusses)
     with torch.no_grad():
@@ -133,8 +134,10 @@ def test_no_nan_gradient_at_coincident_nodes():
     assert torch.isfinite(free.grad).all() and torch.isfinite(prob.grad).all()
 
 
-def test_dense_gradcheck_double():
-    model = build_model({**SMALL, "hidden": 6, "readout": 8}).double().eval()
+@pytest.mark.parametrize("edge_readout", [False, True])
+def test_dense_gradcheck_double(edge_readout):
+    model = build_model({**SMALL, "hidden": 6, "readout": 8,
+                         "edge_readout": edge_readout}).double().eval()
     g = torch.Generator().manual_seed(1)
     prob = torch.rand(2, ds.NUM_PAIRS, generator=g, dtype=torch.float64).requires_grad_(True)
     off = (0.4 * torch.rand(2, ds.NUM_FREE_DOFS, generator=g, dtype=torch.float64) - 0.2) \
@@ -153,6 +156,22 @@ def test_state_dict_keys_unchanged_by_the_dense_path():
     conv_keys = {k.split(".", 3)[-1] for k in keys if k.startswith("encoder.convs.0.")}
     assert conv_keys == {"eps", "nn.0.weight", "nn.0.bias", "nn.2.weight", "nn.2.bias",
                          "lin.weight", "lin.bias"}
+
+
+def test_edge_readout_reads_the_adjacency(trusses):
+    """With ``edge_readout`` the readout's input is the node embeddings then the 351 entries."""
+    model = build_model({**SMALL, "edge_readout": True}).eval()
+    first = model.encoder.readout[0]
+    assert first.in_features == 27 * SMALL["hidden"] + ds.NUM_PAIRS
+    batch = Batch.from_data_list([truss_to_data(t) for t in trusses])
+    seen = {}
+    hook = first.register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
+    with torch.no_grad():
+        model.encoder(batch)
+    hook.remove()
+    assert torch.equal(seen["x"][:, -ds.NUM_PAIRS:], batch.adj)
+    with pytest.raises(ValueError, match="model.edge_readout must be true or false"):
+        build_model({**SMALL, "edge_readout": "yes"})
 
 
 def test_bad_shapes_raise():

@@ -9,7 +9,9 @@ merges them into the partially overlapping latent.
   Hu et al. 2020: :math:`h_i' = \mathrm{MLP}((1+\epsilon) h_i + \sum_{j \in N(i)}
   \mathrm{ReLU}(h_j + W e_{ij}))`) on the node features and edge features (length, direction)
   of :func:`gnn_truss.graph.truss_to_data`; since every lattice has the same 27 candidate nodes
-  in the same order, the readout concatenates the 27 node embeddings (node identity is kept).
+  in the same order, the readout concatenates the 27 node embeddings (node identity is kept);
+  with ``edge_readout`` it also reads the 351 adjacency entries themselves (a skip connection
+  around the message passing, so the topology reaches the heads undiluted).
 * :class:`MLPEncoder` - the paper's baseline: an MLP on the flattened upper-triangle adjacency
   (351) and free-dof offsets (27).
 
@@ -197,17 +199,21 @@ class TrussGNNEncoder(nn.Module):
         hidden: node embedding width (64).
         layers: GINE layers (4).
         readout: width of the graph embedding (512).
+        edge_readout: also feed the upper-triangle adjacency ``[B, 351]`` to the readout,
+            after the ``27 * hidden`` node embeddings (default ``False``).
     """
 
     def __init__(self, d_topology: int, d_geometry: int, hidden: int = 64, layers: int = 4,
-                 readout: int = 512):
+                 readout: int = 512, edge_readout: bool = False):
         super().__init__()
+        self.edge_readout = bool(edge_readout)
         self.embed = mlp([NUM_NODE_FEATURES, hidden, hidden])
         self.convs = nn.ModuleList(
             GINEConv(mlp([hidden, hidden, hidden]), train_eps=True, edge_dim=NUM_EDGE_FEATURES)
             for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
-        self.readout = mlp([NUM_NODES * hidden, readout, readout], final_act=True)
+        self.readout = mlp([NUM_NODES * hidden + NUM_PAIRS * self.edge_readout, readout,
+                            readout], final_act=True)
         self.heads = PosteriorHeads(readout, d_topology, d_geometry)
         self.hidden = hidden
 
@@ -216,6 +222,8 @@ class TrussGNNEncoder(nn.Module):
         for conv, norm in zip(self.convs, self.norms):
             h = h + conv(norm(h), batch.edge_index, batch.edge_attr)
         z = h.view(batch.num_graphs, -1)  # the 27 nodes in canonical order
+        if self.edge_readout:
+            z = torch.cat([z, batch.adj.to(z.dtype)], dim=-1)
         return self.heads(self.readout(z))
 
     def forward_dense(self, adj: torch.Tensor, offsets: torch.Tensor, all_pairs: bool = False):
@@ -248,7 +256,10 @@ class TrussGNNEncoder(nn.Module):
             torch.cat([c.lin.bias for c in self.convs])).split(self.hidden, dim=-1)
         for conv, norm, lin in zip(self.convs, self.norms, lins):
             h = h + dense_gine(conv, norm(h), weight, lin, src)
-        return self.heads(self.readout(h.reshape(h.shape[0], -1)))
+        z = h.reshape(h.shape[0], -1)
+        if self.edge_readout:
+            z = torch.cat([z, triu_from_dense(A)], dim=-1)
+        return self.heads(self.readout(z))
 
 
 class MLPEncoder(nn.Module):

@@ -39,7 +39,7 @@ LOGSIG_MIN, LOGSIG_MAX = -12.0, 4.0
 #: Keys of the ``model`` section of a training config.
 MODEL_KEYS = {"encoder", "topology", "shared", "geometry", "hidden", "layers", "readout",
               "mlp_hidden", "decoder_hidden", "offset_hidden", "predictor_hidden",
-              "num_targets", "offset_weight"}
+              "num_targets", "offset_weight", "edge_readout"}
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,9 @@ def check_model_config(cfg: dict) -> None:
                                all(_is_int(v) and v >= 1 for v in cfg[key])):
             raise ValueError(f"model.{key} must be a list of positive integers (layer "
                              f"widths), got {cfg[key]!r}")
+    if not isinstance(cfg.get("edge_readout", False), bool):
+        raise ValueError(f"model.edge_readout must be true or false, got "
+                         f"{cfg['edge_readout']!r}")
     w = cfg.get("offset_weight", 1.0)
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and
                                                                       math.isfinite(w)):
@@ -197,7 +200,8 @@ def build_model(cfg: dict) -> TrussVAE:
     kind = cfg.get("encoder", "gnn")
     if kind == "gnn":
         enc = TrussGNNEncoder(sizes.d_topology, sizes.d_geometry, hidden=cfg.get("hidden", 64),
-                              layers=cfg.get("layers", 4), readout=cfg.get("readout", 512))
+                              layers=cfg.get("layers", 4), readout=cfg.get("readout", 512),
+                              edge_readout=cfg.get("edge_readout", False))
     elif kind == "mlp":
         enc = MLPEncoder(sizes.d_topology, sizes.d_geometry,
                          hidden=tuple(cfg.get("mlp_hidden", (512, 512))))
