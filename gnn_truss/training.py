@@ -93,15 +93,20 @@ def validate_config(cfg: dict) -> dict:
     return cfg
 
 
+#: The one tensor :func:`init_from_checkpoint` widens (the node embeddings come first).
+_WIDENABLE = "encoder.readout.0.weight"
+
+
 def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = None
                          ) -> tuple[list, list]:
     """Warm start: copy every parameter / buffer of the checkpoint at ``path`` whose name and
     shape match ``model`` (e.g. the encoder and decoders of a stiffness model into a curve model,
     whose predictor output layer then starts afresh).
 
-    A weight matrix that gained input columns (same rows, more columns: the readout of a model
-    with ``model.edge_readout`` warm-started from one without) is copied into its leading
+    The GNN readout's first weight matrix may gain input columns (a model with
+    ``model.edge_readout`` warm-started from one without): it is copied into the leading
     columns and the new columns are zeroed, so the warm model computes what the source did.
+    Any other shape mismatch leaves the tensor freshly initialised.
 
     Args:
         model: the freshly built model.
@@ -127,8 +132,8 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
         if name in state and state[name].shape == value.shape:
             state[name] = value.to(state[name].dtype)
             copied.append(name)
-        elif (name in state and value.ndim == 2 and state[name].ndim == 2
-              and state[name].shape[0] == value.shape[0]
+        elif (name == _WIDENABLE and name in state and value.ndim == 2
+              and state[name].ndim == 2 and state[name].shape[0] == value.shape[0]
               and state[name].shape[1] > value.shape[1]):
             wide = torch.zeros_like(state[name])
             wide[:, :value.shape[1]] = value.to(wide.dtype)

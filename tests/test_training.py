@@ -305,6 +305,10 @@ def test_init_from_widens_the_readout_without_changing_the_function(data_root, t
     with torch.no_grad():
         for a, b in zip(old.eval().encode(batch), wide.eval().encode(batch)):
             assert torch.allclose(a, b, atol=1e-6)
+    # only the readout widens: a predictor reading a larger latent starts afresh
+    bigger = build_model({**TINY_MODEL, "shared": TINY_MODEL["shared"] + 2})
+    _, skipped = init_from_checkpoint(bigger, src / "last.pt", TINY_MODEL)
+    assert "predictor.net.0.weight" in skipped
 
 
 def test_train_freeze_holds_the_named_parts_fixed(data_root, tmp_path):
