@@ -664,7 +664,7 @@ def _verify_and_rank(objective, pool: dict, reference_label, density, workers, s
         values = np.where(ok, np.asarray(objective.value(ver.labels), dtype=np.float64), np.nan)
     scores = _fe_scores(objective, values)
     ref_value = float(objective.value(np.asarray(reference_label)[None])[0])
-    ref_score = -ref_value if objective.kind == "max" else ref_value
+    ref_score = _fe_scores(objective, np.array([ref_value]))[0]
     gain = 100.0 * (ref_score - scores) / abs(ref_value) if ref_value != 0 else \
         np.full(len(scores), np.nan)  # = improvement_percent, vectorised
     gain = np.where(ok, gain, np.nan)
@@ -678,6 +678,22 @@ def _verify_and_rank(objective, pool: dict, reference_label, density, workers, s
             predicted_value=float(pool["predicted"][i]), improvement=float(gain[j])))
     cands.sort(key=lambda c: (c.fe_score, c.run, c.step))
     return cands, ver.seconds, time.perf_counter() - t0
+
+
+_REFINE_NAMES = {"rounds": "refine rounds", "parents": "refine parents",
+                 "children": "refine children", "verify": "verify_per_round"}
+
+
+def _check_refine_settings(rounds, parents, children, verify, names=None) -> None:
+    """``ValueError`` for refinement settings out of range (``rounds`` >= 0 or ``None``,
+    ``parents`` and ``children`` >= 1, ``verify`` >= 1 or ``None``); ``names`` renames the
+    settings in the message (the CLI's option names)."""
+    n = {**_REFINE_NAMES, **(names or {})}
+    if rounds is not None and rounds < 0:
+        raise ValueError(f"{n['rounds']} must be >= 0, got {rounds}")
+    for key, v in (("parents", parents), ("children", children), ("verify", verify)):
+        if v is not None and v < 1:
+            raise ValueError(f"{n[key]} must be positive, got {v}")
 
 
 def refine_candidates(model, normalizer, objective: Objective, candidates: list,
@@ -718,13 +734,7 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
     lo, hi = float(sigma[0]), float(sigma[1])
     if not (0 < lo <= hi and math.isfinite(hi)):
         raise ValueError(f"sigma must be 0 < low <= high, got {sigma}")
-    if verify_per_round is not None and verify_per_round < 1:
-        raise ValueError(f"verify_per_round must be positive, got {verify_per_round}")
-    if rounds < 0:
-        raise ValueError(f"refine rounds must be >= 0, got {rounds}")
-    for name, v in (("parents", parents), ("children", children)):
-        if v < 1:
-            raise ValueError(f"refine {name} must be positive, got {v}")
+    _check_refine_settings(rounds, parents, children, verify_per_round)
     gen = torch.Generator().manual_seed(seed)
     key = lambda c: (c.fe_score, c.run, c.step)  # noqa: E731
     cands = sorted(candidates, key=key)
@@ -842,6 +852,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         raise ValueError(f"the corpus has no {objective.label} labels")
     if path_candidates is None:
         path_candidates = 50 if objective.label == "stiffness" else 0
+    _check_refine_settings(refine_rounds, refine_parents, refine_children, refine_verify)
     if refine_rounds is None:
         refine_rounds = 10 if objective.label == "stiffness" else 0
     if refine_verify is None and objective.label == "curve":
@@ -1279,14 +1290,8 @@ def _check_args(args) -> None:
                              f"got {v}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise ValueError(f"--lr must be a finite positive number, got {args.lr}")
-    if args.refine_rounds is not None and args.refine_rounds < 0:
-        raise ValueError(f"--refine-rounds must be >= 0, got {args.refine_rounds}")
-    if args.refine_verify is not None and args.refine_verify < 1:
-        raise ValueError(f"--refine-verify must be positive, got {args.refine_verify}")
-    for name in ("refine_parents", "refine_children"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got "
-                             f"{getattr(args, name)}")
+    _check_refine_settings(args.refine_rounds, args.refine_parents, args.refine_children,
+                           args.refine_verify, names={k: f"--refine-{k}" for k in _REFINE_NAMES})
     if args.path_candidates is not None and args.path_candidates < 0:
         raise ValueError(f"--path-candidates must be >= 0, got {args.path_candidates}")
     if not (args.trust_margin >= 0 and math.isfinite(args.trust_margin)):

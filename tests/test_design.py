@@ -442,6 +442,23 @@ def test_refine_candidates_rejects_bad_settings(corpus, model_and_norm, kwargs, 
                           **kwargs)
 
 
+def test_run_design_refuses_bad_refine_settings_before_optimising(corpus, model_and_norm,
+                                                                    monkeypatch):
+    import gnn_truss.design as design
+    model, norm = model_and_norm
+
+    def never(*args, **kwargs):
+        raise AssertionError("the gradient stage ran")
+
+    monkeypatch.setattr(design, "optimize_latents", never)
+    for kwargs, match in (({"refine_parents": 0}, "refine parents"),
+                          ({"refine_verify": 0}, "verify_per_round"),
+                          ({"refine_rounds": -2}, "refine rounds")):
+        with pytest.raises(ValueError, match=match):
+            run_design(model, norm, corpus, parse_objective("max-E22"), starts=2, steps=3,
+                       **kwargs)
+
+
 def test_dataset_best_is_the_corpus_maximum(design_run, corpus):
     result, _, _ = design_run
     e2 = parse_objective("max-E2").value(corpus.stiffness)
@@ -538,6 +555,7 @@ def test_design_main_writes_results(cli_files, capsys):
     (["--objective", "max-E2", "--exports", "-1"], "--exports"),
     (["--objective", "max-E2", "--refine-rounds", "-1"], "--refine-rounds"),
     (["--objective", "max-E2", "--refine-children", "0"], "--refine-children"),
+    (["--objective", "max-E2", "--refine-parents", "0"], "--refine-parents"),
     (["--objective", "max-E2", "--refine-verify", "0"], "--refine-verify"),
     (["--objective", "max-E2", "--cell-size", "0"], "--cell-size"),
 ])
