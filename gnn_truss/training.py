@@ -9,7 +9,9 @@ the validation reconstruction + property loss, a CSV metrics log, and checkpoint
 optimizer and scheduler state, the config, the target normaliser and the dataset fingerprint.
 Checkpoints load with ``torch.load(..., weights_only=True)``. A run resumes from ``last.pt``.
 ``train.init_from`` warm-starts from another checkpoint (tensors whose name and shape match);
-``train.freeze`` holds parts of the model (:data:`FREEZABLE`) fixed.
+``train.freeze`` holds parts of the model (:data:`FREEZABLE`) fixed. ``train.augment: axes``
+relabels the axes of every training lattice by a random permutation (6 for stiffness, the 2
+that keep z for curves; :mod:`gnn_truss.symmetry`), the labels transformed exactly.
 
 Multi-process data-parallel training uses ``torch.distributed`` (DDP): launch with
 ``torchrun --nproc_per_node K -m gnn_truss.cli train --config ...``; the gloo backend runs on
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DEFAULT_CONFIG", "FREEZABLE", "load_config", "validate_config", "kl_beta", "train",
+__all__ = ["DEFAULT_CONFIG", "FREEZABLE", "AUGMENTATIONS", "load_config", "validate_config", "kl_beta", "train",
            "load_checkpoint", "build_datasets", "init_from_checkpoint"]
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ DEFAULT_CONFIG: dict = {
               "weight_decay": 0.0, "beta_max": 1.0, "kl_cycles": 4, "kl_ratio": 0.5,
               "property_weight": 1.0, "grad_clip": 10.0, "patience": 40, "seed": 0,
               "device": "auto", "time_limit_minutes": None, "init_from": None,
-              "freeze": []},
+              "freeze": [], "augment": None},
     "out": "runs/default",
 }
 
@@ -60,6 +62,10 @@ def _merge(base: dict, over: dict, path: str = "") -> dict:
             out[k] = v
     return out
 
+
+#: values of ``train.augment``: ``None`` (off) or ``"axes"`` (a random axis permutation of each
+#: training lattice, labels transformed exactly: :class:`gnn_truss.symmetry.RandomAxisPermutation`)
+AUGMENTATIONS = (None, "axes")
 
 #: parts of a :class:`~gnn_truss.nn.TrussVAE` that ``train.freeze`` can hold fixed
 FREEZABLE = ("encoder", "adj_decoder", "offset_decoder", "predictor")
@@ -86,6 +92,9 @@ def validate_config(cfg: dict) -> dict:
             set(frz) - set(FREEZABLE):
         raise ValueError(f"train.freeze must be a list of parts of the model among "
                          f"{list(FREEZABLE)}, got {frz!r}")
+    if t["augment"] not in AUGMENTATIONS:
+        raise ValueError(f"train.augment must be one of {list(AUGMENTATIONS)}, got "
+                         f"{t['augment']!r}")
     if set(frz) == set(FREEZABLE):
         raise ValueError("train.freeze: freezing every part leaves nothing to train")
     if cfg["data"]["target"] == "curve":
@@ -340,6 +349,10 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                           sampler=sampler, generator=gen if sampler is None else None,
                           drop_last=True)
     val_dl = DataLoader(val_ds, batch_size=1024)
+    augment = None
+    if t["augment"] == "axes":
+        from .symmetry import RandomAxisPermutation
+        augment = RandomAxisPermutation(train_ds.normalizer, cfg["data"]["target"])
     model = build_model(cfg["model"]).to(device)
     for part in t["freeze"]:  # e.g. train only the predictor on a few curves
         getattr(model, part).requires_grad_(False)
@@ -397,6 +410,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         nb = 0
         beta = 0.0
         for b in train_dl:
+            if augment is not None:
+                b = augment(b)
             b = b.to(device)
             beta = kl_beta(step, total_steps, t["kl_cycles"], t["kl_ratio"], t["beta_max"])
             outp = net(b)

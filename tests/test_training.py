@@ -84,7 +84,8 @@ def test_validate_config_rejects_unknown_keys_naming_them(cfg, key):
     ({"kl_cycles": 0}, "kl_cycles"), ({"lr": -1e-3}, "lr"), ({"lr": float("nan")}, "lr"),
     ({"beta_max": "big"}, "beta_max"), ({"property_weight": float("inf")}, "property_weight"),
     ({"kl_ratio": 0}, "kl_ratio"), ({"kl_ratio": 1.5}, "kl_ratio"),
-    ({"kl_ratio": "half"}, "kl_ratio"),
+    ({"kl_ratio": "half"}, "kl_ratio"), ({"augment": "rotations"}, "augment"),
+    ({"augment": True}, "augment"),
 ])
 def test_validate_config_rejects_bad_values(train_kw, key):
     with pytest.raises(ValueError, match=f"train.{key}"):
@@ -122,12 +123,20 @@ def test_load_config_from_yaml(tmp_path):
         load_config(tmp_path / "unknown.yaml")
 
 
-@pytest.mark.parametrize("name", ["default", "mlp_baseline", "nonlinear", "paper_gpu",
-                                  "default_finetune", "mlp_finetune"])
+SHIPPED_CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+
+
+def test_every_documented_config_is_shipped():
+    assert {"default", "mlp_baseline", "nonlinear", "paper_gpu", "default_finetune",
+            "mlp_finetune", "default_augment", "mlp_augment"} <= set(SHIPPED_CONFIGS)
+
+
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
 def test_shipped_configs_validate(name):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
     from gnn_truss.nn import build_model
     assert build_model(cfg["model"]).sizes.total == 48
+    assert (cfg["train"]["augment"] == "axes") == name.endswith("_augment")
 
 
 # ------------------------------------------------------------------ training
@@ -330,3 +339,26 @@ def test_train_freeze_holds_the_named_parts_fixed(data_root, tmp_path):
                         "nothing to train")):
         with pytest.raises(ValueError, match=match):
             validate_config(tiny_cfg(data_root, out, freeze=bad))
+
+
+def test_train_augment_axes_permutes_every_training_batch(data_root, tmp_path, monkeypatch):
+    from gnn_truss import symmetry
+    seen = []
+    original = symmetry.permute_data
+
+    def spy(data, perm, normalizer=None, target="stiffness"):
+        out = original(data, perm, normalizer, target)
+        seen.append((data.num_graphs, [tuple(p) for p in perm], target,
+                     torch.equal(out.y, data.y)))
+        return out
+
+    monkeypatch.setattr(symmetry, "permute_data", spy)
+    train(tiny_cfg(data_root, tmp_path / "aug", epochs=1, augment="axes"), progress=False)
+    # 240 training lattices in batches of 64 (last one dropped): 3 permuted batches, each graph
+    # with its own draw among all six permutations
+    assert [n for n, *_ in seen] == [64, 64, 64]
+    assert all(t == "stiffness" and not same for *_, t, same in seen)
+    assert len({p for _, perms, *_ in seen for p in perms}) == 6
+    seen.clear()
+    train(tiny_cfg(data_root, tmp_path / "plain", epochs=1), progress=False)
+    assert seen == []  # off by default

@@ -1,0 +1,241 @@
+r"""Axis permutations of the cubic design space, and training-data augmentation by them.
+
+The octant grid ``{0, 0.5, 1}^3`` (:mod:`gnn_truss.design_space`) is mapped onto itself by
+every permutation of the three axes, so relabelling the axes of a lattice gives another lattice
+of the design space. Its physics follows exactly: with :math:`x'_a = x_{p(a)}` the effective
+stiffness transforms as a fourth-order tensor,
+:math:`\mathbb{C}'_{abcd} = \mathbb{C}_{p(a)p(b)p(c)p(d)}`, which for the 9 orthotropic
+components (C11, C12, C13, C22, C23, C33, C44, C55, C66) is a re-indexing, e.g. swapping x and
+y swaps C11 <-> C22, C13 <-> C23 and C44 <-> C55. A compression curve along z is unchanged by
+the permutations that keep z (identity and the x <-> y swap) and is undefined for the others.
+
+So every labelled lattice stands for up to 6 (stiffness) or 2 (curve) labelled lattices, and
+:class:`RandomAxisPermutation` draws one of them each time a training graph is read: the
+predictor then sees the symmetry of the physics rather than having to learn it from data.
+
+A permutation ``p`` is a tuple of the axes ``(0, 1, 2)``; :data:`AXIS_PERMUTATIONS` lists all 6
+(identity first), :data:`Z_PRESERVING` the 2 that keep z.
+"""
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from torch_geometric.transforms import BaseTransform
+from torch_geometric.utils import coalesce
+
+from . import design_space as ds
+from .graph import FEATURE_SLICES, NUM_NODE_FEATURES
+from .truss import Truss
+
+__all__ = ["AXIS_PERMUTATIONS", "Z_PRESERVING", "node_map", "free_dof_map", "pair_map",
+           "stiffness_map", "permute_truss", "permute_stiffness", "permute_data",
+           "allowed_permutations", "RandomAxisPermutation"]
+
+#: All 6 permutations of the axes ``(x, y, z) = (0, 1, 2)``, identity first.
+AXIS_PERMUTATIONS: tuple[tuple[int, int, int], ...] = tuple(itertools.permutations(range(3)))
+#: The permutations that keep the z axis (valid for z-compression curves).
+Z_PRESERVING: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 0, 2))
+
+# (normal, normal) index pairs of C11..C33 and the axis pairs of the shears C44, C55, C66
+_NORMAL = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+_SHEAR = ((1, 2), (0, 2), (0, 1))
+
+
+def _check_perm(perm) -> tuple[int, int, int]:
+    try:
+        p = tuple(int(a) for a in perm)
+    except (TypeError, ValueError):
+        raise ValueError(f"an axis permutation is a permutation of (0, 1, 2), got {perm!r}") \
+            from None
+    if sorted(p) != [0, 1, 2]:
+        raise ValueError(f"an axis permutation is a permutation of (0, 1, 2), got {perm!r}")
+    return p
+
+
+@lru_cache(maxsize=None)
+def _maps(p: tuple[int, int, int]):
+    grid_index = {tuple(g): i for i, g in enumerate(ds.NODE_GRID.tolist())}
+    nodes = np.array([grid_index[tuple(g[a] for a in p)] for g in ds.NODE_GRID.tolist()])
+    inv_axis = np.argsort(p)  # new axis a' of old axis a: p[a'] = a
+    dof_index = {(int(n), int(a)): k for k, (n, a) in enumerate(zip(ds.FREE_DOF_NODE,
+                                                                     ds.FREE_DOF_AXIS))}
+    dofs = np.array([dof_index[(int(nodes[n]), int(inv_axis[a]))]
+                     for n, a in zip(ds.FREE_DOF_NODE, ds.FREE_DOF_AXIS)])
+    pair_index = {(int(i), int(j)): t for t, (i, j) in enumerate(zip(ds.TRIU_I, ds.TRIU_J))}
+    pairs = np.array([pair_index[tuple(sorted((int(nodes[i]), int(nodes[j]))))]
+                      for i, j in zip(ds.TRIU_I, ds.TRIU_J)])
+    normal = {tuple(sorted(q)): k for k, q in enumerate(_NORMAL)}
+    shear = {q: 6 + k for k, q in enumerate(_SHEAR)}
+    comps = [normal[tuple(sorted((p[a], p[b])))] for a, b in _NORMAL]
+    comps += [shear[tuple(sorted((p[a], p[b])))] for a, b in _SHEAR]
+    out = tuple(np.asarray(m, dtype=np.int64) for m in (nodes, dofs, pairs, comps))
+    for m in out:
+        m.setflags(write=False)
+    return out
+
+
+def node_map(perm) -> np.ndarray:
+    """``[27]`` int: the new index of each old node (old node ``i`` at grid point ``g`` goes to
+    the node at ``g[list(perm)]``)."""
+    return _maps(_check_perm(perm))[0]
+
+
+def free_dof_map(perm) -> np.ndarray:
+    """``[27]`` int: the new index of each old free offset dof (design-space dof order)."""
+    return _maps(_check_perm(perm))[1]
+
+
+def pair_map(perm) -> np.ndarray:
+    """``[351]`` int: the new upper-triangle index of each old node pair."""
+    return _maps(_check_perm(perm))[2]
+
+
+def stiffness_map(perm) -> np.ndarray:
+    """``[9]`` int ``src``: permuted stiffness vector = ``C9[..., src]``."""
+    return _maps(_check_perm(perm))[3]
+
+
+def permute_stiffness(c9, perm):
+    """Stiffness components ``[..., 9]`` (numpy or torch) of the axis-permuted lattice."""
+    return c9[..., stiffness_map(perm)]
+
+
+def permute_truss(truss: Truss, perm) -> Truss:
+    """The lattice with its axes permuted: ``x'_a = x_{perm[a]}`` for every node position."""
+    nodes = node_map(perm)
+    p = list(_check_perm(perm))
+    adj = np.zeros_like(truss.adjacency)
+    adj[np.ix_(nodes, nodes)] = truss.adjacency
+    offsets = np.zeros_like(truss.offsets)
+    offsets[nodes] = truss.offsets[:, p]
+    return Truss(adj, offsets)
+
+
+@lru_cache(maxsize=None)
+def _stacked(perms: tuple) -> dict:
+    """The maps of every permutation in ``perms`` stacked along a leading dim, as torch
+    tensors: node map and its inverse, column orders of ``x`` / ``pos`` / ``edge_attr``,
+    free-dof, pair and stiffness maps."""
+    maps = [_maps(p) for p in perms]
+    out = {name: torch.stack([torch.from_numpy(m[i].copy()) for m in maps])
+           for i, name in enumerate(("nodes", "dofs", "pairs", "comps"))}
+    out["inv"] = torch.argsort(out["nodes"], dim=1)
+    cols = torch.arange(NUM_NODE_FEATURES).repeat(len(perms), 1)
+    for name in ("grid", "offset", "free"):
+        s = FEATURE_SLICES[name]
+        cols[:, s] = torch.as_tensor([[s.start + a for a in p] for p in perms])
+    out["cols"] = cols
+    out["axes"] = torch.as_tensor(perms)
+    out["edge_cols"] = torch.cat([torch.zeros(len(perms), 1, dtype=torch.long),
+                                  1 + out["axes"]], dim=1)
+    return out
+
+
+def permute_data(data, perm, normalizer=None, target: str = "stiffness"):
+    """The graph(s) of the axis-permuted lattice(s), built from the tensors directly (no FE).
+
+    Works on one graph of :func:`gnn_truss.graph.truss_to_data` / a
+    :class:`~gnn_truss.dataset.TrussDataset` item, and on a PyG batch of them (every graph has
+    27 nodes, so graph ``b`` owns nodes ``27 b .. 27 b + 26``), vectorised over the batch.
+
+    Args:
+        data: ``Data`` or ``Batch`` of ``B`` lattice graphs (fields as in :mod:`gnn_truss.graph`).
+        perm: one axis permutation for all graphs, or a ``[B]`` sequence of them.
+        normalizer: the dataset's :class:`~gnn_truss.dataset.TargetNormalizer`, needed to carry
+            a normalised stiffness target ``y`` over (its per-component mean and std differ).
+        target: what ``y`` holds, ``"stiffness"`` or ``"curve"``.
+
+    Returns:
+        A new graph / batch (the input is not modified); graph ``b`` equals
+        ``truss_to_data(permute_truss(t_b, perm_b), ...)`` with the labels permuted.
+
+    Raises:
+        ValueError: a permutation that moves z where a curve is the target or is known, a
+            stiffness ``y`` without ``normalizer``, or node count not a multiple of 27.
+    """
+    n = int(data.num_nodes)
+    if n == 0 or n % ds.NUM_NODES:
+        raise ValueError(f"expected lattice graphs of {ds.NUM_NODES} nodes each, got {n} nodes")
+    B = n // ds.NUM_NODES
+    if isinstance(perm, (tuple, list)) and len(perm) == 3 and all(
+            isinstance(a, (int, np.integer)) for a in perm):
+        perms = [_check_perm(perm)] * B
+    else:
+        perms = [_check_perm(p) for p in perm]
+        if len(perms) != B:
+            raise ValueError(f"got {len(perms)} permutations for {B} graphs")
+    uniq = tuple(sorted(set(perms)))
+    k = torch.as_tensor([uniq.index(p) for p in perms])
+    curve = getattr(data, "curve", None)
+    if any(p[2] != 2 for p in uniq) and (
+            target == "curve" or (curve is not None and not bool(torch.isnan(curve).all()))):
+        bad = next(p for p in uniq if p[2] != 2)
+        raise ValueError(f"axis permutation {bad} moves z: a z-compression curve does not "
+                         f"carry over (use one of {Z_PRESERVING})")
+    m = _stacked(uniq)
+    rows = torch.arange(B)[:, None]
+    out = data.clone()
+    x = data.x.view(B, ds.NUM_NODES, -1)[rows, m["inv"][k]]
+    out.x = torch.gather(x, 2, m["cols"][k][:, None, :].expand_as(x)).reshape(n, -1)
+    if getattr(data, "pos", None) is not None:
+        pos = data.pos.view(B, ds.NUM_NODES, 3)[rows, m["inv"][k]]
+        out.pos = torch.gather(pos, 2, m["axes"][k][:, None, :].expand_as(pos)).reshape(n, 3)
+    g = data.edge_index[0] // ds.NUM_NODES  # graph of each edge
+    ei = g * ds.NUM_NODES + m["nodes"][k[g], data.edge_index % ds.NUM_NODES]
+    ea = torch.gather(data.edge_attr, 1, m["edge_cols"][k[g]])
+    out.edge_index, out.edge_attr = coalesce(ei, ea, num_nodes=n)
+    out.adj = torch.empty_like(data.adj).scatter_(1, m["pairs"][k], data.adj)
+    for key in ("offset", "offset64"):
+        if getattr(data, key, None) is not None:
+            out[key] = torch.empty_like(data[key]).scatter_(1, m["dofs"][k], data[key])
+    comps = m["comps"][k]
+    if getattr(data, "stiffness", None) is not None:
+        out.stiffness = torch.gather(data.stiffness, 1, comps)
+    y = getattr(data, "y", None)
+    if y is not None and target == "stiffness":
+        if normalizer is None:
+            raise ValueError("permute_data: a stiffness target y needs the dataset's normalizer")
+        mean = torch.as_tensor(normalizer.mean, dtype=y.dtype)
+        std = torch.as_tensor(normalizer.std, dtype=y.dtype)
+        out.y = (torch.gather(y, 1, comps) * std[comps] + mean[comps] - mean) / std
+    return out
+
+
+def allowed_permutations(target: str) -> tuple[tuple[int, int, int], ...]:
+    """The permutations that carry a ``target`` label over: all 6 for ``"stiffness"``, the 2
+    that keep z for ``"curve"``."""
+    if target == "stiffness":
+        return AXIS_PERMUTATIONS
+    if target == "curve":
+        return Z_PRESERVING
+    raise ValueError(f"target must be 'stiffness' or 'curve', got {target!r}")
+
+
+class RandomAxisPermutation(BaseTransform):
+    r"""Relabels the axes of each lattice graph by a permutation drawn uniformly from those its
+    target allows (:func:`allowed_permutations`), labels transformed exactly
+    (:func:`permute_data`). Apply it to a whole training batch (one draw per graph, vectorised)
+    or to single graphs. Draws from torch's global generator, so ``torch.manual_seed`` makes
+    it reproducible.
+
+    Args:
+        normalizer: the dataset's target normaliser (``dataset.normalizer``).
+        target: ``"stiffness"`` (6 permutations) or ``"curve"`` (2).
+    """
+
+    def __init__(self, normalizer, target: str = "stiffness"):
+        self.normalizer = normalizer
+        self.target = target
+        self.perms = allowed_permutations(target)
+
+    def forward(self, data):
+        B = int(data.num_nodes) // ds.NUM_NODES
+        draw = torch.randint(len(self.perms), (B,)).tolist()
+        return permute_data(data, [self.perms[i] for i in draw], self.normalizer, self.target)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(target={self.target!r}, {len(self.perms)} permutations)"

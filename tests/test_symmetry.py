@@ -1,0 +1,219 @@
+"""Tests of gnn_truss.symmetry: axis permutations of lattices, labels and graphs.
+
+The physics checks homogenize / compress a lattice and its axis-permuted copy and compare the
+results with the tensor transformation rule, derived independently here (full fourth-order
+tensor rotated by the permutation matrix with einsum).
+"""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from gnn_truss import design_space as ds
+from gnn_truss.dataset import TargetNormalizer
+from gnn_truss.fe.homogenization import homogenize, stiffness_vector
+from gnn_truss.graph import data_to_truss, truss_to_data
+from gnn_truss.symmetry import (
+    AXIS_PERMUTATIONS,
+    Z_PRESERVING,
+    RandomAxisPermutation,
+    allowed_permutations,
+    node_map,
+    permute_data,
+    permute_stiffness,
+    permute_truss,
+)
+from gnn_truss.truss import Truss
+
+# Voigt index of each (i, j) axis pair (engineering shears 4: yz, 5: xz, 6: xy)
+_VOIGT = {(0, 0): 0, (1, 1): 1, (2, 2): 2, (1, 2): 3, (2, 1): 3, (0, 2): 4, (2, 0): 4,
+          (0, 1): 5, (1, 0): 5}
+_NINE = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2), (3, 3), (4, 4), (5, 5)]
+
+
+def full_tensor(c9: np.ndarray) -> np.ndarray:
+    """``[3, 3, 3, 3]`` orthotropic stiffness tensor from the 9 Voigt components."""
+    V = np.zeros((6, 6))
+    for v, (a, b) in zip(c9, _NINE):
+        V[a, b] = V[b, a] = v
+    return np.array([[[[V[_VOIGT[i, j], _VOIGT[k, l]] for l in range(3)] for k in range(3)]
+                      for j in range(3)] for i in range(3)])
+
+
+def nine_of(C: np.ndarray) -> np.ndarray:
+    inv = {v: k for k, v in _VOIGT.items() if k[0] <= k[1]}
+    return np.array([C[inv[a] + inv[b]] for a, b in _NINE])
+
+
+def rotated_by_permutation(c9: np.ndarray, p) -> np.ndarray:
+    """``C'_{abcd} = Q_ai Q_bj Q_ck Q_dl C_ijkl`` with ``x' = Q x``, ``Q[a, p[a]] = 1``."""
+    Q = np.zeros((3, 3))
+    Q[np.arange(3), list(p)] = 1.0
+    return nine_of(np.einsum("ai,bj,ck,dl,ijkl->abcd", Q, Q, Q, Q, full_tensor(c9)))
+
+
+def perturbed(name: str, seed: int) -> Truss:
+    """An elementary lattice with random offsets on its used nodes' free dofs (anisotropic)."""
+    t = Truss.elementary(name)
+    rng = np.random.default_rng(seed)
+    off = ds.unpack_offsets(rng.uniform(-0.08, 0.08, ds.NUM_FREE_DOFS)) * t.used[:, None]
+    return t.with_offsets(off).check_valid()
+
+
+def octet_with_sc(seed: int) -> Truss:
+    return perturbed("octet_2x2x2", seed).superpose(Truss.elementary("sc_2x2x2")).check_valid()
+
+
+# ------------------------------------------------------------------ maps
+@pytest.mark.parametrize("p", AXIS_PERMUTATIONS)
+def test_node_map_sends_each_grid_point_to_its_permuted_copy(p):
+    m = node_map(p)
+    assert sorted(m) == list(range(27))  # a bijection of the 27 nodes
+    np.testing.assert_array_equal(ds.NODE_GRID[m], ds.NODE_GRID[:, list(p)])
+    np.testing.assert_array_equal(ds.NODE_TYPE[m], ds.NODE_TYPE)  # types are kept
+
+
+def test_identity_and_composition():
+    t = octet_with_sc(0)
+    assert permute_truss(t, (0, 1, 2)) == t
+    for p, q in itertools.product(AXIS_PERMUTATIONS, repeat=2):
+        # x'_a = x_p[a], then x''_b = x'_q[b] = x_p[q[b]]
+        pq = tuple(p[q[b]] for b in range(3))
+        assert permute_truss(permute_truss(t, p), q) == permute_truss(t, pq)
+
+
+@pytest.mark.parametrize("p", AXIS_PERMUTATIONS)
+def test_stiffness_map_matches_the_tensor_rotation(p):
+    c9 = np.random.default_rng(1).uniform(-1, 1, 9)
+    np.testing.assert_allclose(permute_stiffness(c9, p), rotated_by_permutation(c9, p),
+                               rtol=0, atol=1e-15)
+
+
+def test_swapping_x_and_y_swaps_the_expected_components():
+    c9 = np.arange(1.0, 10.0)  # C11 C12 C13 C22 C23 C33 C44 C55 C66
+    np.testing.assert_array_equal(permute_stiffness(c9, (1, 0, 2)),
+                                  [4, 2, 5, 1, 3, 6, 8, 7, 9])
+
+
+@pytest.mark.parametrize("bad", [(0, 1), (0, 0, 1), (0, 1, 3), "xyz", None])
+def test_bad_permutations_are_refused(bad):
+    with pytest.raises(ValueError, match="permutation of"):
+        permute_truss(Truss.elementary("octet"), bad)
+
+
+def test_cubic_elementary_lattices_are_invariant():
+    for name in ("sc", "sc_2x2x2", "bcc", "bcc_2x2x2", "octet", "octet_2x2x2"):
+        t = Truss.elementary(name)
+        for p in AXIS_PERMUTATIONS:
+            assert permute_truss(t, p) == t, (name, p)
+
+
+# ------------------------------------------------------------------ physics (FE)
+@pytest.mark.parametrize("make", [lambda: perturbed("octet_2x2x2", 3), lambda: octet_with_sc(4),
+                                  lambda: perturbed("sc_2x2x2", 5).superpose(
+                                      perturbed("octet", 6))])
+def test_fe_stiffness_of_the_permuted_lattice_is_the_rotated_stiffness(make):
+    t = make()
+    c = stiffness_vector(homogenize(t).C)
+    assert np.all(np.isfinite(c))
+    assert abs(c[0] - c[3]) > 1e-3 * c[0]  # anisotropic: the check below can fail
+    for p in AXIS_PERMUTATIONS:
+        cp = stiffness_vector(homogenize(permute_truss(t, p)).C)
+        np.testing.assert_allclose(cp, rotated_by_permutation(c, p), rtol=1e-9,
+                                   atol=1e-12 * np.abs(c).max())
+
+
+def test_fe_compression_curve_is_kept_by_the_xy_swap_only():
+    from gnn_truss.fe.nonlinear import compress, compression_model
+    t = perturbed("octet_2x2x2", 7)
+    strains = [0.005, 0.02]
+
+    def curve(truss, axis):
+        res = compress(compression_model(truss, imperfection=0.0), axis=axis, strains=strains)
+        return np.asarray(res.stress)
+
+    base = curve(t, 2)
+    swapped = curve(permute_truss(t, (1, 0, 2)), 2)
+    np.testing.assert_allclose(swapped, base, rtol=1e-6)
+    # moving z elsewhere: the old z axis is new axis a with p[a] = 2, compressing along a gives
+    # the old curve, compressing along the new z does not (anisotropic lattice)
+    p = (2, 0, 1)
+    moved = permute_truss(t, p)
+    np.testing.assert_allclose(curve(moved, p.index(2)), base, rtol=1e-6)
+    assert not np.allclose(curve(moved, 2), base, rtol=1e-2)
+
+
+# ------------------------------------------------------------------ graphs
+def labelled_graph(t: Truss, norm: TargetNormalizer, curve=None):
+    c = stiffness_vector(homogenize(t).C)
+    d = truss_to_data(t, stiffness=c, curve=curve)
+    d.y = norm.transform(torch.as_tensor(c, dtype=torch.float64)).float().view(1, -1)
+    return d, c
+
+
+@pytest.fixture(scope="module")
+def norm():
+    rng = np.random.default_rng(2)  # per-component mean / std that differ
+    return TargetNormalizer.fit(np.abs(rng.normal(0.01, 0.01, (50, 9))) *
+                                np.linspace(1, 3, 9))
+
+
+@pytest.mark.parametrize("p", AXIS_PERMUTATIONS)
+def test_permute_data_equals_the_graph_of_the_permuted_lattice(p, norm):
+    t = octet_with_sc(8)
+    d, c = labelled_graph(t, norm)
+    got = permute_data(d, p, norm)
+    ref = truss_to_data(permute_truss(t, p), stiffness=permute_stiffness(c, p))
+    for key in ("x", "pos", "edge_index", "edge_attr", "adj", "offset", "offset64",
+                "stiffness"):
+        torch.testing.assert_close(got[key], ref[key], rtol=0, atol=1e-6, msg=key)
+    y_ref = norm.transform(torch.as_tensor(permute_stiffness(c, p), dtype=torch.float64))
+    torch.testing.assert_close(got.y.double().view(-1), y_ref, rtol=0, atol=2e-6)
+    assert data_to_truss(got) == permute_truss(t, p)
+    torch.testing.assert_close(d.x, truss_to_data(t).x)  # the input is left alone
+
+
+def test_permute_data_on_a_batch_equals_graph_by_graph(norm):
+    trusses = [octet_with_sc(s) for s in range(5)] + [perturbed("sc_2x2x2", 9)]
+    graphs = [labelled_graph(t, norm)[0] for t in trusses]
+    perms = list(AXIS_PERMUTATIONS)
+    got = permute_data(Batch.from_data_list(graphs), perms, norm)
+    ref = Batch.from_data_list([permute_data(g, p, norm) for g, p in zip(graphs, perms)])
+    for key in ("x", "pos", "edge_index", "edge_attr", "adj", "offset", "stiffness", "y",
+                "batch"):
+        assert torch.equal(got[key], ref[key]), key
+
+
+def test_curves_refuse_permutations_that_move_z(norm):
+    t = octet_with_sc(10)
+    d, _ = labelled_graph(t, norm, curve=np.linspace(0.0, 1e-3, 13))
+    with pytest.raises(ValueError, match="moves z"):
+        permute_data(d, (0, 2, 1), norm)
+    kept = permute_data(d, (1, 0, 2), norm)
+    torch.testing.assert_close(kept.curve, d.curve)
+    assert allowed_permutations("curve") == Z_PRESERVING
+    with pytest.raises(ValueError, match="normalizer"):
+        permute_data(d, (1, 0, 2))
+    with pytest.raises(ValueError, match="27 nodes"):
+        permute_data(d.subgraph(torch.arange(20)), (1, 0, 2), norm)
+
+
+def test_random_axis_permutation_is_seeded_and_draws_every_allowed_permutation(norm):
+    t = octet_with_sc(11)
+    d, _ = labelled_graph(t, norm)
+    batch = Batch.from_data_list([d] * 120)
+    aug = RandomAxisPermutation(norm)
+    torch.manual_seed(0)
+    a = aug(batch)
+    torch.manual_seed(0)
+    b = aug(batch)
+    assert torch.equal(a.offset, b.offset) and torch.equal(a.y, b.y)
+    seen = {tuple(row.tolist()) for row in a.offset}
+    assert len(seen) == 6  # six distinct orientations of a lattice with random offsets
+    curve_aug = RandomAxisPermutation(norm, target="curve")
+    c = curve_aug(batch)
+    assert len({tuple(row.tolist()) for row in c.offset}) == 2
+    with pytest.raises(ValueError, match="target"):
+        RandomAxisPermutation(norm, target="density")
