@@ -161,13 +161,16 @@ def permute_data(data, perm, normalizer=None, target: str = "stiffness"):
     if n == 0 or n % ds.NUM_NODES:
         raise ValueError(f"expected lattice graphs of {ds.NUM_NODES} nodes each, got {n} nodes")
     B = n // ds.NUM_NODES
-    if isinstance(perm, (tuple, list)) and len(perm) == 3 and all(
-            isinstance(a, (int, np.integer)) for a in perm):
-        perms = [_check_perm(perm)] * B
-    else:
-        perms = [_check_perm(p) for p in perm]
+    try:
+        arr = np.asarray(perm)
+    except ValueError:  # ragged
+        arr = np.asarray(None)
+    if arr.ndim == 2:
+        perms = [_check_perm(p) for p in arr]
         if len(perms) != B:
             raise ValueError(f"got {len(perms)} permutations for {B} graphs")
+    else:
+        perms = [_check_perm(arr if arr.ndim == 1 else perm)] * B
     uniq = tuple(sorted(set(perms)))
     k = torch.as_tensor([uniq.index(p) for p in perms])
     curve = getattr(data, "curve", None)

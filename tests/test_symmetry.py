@@ -196,6 +196,11 @@ def test_curves_refuse_permutations_that_move_z(norm):
     assert allowed_permutations("curve") == Z_PRESERVING
     with pytest.raises(ValueError, match="normalizer"):
         permute_data(d, (1, 0, 2))
+    with pytest.raises(ValueError, match="2 permutations for 1 graphs"):
+        permute_data(d, [(1, 0, 2)] * 2, norm)
+    with pytest.raises(ValueError, match="permutation of"):
+        permute_data(d, [(1, 0, 2), (1, 0)], norm)
+    torch.testing.assert_close(permute_data(d, np.array([1, 0, 2]), norm).adj, kept.adj)
     with pytest.raises(ValueError, match="27 nodes"):
         permute_data(d.subgraph(torch.arange(20)), (1, 0, 2), norm)
 
