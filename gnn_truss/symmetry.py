@@ -151,15 +151,22 @@ def permute_data(data, perm, normalizer=None, target: str = "stiffness"):
 
     Returns:
         A new graph / batch (the input is not modified); graph ``b`` equals
-        ``truss_to_data(permute_truss(t_b, perm_b), ...)`` with the labels permuted.
+        ``truss_to_data(permute_truss(t_b, perm_b), ...)`` with the labels permuted. With a
+        stiffness ``target``, a known curve of a graph whose permutation moves z becomes NaN
+        (unknown): it does not carry over. ``idx`` (the corpus row) is copied and so names
+        the unpermuted lattice.
 
     Raises:
-        ValueError: a permutation that moves z where a curve is the target or is known, a
-            stiffness ``y`` without ``normalizer``, or node count not a multiple of 27.
+        ValueError: a permutation that moves z with a curve ``target``, a stiffness ``y``
+            without ``normalizer``, or graphs that are not all of 27 nodes.
     """
     n = int(data.num_nodes)
     if n == 0 or n % ds.NUM_NODES:
         raise ValueError(f"expected lattice graphs of {ds.NUM_NODES} nodes each, got {n} nodes")
+    ptr = getattr(data, "ptr", None)
+    if ptr is not None and bool((ptr.diff() != ds.NUM_NODES).any()):
+        raise ValueError(f"expected lattice graphs of {ds.NUM_NODES} nodes each, got "
+                         f"{ptr.diff().tolist()}")
     B = n // ds.NUM_NODES
     try:
         arr = np.asarray(perm)
@@ -171,26 +178,28 @@ def permute_data(data, perm, normalizer=None, target: str = "stiffness"):
             raise ValueError(f"got {len(perms)} permutations for {B} graphs")
     else:
         perms = [_check_perm(arr if arr.ndim == 1 else perm)] * B
-    uniq = tuple(sorted(set(perms)))
-    k = torch.as_tensor([uniq.index(p) for p in perms])
-    curve = getattr(data, "curve", None)
-    if any(p[2] != 2 for p in uniq) and (
-            target == "curve" or (curve is not None and not bool(torch.isnan(curve).all()))):
-        bad = next(p for p in uniq if p[2] != 2)
+    moves_z = [p[2] != 2 for p in perms]
+    if target == "curve" and any(moves_z):
+        bad = perms[moves_z.index(True)]
         raise ValueError(f"axis permutation {bad} moves z: a z-compression curve does not "
                          f"carry over (use one of {Z_PRESERVING})")
-    m = _stacked(uniq)
-    rows = torch.arange(B)[:, None]
+    uniq = tuple(sorted(set(perms)))
+    dev = data.x.device
+    k = torch.as_tensor([uniq.index(p) for p in perms], device=dev)
+    m = {name: t.to(dev) for name, t in _stacked(uniq).items()}
+    rows = torch.arange(B, device=dev)[:, None]
     out = data.clone()
     x = data.x.view(B, ds.NUM_NODES, -1)[rows, m["inv"][k]]
     out.x = torch.gather(x, 2, m["cols"][k][:, None, :].expand_as(x)).reshape(n, -1)
     if getattr(data, "pos", None) is not None:
         pos = data.pos.view(B, ds.NUM_NODES, 3)[rows, m["inv"][k]]
         out.pos = torch.gather(pos, 2, m["axes"][k][:, None, :].expand_as(pos)).reshape(n, 3)
-    g = data.edge_index[0] // ds.NUM_NODES  # graph of each edge
-    ei = g * ds.NUM_NODES + m["nodes"][k[g], data.edge_index % ds.NUM_NODES]
+    ei0 = data.edge_index.long()
+    g = ei0[0] // ds.NUM_NODES  # graph of each edge
+    ei = g * ds.NUM_NODES + m["nodes"][k[g], ei0 % ds.NUM_NODES]
     ea = torch.gather(data.edge_attr, 1, m["edge_cols"][k[g]])
-    out.edge_index, out.edge_attr = coalesce(ei, ea, num_nodes=n)
+    ei, out.edge_attr = coalesce(ei, ea, num_nodes=n)
+    out.edge_index = ei.to(data.edge_index.dtype)
     out.adj = torch.empty_like(data.adj).scatter_(1, m["pairs"][k], data.adj)
     for key in ("offset", "offset64"):
         if getattr(data, key, None) is not None:
@@ -198,13 +207,18 @@ def permute_data(data, perm, normalizer=None, target: str = "stiffness"):
     comps = m["comps"][k]
     if getattr(data, "stiffness", None) is not None:
         out.stiffness = torch.gather(data.stiffness, 1, comps)
+    curve = getattr(data, "curve", None)
+    if curve is not None and any(moves_z):
+        out.curve = curve.masked_fill(torch.as_tensor(moves_z, device=dev)[:, None],
+                                      float("nan"))
     y = getattr(data, "y", None)
     if y is not None and target == "stiffness":
         if normalizer is None:
             raise ValueError("permute_data: a stiffness target y needs the dataset's normalizer")
-        mean = torch.as_tensor(normalizer.mean, dtype=y.dtype)
-        std = torch.as_tensor(normalizer.std, dtype=y.dtype)
-        out.y = (torch.gather(y, 1, comps) * std[comps] + mean[comps] - mean) / std
+        mean = torch.as_tensor(normalizer.mean, dtype=torch.float64, device=dev)
+        std = torch.as_tensor(normalizer.std, dtype=torch.float64, device=dev)
+        y64 = torch.gather(y.double(), 1, comps)
+        out.y = ((y64 * std[comps] + mean[comps] - mean) / std).to(y.dtype)
     return out
 
 

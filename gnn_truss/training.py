@@ -376,6 +376,11 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         start_epoch, best, bad_epochs = ck["epoch"] + 1, ck["best"], ck["bad_epochs"]
         step = start_epoch * steps_per_epoch
         torch.set_rng_state(ck["rng"])
+        if world > 1:  # only rank 0's generator state is saved: one stream per rank again
+            torch.manual_seed(t["seed"] + rank + world * start_epoch)
+        if ck["config"]["train"].get("augment") != t["augment"]:
+            log.warning("resuming %s with train.augment %r (it was trained with %r)", last,
+                        t["augment"], ck["config"]["train"].get("augment"))
         log.info("resumed from %s at epoch %d", last, start_epoch)
     elif t["init_from"]:
         copied, skipped = init_from_checkpoint(model, t["init_from"], cfg["model"])

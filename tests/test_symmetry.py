@@ -170,7 +170,7 @@ def test_permute_data_equals_the_graph_of_the_permuted_lattice(p, norm):
                 "stiffness"):
         torch.testing.assert_close(got[key], ref[key], rtol=0, atol=1e-6, msg=key)
     y_ref = norm.transform(torch.as_tensor(permute_stiffness(c, p), dtype=torch.float64))
-    torch.testing.assert_close(got.y.double().view(-1), y_ref, rtol=0, atol=2e-6)
+    torch.testing.assert_close(got.y.double().view(-1), y_ref, rtol=0, atol=3e-7)
     assert data_to_truss(got) == permute_truss(t, p)
     torch.testing.assert_close(d.x, truss_to_data(t).x)  # the input is left alone
 
@@ -186,23 +186,54 @@ def test_permute_data_on_a_batch_equals_graph_by_graph(norm):
         assert torch.equal(got[key], ref[key]), key
 
 
-def test_curves_refuse_permutations_that_move_z(norm):
+def test_identity_permutation_changes_nothing(norm):
+    d, _ = labelled_graph(octet_with_sc(12), norm, curve=np.linspace(0.0, 1e-3, 13))
+    same = permute_data(d, (0, 1, 2), norm)
+    for key in d.keys():
+        assert torch.equal(same[key], d[key]) if isinstance(d[key], torch.Tensor) \
+            else same[key] == d[key], key
+
+
+def test_curves_follow_only_the_permutations_that_keep_z(norm):
     t = octet_with_sc(10)
     d, _ = labelled_graph(t, norm, curve=np.linspace(0.0, 1e-3, 13))
     with pytest.raises(ValueError, match="moves z"):
-        permute_data(d, (0, 2, 1), norm)
-    kept = permute_data(d, (1, 0, 2), norm)
+        permute_data(d, (0, 2, 1), norm, target="curve")
+    kept = permute_data(d, (1, 0, 2), norm, target="curve")
     torch.testing.assert_close(kept.curve, d.curve)
+    torch.testing.assert_close(kept.y, d.y)  # a curve target y is unchanged
+    # a stiffness target on graphs that also carry curves: the curve of a graph whose z moved
+    # becomes unknown, the others are kept
+    b = permute_data(Batch.from_data_list([d, d]), [(0, 2, 1), (1, 0, 2)], norm)
+    assert bool(torch.isnan(b.curve[0]).all()) and torch.equal(b.curve[1], d.curve[0])
     assert allowed_permutations("curve") == Z_PRESERVING
+
+
+def test_permute_data_refuses_bad_input(norm):
+    d, _ = labelled_graph(octet_with_sc(10), norm)
     with pytest.raises(ValueError, match="normalizer"):
         permute_data(d, (1, 0, 2))
+    with pytest.raises(ValueError, match="27 nodes"):
+        permute_data(d.subgraph(torch.arange(20)), (1, 0, 2), norm)
+    with pytest.raises(ValueError, match="27 nodes"):  # 20 + 34 nodes: a multiple of 27
+        permute_data(Batch.from_data_list([d.subgraph(torch.arange(20)),
+                                           Batch.from_data_list([d, d]).subgraph(
+                                               torch.arange(34))]), (1, 0, 2), norm)
     with pytest.raises(ValueError, match="2 permutations for 1 graphs"):
         permute_data(d, [(1, 0, 2)] * 2, norm)
     with pytest.raises(ValueError, match="permutation of"):
         permute_data(d, [(1, 0, 2), (1, 0)], norm)
-    torch.testing.assert_close(permute_data(d, np.array([1, 0, 2]), norm).adj, kept.adj)
-    with pytest.raises(ValueError, match="27 nodes"):
-        permute_data(d.subgraph(torch.arange(20)), (1, 0, 2), norm)
+    torch.testing.assert_close(permute_data(d, np.array([1, 0, 2]), norm).adj,
+                               permute_data(d, (1, 0, 2), norm).adj)
+
+
+def test_batch_round_trip_to_trusses(norm):
+    from gnn_truss.graph import batch_to_trusses
+    trusses = [octet_with_sc(s) for s in range(3)]
+    batch = Batch.from_data_list([labelled_graph(t, norm)[0] for t in trusses])
+    perms = [(2, 0, 1), (0, 2, 1), (1, 2, 0)]
+    assert batch_to_trusses(permute_data(batch, perms, norm)) == \
+        [permute_truss(t, p) for t, p in zip(trusses, perms)]
 
 
 def test_random_axis_permutation_is_seeded_and_draws_every_allowed_permutation(norm):
