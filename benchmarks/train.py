@@ -3,10 +3,11 @@
 Prints, for each encoder of ``--configs``: (a) training graphs per second (data loading and
 PyG collation, forward, loss, backward and Adam step, as in :func:`gnn_truss.training.train`),
 (b) inference lattices per second (encode to the latent mean, decode adjacency and offsets,
-predict the properties; no gradients), (c) the number of parameters. One process with
+predict the properties; no gradients), (c) the number of parameters. A config with
+``train.augment: axes`` (``configs/default_augment.yaml``) includes the augmentation in (a). One process with
 ``--threads`` torch threads on the first ``--limit`` lattices of the shipped corpus.
 
-    python benchmarks/train.py [--limit 8000] [--threads 1] [--batches 30]
+    python benchmarks/train.py [--limit 8000] [--threads 1] [--batches 30] [--configs ...]
 """
 from __future__ import annotations
 
@@ -35,12 +36,18 @@ def _throughput(cfg: dict, limit: int, batches: int) -> dict:
     gen = torch.Generator().manual_seed(0)
     dl = DataLoader(train_ds, batch_size=t["batch_size"], shuffle=True, generator=gen,
                     drop_last=True)
+    augment = None
+    if t["augment"] == "axes":  # the training loop's random axis permutation, per batch
+        from gnn_truss.symmetry import RandomAxisPermutation
+        augment = RandomAxisPermutation(train_ds.normalizer, cfg["data"]["target"])
     model.train()
     seen, t0, done = 0, None, 0
     while done < batches + 2:
         for b in dl:
             if done == 2:  # two warm-up batches
                 t0, seen = time.perf_counter(), 0
+            if augment is not None:
+                b = augment(b)
             out = model(b)
             loss = model.loss(out, b, beta=t["beta_max"], property_weight=t["property_weight"])
             opt.zero_grad()
