@@ -3,9 +3,10 @@
 Prints, for each encoder of ``--configs``: (a) training graphs per second (data loading and
 PyG collation, forward, loss, backward and Adam step, as in :func:`gnn_truss.training.train`),
 (b) inference lattices per second (encode to the latent mean, decode adjacency and offsets,
-predict the properties; no gradients), (c) the number of parameters. A config with
-``train.augment: axes`` (``configs/default_augment.yaml``) includes the augmentation in (a). One process with
-``--threads`` torch threads on the first ``--limit`` lattices of the shipped corpus.
+predict the properties; no gradients, after one untimed warm-up pass), (c) the number of
+parameters. A config with ``train.augment: axes`` (``configs/default_augment.yaml``) includes
+the augmentation in (a). One process with ``--threads`` torch threads on the first ``--limit``
+lattices of the shipped corpus.
 
     python benchmarks/train.py [--limit 8000] [--threads 1] [--batches 30] [--configs ...]
 """

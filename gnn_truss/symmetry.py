@@ -23,7 +23,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import coalesce
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DEFAULT_CONFIG", "FREEZABLE", "AUGMENTATIONS", "load_config", "validate_config", "kl_beta", "train",
-           "load_checkpoint", "build_datasets", "init_from_checkpoint"]
+__all__ = ["DEFAULT_CONFIG", "FREEZABLE", "AUGMENTATIONS", "load_config", "validate_config",
+           "kl_beta", "train", "load_checkpoint", "build_datasets", "init_from_checkpoint"]
 
 log = logging.getLogger(__name__)
 

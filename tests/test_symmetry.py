@@ -15,6 +15,7 @@ from gnn_truss import design_space as ds
 from gnn_truss.dataset import TargetNormalizer
 from gnn_truss.fe.homogenization import homogenize, stiffness_vector
 from gnn_truss.graph import data_to_truss, truss_to_data
+from gnn_truss.properties import stiffness_from_vector, vector_from_stiffness
 from gnn_truss.symmetry import (
     AXIS_PERMUTATIONS,
     Z_PRESERVING,
@@ -27,31 +28,21 @@ from gnn_truss.symmetry import (
 )
 from gnn_truss.truss import Truss
 
-# Voigt index of each (i, j) axis pair (engineering shears 4: yz, 5: xz, 6: xy)
-_VOIGT = {(0, 0): 0, (1, 1): 1, (2, 2): 2, (1, 2): 3, (2, 1): 3, (0, 2): 4, (2, 0): 4,
-          (0, 1): 5, (1, 0): 5}
-_NINE = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2), (3, 3), (4, 4), (5, 5)]
-
-
-def full_tensor(c9: np.ndarray) -> np.ndarray:
-    """``[3, 3, 3, 3]`` orthotropic stiffness tensor from the 9 Voigt components."""
-    V = np.zeros((6, 6))
-    for v, (a, b) in zip(c9, _NINE):
-        V[a, b] = V[b, a] = v
-    return np.array([[[[V[_VOIGT[i, j], _VOIGT[k, l]] for l in range(3)] for k in range(3)]
-                      for j in range(3)] for i in range(3)])
-
-
-def nine_of(C: np.ndarray) -> np.ndarray:
-    inv = {v: k for k, v in _VOIGT.items() if k[0] <= k[1]}
-    return np.array([C[inv[a] + inv[b]] for a, b in _NINE])
+# Voigt index of the axis pair (i, j), and the axis pair of each Voigt index (shears yz, xz, xy)
+_VOIGT = np.array([[0, 5, 4], [5, 1, 3], [4, 3, 2]])
+_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
 def rotated_by_permutation(c9: np.ndarray, p) -> np.ndarray:
-    """``C'_{abcd} = Q_ai Q_bj Q_ck Q_dl C_ijkl`` with ``x' = Q x``, ``Q[a, p[a]] = 1``."""
+    """``C'_{abcd} = Q_ai Q_bj Q_ck Q_dl C_ijkl`` with ``x' = Q x``, ``Q[a, p[a]] = 1``, on the
+    full fourth-order tensor built from the 6 x 6 Voigt stiffness."""
+    V = stiffness_from_vector(c9)
+    C = V[_VOIGT[:, :, None, None], _VOIGT[None, None, :, :]]
     Q = np.zeros((3, 3))
     Q[np.arange(3), list(p)] = 1.0
-    return nine_of(np.einsum("ai,bj,ck,dl,ijkl->abcd", Q, Q, Q, Q, full_tensor(c9)))
+    Cr = np.einsum("ai,bj,ck,dl,ijkl->abcd", Q, Q, Q, Q, C)
+    return vector_from_stiffness(np.array([[Cr[i, j, k, l] for k, l in _PAIRS]
+                                           for i, j in _PAIRS]))
 
 
 def perturbed(name: str, seed: int) -> Truss:
