@@ -449,19 +449,41 @@ def _compress_one(args):
     return np.asarray(res.label, dtype=np.float64), ""
 
 
-def _compress_all(trusses, density: float, workers: int, seed: int) -> list:
+def _compress_all(trusses, density: float, workers: int, seed: int,
+                  progress: bool = False) -> list:
+    """:func:`_compress_one` of every lattice, in order (``workers`` processes); ``progress``
+    shows a bar over the lattices."""
     jobs = [(t, density, seed) for t in trusses]
-    if workers <= 1 or len(jobs) <= 1:
-        return [_compress_one(j) for j in jobs]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        return list(ex.map(_compress_one, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    bar = None
+    if progress and jobs:
+        from .progress import progress_bar
+        bar = progress_bar(total=len(jobs), desc="nonlinear FE", unit="lattice")
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            out = []
+            for j in jobs:
+                out.append(_compress_one(j))
+                if bar is not None:
+                    bar.update()
+            return out
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        out = []
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+            for r in ex.map(_compress_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+                out.append(r)
+                if bar is not None:
+                    bar.update()
+        return out
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def verify_candidates(trusses, label: str = "stiffness", density: float = 0.15,
-                      workers: int | None = None, seed: int = 0) -> Verification:
+                      workers: int | None = None, seed: int = 0,
+                      progress: bool = False) -> Verification:
     """FE ground truth of candidate lattices.
 
     Linear homogenization (:func:`~gnn_truss.fe.homogenization.homogenize_batch`, with the
@@ -475,6 +497,7 @@ def verify_candidates(trusses, label: str = "stiffness", density: float = 0.15,
         density: relative density (0.15).
         workers: processes (default: as ``homogenize_batch``; for curves the CPU count).
         seed: imperfection seed of the nonlinear FE.
+        progress: progress bar over the nonlinear FE runs (the slow part).
     """
     import os
 
@@ -495,7 +518,7 @@ def verify_candidates(trusses, label: str = "stiffness", density: float = 0.15,
         todo = np.flatnonzero(res.ok)
         nw = workers if workers is not None else (os.cpu_count() or 1)
         for i, (lab, msg) in zip(todo, _compress_all([trusses[i] for i in todo], density,
-                                                     nw, seed)):
+                                                     nw, seed, progress)):
             if lab is None:
                 status[i] = "nonlinear-failed"
                 log.info("candidate %d: nonlinear FE failed (%s)", i, msg)
@@ -646,7 +669,8 @@ def _fe_scores(objective: Objective, values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(scores), scores, np.inf)
 
 
-def _verify_and_rank(objective, pool: dict, reference_label, density, workers, seed):
+def _verify_and_rank(objective, pool: dict, reference_label, density, workers, seed,
+                     progress: bool = False):
     """FE-verify each distinct repaired candidate once and rank them by FE score.
 
     Returns:
@@ -657,7 +681,7 @@ def _verify_and_rank(objective, pool: dict, reference_label, density, workers, s
         first.setdefault(h, i)
     uniq = sorted(first.values())
     ver = verify_candidates([pool["repaired"][i] for i in uniq], objective.label, density,
-                            workers, seed)
+                            workers, seed, progress=progress)
     t0 = time.perf_counter()
     ok = ver.ok
     with np.errstate(all="ignore"):
@@ -701,7 +725,8 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
                       children: int = 50, sigma=(0.02, 0.5), relax: str = "straight-through",
                       density: float = 0.15, workers: int | None = None, seed: int = 0,
                       first_step: int = 0, verify_per_round: int | None = None,
-                      extra_parents: list = ()) -> tuple[list, int, float]:
+                      extra_parents: list = (), progress: bool = False
+                      ) -> tuple[list, int, float]:
     r"""FE-guided refinement in the latent space (an elitist evolution strategy).
 
     Each round takes the ``parents`` best FE-verified candidates so far (distinct lattices),
@@ -726,6 +751,7 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
         extra_parents: lattices with known FE labels that compete as parents but are not
             returned (:func:`run_design` passes the start lattices, FE-labelled in the corpus,
             so the search also explores around the dataset best).
+        progress: a progress bar over the rounds (best FE objective value so far).
 
     Returns:
         ``(all candidates incl. the new ones, best FE score first; lattices verified;
@@ -741,48 +767,67 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
     extra = list(extra_parents)
     seen = {c.truss.canonical_hash() for c in cands + extra}
     verified, fe_seconds = 0, 0.0
-    for r in range(rounds):
-        top = [c for c in sorted(cands + extra, key=key)
-               if c.status == "ok" and math.isfinite(c.fe_score)][:parents]
-        if not top:
-            break
-        mu = encode_trusses(model, [c.truss for c in top]).cpu()
-        n = len(top) * children
-        scale = torch.exp(torch.empty(n, 1).uniform_(math.log(lo), math.log(hi), generator=gen))
-        z = mu.repeat_interleave(children, 0) + scale * torch.randn(n, mu.shape[1],
-                                                                    generator=gen)
-        decoded = decode_designs(model, z)
-        repaired = [repair_design(t) for t in decoded]
-        hashes = [t.canonical_hash() for t in repaired]
-        first: dict = {}  # the first child of each new lattice
-        for i, h in enumerate(hashes):
-            if h not in seen and repaired[i].num_edges:
-                first.setdefault(h, i)
-        keep = list(first.values())
-        if not keep:
-            continue
-        with torch.no_grad():
-            pred = predict_decoded(model, normalizer, z[keep].to(_device(model)), relax)
-        pred = pred.double().cpu().numpy()
-        if verify_per_round is not None and len(keep) > verify_per_round:
-            with np.errstate(all="ignore"):
-                sc = np.nan_to_num(np.asarray(objective.score(pred), dtype=np.float64),
-                                   nan=np.inf)
-            best = np.sort(np.argsort(sc, kind="stable")[:verify_per_round])
-            keep, pred = [keep[i] for i in best], pred[best]
-        pool = {"decoded": [decoded[i] for i in keep], "repaired": [repaired[i] for i in keep],
-                "runs": np.array([top[i // children].run for i in keep]),
-                "steps": np.full(len(keep), first_step + r + 1),
-                "source": np.array(["refine"] * len(keep)),
-                "predicted": np.asarray(objective.value(pred)),
-                "hashes": [hashes[i] for i in keep]}
-        new, sec, _ = _verify_and_rank(objective, pool, reference_label, density, workers,
-                                       seed)
-        seen.update(pool["hashes"])
-        verified += len(new)
-        fe_seconds += sec
-        cands = sorted(cands + new, key=key)
+    bar = None
+    if progress and rounds:
+        from .progress import progress_bar
+        bar = progress_bar(total=rounds, desc=f"refine {objective.spec}", unit="round")
+    try:
+        for r in range(rounds):
+            top = [c for c in sorted(cands + extra, key=key)
+                   if c.status == "ok" and math.isfinite(c.fe_score)][:parents]
+            if not top:
+                break
+            new, sec = _refine_round(model, normalizer, objective, top, seen, reference_label,
+                                     children, lo, hi, relax, density, workers, seed,
+                                     first_step + r + 1, verify_per_round, gen)
+            verified += len(new)
+            fe_seconds += sec
+            cands = sorted(cands + new, key=key)
+            if bar is not None:
+                bar.set_postfix(best=f"{cands[0].fe_value:.4g}" if cands else "-",
+                                verified=verified, refresh=False)
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
     return cands, verified, fe_seconds
+
+
+def _refine_round(model, normalizer, objective, top, seen: set, reference_label, children,
+                  lo, hi, relax, density, workers, seed, step, verify_per_round, gen):
+    """One round of :func:`refine_candidates`: children of the parents ``top``, the new ones
+    FE-verified (``seen`` is updated). Returns ``(new candidates, FE seconds)``."""
+    mu = encode_trusses(model, [c.truss for c in top]).cpu()
+    n = len(top) * children
+    scale = torch.exp(torch.empty(n, 1).uniform_(math.log(lo), math.log(hi), generator=gen))
+    z = mu.repeat_interleave(children, 0) + scale * torch.randn(n, mu.shape[1], generator=gen)
+    decoded = decode_designs(model, z)
+    repaired = [repair_design(t) for t in decoded]
+    hashes = [t.canonical_hash() for t in repaired]
+    first: dict = {}  # the first child of each new lattice
+    for i, h in enumerate(hashes):
+        if h not in seen and repaired[i].num_edges:
+            first.setdefault(h, i)
+    keep = list(first.values())
+    if not keep:
+        return [], 0.0
+    with torch.no_grad():
+        pred = predict_decoded(model, normalizer, z[keep].to(_device(model)), relax)
+    pred = pred.double().cpu().numpy()
+    if verify_per_round is not None and len(keep) > verify_per_round:
+        with np.errstate(all="ignore"):
+            sc = np.nan_to_num(np.asarray(objective.score(pred), dtype=np.float64), nan=np.inf)
+        best = np.sort(np.argsort(sc, kind="stable")[:verify_per_round])
+        keep, pred = [keep[i] for i in best], pred[best]
+    pool = {"decoded": [decoded[i] for i in keep], "repaired": [repaired[i] for i in keep],
+            "runs": np.array([top[i // children].run for i in keep]),
+            "steps": np.full(len(keep), step),
+            "source": np.array(["refine"] * len(keep)),
+            "predicted": np.asarray(objective.value(pred)),
+            "hashes": [hashes[i] for i in keep]}
+    new, sec, _ = _verify_and_rank(objective, pool, reference_label, density, workers, seed)
+    seen.update(pool["hashes"])
+    return new, sec
 
 
 def _start_candidates(objective: Objective, trusses, labels: np.ndarray) -> list:
@@ -873,7 +918,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     pool = _collect_candidates(model, normalizer, objective, trace, path_candidates, relax)
     timings["decode_repair"] = time.perf_counter() - t0
     cands, timings["fe"], timings["rank"] = _verify_and_rank(objective, pool, labels[idx[0]],
-                                                             density, workers, seed)
+                                                             density, workers, seed, progress)
     num_candidates = len(pool["runs"])
     if refine_rounds:
         t0 = time.perf_counter()
@@ -882,7 +927,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
             refine_children, relax=relax, density=density, workers=workers, seed=seed,
             first_step=steps, verify_per_round=refine_verify,
             extra_parents=_start_candidates(objective, start_trusses[:refine_parents],
-                                            labels[idx[:refine_parents]]))
+                                            labels[idx[:refine_parents]]), progress=progress)
         num_candidates += n_refined
         timings["refine"] = time.perf_counter() - t0
     settings = {"starts": int(len(idx)), "steps": steps, "lr": lr, "relax": relax,

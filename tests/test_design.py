@@ -661,3 +661,37 @@ def test_design_main_named_curve_target(corpus, tmp_path, capsys):
     assert summary["objective"] == "match-curve softening"
     assert np.allclose(summary["target"], curve_target("softening", curves), rtol=1e-12)
     assert "dataset best NRMSE" in capsys.readouterr().out
+
+
+def test_refine_candidates_progress_bar_reports_rounds_and_changes_nothing(
+        corpus, model_and_norm, capsys):
+    from gnn_truss.design import refine_candidates
+    model, norm = model_and_norm
+    obj, seeds = _seed_candidates(corpus)
+    kw = dict(rounds=2, parents=2, children=6, workers=1, seed=4)
+    quiet, n, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], **kw)
+    capsys.readouterr()
+    shown, m, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0],
+                                    progress=True, **kw)
+    err = capsys.readouterr().err
+    assert "refine max-E22" in err and "2/2" in err and f"verified={m}" in err
+    assert m == n and [c.truss.canonical_hash() for c in shown] == \
+        [c.truss.canonical_hash() for c in quiet]
+
+
+def _fake_compress(job):
+    """Stands in for the nonlinear FE: the job's lattice size as a 'label'."""
+    truss, density, seed = job
+    return np.full(13, float(truss.num_edges) + density + seed), ""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_compress_all_keeps_order_and_shows_progress(corpus, monkeypatch, capsys, workers):
+    from gnn_truss import design
+    monkeypatch.setattr(design, "_compress_one", _fake_compress)
+    trusses = [corpus.truss(i) for i in range(5)]
+    out = design._compress_all(trusses, 0.15, workers, 2, progress=True)
+    assert [lab[0] for lab, _ in out] == [t.num_edges + 2.15 for t in trusses]
+    err = capsys.readouterr().err
+    assert "nonlinear FE" in err and "5/5" in err
+    assert design._compress_all([], 0.15, workers, 0, progress=True) == []
