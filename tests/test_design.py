@@ -668,7 +668,7 @@ def test_refine_candidates_progress_bar_reports_rounds_and_changes_nothing(
     from gnn_truss.design import refine_candidates
     model, norm = model_and_norm
     obj, seeds = _seed_candidates(corpus)
-    kw = dict(rounds=2, parents=2, children=6, workers=1, seed=4)
+    kw = {"rounds": 2, "parents": 2, "children": 6, "workers": 1, "seed": 4}
     quiet, n, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], **kw)
     capsys.readouterr()
     shown, m, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0],
