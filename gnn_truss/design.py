@@ -70,6 +70,7 @@ __all__ = [
     "predict_decoded", "trust_region", "OptimizationTrace", "optimize_latents",
     "refine_candidates",
     "repair_design", "decode_designs", "Verification", "verify_candidates", "Candidate",
+    "imperfection_check",
     "DesignResult", "improvement_percent", "run_design", "path_axes", "axis_values",
     "write_design",
     "load_design_model",
@@ -577,6 +578,10 @@ class DesignResult:
             canonical hash) removed.
         num_candidates: candidates verified before deduplication.
         settings: the arguments of the run; timings: seconds per stage.
+        imperfection: for curve objectives, :func:`imperfection_check` of the best designs and
+            the dataset best: ``{"seeds": [s0, s1, ...], "dataset_best": [v0, v1, ...],
+            "designs": [[v0, v1, ...], ...]}`` (objective values per imperfection seed, the
+            designs in ranking order; ``s0`` is the seed of the ranking); empty if not run.
     """
 
     objective: Objective
@@ -591,6 +596,7 @@ class DesignResult:
     num_candidates: int
     settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    imperfection: dict = field(default_factory=dict)
 
     @property
     def best(self) -> Candidate | None:
@@ -849,8 +855,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                record_every: int | None = None, refine_rounds: int | None = None,
                refine_parents: int = 10, refine_children: int = 50,
                refine_verify: int | None = None, density: float = 0.15,
-               workers: int | None = None, seed: int = 0,
-               progress: bool = False) -> DesignResult:
+               workers: int | None = None, seed: int = 0, check_seeds: int | None = None,
+               check_top: int = 5, progress: bool = False) -> DesignResult:
     """Inverse design end to end (see the module docstring).
 
     Args:
@@ -879,6 +885,11 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         density: relative density of the FE models (0.15).
         workers: FE processes.
         seed: torch seed (and the imperfection seed of the nonlinear FE).
+        check_seeds: curve objectives only: re-run the nonlinear FE of the ``check_top`` best
+            designs and of the dataset best with this many other imperfection seeds
+            (``seed + 1 ...``; :func:`imperfection_check`) to show how much their curves
+            depend on the imperfection (default 2; 0 skips). The ranking stays by ``seed``.
+        check_top: designs checked (5).
         progress: progress bar.
 
     Raises:
@@ -930,16 +941,80 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                                             labels[idx[:refine_parents]]), progress=progress)
         num_candidates += n_refined
         timings["refine"] = time.perf_counter() - t0
+    if check_seeds is None:
+        check_seeds = 2 if objective.label == "curve" else 0
+    imperfection: dict = {}
+    if check_seeds and objective.label == "curve":
+        t0 = time.perf_counter()
+        top = [c for c in cands if c.status == "ok"][:check_top]
+        seeds = [seed + k for k in range(1, check_seeds + 1)]
+        vals = imperfection_check(objective, [start_trusses[0]] + [c.truss for c in top],
+                                  seeds, density, workers)
+        ref = float(objective.value(labels[idx[0]][None])[0])
+        imperfection = {"seeds": [seed] + seeds,
+                        "dataset_best": [ref] + vals[0].tolist(),
+                        "designs": [[c.fe_value] + v.tolist() for c, v in zip(top, vals[1:])]}
+        timings["imperfection_check"] = time.perf_counter() - t0
     settings = {"starts": int(len(idx)), "steps": steps, "lr": lr, "relax": relax,
                 "trust_margin": trust_margin,
                 "path_candidates": path_candidates, "record_every": record_every,
                 "refine_rounds": refine_rounds, "refine_parents": refine_parents,
                 "refine_children": refine_children, "refine_verify": refine_verify,
-                "density": density, "seed": seed, "corpus_size": len(labels)}
+                "density": density, "seed": seed, "check_seeds": check_seeds,
+                "check_top": check_top, "corpus_size": len(labels)}
     ref_value = float(objective.value(labels[idx[0]][None])[0])
     return DesignResult(objective, idx, labels[idx], int(idx[0]), start_trusses[0],
                         labels[idx[0]], ref_value, trace, cands, num_candidates, settings,
-                        timings)
+                        timings, imperfection)
+
+
+def _imperfection_summary(check: dict) -> dict | None:
+    """The ``imperfection_check`` entry of ``summary.json``: per lattice the values per seed,
+    their mean and worst (NaN counts as worst), and the rank of the design with the best mean
+    (``most_robust_rank``, 1-based)."""
+    if not check:
+        return None
+
+    def stats(v):
+        v = np.asarray(v, dtype=np.float64)
+        fin = v[np.isfinite(v)]
+        return {"values": [_num(x) for x in v],
+                "mean": _num(fin.mean()) if len(fin) == len(v) else None,
+                "worst": _num(fin.max()) if len(fin) == len(v) else None}
+
+    designs = [dict(rank=r + 1, **stats(v)) for r, v in enumerate(check["designs"])]
+    means = [d["mean"] if d["mean"] is not None else np.inf for d in designs]
+    robust = int(np.argmin(means)) + 1 if np.isfinite(min(means, default=np.inf)) else None
+    return {"seeds": list(check["seeds"]), "dataset_best": stats(check["dataset_best"]),
+            "designs": designs, "most_robust_rank": robust}
+
+
+def imperfection_check(objective: Objective, trusses, seeds, density: float = 0.15,
+                       workers: int | None = None) -> np.ndarray:
+    """Objective values of lattices under other imperfection seeds of the nonlinear FE.
+
+    A compression curve past buckling can depend on the (tiny, seeded) imperfection that
+    selects the buckling mode: a design ranked on one seed may owe part of its score to it.
+    This re-runs :func:`verify_candidates` with each seed.
+
+    Args:
+        objective: a curve objective (``label == "curve"``).
+        trusses: ``n`` lattices.
+        seeds: imperfection seeds.
+        density, workers: as :func:`verify_candidates`.
+
+    Returns:
+        ``[n, len(seeds)]`` objective values (NaN where the FE failed).
+    """
+    if objective.label != "curve":
+        raise ValueError("the imperfection check applies to curve objectives only")
+    trusses = list(trusses)
+    out = np.full((len(trusses), len(seeds)), np.nan)
+    for k, s in enumerate(seeds):
+        ver = verify_candidates(trusses, "curve", density, workers, int(s))
+        with np.errstate(all="ignore"):
+            out[:, k] = np.where(ver.ok, np.asarray(objective.value(ver.labels), float), np.nan)
+    return out
 
 
 # --------------------------------------------------------------------------- figures
@@ -1101,6 +1176,7 @@ def write_design(result: DesignResult, out, corpus_labels: np.ndarray | None = N
         "status_counts": status_counts,
         "better_than_dataset": int(sum(1 for c in ok if c.improvement > 0)),
         "timings_seconds": {k: round(v, 3) for k, v in result.timings.items()},
+        "imperfection_check": _imperfection_summary(result.imperfection),
         "files": ["table.csv", "summary.json", "dataset_best.json"]
                  + [str(f.relative_to(out)) for f in files],
     }
@@ -1313,6 +1389,12 @@ def add_design_arguments(parser) -> None:
                         help="FE-verify at most this many new lattices per refinement round, "
                              "the best predicted ones (default: all for stiffness objectives, "
                              "20 for curves)")
+    parser.add_argument("--check-seeds", type=int, default=None,
+                        help="curve objectives: re-run the nonlinear FE of the best designs and "
+                             "the dataset best with this many other imperfection seeds "
+                             "(default 2; 0 skips)")
+    parser.add_argument("--check-top", type=int, default=5,
+                        help="designs in the imperfection check (5)")
     parser.add_argument("--designs", type=int, default=10, help="lattice files written (10)")
     parser.add_argument("--exports", type=int, default=3,
                         help="best designs also exported as JSON + STL to OUT/exports (3)")
@@ -1343,6 +1425,10 @@ def _check_args(args) -> None:
         raise ValueError(f"--trust-margin must be a finite number >= 0, got {args.trust_margin}")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be positive, got {args.workers}")
+    if args.check_seeds is not None and args.check_seeds < 0:
+        raise ValueError(f"--check-seeds must be >= 0, got {args.check_seeds}")
+    if args.check_top < 1:
+        raise ValueError(f"--check-top must be positive, got {args.check_top}")
     for name in ("designs", "exports"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
@@ -1384,7 +1470,8 @@ def design_main(args) -> int:
                         refine_rounds=args.refine_rounds, refine_parents=args.refine_parents,
                         refine_children=args.refine_children,
                         refine_verify=args.refine_verify, workers=args.workers,
-                        seed=args.seed, progress=not args.no_progress)
+                        seed=args.seed, check_seeds=args.check_seeds,
+                        check_top=args.check_top, progress=not args.no_progress)
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", objective.spec)
     out = Path(args.out) if args.out else Path("results") / f"design-{safe}"
     labels = corpus.stiffness if objective.label == "stiffness" else corpus.curve
@@ -1402,5 +1489,18 @@ def design_main(args) -> int:
               f"{best.predicted_value:.6g}), improvement {best.improvement:+.1f} %")
         print(f"{summary['better_than_dataset']} of {len(result.candidates)} distinct "
               f"candidates beat the dataset best")
+    check = summary.get("imperfection_check")
+    if check:
+        seeds = ", ".join(str(s) for s in check["seeds"])
+
+        def fmt(d):
+            v = " / ".join("failed" if x is None else f"{x:.4g}" for x in d["values"])
+            return v + ("" if d["mean"] is None else f" (mean {d['mean']:.4g})")
+        print(f"imperfection check, {vn} with imperfection seeds {seeds}:")
+        print(f"  dataset best: {fmt(check['dataset_best'])}")
+        for d in check["designs"]:
+            print(f"  design rank {d['rank']}: {fmt(d)}")
+        if check["most_robust_rank"] is not None:
+            print(f"  best mean: design rank {check['most_robust_rank']}")
     print(f"results in {out}")
     return 0

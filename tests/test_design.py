@@ -558,6 +558,8 @@ def test_design_main_writes_results(cli_files, capsys):
     (["--objective", "max-E2", "--refine-parents", "0"], "--refine-parents"),
     (["--objective", "max-E2", "--refine-verify", "0"], "--refine-verify"),
     (["--objective", "max-E2", "--cell-size", "0"], "--cell-size"),
+    (["--objective", "max-E2", "--check-seeds", "-1"], "--check-seeds"),
+    (["--objective", "max-E2", "--check-top", "0"], "--check-top"),
 ])
 def test_design_main_bad_input(cli_files, argv, match):
     d = cli_files
@@ -596,6 +598,14 @@ def test_match_curve_end_to_end(corpus, tmp_path):
             assert np.isclose(c.fe_value, obj.value(ref.label[None])[0])
     summary = write_design(res, tmp_path, curves, figures=True)
     assert summary["value_name"] == "NRMSE"
+    check = summary["imperfection_check"]  # by default: two more imperfection seeds
+    ok = [c for c in res.candidates if c.status == "ok"]
+    assert check["seeds"] == [0, 1, 2] and len(check["designs"]) == len(ok)
+    for c, d in zip(ok, check["designs"]):
+        assert d["values"][0] == c.fe_value
+        ref = compress_truss(c.truss, seed=2)
+        assert np.isclose(d["values"][2], obj.value(ref.label[None])[0], rtol=1e-8)
+    assert check["dataset_best"]["values"][0] == res.dataset_best_value
     assert (tmp_path / "curves.png").exists()
 
 
@@ -695,3 +705,36 @@ def test_compress_all_keeps_order_and_shows_progress(corpus, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "nonlinear FE" in err and "5/5" in err
     assert design._compress_all([], 0.15, workers, 0, progress=True) == []
+
+
+def test_imperfection_check_matches_the_nonlinear_fe_per_seed():
+    from gnn_truss.design import imperfection_check
+    from gnn_truss.fe.nonlinear import compress_truss
+    rng = np.random.default_rng(0)
+    base = Truss.elementary("octet")
+    free = base.used[ds.FREE_DOF_NODE]
+    t = base.with_offsets(np.where(free, 0.05 * rng.standard_normal(27), 0.0))
+    ref = compress_truss(t, seed=0).label
+    obj = parse_objective("match-curve", (0.9 * ref).tolist())
+    vals = imperfection_check(obj, [t], [0, 3], workers=1)
+    assert vals.shape == (1, 2) and vals[0, 0] != vals[0, 1]  # the seed reaches the FE
+    for k, s in enumerate((0, 3)):
+        expect = obj.value(compress_truss(t, seed=s).label[None])[0]
+        assert np.isclose(vals[0, k], expect, rtol=1e-10)
+    assert np.isclose(vals[0, 0], 0.1 * np.sqrt(np.mean(ref ** 2)) / np.ptp(0.9 * ref),
+                      rtol=1e-8)  # NRMSE of the 0.9-scaled target, by hand
+    with pytest.raises(ValueError, match="curve objectives only"):
+        imperfection_check(parse_objective("max-E22"), [t], [1])
+
+
+def test_imperfection_summary_statistics_and_most_robust_rank():
+    from gnn_truss.design import _imperfection_summary
+    assert _imperfection_summary({}) is None
+    s = _imperfection_summary({"seeds": [0, 1, 2], "dataset_best": [0.1, 0.12, 0.08],
+                               "designs": [[0.05, 0.2, 0.11], [0.06, 0.07, 0.08],
+                                           [0.04, np.nan, 0.05]]})
+    assert s["seeds"] == [0, 1, 2]
+    assert np.isclose(s["dataset_best"]["mean"], 0.1) and s["dataset_best"]["worst"] == 0.12
+    assert np.isclose(s["designs"][0]["mean"], 0.12) and s["designs"][0]["worst"] == 0.2
+    assert s["designs"][2]["mean"] is None and s["designs"][2]["values"][1] is None
+    assert s["most_robust_rank"] == 2  # a failed seed never makes a design the most robust
