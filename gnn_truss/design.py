@@ -539,7 +539,9 @@ class Candidate:
         run: optimisation run (index into the starts).
         step: optimisation step of the decoded latent.
         source: ``"best"`` (the run's best iterate), ``"path"`` (a path snapshot) or
-            ``"refine"`` (a child of the FE-guided refinement, :func:`refine_candidates`).
+            ``"refine"`` (a child of the FE-guided refinement, :func:`refine_candidates`) or
+            ``"polish"`` (:func:`gnn_truss.polish.polish_geometry` of a design; ``step``
+            after the last refinement round).
         truss: the repaired lattice; repaired: whether the repair changed it.
         status: FE status; label: FE label ``[9]`` / ``[13]`` (NaN unless ``ok``).
         C: ``[6, 6]`` linear FE stiffness (NaN if it failed).
@@ -855,7 +857,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                record_every: int | None = None, refine_rounds: int | None = None,
                refine_parents: int = 10, refine_children: int = 50,
                refine_verify: int | None = None, density: float = 0.15,
-               workers: int | None = None, seed: int = 0, check_seeds: int | None = None,
+               workers: int | None = None, seed: int = 0, polish_generations: int | None = None,
+               polish_top: int = 3, polish_children: int = 8, check_seeds: int | None = None,
                check_top: int = 5, progress: bool = False) -> DesignResult:
     """Inverse design end to end (see the module docstring).
 
@@ -885,6 +888,13 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         density: relative density of the FE models (0.15).
         workers: FE processes.
         seed: torch seed (and the imperfection seed of the nonlinear FE).
+        polish_generations: generations of the FE-driven geometry polish
+            (:func:`gnn_truss.polish.polish_geometry`) of the ``polish_top`` best distinct
+            designs after the refinement (default 40 for stiffness objectives, which costs
+            seconds, 0 for curves; for curves the polish averages the ``check_seeds + 1``
+            imperfection seeds of the check). A polished lattice that beats its parent joins
+            the candidates as ``source="polish"``.
+        polish_top, polish_children: designs polished (3) and children per generation (8).
         check_seeds: curve objectives only: re-run the nonlinear FE of the ``check_top`` best
             designs and of the dataset best with this many other imperfection seeds
             (``seed + 1 ...``; :func:`imperfection_check`) to show how much their curves
@@ -943,6 +953,22 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         timings["refine"] = time.perf_counter() - t0
     if check_seeds is None:
         check_seeds = 2 if objective.label == "curve" else 0
+    if polish_generations is None:
+        polish_generations = 40 if objective.label == "stiffness" else 0
+    if polish_generations:
+        for name, v, low in (("polish_generations", polish_generations, 0),
+                             ("polish_top", polish_top, 1), ("polish_children", polish_children, 1),
+                             ("check_seeds", check_seeds, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        t0 = time.perf_counter()
+        cands, n_polished = _polish_candidates(objective, cands, labels[idx[0]],
+                                               polish_generations,
+                                   polish_top, polish_children, density, workers, seed,
+                                   [seed + k for k in range(check_seeds + 1)],
+                                   steps + refine_rounds + 1, progress)
+        num_candidates += n_polished
+        timings["polish"] = time.perf_counter() - t0
     imperfection: dict = {}
     if check_seeds and objective.label == "curve":
         t0 = time.perf_counter()
@@ -960,12 +986,47 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                 "path_candidates": path_candidates, "record_every": record_every,
                 "refine_rounds": refine_rounds, "refine_parents": refine_parents,
                 "refine_children": refine_children, "refine_verify": refine_verify,
+                "polish_generations": polish_generations, "polish_top": polish_top,
+                "polish_children": polish_children,
                 "density": density, "seed": seed, "check_seeds": check_seeds,
                 "check_top": check_top, "corpus_size": len(labels)}
     ref_value = float(objective.value(labels[idx[0]][None])[0])
     return DesignResult(objective, idx, labels[idx], int(idx[0]), start_trusses[0],
                         labels[idx[0]], ref_value, trace, cands, num_candidates, settings,
                         timings, imperfection)
+
+
+def _polish_candidates(objective, cands: list, reference_label, generations, top, children,
+                       density, workers, seed, fe_seeds, step, progress) -> tuple[list, int]:
+    """Polish the ``top`` best FE-verified candidates (:func:`gnn_truss.polish
+    .polish_geometry`). Returns the candidates with each improved lattice added
+    (``source="polish"``, FE value of the first seed), best FE score first, and the number
+    added."""
+    from .polish import polish_geometry
+    ref_value = float(objective.value(np.asarray(reference_label)[None])[0])
+    ref_score = _fe_scores(objective, np.array([ref_value]))[0]
+    seen = {c.truss.canonical_hash() for c in cands}
+    new = []
+    for k, c in enumerate([c for c in cands if c.status == "ok"][:top]):
+        try:
+            res = polish_geometry(c.truss, objective, generations=generations,
+                                  children=children, density=density, workers=workers,
+                                  seed=seed + k, fe_seeds=fe_seeds, progress=progress)
+        except ValueError as exc:  # the FE of the parent fails on another seed
+            log.info("polish of candidate %d skipped: %s", k, exc)
+            continue
+        h = res.truss.canonical_hash()
+        if h in seen:
+            continue
+        seen.add(h)
+        value = float(res.seed_values[0])
+        score = float(_fe_scores(objective, np.array([value]))[0])
+        gain = 100.0 * (ref_score - score) / abs(ref_value) if ref_value != 0 else math.nan
+        new.append(Candidate(run=c.run, step=step, source="polish", truss=res.truss,
+                             repaired=False, status="ok", label=res.label, C=res.C,
+                             fe_value=value, fe_score=score, predicted_value=math.nan,
+                             improvement=gain))
+    return sorted(cands + new, key=lambda c: (c.fe_score, c.run, c.step)), len(new)
 
 
 def _imperfection_summary(check: dict) -> dict | None:
@@ -1261,8 +1322,8 @@ def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
                      labels={"paths": f"optimisation paths ({len(runs)} runs of the best "
                                       f"designs)"})
     values = np.asarray(obj.value(tr.labels.reshape(-1, tr.labels.shape[-1])))
-    grad = [c for c in ok if c.source != "refine"]
-    ref_c = [c for c in ok if c.source == "refine"]
+    grad = [c for c in ok if c.source not in ("refine", "polish")]
+    ref_c = [c for c in ok if c.source in ("refine", "polish")]
     plot_design_progress(tr.steps, values.reshape(tr.labels.shape[:2]), [c.step for c in grad],
                          [c.fe_value for c in grad], obj.value_name,
                          refined=([c.step - result.settings["steps"] for c in ref_c],
@@ -1389,6 +1450,13 @@ def add_design_arguments(parser) -> None:
                         help="FE-verify at most this many new lattices per refinement round, "
                              "the best predicted ones (default: all for stiffness objectives, "
                              "20 for curves)")
+    parser.add_argument("--polish-generations", type=int, default=None,
+                        help="generations of the FE-driven geometry polish of the best designs "
+                             "(default 40 for stiffness objectives, 0 for curves)")
+    parser.add_argument("--polish-top", type=int, default=3,
+                        help="best distinct designs polished (3)")
+    parser.add_argument("--polish-children", type=int, default=8,
+                        help="FE-verified children per polish generation (8)")
     parser.add_argument("--check-seeds", type=int, default=None,
                         help="curve objectives: re-run the nonlinear FE of the best designs and "
                              "the dataset best with this many other imperfection seeds "
@@ -1425,6 +1493,12 @@ def _check_args(args) -> None:
         raise ValueError(f"--trust-margin must be a finite number >= 0, got {args.trust_margin}")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be positive, got {args.workers}")
+    if args.polish_generations is not None and args.polish_generations < 0:
+        raise ValueError(f"--polish-generations must be >= 0, got {args.polish_generations}")
+    for name in ("polish_top", "polish_children"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, "
+                             f"got {getattr(args, name)}")
     if args.check_seeds is not None and args.check_seeds < 0:
         raise ValueError(f"--check-seeds must be >= 0, got {args.check_seeds}")
     if args.check_top < 1:
@@ -1470,7 +1544,9 @@ def design_main(args) -> int:
                         refine_rounds=args.refine_rounds, refine_parents=args.refine_parents,
                         refine_children=args.refine_children,
                         refine_verify=args.refine_verify, workers=args.workers,
-                        seed=args.seed, check_seeds=args.check_seeds,
+                        seed=args.seed, polish_generations=args.polish_generations,
+                        polish_top=args.polish_top, polish_children=args.polish_children,
+                        check_seeds=args.check_seeds,
                         check_top=args.check_top, progress=not args.no_progress)
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", objective.spec)
     out = Path(args.out) if args.out else Path("results") / f"design-{safe}"

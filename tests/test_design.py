@@ -320,9 +320,16 @@ def test_exports_are_the_ranked_designs(design_run):
 def test_every_candidate_is_fe_verified_and_ranked(design_run):
     result, _, _ = design_run
     refined = sum(c.source == "refine" for c in result.candidates)
+    polished = [c for c in result.candidates if c.source == "polish"]
     assert refined > 0  # the refinement found lattices the gradient stage did not
-    assert result.num_candidates == 5 * (1 + 3) + refined  # refined ones: deduplicated first
+    assert 0 < len(polished) <= 3  # the polish (default for stiffness) improved a design
+    assert result.num_candidates == 5 * (1 + 3) + refined + len(polished)
     assert {c.step for c in result.candidates if c.source == "refine"} <= {13, 14}
+    for p in polished:  # same topology as a design of its run, and better than all of them
+        parents = [c for c in result.candidates if c.source != "polish" and c.run == p.run
+                   and np.array_equal(c.truss.adjacency, p.truss.adjacency)]
+        assert parents and p.fe_score < min(c.fe_score for c in parents)
+        assert p.step == 12 + 2 + 1 and math.isnan(p.predicted_value)
     assert sum(c.status == "ok" for c in result.candidates) >= 3
     assert len(result.candidates) <= result.num_candidates
     hashes = [c.truss.canonical_hash() for c in result.candidates]
@@ -560,6 +567,9 @@ def test_design_main_writes_results(cli_files, capsys):
     (["--objective", "max-E2", "--cell-size", "0"], "--cell-size"),
     (["--objective", "max-E2", "--check-seeds", "-1"], "--check-seeds"),
     (["--objective", "max-E2", "--check-top", "0"], "--check-top"),
+    (["--objective", "max-E2", "--polish-generations", "-1"], "--polish-generations"),
+    (["--objective", "max-E2", "--polish-top", "0"], "--polish-top"),
+    (["--objective", "max-E2", "--polish-children", "0"], "--polish-children"),
 ])
 def test_design_main_bad_input(cli_files, argv, match):
     d = cli_files
