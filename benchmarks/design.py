@@ -2,13 +2,14 @@
 
 Runs :func:`gnn_truss.design.run_design` (default: ``max-E22``, 100 starts x 1,000 Adam steps,
 all 100 latents as one batch, then decode, repair, validate and FE-verify every candidate,
-ten rounds of FE-guided latent refinement, and rank them) and prints the total and the per-stage seconds, the time per optimisation step and
+ten rounds of FE-guided latent refinement, the FE-driven geometry polish of the 3 best
+designs, and rank them) and prints the total and the per-stage seconds, the time per optimisation step and
 the FE-verified result. Model loading and corpus reading are timed separately (they are not
 part of a design run). Target: under 2 minutes on the 2-core development machine.
 
     python benchmarks/design.py [--checkpoint datasets/checkpoints/default/model.pt]
         [--objective max-E22] [--starts 100] [--steps 1000] [--refine-rounds 10]
-        [--threads 1] [--workers 1]
+        [--polish-generations 40] [--threads 1] [--workers 1]
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def main() -> None:
     ap.add_argument("--path-candidates", type=int, default=None)
     ap.add_argument("--refine-rounds", type=int, default=None,
                     help="FE-guided refinement rounds (default: run_design's, 10 for stiffness)")
+    ap.add_argument("--polish-generations", type=int, default=None,
+                    help="geometry polish generations (default: run_design's, 40 for "
+                         "stiffness)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     ap.add_argument("--workers", type=int, default=None, help="FE processes")
     ap.add_argument("--device", default="cpu")
@@ -56,7 +60,8 @@ def main() -> None:
     t0 = time.perf_counter()
     res = run_design(model, normalizer, corpus, objective, starts=args.starts, steps=args.steps,
                      lr=args.lr, path_candidates=args.path_candidates,
-                     refine_rounds=args.refine_rounds, workers=args.workers)
+                     refine_rounds=args.refine_rounds,
+                     polish_generations=args.polish_generations, workers=args.workers)
     total = time.perf_counter() - t0
     timings = {"total": total, **res.timings}
     best = res.best
