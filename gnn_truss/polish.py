@@ -81,12 +81,10 @@ class PolishResult:
     seconds: float
 
 
-def _score(objective, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FE values and scores (``inf`` where the value is not finite) of labels ``[n, D]``."""
+def _values(objective, labels: np.ndarray) -> np.ndarray:
+    """FE objective values of labels ``[n, D]`` (NaN where a label is)."""
     with np.errstate(all="ignore"):
-        values = np.asarray(objective.value(labels), dtype=np.float64)
-    scores = -values if objective.kind == "max" else values
-    return values, np.where(np.isfinite(scores), scores, np.inf)
+        return np.asarray(objective.value(labels), dtype=np.float64)
 
 
 def polish_geometry(truss: Truss, objective, generations: int = 20, children: int = 8,
@@ -139,8 +137,7 @@ def polish_geometry(truss: Truss, objective, generations: int = 20, children: in
         vals, first = [], None
         for k in seeds:
             ver = verify_candidates(trusses, objective.label, density, workers=workers, seed=k)
-            v, _ = _score(objective, ver.labels)
-            vals.append(np.where(ver.ok, v, np.nan))
+            vals.append(np.where(ver.ok, _values(objective, ver.labels), np.nan))
             if first is None:
                 first = ver
         vals = np.stack(vals, axis=1)
