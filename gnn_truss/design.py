@@ -1561,8 +1561,10 @@ def design_main(args) -> int:
     if best is None:
         print(f"no candidate passed the FE check ({summary['status_counts']})")
     else:
-        print(f"best FE-verified design: {vn} = {best.fe_value:.6g} (predicted "
-              f"{best.predicted_value:.6g}), improvement {best.improvement:+.1f} %")
+        how = ("geometry polish" if best.source == "polish"
+               else f"predicted {best.predicted_value:.6g}")
+        print(f"best FE-verified design: {vn} = {best.fe_value:.6g} ({how}), improvement "
+              f"{best.improvement:+.1f} %")
         print(f"{summary['better_than_dataset']} of {len(result.candidates)} distinct "
               f"candidates beat the dataset best")
     check = summary.get("imperfection_check")

@@ -544,6 +544,9 @@ def test_design_main_writes_results(cli_files, capsys):
     assert "dataset best nu21" in text and str(d / "out") in text
     summary = json.loads((d / "out" / "summary.json").read_text())
     assert summary["objective"] == "min-nu21" and summary["settings"]["starts"] == 3
+    assert "nan" not in text  # a polished best has no prediction: said so, not "nan"
+    if summary["best_design"]["source"] == "polish":
+        assert "(geometry polish)" in text
     assert (d / "out" / "table.csv").exists() and (d / "out" / "dataset_best.json").exists()
 
 
