@@ -923,6 +923,15 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         refine_rounds = 10 if objective.label == "stiffness" else 0
     if refine_verify is None and objective.label == "curve":
         refine_verify = 20
+    if check_seeds is None:
+        check_seeds = 2 if objective.label == "curve" else 0
+    if polish_generations is None:
+        polish_generations = 40 if objective.label == "stiffness" else 0
+    for name, v, low in (("polish_generations", polish_generations, 0),
+                         ("polish_top", polish_top, 1), ("polish_children", polish_children, 1),
+                         ("check_seeds", check_seeds, 0), ("check_top", check_top, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
     record_every = record_every or max(1, steps // 100)
     torch.manual_seed(seed)
     timings = {}
@@ -951,22 +960,12 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                                             labels[idx[:refine_parents]]), progress=progress)
         num_candidates += n_refined
         timings["refine"] = time.perf_counter() - t0
-    if check_seeds is None:
-        check_seeds = 2 if objective.label == "curve" else 0
-    if polish_generations is None:
-        polish_generations = 40 if objective.label == "stiffness" else 0
     if polish_generations:
-        for name, v, low in (("polish_generations", polish_generations, 0),
-                             ("polish_top", polish_top, 1), ("polish_children", polish_children, 1),
-                             ("check_seeds", check_seeds, 0)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
         t0 = time.perf_counter()
-        cands, n_polished = _polish_candidates(objective, cands, labels[idx[0]],
-                                               polish_generations,
-                                   polish_top, polish_children, density, workers, seed,
-                                   [seed + k for k in range(check_seeds + 1)],
-                                   steps + refine_rounds + 1, progress)
+        cands, n_polished = _polish_candidates(
+            objective, cands, labels[idx[0]], polish_generations, polish_top, polish_children,
+            density, workers, seed, [seed + k for k in range(check_seeds + 1)],
+            steps + refine_rounds + 1, progress)
         num_candidates += n_polished
         timings["polish"] = time.perf_counter() - t0
     imperfection: dict = {}
@@ -1031,8 +1030,8 @@ def _polish_candidates(objective, cands: list, reference_label, generations, top
 
 def _imperfection_summary(check: dict) -> dict | None:
     """The ``imperfection_check`` entry of ``summary.json``: per lattice the values per seed,
-    their mean and worst (NaN counts as worst), and the rank of the design with the best mean
-    (``most_robust_rank``, 1-based)."""
+    their mean and worst (``None`` if the FE failed for a seed), and the rank of the design
+    with the best mean (``most_robust_rank``, 1-based)."""
     if not check:
         return None
 

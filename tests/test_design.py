@@ -460,7 +460,13 @@ def test_run_design_refuses_bad_refine_settings_before_optimising(corpus, model_
     monkeypatch.setattr(design, "optimize_latents", never)
     for kwargs, match in (({"refine_parents": 0}, "refine parents"),
                           ({"refine_verify": 0}, "verify_per_round"),
-                          ({"refine_rounds": -2}, "refine rounds")):
+                          ({"refine_rounds": -2}, "refine rounds"),
+                          ({"polish_generations": -1}, "polish_generations"),
+                          ({"polish_top": 0}, "polish_top"),
+                          ({"polish_children": 0}, "polish_children"),
+                          ({"check_seeds": -1}, "check_seeds"),
+                          ({"check_top": 0}, "check_top"),
+                          ({"polish_generations": 2.5}, "polish_generations")):
         with pytest.raises(ValueError, match=match):
             run_design(model, norm, corpus, parse_objective("max-E22"), starts=2, steps=3,
                        **kwargs)
