@@ -858,8 +858,9 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                refine_parents: int = 10, refine_children: int = 50,
                refine_verify: int | None = None, density: float = 0.15,
                workers: int | None = None, seed: int = 0, polish_generations: int | None = None,
-               polish_top: int = 3, polish_children: int = 8, check_seeds: int | None = None,
-               check_top: int = 5, progress: bool = False) -> DesignResult:
+               polish_top: int = 3, polish_children: int = 8, polish_topology_rate: float = 0.0,
+               check_seeds: int | None = None, check_top: int = 5,
+               progress: bool = False) -> DesignResult:
     """Inverse design end to end (see the module docstring).
 
     Args:
@@ -895,6 +896,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
             imperfection seeds of the check). A polished lattice that beats its parent joins
             the candidates as ``source="polish"``.
         polish_top, polish_children: designs polished (3) and children per generation (8).
+        polish_topology_rate: probability that a polish child is a one-strut topology move
+            instead of an offset step (0.0: the polish keeps each design's topology).
         check_seeds: curve objectives only: re-run the nonlinear FE of the ``check_top`` best
             designs and of the dataset best with this many other imperfection seeds
             (``seed + 1 ...``; :func:`imperfection_check`) to show how much their curves
@@ -932,6 +935,9 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                          ("check_seeds", check_seeds, 0), ("check_top", check_top, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    if not (0.0 <= polish_topology_rate <= 1.0):
+        raise ValueError(f"polish_topology_rate must lie in [0, 1], got "
+                         f"{polish_topology_rate!r}")
     record_every = record_every or max(1, steps // 100)
     torch.manual_seed(seed)
     timings = {}
@@ -965,7 +971,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         cands, n_polished = _polish_candidates(
             objective, cands, labels[idx[0]], polish_generations, polish_top, polish_children,
             density, workers, seed, [seed + k for k in range(check_seeds + 1)],
-            steps + refine_rounds + 1, progress)
+            steps + refine_rounds + 1, progress, polish_topology_rate)
         num_candidates += n_polished
         timings["polish"] = time.perf_counter() - t0
     imperfection: dict = {}
@@ -987,6 +993,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                 "refine_children": refine_children, "refine_verify": refine_verify,
                 "polish_generations": polish_generations, "polish_top": polish_top,
                 "polish_children": polish_children,
+                "polish_topology_rate": polish_topology_rate,
                 "density": density, "seed": seed, "check_seeds": check_seeds,
                 "check_top": check_top, "corpus_size": len(labels)}
     ref_value = float(objective.value(labels[idx[0]][None])[0])
@@ -996,7 +1003,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
 
 
 def _polish_candidates(objective, cands: list, reference_label, generations, top, children,
-                       density, workers, seed, fe_seeds, step, progress) -> tuple[list, int]:
+                       density, workers, seed, fe_seeds, step, progress,
+                       topology_rate=0.0) -> tuple[list, int]:
     """Polish the ``top`` best FE-verified candidates (:func:`gnn_truss.polish
     .polish_geometry`). Returns the candidates with each improved lattice added
     (``source="polish"``, FE value of the first seed), best FE score first, and the number
@@ -1010,7 +1018,8 @@ def _polish_candidates(objective, cands: list, reference_label, generations, top
         try:
             res = polish_geometry(c.truss, objective, generations=generations,
                                   children=children, density=density, workers=workers,
-                                  seed=seed + k, fe_seeds=fe_seeds, progress=progress)
+                                  seed=seed + k, fe_seeds=fe_seeds,
+                                  topology_rate=topology_rate, progress=progress)
         except ValueError as exc:  # the FE of the parent fails on another seed
             log.info("polish of candidate %d skipped: %s", k, exc)
             continue
@@ -1456,6 +1465,9 @@ def add_design_arguments(parser) -> None:
                         help="best distinct designs polished (3)")
     parser.add_argument("--polish-children", type=int, default=8,
                         help="FE-verified children per polish generation (8)")
+    parser.add_argument("--polish-topology-rate", type=float, default=0.0,
+                        help="probability that a polish child adds or removes one strut "
+                             "instead of moving nodes (0: keep each design's topology)")
     parser.add_argument("--check-seeds", type=int, default=None,
                         help="curve objectives: re-run the nonlinear FE of the best designs and "
                              "the dataset best with this many other imperfection seeds "
@@ -1498,6 +1510,9 @@ def _check_args(args) -> None:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, "
                              f"got {getattr(args, name)}")
+    if not 0.0 <= args.polish_topology_rate <= 1.0:
+        raise ValueError(f"--polish-topology-rate must lie in [0, 1], "
+                         f"got {args.polish_topology_rate}")
     if args.check_seeds is not None and args.check_seeds < 0:
         raise ValueError(f"--check-seeds must be >= 0, got {args.check_seeds}")
     if args.check_top < 1:
@@ -1545,6 +1560,7 @@ def design_main(args) -> int:
                         refine_verify=args.refine_verify, workers=args.workers,
                         seed=args.seed, polish_generations=args.polish_generations,
                         polish_top=args.polish_top, polish_children=args.polish_children,
+                        polish_topology_rate=args.polish_topology_rate,
                         check_seeds=args.check_seeds,
                         check_top=args.check_top, progress=not args.no_progress)
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", objective.spec)

@@ -23,6 +23,14 @@ falls below ``sigma_min``.
 Every value reported is an FE value; an invalid child (a crossing, a degenerate strut, a
 mechanism, a failed nonlinear solve) simply loses.
 
+With ``topology_rate > 0`` a child is, with that probability, a topology move instead of an
+offset step: one strut of the parent removed, or one new strut added between two nodes at
+most :data:`~gnn_truss.design_space.R_MAX` apart (even odds, drawn uniformly among the moves
+of that kind whose lattice passes the design-space validation; offsets unchanged). The offset steps
+then act on the free dofs of the nodes each parent uses. This lets the search leave a
+topology whose response has a floor that no offset change removes (e.g. a post-buckling
+plateau), at the price of FE evaluations spent on moves that mostly lose.
+
 Curves past buckling depend on the seeded imperfection of the nonlinear FE, and tiny changes
 of the geometry can switch the buckling mode, so on a single imperfection seed the search
 would also select lucky modes. For curve objectives the value is therefore the mean over
@@ -87,11 +95,37 @@ def _values(objective, labels: np.ndarray) -> np.ndarray:
         return np.asarray(objective.value(labels), dtype=np.float64)
 
 
+def _topology_move(truss: Truss, rng: np.random.Generator, tries: int = 50) -> Truss | None:
+    """One strut removed or added (module docstring).
+
+    The kind of move is drawn first (even odds); up to ``tries`` moves of that kind are tried
+    in random order until one gives a valid lattice, then, failing that, moves of the other
+    kind. Returns ``None`` if no valid move was found."""
+    adj = truss.adjacency
+    iu = np.triu_indices(ds.NUM_NODES, 1)
+    present = adj[iu].astype(bool)
+    p = truss.positions
+    short = np.linalg.norm(p[iu[0]] - p[iu[1]], axis=1) <= ds.R_MAX - 1e-9
+    pools = [np.flatnonzero(present), np.flatnonzero(~present & short)]  # remove, add
+    first = int(rng.random() < 0.5)
+    for pool in (pools[first], pools[1 - first]):
+        for k in rng.permutation(pool)[:tries]:
+            new = np.array(adj)
+            i, j = iu[0][k], iu[1][k]
+            new[i, j] = new[j, i] = 0 if present[k] else 1
+            if not new.any():
+                continue
+            child = Truss(new, truss.offsets)
+            if child.is_valid:
+                return child
+    return None
+
+
 def polish_geometry(truss: Truss, objective, generations: int = 20, children: int = 8,
                     sigma0: float = 0.02, sigma_min: float = 1e-3, sigma_max: float = 0.1,
                     expand: float = 1.5, shrink: float = 0.7, density: float = 0.15,
                     workers: int | None = None, seed: int = 0, fe_seeds=(0, 1, 2),
-                    progress: bool = False) -> PolishResult:
+                    topology_rate: float = 0.0, progress: bool = False) -> PolishResult:
     """Polish the node offsets of ``truss`` against an FE objective (module docstring).
 
     Args:
@@ -106,6 +140,8 @@ def polish_geometry(truss: Truss, objective, generations: int = 20, children: in
         seed: seed of the ES draws.
         fe_seeds: imperfection seeds of the nonlinear FE; a curve objective is averaged over
             them (stiffness objectives use the linear FE once).
+        topology_rate: probability that a child is a one-strut topology move instead of an
+            offset step (0: the topology is kept).
         progress: progress bar over the generations.
 
     Returns:
@@ -125,6 +161,8 @@ def polish_geometry(truss: Truss, objective, generations: int = 20, children: in
                          f"{sigma_min}, {sigma0}, {sigma_max}")
     if not (expand >= 1 and 0 < shrink < 1):
         raise ValueError(f"need expand >= 1 and 0 < shrink < 1, got {expand}, {shrink}")
+    if not (0.0 <= topology_rate <= 1.0):
+        raise ValueError(f"topology_rate must lie in [0, 1], got {topology_rate!r}")
     seeds = [int(k) for k in fe_seeds]
     if not seeds:
         raise ValueError("fe_seeds must name at least one seed")
@@ -151,7 +189,6 @@ def polish_geometry(truss: Truss, objective, generations: int = 20, children: in
                          "or failed FE): nothing to polish")
     best = (truss, labels[0], Cs[0], vals[0], float(scores[0]))
     start_seed_values = vals[0]
-    free = truss.used[ds.FREE_DOF_NODE]  # [27] movable dofs: free dofs of used nodes
     rng = np.random.default_rng(seed)
     sigma = float(sigma0)
     history, sigmas = [float(start_seed_values.mean())], []
@@ -162,11 +199,17 @@ def polish_geometry(truss: Truss, objective, generations: int = 20, children: in
         bar = progress_bar(total=generations, desc=f"polish {objective.spec}", unit="gen")
     try:
         for _ in range(generations):
-            if not free.any() or sigma < sigma_min:
+            free = best[0].used[ds.FREE_DOF_NODE]  # [27] free dofs of used nodes
+            if (not free.any() and topology_rate == 0) or sigma < sigma_min:
                 break
             x = best[0].free_offsets
             kids = []
             for _k in range(children):
+                if topology_rate > 0 and rng.random() < topology_rate:
+                    kid = _topology_move(best[0], rng)
+                    if kid is not None:
+                        kids.append(kid)
+                        continue
                 step = np.where(free, sigma * rng.standard_normal(x.shape), 0.0)
                 kids.append(best[0].with_offsets(np.clip(x + step, -OFFSET_BOUND,
                                                          OFFSET_BOUND)))

@@ -466,10 +466,38 @@ def test_run_design_refuses_bad_refine_settings_before_optimising(corpus, model_
                           ({"polish_children": 0}, "polish_children"),
                           ({"check_seeds": -1}, "check_seeds"),
                           ({"check_top": 0}, "check_top"),
-                          ({"polish_generations": 2.5}, "polish_generations")):
+                          ({"polish_generations": 2.5}, "polish_generations"),
+                          ({"polish_topology_rate": 1.5}, "polish_topology_rate"),
+                          ({"polish_topology_rate": -0.5}, "polish_topology_rate")):
         with pytest.raises(ValueError, match=match):
             run_design(model, norm, corpus, parse_objective("max-E22"), starts=2, steps=3,
                        **kwargs)
+
+
+def test_polish_with_topology_moves_in_a_design_run(corpus, model_and_norm):
+    model, norm = model_and_norm
+    obj = parse_objective("max-E22")
+    kw = dict(starts=4, steps=8, lr=0.05, path_candidates=2, refine_rounds=0,
+              polish_generations=3, polish_top=2, polish_children=4, workers=1)
+    fixed = run_design(model, norm, corpus, obj, **kw)
+    moved = run_design(model, norm, corpus, obj, polish_topology_rate=1.0, **kw)
+    assert moved.settings["polish_topology_rate"] == 1.0
+    assert fixed.settings["polish_topology_rate"] == 0.0
+    polished = [c for c in moved.candidates if c.source == "polish"]
+    assert polished  # some one-strut move beat a design
+    designs = [c for c in moved.candidates if c.source != "polish"]
+    for p in polished:
+        # every polish child was a strut move: the offsets are those of a design of the run
+        # but the topology is not, and the FE value is exact
+        same_run = [c for c in designs if c.run == p.run]
+        assert any(np.array_equal(c.truss.free_offsets, p.truss.free_offsets)
+                   for c in same_run)
+        assert not any(np.array_equal(c.truss.adjacency, p.truss.adjacency) for c in same_run)
+        assert p.truss.is_valid
+        assert np.isclose(p.fe_value, obj.value(homogenize(p.truss).S[None])[0], rtol=1e-8)
+    # the gradient stage and its verification do not depend on the polish setting
+    assert ([c.truss.canonical_hash() for c in fixed.candidates if c.source != "polish"]
+            == [c.truss.canonical_hash() for c in designs])
 
 
 def test_dataset_best_is_the_corpus_maximum(design_run, corpus):
@@ -579,6 +607,7 @@ def test_design_main_writes_results(cli_files, capsys):
     (["--objective", "max-E2", "--polish-generations", "-1"], "--polish-generations"),
     (["--objective", "max-E2", "--polish-top", "0"], "--polish-top"),
     (["--objective", "max-E2", "--polish-children", "0"], "--polish-children"),
+    (["--objective", "max-E2", "--polish-topology-rate", "2"], "--polish-topology-rate"),
 ])
 def test_design_main_bad_input(cli_files, argv, match):
     d = cli_files

@@ -5,7 +5,7 @@ import pytest
 from gnn_truss import design_space as ds
 from gnn_truss.fe.homogenization import homogenize
 from gnn_truss.objectives import parse_objective
-from gnn_truss.polish import OFFSET_BOUND, polish_geometry
+from gnn_truss.polish import OFFSET_BOUND, _topology_move, polish_geometry
 from gnn_truss.truss import Truss
 
 
@@ -83,7 +83,8 @@ def test_polish_refuses_bad_settings_and_invalid_starts():
     t = _octet()
     for kw in ({"generations": -1}, {"generations": 1.5}, {"children": 0},
                {"sigma0": 0.2, "sigma_max": 0.1}, {"sigma_min": 0.0},
-               {"expand": 0.9}, {"shrink": 1.0}):
+               {"expand": 0.9}, {"shrink": 1.0}, {"topology_rate": -0.1},
+               {"topology_rate": 1.5}):
         with pytest.raises(ValueError):
             polish_geometry(t, obj, **kw)
     with pytest.raises(ValueError, match="at least one seed"):
@@ -104,3 +105,47 @@ def test_polish_of_a_curve_averages_the_imperfection_seeds():
     assert np.isclose(res.value, res.seed_values.mean()) and res.value <= res.start_value
     assert np.isclose(res.start_value, res.start_seed_values.mean())
     assert np.allclose(res.label, compress_truss(res.truss, seed=0).label, rtol=1e-10)
+
+
+def test_topology_move_flips_one_admissible_strut_and_keeps_the_offsets():
+    rng = np.random.default_rng(0)
+    t = Truss.elementary("octet_2x2x2")
+    start = t.with_offsets(np.where(t.used[ds.FREE_DOF_NODE],
+                                    0.05 * np.random.default_rng(6).standard_normal(27), 0.0))
+    added = removed = 0
+    for _ in range(40):
+        kid = _topology_move(start, rng)
+        assert kid is not None and kid.is_valid
+        assert np.array_equal(kid.offsets, start.offsets)
+        diff = np.argwhere(np.triu(kid.adjacency != start.adjacency, 1))
+        assert len(diff) == 1  # exactly one pair flipped
+        i, j = diff[0]
+        if kid.adjacency[i, j]:
+            added += 1
+            assert np.linalg.norm(kid.positions[i] - kid.positions[j]) <= ds.R_MAX
+        else:
+            removed += 1
+    assert added >= 10 and removed >= 10  # both kinds are drawn, at even odds
+
+
+def test_topology_move_gives_up_when_no_valid_move_exists():
+    # a lone strut across the cell diagonal: removing it empties the lattice and every
+    # addition leaves dangling nodes, so no valid move exists
+    t = Truss.from_edges([(0, 13)])
+    rng = np.random.default_rng(0)
+    assert _topology_move(t, rng, tries=20) is None
+
+
+def test_polish_with_topology_moves_changes_struts_and_stays_fe_exact():
+    obj = parse_objective("max-E22")
+    start = _octet(seed=3, scale=0.1)
+    res = polish_geometry(start, obj, generations=4, children=6, sigma0=0.03, workers=1,
+                          seed=0, topology_rate=1.0)
+    # every child was a topology move: offsets unchanged, struts changed, FE exact, elitist
+    assert np.array_equal(res.truss.free_offsets, start.free_offsets)
+    flipped = int(np.triu(res.truss.adjacency != start.adjacency, 1).sum())
+    improvements = int(np.sum(np.diff(res.history) != 0))
+    assert 1 <= flipped <= improvements
+    assert res.value > res.start_value
+    assert np.isclose(res.value, _fe_value(obj, res.truss), rtol=1e-10)
+    assert res.truss.is_valid
