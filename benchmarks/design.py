@@ -2,9 +2,9 @@
 
 Runs :func:`gnn_truss.design.run_design` (default: ``max-E22``, 100 starts x 1,000 Adam steps,
 all 100 latents as one batch, then decode, repair, validate and FE-verify every candidate,
-ten rounds of FE-guided latent refinement, the FE-driven geometry polish of the 3 best
-designs, and rank them) and prints the total and the per-stage seconds, the time per optimisation step and
-the FE-verified result. Model loading and corpus reading are timed separately (they are not
+ten rounds of FE-guided latent refinement, the FE-driven polish of the 3 best designs (offset
+steps and strut moves), and rank them) and prints the total and the per-stage seconds, the
+time per optimisation step and the FE-verified result. Model loading and corpus reading are timed separately (they are not
 part of a design run). Target: under 2 minutes on the 2-core development machine.
 
     python benchmarks/design.py [--checkpoint datasets/checkpoints/default/model.pt]
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--refine-rounds", type=int, default=None,
                     help="FE-guided refinement rounds (default: run_design's, 10 for stiffness)")
     ap.add_argument("--polish-generations", type=int, default=None,
-                    help="geometry polish generations (default: run_design's, 40 for "
+                    help="polish generations (default: run_design's, 40 for "
                          "stiffness)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     ap.add_argument("--workers", type=int, default=None, help="FE processes")

@@ -858,7 +858,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                refine_parents: int = 10, refine_children: int = 50,
                refine_verify: int | None = None, density: float = 0.15,
                workers: int | None = None, seed: int = 0, polish_generations: int | None = None,
-               polish_top: int = 3, polish_children: int = 8, polish_topology_rate: float = 0.0,
+               polish_top: int = 3, polish_children: int = 8, polish_topology_rate: float = 0.5,
                check_seeds: int | None = None, check_top: int = 5,
                progress: bool = False) -> DesignResult:
     """Inverse design end to end (see the module docstring).
@@ -889,7 +889,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         density: relative density of the FE models (0.15).
         workers: FE processes.
         seed: torch seed (and the imperfection seed of the nonlinear FE).
-        polish_generations: generations of the FE-driven geometry polish
+        polish_generations: generations of the FE-driven polish
             (:func:`gnn_truss.polish.polish_geometry`) of the ``polish_top`` best distinct
             designs after the refinement (default 40 for stiffness objectives, which costs
             seconds, 0 for curves; for curves the polish averages the ``check_seeds + 1``
@@ -897,7 +897,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
             the candidates as ``source="polish"``.
         polish_top, polish_children: designs polished (3) and children per generation (8).
         polish_topology_rate: probability that a polish child is a one-strut topology move
-            instead of an offset step (0.0: the polish keeps each design's topology).
+            instead of an offset step (0.5; 0.0 keeps each design's topology).
         check_seeds: curve objectives only: re-run the nonlinear FE of the ``check_top`` best
             designs and of the dataset best with this many other imperfection seeds
             (``seed + 1 ...``; :func:`imperfection_check`) to show how much their curves
@@ -1459,15 +1459,15 @@ def add_design_arguments(parser) -> None:
                              "the best predicted ones (default: all for stiffness objectives, "
                              "20 for curves)")
     parser.add_argument("--polish-generations", type=int, default=None,
-                        help="generations of the FE-driven geometry polish of the best designs "
+                        help="generations of the FE-driven polish of the best designs "
                              "(default 40 for stiffness objectives, 0 for curves)")
     parser.add_argument("--polish-top", type=int, default=3,
                         help="best distinct designs polished (3)")
     parser.add_argument("--polish-children", type=int, default=8,
                         help="FE-verified children per polish generation (8)")
-    parser.add_argument("--polish-topology-rate", type=float, default=0.0,
+    parser.add_argument("--polish-topology-rate", type=float, default=0.5,
                         help="probability that a polish child adds or removes one strut "
-                             "instead of moving nodes (0: keep each design's topology)")
+                             "instead of moving nodes (0.5; 0 keeps each design's topology)")
     parser.add_argument("--check-seeds", type=int, default=None,
                         help="curve objectives: re-run the nonlinear FE of the best designs and "
                              "the dataset best with this many other imperfection seeds "
@@ -1576,7 +1576,7 @@ def design_main(args) -> int:
     if best is None:
         print(f"no candidate passed the FE check ({summary['status_counts']})")
     else:
-        how = ("geometry polish" if best.source == "polish"
+        how = ("FE polish" if best.source == "polish"
                else f"predicted {best.predicted_value:.6g}")
         print(f"best FE-verified design: {vn} = {best.fe_value:.6g} ({how}), improvement "
               f"{best.improvement:+.1f} %")

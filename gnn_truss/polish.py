@@ -1,9 +1,10 @@
-r"""FE-driven geometry polish of a designed lattice.
+r"""FE-driven polish of a designed lattice: its geometry and, optionally, single struts.
 
-The latent-space search (:mod:`gnn_truss.design`) settles the topology and a good geometry,
-but its resolution is limited by the decoder and, for curves, by the predictor. The polish
-keeps the topology of one FE-verified design and moves the free offsets of its used nodes
-directly, with the finite-element objective as the only judge: an elitist
+The latent-space search (:mod:`gnn_truss.design`) finds a good topology and geometry, but
+its resolution is limited by the decoder and, for curves, by the predictor. The polish
+starts from one FE-verified design and moves the free offsets of its used nodes directly
+(and, with ``topology_rate > 0``, adds or removes single struts), with the finite-element
+objective as the only judge: an elitist
 :math:`(1+\lambda)` evolution strategy,
 
 .. math::

@@ -289,7 +289,7 @@ def design_run(corpus, model_and_norm, tmp_path_factory):
     obj = parse_objective("max-E22")
     result = run_design(model, norm, corpus, obj, starts=5, steps=12, lr=0.05,
                         path_candidates=3, refine_rounds=2, refine_parents=2,
-                        refine_children=6, workers=1)
+                        refine_children=6, workers=1, polish_topology_rate=0.0)
     out = tmp_path_factory.mktemp("design")
     summary = write_design(result, out, corpus.stiffness, designs=4, figures=True, exports=2,
                            cell_size=5.0)
@@ -479,10 +479,12 @@ def test_polish_with_topology_moves_in_a_design_run(corpus, model_and_norm):
     obj = parse_objective("max-E22")
     kw = dict(starts=4, steps=8, lr=0.05, path_candidates=2, refine_rounds=0,
               polish_generations=3, polish_top=2, polish_children=4, workers=1)
-    fixed = run_design(model, norm, corpus, obj, **kw)
+    fixed = run_design(model, norm, corpus, obj, polish_topology_rate=0.0, **kw)
     moved = run_design(model, norm, corpus, obj, polish_topology_rate=1.0, **kw)
     assert moved.settings["polish_topology_rate"] == 1.0
     assert fixed.settings["polish_topology_rate"] == 0.0
+    assert run_design(model, norm, corpus, obj, **dict(kw, polish_generations=0)).settings[
+        "polish_topology_rate"] == 0.5  # the default
     polished = [c for c in moved.candidates if c.source == "polish"]
     assert polished  # some one-strut move beat a design
     designs = [c for c in moved.candidates if c.source != "polish"]
@@ -580,7 +582,7 @@ def test_design_main_writes_results(cli_files, capsys):
     assert summary["objective"] == "min-nu21" and summary["settings"]["starts"] == 3
     assert "nan" not in text  # a polished best has no prediction: said so, not "nan"
     if summary["best_design"]["source"] == "polish":
-        assert "(geometry polish)" in text
+        assert "(FE polish)" in text
     assert (d / "out" / "table.csv").exists() and (d / "out" / "dataset_best.json").exists()
 
 

@@ -1,4 +1,4 @@
-"""FE-driven geometry polish (gnn_truss.polish): elitist, FE-exact, topology-preserving."""
+"""FE-driven polish (gnn_truss.polish): elitist, FE-exact, topology kept unless asked to move."""
 import numpy as np
 import pytest
 
