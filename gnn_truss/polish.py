@@ -26,11 +26,13 @@ mechanism, a failed nonlinear solve) simply loses.
 
 With ``topology_rate > 0`` a child is, with that probability, a topology move instead of an
 offset step: one strut of the parent removed, or one new strut added between two nodes at
-most :data:`~gnn_truss.design_space.R_MAX` apart (even odds, drawn uniformly among the moves
-of that kind whose lattice passes the design-space validation; offsets unchanged). The offset steps
-then act on the free dofs of the nodes each parent uses. This lets the search leave a
-topology whose response has a floor that no offset change removes (e.g. a post-buckling
-plateau), at the price of FE evaluations spent on moves that mostly lose.
+most :data:`~gnn_truss.design_space.R_MAX` apart (the kind at even odds, then moves of that
+kind tried in random order until one passes the design-space validation; offsets unchanged,
+except that a node left without struts is reset to zero offsets). The offset steps act on
+the free dofs of the nodes each parent uses; the step follows the outcome of the offset
+steps alone and is held at ``sigma_min`` instead of ending the search, since strut moves do
+not need it. This lets the search reach neighbouring topologies that the decoder does not
+produce, at the price of FE evaluations spent on moves that mostly lose.
 
 Curves past buckling depend on the seeded imperfection of the nonlinear FE, and tiny changes
 of the geometry can switch the buckling mode, so on a single imperfection seed the search
@@ -100,13 +102,14 @@ def _topology_move(truss: Truss, rng: np.random.Generator, tries: int = 50) -> T
     """One strut removed or added (module docstring).
 
     The kind of move is drawn first (even odds); up to ``tries`` moves of that kind are tried
-    in random order until one gives a valid lattice, then, failing that, moves of the other
-    kind. Returns ``None`` if no valid move was found."""
+    in random order until one gives a valid lattice, then, failing that, up to ``tries`` of
+    the other kind. A node left without struts gets zero offsets (the convention for unused
+    nodes). Returns ``None`` if no valid move was found."""
     adj = truss.adjacency
     iu = np.triu_indices(ds.NUM_NODES, 1)
     present = adj[iu].astype(bool)
     p = truss.positions
-    short = np.linalg.norm(p[iu[0]] - p[iu[1]], axis=1) <= ds.R_MAX - 1e-9
+    short = np.linalg.norm(p[iu[0]] - p[iu[1]], axis=1) <= ds.R_MAX + 1e-9
     pools = [np.flatnonzero(present), np.flatnonzero(~present & short)]  # remove, add
     first = int(rng.random() < 0.5)
     for pool in (pools[first], pools[1 - first]):
@@ -116,7 +119,7 @@ def _topology_move(truss: Truss, rng: np.random.Generator, tries: int = 50) -> T
             new[i, j] = new[j, i] = 0 if present[k] else 1
             if not new.any():
                 continue
-            child = Truss(new, truss.offsets)
+            child = Truss(new, np.where(new.any(axis=1)[:, None], truss.offsets, 0.0))
             if child.is_valid:
                 return child
     return None
@@ -127,10 +130,11 @@ def polish_geometry(truss: Truss, objective, generations: int = 20, children: in
                     expand: float = 1.5, shrink: float = 0.7, density: float = 0.15,
                     workers: int | None = None, seed: int = 0, fe_seeds=(0, 1, 2),
                     topology_rate: float = 0.0, progress: bool = False) -> PolishResult:
-    """Polish the node offsets of ``truss`` against an FE objective (module docstring).
+    """Polish the node offsets (and, with ``topology_rate > 0``, single struts) of ``truss``
+    against an FE objective (module docstring).
 
     Args:
-        truss: the start lattice (its topology is kept).
+        truss: the start lattice (its topology is kept when ``topology_rate == 0``).
         objective: a :class:`gnn_truss.objectives.Objective`.
         generations: ES generations (>= 0).
         children: lattices per generation (>= 1).
@@ -204,26 +208,37 @@ def polish_geometry(truss: Truss, objective, generations: int = 20, children: in
             if (not free.any() and topology_rate == 0) or sigma < sigma_min:
                 break
             x = best[0].free_offsets
-            kids = []
+            kids, is_step = [], []
             for _k in range(children):
-                if topology_rate > 0 and rng.random() < topology_rate:
+                if topology_rate > 0 and (not free.any() or rng.random() < topology_rate):
                     kid = _topology_move(best[0], rng)
                     if kid is not None:
                         kids.append(kid)
+                        is_step.append(False)
                         continue
+                    if not free.any():
+                        continue  # nothing can move
                 step = np.where(free, sigma * rng.standard_normal(x.shape), 0.0)
                 kids.append(best[0].with_offsets(np.clip(x + step, -OFFSET_BOUND,
                                                          OFFSET_BOUND)))
+                is_step.append(True)
+            if not kids:
+                break
             sigmas.append(sigma)
             labels, Cs, vals, ks = evaluate(kids)
             evaluated += len(kids)
             invalid += int(np.sum(~np.isfinite(ks)))
             j = int(np.argmin(ks))
+            is_step = np.asarray(is_step)
+            if is_step.any():  # the step follows the outcome of the offset steps only
+                if np.any(ks[is_step] < best[4]):
+                    sigma = min(sigma * expand, sigma_max)
+                else:
+                    sigma *= shrink
+                if topology_rate > 0:  # strut moves go on: hold the step at its minimum
+                    sigma = max(sigma, sigma_min)
             if ks[j] < best[4]:
                 best = (kids[j], labels[j], Cs[j], vals[j], float(ks[j]))
-                sigma = min(sigma * expand, sigma_max)
-            else:
-                sigma *= shrink
             history.append(float(best[3].mean()))
             if bar is not None:
                 bar.set_postfix(best=f"{history[-1]:.4g}", sigma=f"{sigma:.2g}", refresh=False)

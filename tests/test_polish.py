@@ -116,24 +116,77 @@ def test_topology_move_flips_one_admissible_strut_and_keeps_the_offsets():
     for _ in range(40):
         kid = _topology_move(start, rng)
         assert kid is not None and kid.is_valid
-        assert np.array_equal(kid.offsets, start.offsets)
+        # offsets kept on the nodes the child uses, zero on the others
+        used = kid.used
+        assert np.array_equal(kid.offsets[used], start.offsets[used])
+        assert not kid.offsets[~used].any()
         diff = np.argwhere(np.triu(kid.adjacency != start.adjacency, 1))
         assert len(diff) == 1  # exactly one pair flipped
         i, j = diff[0]
         if kid.adjacency[i, j]:
             added += 1
-            assert np.linalg.norm(kid.positions[i] - kid.positions[j]) <= ds.R_MAX
+            assert np.linalg.norm(kid.positions[i] - kid.positions[j]) <= ds.R_MAX + 1e-9
         else:
             removed += 1
     assert added >= 10 and removed >= 10  # both kinds are drawn, at even odds
 
 
+def test_topology_move_can_add_a_strut_of_the_longest_admissible_length():
+    # zero offsets: corner-to-body-centre struts are exactly R_MAX long and admissible
+    rng = np.random.default_rng(1)
+    start = Truss.elementary("octet_2x2x2")
+    longest = 0.0
+    for _ in range(300):
+        kid = _topology_move(start, rng)
+        if kid.num_edges > start.num_edges:
+            longest = max(longest, kid.edge_lengths.max())
+    assert np.isclose(longest, ds.R_MAX, rtol=0, atol=1e-12)
+
+
+def test_topology_move_clears_the_offsets_of_a_node_left_without_struts():
+    # octet_2x2x2 plus the strut 1-4: node 1 (an edge node, free along x) hangs on that
+    # strut alone, so removing it gives back the valid octet_2x2x2 with node 1 unused
+    rng = np.random.default_rng(3)
+    adj = np.array(Truss.elementary("octet_2x2x2").adjacency)
+    adj[1, 4] = adj[4, 1] = 1
+    t = Truss(adj)
+    start = t.with_offsets(np.where(t.used[ds.FREE_DOF_NODE], 0.04, 0.0))
+    assert start.is_valid and start.offsets[1].any()
+    seen_unused = False
+    for _ in range(300):
+        kid = _topology_move(start, rng)
+        newly_unused = start.used & ~kid.used
+        if newly_unused.any():
+            seen_unused = True
+            assert not kid.offsets[newly_unused].any()
+    assert seen_unused  # the case occurred
+
+
 def test_topology_move_gives_up_when_no_valid_move_exists():
-    # a lone strut across the cell diagonal: removing it empties the lattice and every
-    # addition leaves dangling nodes, so no valid move exists
-    t = Truss.from_edges([(0, 13)])
-    rng = np.random.default_rng(0)
-    assert _topology_move(t, rng, tries=20) is None
+    t = Truss.from_edges([(0, 1)])
+    # independent check: every single flip of this lattice is empty or invalid
+    for i in range(27):
+        for j in range(i + 1, 27):
+            adj = np.array(t.adjacency)
+            adj[i, j] = adj[j, i] = 1 - adj[i, j]
+            assert not adj.any() or not Truss(adj, t.offsets).is_valid
+    assert _topology_move(t, np.random.default_rng(0), tries=400) is None
+
+
+def test_polish_with_mixed_moves_steps_the_nodes_a_strut_move_brought_in():
+    obj = parse_objective("min-nu21")
+    start = _octet(seed=3, scale=0.1)
+    res = polish_geometry(start, obj, generations=12, children=6, sigma0=0.03,
+                          sigma_min=0.01, workers=1, seed=0, topology_rate=0.5)
+    assert len(res.sigmas) == 12  # strut moves keep the search going: no stop on the step
+    assert np.all(res.sigmas >= 0.01)
+    assert res.truss.is_valid and not res.truss.offsets[~res.truss.used].any()
+    # a node unused by the start (zero offsets) was brought in by a strut move, then moved
+    # by an offset step: the free-dof mask follows the parent's topology
+    assert not start.offsets[~start.used].any()
+    brought_in = res.truss.used & ~start.used
+    assert np.any(res.truss.offsets[brought_in] != 0)
+    assert np.isclose(res.value, _fe_value(obj, res.truss), rtol=1e-10)
 
 
 def test_polish_with_topology_moves_changes_struts_and_stays_fe_exact():
@@ -142,7 +195,9 @@ def test_polish_with_topology_moves_changes_struts_and_stays_fe_exact():
     res = polish_geometry(start, obj, generations=4, children=6, sigma0=0.03, workers=1,
                           seed=0, topology_rate=1.0)
     # every child was a topology move: offsets unchanged, struts changed, FE exact, elitist
-    assert np.array_equal(res.truss.free_offsets, start.free_offsets)
+    used = res.truss.used
+    assert np.array_equal(res.truss.offsets[used], start.offsets[used])
+    assert np.all(res.sigmas == 0.03)  # no offset step, so the step never changed
     flipped = int(np.triu(res.truss.adjacency != start.adjacency, 1).sum())
     improvements = int(np.sum(np.diff(res.history) != 0))
     assert 1 <= flipped <= improvements
