@@ -106,19 +106,16 @@ def _topology_move(truss: Truss, rng: np.random.Generator, tries: int = 50) -> T
     the other kind. A node left without struts gets zero offsets (the convention for unused
     nodes). Returns ``None`` if no valid move was found."""
     adj = truss.adjacency
-    iu = np.triu_indices(ds.NUM_NODES, 1)
-    present = adj[iu].astype(bool)
+    present = adj[ds.TRIU_I, ds.TRIU_J].astype(bool)
     p = truss.positions
-    short = np.linalg.norm(p[iu[0]] - p[iu[1]], axis=1) <= ds.R_MAX + 1e-9
+    short = np.linalg.norm(p[ds.TRIU_I] - p[ds.TRIU_J], axis=1) <= ds.R_MAX + 1e-9
     pools = [np.flatnonzero(present), np.flatnonzero(~present & short)]  # remove, add
     first = int(rng.random() < 0.5)
     for pool in (pools[first], pools[1 - first]):
         for k in rng.permutation(pool)[:tries]:
             new = np.array(adj)
-            i, j = iu[0][k], iu[1][k]
-            new[i, j] = new[j, i] = 0 if present[k] else 1
-            if not new.any():
-                continue
+            i, j = ds.TRIU_I[k], ds.TRIU_J[k]
+            new[i, j] = new[j, i] = 0 if present[k] else 1  # an empty lattice is invalid
             child = Truss(new, np.where(new.any(axis=1)[:, None], truss.offsets, 0.0))
             if child.is_valid:
                 return child
