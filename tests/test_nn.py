@@ -87,7 +87,8 @@ def test_adjacency_decoder_dense_is_symmetric_with_minus_inf_diagonal():
     assert torch.all(torch.isneginf(torch.diagonal(dense, dim1=1, dim2=2)))
     off = ~torch.eye(27, dtype=torch.bool)
     assert torch.isfinite(dense[:, off]).all()
-    assert torch.equal(dense[:, ds.TRIU_I, ds.TRIU_J], logits)
+    i, j = torch.as_tensor(ds.TRIU_I.copy()), torch.as_tensor(ds.TRIU_J.copy())
+    assert torch.equal(dense[:, i, j], logits)
 
 
 def test_offsets_bounded_by_half():
