@@ -235,6 +235,18 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from .comparison import compare_checkpoints, paired_table
+
+    res = compare_checkpoints(args.checkpoint_a, args.checkpoint_b, out_dir=args.out,
+                              names=args.names, split=args.split, limit=args.limit,
+                              draws=args.draws, seed=args.seed)
+    print(f"{res['split']} split, {res['num_lattices']} lattices, {res['draws']} paired "
+          f"bootstrap draws")
+    print(paired_table(res), end="")
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from .evaluation import compare_reports, evaluate_checkpoint
 
@@ -708,6 +720,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="report.json of another model on the same split: also write "
                          "OUT/comparison.md, the two side by side")
     ev.set_defaults(func=_cmd_evaluate)
+
+    cp = sub.add_parser("compare", help="paired comparison of two checkpoints on the test "
+                        "split, with bootstrap intervals",
+                        description="Runs both checkpoints on the same lattices and reports, "
+                                    "for every reconstruction and property metric, both values, "
+                                    "their difference and its paired-bootstrap interval; writes "
+                                    "paired.json and paired.md.")
+    cp.add_argument("checkpoint_a", help="first checkpoint (e.g. the GNN)")
+    cp.add_argument("checkpoint_b", help="second checkpoint (e.g. the MLP baseline)")
+    cp.add_argument("--names", nargs=2, metavar=("A", "B"),
+                    help="display names (default: the checkpoints' folder names)")
+    cp.add_argument("--out", help="output directory (default: print only)")
+    cp.add_argument("--split", choices=["train", "val", "test"], default="test")
+    cp.add_argument("--limit", type=int, help="compare on the first LIMIT lattices")
+    cp.add_argument("--draws", type=int, default=1000, help="bootstrap resamples (1000)")
+    cp.add_argument("--seed", type=int, default=0, help="resampling seed (0)")
+    cp.set_defaults(func=_cmd_compare)
 
     t = sub.add_parser("train", help="train the graph VAE and property predictor",
                        description="Train from a YAML config (configs/default.yaml, "

@@ -1,0 +1,222 @@
+"""Tests of gnn_truss.comparison: paired statistics, paired bootstrap and the driver."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gnn_truss import design_space as ds
+from gnn_truss.comparison import (
+    compare_checkpoints,
+    metric_values,
+    paired_bootstrap,
+    paired_statistics,
+    paired_table,
+)
+from gnn_truss.corpus import load_corpus, save_compact
+from gnn_truss.evaluation import (
+    STIFFNESS_NAMES,
+    adjacency_metrics,
+    evaluate_checkpoint,
+    nrmse_curves,
+    position_r2,
+    r2_per_component,
+)
+from gnn_truss.training import train
+
+SHIPPED = Path(__file__).resolve().parents[1] / "datasets" / "default" / "raw" / "corpus.npz"
+NAMES = ("p0", "p1", "p2")
+
+
+def fake_outputs(seed, n=200, flip=0.01, noise=0.05, target="stiffness"):
+    """Outputs of a made-up model on ``n`` made-up lattices (same truth for every seed)."""
+    truth = np.random.default_rng(123)
+    adj = (truth.random((n, ds.NUM_PAIRS)) < 0.05).astype(float)
+    offset = truth.uniform(-0.5, 0.5, (n, ds.NUM_FREE_DOFS))
+    true = truth.normal(size=(n, 3)) if target == "stiffness" else \
+        np.cumsum(truth.random((n, 3)), axis=1)
+    g = np.random.default_rng(seed)
+    bits = np.where(g.random(adj.shape) < flip, 1 - adj, adj)
+    logits = np.where(bits > 0, 2.0, -2.0)
+    return {"logits": logits, "adj": adj, "offsets": offset + noise * g.normal(size=offset.shape),
+            "offset": offset, "pred": true + noise * g.normal(size=true.shape), "true": true}
+
+
+def value(stats, key):
+    kind, s, _ = stats[key]
+    return float(metric_values(kind, s.sum(0)))
+
+
+# ------------------------------------------------------------------ statistics
+@pytest.mark.parametrize("target", ["stiffness", "curve"])
+def test_unit_weight_values_equal_the_evaluation_functions(target):
+    out = fake_outputs(1, target=target)
+    st = paired_statistics(out, target, NAMES)
+    adj = adjacency_metrics(out["logits"], out["adj"])
+    geo = position_r2(out["offsets"], out["offset"], out["adj"])
+    r2 = r2_per_component(out["pred"], out["true"], NAMES)
+    assert value(st, "adjacency accuracy (paper)") == pytest.approx(adj["accuracy_paper"],
+                                                                    abs=1e-12)
+    assert value(st, "exact-lattice match") == pytest.approx(adj["exact_match"], abs=1e-12)
+    assert value(st, "edge F1") == pytest.approx(adj["edge_f1"], abs=1e-12)
+    for a in "xyz":
+        assert value(st, f"node-position R^2 {a}") == pytest.approx(geo[f"r2_{a}"], abs=1e-10)
+    assert value(st, "offset R^2 (used nodes)") == pytest.approx(geo["r2_offsets"], abs=1e-10)
+    for n in NAMES:
+        assert value(st, f"R^2 {n}") == pytest.approx(r2[n], abs=1e-10)
+    if target == "curve":
+        assert value(st, "curve NRMSE") == pytest.approx(nrmse_curves(out["pred"], out["true"]),
+                                                         abs=1e-12)
+        assert st["curve NRMSE"][2] is False
+    else:
+        assert "curve NRMSE" not in st
+
+
+def test_metric_values_by_hand():
+    assert metric_values("mean", [3.0, 4.0]) == pytest.approx(0.75)
+    assert np.isnan(metric_values("mean", [0.0, 0.0]))
+    # TP 8, FP 2, FN 4: P = 0.8, R = 2/3, F1 = 2PR/(P+R) = 16/22
+    assert metric_values("f1", [8.0, 2.0, 4.0]) == pytest.approx(16 / 22)
+    assert metric_values("f1", [0.0, 0.0, 0.0]) == 1.0  # no edges at all, none predicted
+    # y = (1, 2, 3), yhat = (1, 2, 4): SST = 2, SSE = 1
+    assert metric_values("r2", [3.0, 6.0, 14.0, 1.0]) == pytest.approx(0.5)
+    assert np.isnan(metric_values("r2", [3.0, 6.0, 12.0, 0.0]))  # constant truth
+    np.testing.assert_allclose(metric_values("mean", [[1.0, 2.0], [2.0, 2.0]]), [0.5, 1.0])
+    with pytest.raises(ValueError, match="kind"):
+        metric_values("median", [1.0, 2.0])
+    with pytest.raises(ValueError):
+        metric_values("f1", [1.0, 2.0])
+
+
+def test_statistics_refuse_bad_shapes():
+    out = fake_outputs(0)
+    with pytest.raises(ValueError, match="logits"):
+        paired_statistics({**out, "logits": out["logits"][:, :10]}, "stiffness", NAMES)
+    with pytest.raises(ValueError, match="offsets"):
+        paired_statistics({**out, "offsets": out["offsets"][:-1]}, "stiffness", NAMES)
+    with pytest.raises(ValueError, match="pred"):
+        paired_statistics(out, "stiffness", NAMES[:2])
+
+
+# ------------------------------------------------------------------ bootstrap
+def test_identical_models_differ_by_exactly_zero():
+    st = paired_statistics(fake_outputs(5), "stiffness", NAMES)
+    res = paired_bootstrap(st, st, names=("A", "B"), draws=200)
+    for m in res.values():
+        assert m["difference"] == 0 and m["ci_low"] == 0 and m["ci_high"] == 0
+        assert m["verdict"] == "no significant difference"
+
+
+def test_a_clearly_better_model_wins_every_metric_and_lower_nrmse_is_better():
+    good = paired_statistics(fake_outputs(1, n=400, flip=0.0, noise=0.01, target="curve"),
+                             "curve", NAMES)
+    bad = paired_statistics(fake_outputs(2, n=400, flip=0.02, noise=0.2, target="curve"),
+                            "curve", NAMES)
+    res = paired_bootstrap(good, bad, names=("good", "bad"), draws=300)
+    assert {m["verdict"] for m in res.values()} == {"good"}
+    assert res["curve NRMSE"]["difference"] < 0 and res["exact-lattice match"]["a"] == 1.0
+    swapped = paired_bootstrap(bad, good, names=("bad", "good"), draws=300)
+    assert {m["verdict"] for m in swapped.values()} == {"good"}
+    assert all(m["ci_high"] < 0 for k, m in swapped.items() if k != "curve NRMSE")
+
+
+def test_bootstrap_interval_matches_the_normal_theory_width():
+    """For a mean metric the paired difference has standard error std(d) / sqrt(n): the 95 %
+    percentile interval is 2 x 1.96 x that wide, to bootstrap noise (10 % at 2000 draws)."""
+    g = np.random.default_rng(0)
+    n = 3000
+    xa, xb = (g.random(n) < 0.6).astype(float), (g.random(n) < 0.55).astype(float)
+    one = np.ones(n)
+    res = paired_bootstrap({"m": ("mean", np.stack([xa, one], 1), True)},
+                           {"m": ("mean", np.stack([xb, one], 1), True)}, draws=2000, seed=1)
+    m = res["m"]
+    se = np.std(xa - xb, ddof=1) / np.sqrt(n)
+    assert m["ci_high"] - m["ci_low"] == pytest.approx(2 * 1.96 * se, rel=0.10)
+    assert m["ci_low"] < m["difference"] < m["ci_high"]
+    assert m["difference"] == pytest.approx(xa.mean() - xb.mean(), abs=1e-12)
+    # the same seed gives the same interval
+    again = paired_bootstrap({"m": ("mean", np.stack([xa, one], 1), True)},
+                             {"m": ("mean", np.stack([xb, one], 1), True)}, draws=2000, seed=1)
+    assert again["m"] == m
+
+
+def test_bootstrap_refuses_mismatched_inputs():
+    a = paired_statistics(fake_outputs(0, n=50), "stiffness", NAMES)
+    b = paired_statistics(fake_outputs(0, n=40), "stiffness", NAMES)
+    with pytest.raises(ValueError, match="same 50 lattices"):
+        paired_bootstrap(a, b)
+    with pytest.raises(ValueError, match="draws"):
+        paired_bootstrap(a, a, draws=5)
+    with pytest.raises(ValueError, match="level"):
+        paired_bootstrap(a, a, level=1.5)
+    with pytest.raises(ValueError, match="share no metric"):
+        paired_bootstrap({"x": a["edge F1"]}, {"y": a["edge F1"]})
+
+
+# ------------------------------------------------------------------ driver
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """A tiny GNN and a tiny MLP on the same 300 lattices, 1 epoch each."""
+    tmp = tmp_path_factory.mktemp("cmprun")
+    (tmp / "data" / "raw").mkdir(parents=True)
+    save_compact(load_corpus(SHIPPED, limit=300), tmp / "data" / "raw" / "corpus.npz")
+    base = {"topology": 4, "shared": 8, "geometry": 4, "hidden": 16, "layers": 2,
+            "readout": 64, "decoder_hidden": [32, 64], "offset_hidden": [32],
+            "predictor_hidden": [32]}
+    for enc in ("gnn", "mlp"):
+        cfg = {"data": {"root": str(tmp / "data"), "limit": 300},
+               "model": {**base, "encoder": enc},
+               "train": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": 0},
+               "out": str(tmp / enc)}
+        train(cfg, progress=False)
+    return tmp
+
+
+def test_compare_checkpoints_agrees_with_both_evaluation_reports(two_runs):
+    a, b = two_runs / "gnn" / "best.pt", two_runs / "mlp" / "best.pt"
+    res = compare_checkpoints(a, b, two_runs / "cmp", draws=100)
+    assert res["names"] == ["gnn", "mlp"] and res["num_lattices"] == 30
+    ra = evaluate_checkpoint(a, two_runs / "ea", n_samples=0)
+    rb = evaluate_checkpoint(b, two_runs / "eb", n_samples=0)
+    m = res["metrics"]
+    for rep, side in ((ra, "a"), (rb, "b")):
+        assert m["exact-lattice match"][side] == pytest.approx(rep["adjacency"]["exact_match"])
+        assert m["edge F1"][side] == pytest.approx(rep["adjacency"]["edge_f1"])
+        assert m["node-position R^2 y"][side] == pytest.approx(rep["geometry"]["r2_y"],
+                                                               rel=1e-9)
+        for c in STIFFNESS_NAMES:
+            assert m[f"R^2 {c}"][side] == pytest.approx(rep["property"]["r2"][c], rel=1e-6)
+    on_disk = json.loads((two_runs / "cmp" / "paired.json").read_text())
+    assert on_disk["metrics"].keys() == m.keys() and on_disk["draws"] == 100
+    table = (two_runs / "cmp" / "paired.md").read_text()
+    assert table == paired_table(res) and table.startswith("| metric | gnn | mlp | gnn - mlp |")
+    assert len(table.splitlines()) == 2 + len(m)
+
+
+def test_compare_checkpoints_refuses_other_data_and_bad_arguments(two_runs, tmp_path):
+    a = two_runs / "gnn" / "best.pt"
+    ck = torch.load(two_runs / "mlp" / "best.pt", weights_only=True)
+    ck["fingerprint"] = "0" * 40
+    torch.save(ck, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="different data"):
+        compare_checkpoints(a, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="split"):
+        compare_checkpoints(a, a, split="bogus")
+    with pytest.raises(ValueError, match="names"):
+        compare_checkpoints(a, two_runs / "mlp" / "best.pt", names=["x", "x"], limit=5)
+    res = compare_checkpoints(a, a, limit=10, draws=50)  # same folder: named A and B
+    assert res["names"] == ["A", "B"] and res["num_lattices"] == 10
+    assert {m["verdict"] for m in res["metrics"].values()} <= {"no significant difference",
+                                                               "undefined"}
+
+
+def test_compare_cli(two_runs, tmp_path, capsys):
+    from gnn_truss.cli import main
+    assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
+                 "--names", "GNN", "MLP", "--draws", "50", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| metric | GNN | MLP | GNN - MLP | 95 % interval | verdict |" in printed
+    assert (tmp_path / "paired.md").read_text() in printed
+    assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(tmp_path / "missing.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
