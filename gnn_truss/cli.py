@@ -235,6 +235,12 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _add_split_options(parser) -> None:
+    """``--split`` and ``--limit`` of the commands that run a model on a data split."""
+    parser.add_argument("--split", choices=["train", "val", "test"], default="test")
+    parser.add_argument("--limit", type=int, help="use the first LIMIT lattices of the split")
+
+
 def _cmd_compare(args) -> int:
     from .comparison import compare_checkpoints, paired_table
 
@@ -712,8 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", help="checkpoint file (best.pt or last.pt)")
     ev.add_argument("--out", help="output directory (default: evaluation/ beside it)")
     ev.add_argument("--samples", type=int, default=1000, help="latent samples (1000)")
-    ev.add_argument("--split", choices=["train", "val", "test"], default="test")
-    ev.add_argument("--limit", type=int, help="evaluate the first LIMIT lattices of the split")
+    _add_split_options(ev)
     ev.add_argument("--no-fe", action="store_true",
                     help="skip the FE check in the strict validity")
     ev.add_argument("--baseline", metavar="REPORT",
@@ -732,8 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--names", nargs=2, metavar=("A", "B"),
                     help="display names (default: the checkpoints' folder names)")
     cp.add_argument("--out", help="output directory (default: print only)")
-    cp.add_argument("--split", choices=["train", "val", "test"], default="test")
-    cp.add_argument("--limit", type=int, help="compare on the first LIMIT lattices")
+    _add_split_options(cp)
     cp.add_argument("--draws", type=int, default=1000, help="bootstrap resamples (1000)")
     cp.add_argument("--seed", type=int, default=0, help="resampling seed (0)")
     cp.set_defaults(func=_cmd_compare)

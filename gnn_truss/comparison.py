@@ -31,7 +31,6 @@ Verdict per metric: the better model's name when the 95 % interval of the differ
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from pathlib import Path
@@ -260,9 +259,8 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         ValueError: unreadable checkpoints, different data or targets, unknown split.
     """
     from .dataset import TargetNormalizer
-    from .evaluation import CURVE_NAMES, STIFFNESS_NAMES, _finite_or_none
+    from .evaluation import CURVE_NAMES, STIFFNESS_NAMES, _finite_or_none, checkpoint_datasets
     from .exploration import load_model
-    from .training import build_datasets, validate_config
 
     splits = ("train", "val", "test")
     if split not in splits:
@@ -287,13 +285,7 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     names = [str(n) for n in names]
     if len(names) != 2 or names[0] == names[1]:
         raise ValueError(f"names must be two different names, got {names!r}")
-    cfg = copy.deepcopy(ck_a["config"])
-    if data_overrides:
-        cfg = validate_config({**cfg, "data": {**cfg["data"], **data_overrides}})
-    datasets = dict(zip(splits, build_datasets(cfg)))
-    if ck_a["fingerprint"] != datasets["train"].fingerprint:
-        raise ValueError(f"{checkpoint_a} was trained on different data than "
-                         f"{cfg['data']['root']} (fingerprint mismatch)")
+    _, datasets = checkpoint_datasets(ck_a, checkpoint_a, data_overrides)
     data = datasets[split]
     if limit is not None:
         data = data[:limit]

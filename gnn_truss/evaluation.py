@@ -43,7 +43,8 @@ from .truss import Truss
 
 __all__ = ["STIFFNESS_NAMES", "CURVE_NAMES", "adjacency_metrics", "position_r2",
            "r2_per_component", "nrmse_curves", "decode_trusses", "sample_validity",
-           "evaluate_checkpoint", "compare_reports", "COMPARED_METRICS"]
+           "evaluate_checkpoint", "checkpoint_datasets", "compare_reports",
+           "COMPARED_METRICS"]
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +331,34 @@ def _nanmin(values: list) -> float:
     return float(np.nanmin(v)) if np.isfinite(v).any() else float("nan")
 
 
+def checkpoint_datasets(ck: dict, checkpoint_path, data_overrides: dict | None = None):
+    """The train / val / test datasets a checkpoint was trained on, checked by fingerprint.
+
+    Args:
+        ck: the loaded checkpoint dict (``config``, ``fingerprint``).
+        checkpoint_path: its path (for messages).
+        data_overrides: replace keys of the checkpoint's ``data`` config (e.g. ``{"root":
+            ...}`` after moving the data); the fingerprint check then guards against other
+            data.
+
+    Returns:
+        ``(config, {"train": ..., "val": ..., "test": ...})``.
+
+    Raises:
+        ValueError: a bad override, or a dataset fingerprint different from the checkpoint's.
+    """
+    from .training import build_datasets, validate_config
+    cfg = copy.deepcopy(ck["config"])
+    if data_overrides:
+        cfg = validate_config({**cfg, "data": {**cfg["data"], **data_overrides}})
+    datasets = dict(zip(("train", "val", "test"), build_datasets(cfg)))
+    if ck["fingerprint"] != datasets["train"].fingerprint:
+        raise ValueError(f"{checkpoint_path} was trained on different data: fingerprint "
+                         f"{ck['fingerprint'][:12]} != dataset {cfg['data']['root']} "
+                         f"(limit {cfg['data']['limit']}) {datasets['train'].fingerprint[:12]}")
+    return cfg, datasets
+
+
 def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: str = "test",
                         limit: int | None = None, data_overrides: dict | None = None,
                         fe_check: bool = True, seed: int = 0) -> dict:
@@ -367,7 +396,6 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     from .dataset import TargetNormalizer
     from .exploration import load_model
     from .plotting import plot_parity, plot_reconstruction
-    from .training import build_datasets, validate_config
 
     splits = ("train", "val", "test")
     if split not in splits:
@@ -377,14 +405,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
         raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
     model, ck = load_model(checkpoint_path)
-    cfg = copy.deepcopy(ck["config"])
-    if data_overrides:
-        cfg = validate_config({**cfg, "data": {**cfg["data"], **data_overrides}})
-    datasets = dict(zip(splits, build_datasets(cfg)))
-    if ck["fingerprint"] != datasets["train"].fingerprint:
-        raise ValueError(f"{checkpoint_path} was trained on different data: fingerprint "
-                         f"{ck['fingerprint'][:12]} != dataset {cfg['data']['root']} "
-                         f"(limit {cfg['data']['limit']}) {datasets['train'].fingerprint[:12]}")
+    cfg, datasets = checkpoint_datasets(ck, checkpoint_path, data_overrides)
     target = cfg["data"]["target"]
     names = STIFFNESS_NAMES if target == "stiffness" else CURVE_NAMES
     norm = TargetNormalizer.from_dict(ck["normalizer"])
