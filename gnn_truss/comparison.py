@@ -26,8 +26,8 @@ With unit weights each value equals the one of :func:`~gnn_truss.evaluation.adja
 :func:`~gnn_truss.evaluation.nrmse_curves`. Sample validity is not paired (each model draws its
 own prior samples) and is left to the reports.
 
-Verdict per metric: the better model's name when the 95 % interval of the difference excludes
-0, ``"no significant difference"`` otherwise.
+Verdict per metric: the better model's name when the interval of the difference (95 % by
+default) excludes 0, ``"no significant difference"`` otherwise.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import design_space as ds
+from .evaluation import _np
 
 __all__ = ["paired_statistics", "metric_values", "paired_bootstrap", "compare_checkpoints",
            "paired_table"]
@@ -45,12 +46,6 @@ __all__ = ["paired_statistics", "metric_values", "paired_bootstrap", "compare_ch
 log = logging.getLogger(__name__)
 
 _KIND_COLUMNS = {"mean": 2, "f1": 3, "r2": 4}
-
-
-def _np(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 def _r2_stats(pred: np.ndarray, true: np.ndarray, mask: np.ndarray) -> np.ndarray:
