@@ -44,7 +44,7 @@ DEFAULT_CONFIG: dict = {
               "weight_decay": 0.0, "beta_max": 1.0, "kl_cycles": 4, "kl_ratio": 0.5,
               "property_weight": 1.0, "grad_clip": 10.0, "patience": 40, "seed": 0,
               "device": "auto", "time_limit_minutes": None, "init_from": None,
-              "freeze": [], "augment": None},
+              "freeze": [], "augment": None, "property_loss": "normalised"},
     "out": "runs/default",
 }
 
@@ -66,6 +66,9 @@ def _merge(base: dict, over: dict, path: str = "") -> dict:
 #: values of ``train.augment``: ``None`` (off) or ``"axes"`` (a random axis permutation of each
 #: training lattice, labels transformed exactly: :class:`gnn_truss.symmetry.RandomAxisPermutation`)
 AUGMENTATIONS = (None, "axes")
+#: ``train.property_loss``: squared error of the normalised targets (any target), or of the
+#: physical curve scaled by each true curve's range (curves only; the NRMSE of the metric).
+PROPERTY_LOSSES = ("normalised", "curve_range")
 
 #: parts of a :class:`~gnn_truss.nn.TrussVAE` that ``train.freeze`` can hold fixed
 FREEZABLE = ("encoder", "adj_decoder", "offset_decoder", "predictor")
@@ -95,6 +98,12 @@ def validate_config(cfg: dict) -> dict:
     if t["augment"] not in AUGMENTATIONS:
         raise ValueError(f"train.augment must be one of {list(AUGMENTATIONS)}, got "
                          f"{t['augment']!r}")
+    if t["property_loss"] not in PROPERTY_LOSSES:
+        raise ValueError(f"train.property_loss must be one of {list(PROPERTY_LOSSES)}, got "
+                         f"{t['property_loss']!r}")
+    if t["property_loss"] == "curve_range" and cfg["data"]["target"] != "curve":
+        raise ValueError("train.property_loss 'curve_range' needs data.target 'curve' (it scales "
+                         "each curve's error by the curve's range)")
     if set(frz) == set(FREEZABLE):
         raise ValueError("train.freeze: freezing every part leaves nothing to train")
     if cfg["data"]["target"] == "curve":
@@ -276,7 +285,34 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ck
 
 
-def _evaluate_loss(model, loader, device, beta, pw) -> dict:
+def curve_range_loss(pred: torch.Tensor, curve: torch.Tensor, normalizer) -> torch.Tensor:
+    r"""Range-scaled squared error of predicted compression curves, batch mean.
+
+    :math:`\sum_j ((\hat s_j - s_j) / (\max s - \min s))^2` per lattice, i.e. 13 times the
+    square of the curve NRMSE of ``SPEC.md`` (RMSE over the range of the true curve), so that
+    training weights the points as the metric does: the normalised targets (asinh, close to
+    log stress) weight a 1e-4 error at 0.5 % strain as much as a 1e-3 error at the peak.
+
+    Args:
+        pred: ``[B, 13]`` normalised predictions (clamped to +-8 standard deviations before
+            inversion, so an untrained head cannot overflow ``sinh``).
+        curve: ``[B, 13]`` true stresses, units of :math:`E_s`.
+        normalizer: the :class:`~gnn_truss.dataset.TargetNormalizer` of the targets.
+    """
+    s = normalizer.inverse(pred.clamp(-8.0, 8.0))
+    rng = (curve.max(-1, keepdim=True).values - curve.min(-1, keepdim=True).values).clamp_min(
+        1e-12)
+    return (((s - curve) / rng) ** 2).sum(-1).mean()
+
+
+def _property_term(out, batch, normalizer, kind):
+    """The property loss of ``train.property_loss`` (None: the model's own)."""
+    if kind == "curve_range":
+        return curve_range_loss(out["pred"], batch.curve.to(out["pred"].dtype), normalizer)
+    return None
+
+
+def _evaluate_loss(model, loader, device, beta, pw, normalizer=None, kind="normalised") -> dict:
     model.eval()
     tot: dict = {}
     n = 0
@@ -285,7 +321,7 @@ def _evaluate_loss(model, loader, device, beta, pw) -> dict:
         for b in loader:
             b = b.to(device)
             out = model(b, sample=False)
-            parts = model.loss(out, b, beta, pw)
+            parts = model.loss(out, b, beta, pw, _property_term(out, b, normalizer, kind))
             for k, v in parts.items():
                 tot[k] = tot.get(k, 0.0) + float(v) * b.num_graphs
             correct += float(((out["logits"] > 0).float() == b.adj).all(-1).sum())
@@ -420,7 +456,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
             b = b.to(device)
             beta = kl_beta(step, total_steps, t["kl_cycles"], t["kl_ratio"], t["beta_max"])
             outp = net(b)
-            parts = model.loss(outp, b, beta, t["property_weight"])
+            parts = model.loss(outp, b, beta, t["property_weight"],
+                               _property_term(outp, b, train_ds.normalizer, t["property_loss"]))
             opt.zero_grad(set_to_none=True)
             parts["total"].backward()
             if t["grad_clip"]:
@@ -433,7 +470,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
         tr = {k: v / max(nb, 1) for k, v in sums.items()}
         if rank == 0:
-            va = _evaluate_loss(model, val_dl, device, t["beta_max"], t["property_weight"])
+            va = _evaluate_loss(model, val_dl, device, t["beta_max"], t["property_weight"],
+                                train_ds.normalizer, t["property_loss"])
             improved = va["score"] < best
             if improved:
                 best, bad_epochs = va["score"], 0

@@ -363,3 +363,76 @@ def test_train_augment_axes_permutes_every_training_batch(data_root, tmp_path, m
     seen.clear()
     train(tiny_cfg(data_root, tmp_path / "plain", epochs=1), progress=False)
     assert seen == []  # off by default
+
+
+# ------------------------------------------------------------------ curve-range property loss
+NONLINEAR = REPO / "datasets" / "nonlinear" / "raw" / "corpus.npz"
+
+
+def test_curve_range_loss_by_hand():
+    import numpy as np
+
+    from gnn_truss.dataset import TargetNormalizer
+    from gnn_truss.training import curve_range_loss
+    rng = np.random.default_rng(0)
+    # two curves three orders of magnitude apart: the loss sees only relative (range) errors
+    strain = np.linspace(0.005, 0.245, 13)
+    curves = np.stack([1e-3 * np.minimum(strain / 0.05, 1.0), 1e-6 * strain / 0.245 + 2e-7])
+    norm = TargetNormalizer.fit(rng.uniform(1e-5, 3e-3, (50, 13)))
+    c = torch.tensor(curves, dtype=torch.float64)
+    rngs = c.max(-1, keepdim=True).values - c.min(-1, keepdim=True).values
+    exact = norm.transform(c)
+    assert float(curve_range_loss(exact, c, norm)) == pytest.approx(0.0, abs=1e-18)
+    # every point off by 10 % of its curve's range: 13 * 0.1^2 per lattice, whatever the scale
+    shifted = norm.transform(c + 0.1 * rngs)
+    assert float(curve_range_loss(shifted, c, norm)) == pytest.approx(0.13, rel=1e-9)
+    # off by 10 % on the first curve and 30 % (of its range) on one point of the second
+    d = torch.zeros_like(c)
+    d[0] = 0.1 * rngs[0]
+    d[1, 4] = 0.3 * rngs[1, 0]
+    loss = curve_range_loss(norm.transform(c + d), c, norm)
+    assert float(loss) == pytest.approx((13 * 0.01 + 0.09) / 2, rel=1e-9)
+    # an untrained head's wild outputs are clamped, not overflowed
+    assert torch.isfinite(curve_range_loss(torch.full_like(c, 1e4), c, norm))
+
+
+@pytest.mark.parametrize("cfg, match", [
+    ({"train": {"property_loss": "mae"}}, "train.property_loss must be one of"),
+    ({"train": {"property_loss": "curve_range"}}, "needs data.target 'curve'"),
+])
+def test_validate_config_property_loss(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        validate_config(cfg)
+    ok = validate_config({"train": {"property_loss": "curve_range"}, "data": {"target": "curve"}})
+    assert ok["train"]["property_loss"] == "curve_range"
+    assert validate_config({})["train"]["property_loss"] == "normalised"  # the default
+
+
+def test_train_with_curve_range_loss_logs_the_metric_it_names(tmp_path):
+    """The validation property loss in metrics.csv is the range-scaled curve error of the best
+    checkpoint, recomputed here from its predictions."""
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import build_datasets, curve_range_loss
+    root = tmp_path / "nl"
+    (root / "raw").mkdir(parents=True)
+    save_compact(load_corpus(NONLINEAR, limit=200), root / "raw" / "corpus.npz")
+    cfg = tiny_cfg(root, tmp_path / "run", epochs=3, property_loss="curve_range",
+                   property_weight=10.0)
+    cfg["data"].update(target="curve", limit=200)
+    cfg["model"]["num_targets"] = 13
+    train(cfg, progress=False)
+    rows = read_rows(tmp_path / "run" / "metrics.csv")
+    ck = load_checkpoint(tmp_path / "run" / "best.pt")
+    model = build_model(ck["config"]["model"])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    _, val, _ = build_datasets(ck["config"])
+    from torch_geometric.loader import DataLoader
+    b = next(iter(DataLoader(val, batch_size=len(val))))
+    with torch.no_grad():
+        pred = model(b, sample=False)["pred"]
+    expect = float(curve_range_loss(pred, b.curve, val.normalizer))
+    logged = float(rows[ck["epoch"]]["val_property"])
+    assert logged == pytest.approx(expect, rel=1e-4)
+    # and it is not the normalised squared error the default loss would log
+    assert abs(float(((pred - b.y) ** 2).sum(-1).mean()) - expect) > 0.1 * expect

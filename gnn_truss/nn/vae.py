@@ -152,10 +152,12 @@ class TrussVAE(nn.Module):
         """KL(N(mu, sigma^2) || N(0, I)) per lattice, batch mean."""
         return 0.5 * (torch.exp(2 * logsig) + mu**2 - 1 - 2 * logsig).sum(-1).mean()
 
-    def loss(self, out: dict, batch, beta: float, property_weight: float = 1.0) -> dict:
-        """All terms and the total ``adj + offset_weight * off + property + beta * KL``."""
+    def loss(self, out: dict, batch, beta: float, property_weight: float = 1.0,
+             prop: torch.Tensor | None = None) -> dict:
+        """All terms and the total ``adj + offset_weight * off + property + beta * KL``
+        (``prop``: a property term computed elsewhere, replacing :meth:`property_loss`)."""
         adj, off = self.recon_loss(out, batch)
-        prop = self.property_loss(out, batch)
+        prop = self.property_loss(out, batch) if prop is None else prop
         kl = self.kl_loss(out["mu"], out["logsig"])
         total = adj + self.offset_weight * off + property_weight * prop + beta * kl
         return {"total": total, "adj": adj, "offset": off, "property": prop, "kl": kl}
