@@ -34,10 +34,12 @@ def _dense_inputs(trusses):
     return adj, off
 
 
-@pytest.mark.parametrize("encoder, edge_readout", [("gnn", False), ("gnn", True),
-                                                   ("mlp", False)])
-def test_dense_equals_sparse_on_random_lattices(trusses, encoder, edge_readout):
-    model = build_model({**SMALL, "encoder": encoder, "edge_readout": edge_readout}).eval()
+@pytest.mark.parametrize("encoder, edge_readout, physics", [
+    ("gnn", False, False), ("gnn", True, False), ("gnn", False, True), ("gnn", True, True),
+    ("mlp", False, False)])
+def test_dense_equals_sparse_on_random_lattices(trusses, encoder, edge_readout, physics):
+    model = build_model({**SMALL, "encoder": encoder, "edge_readout": edge_readout,
+                         "physics_readout": physics}).eval()
     batch = Batch.from_data_list([truss_to_data(t) for t in trusses])
     adj, off = _dense_inputs(trusses)
     with torch.no_grad():
@@ -134,10 +136,11 @@ def test_no_nan_gradient_at_coincident_nodes():
     assert torch.isfinite(free.grad).all() and torch.isfinite(prob.grad).all()
 
 
-@pytest.mark.parametrize("edge_readout", [False, True])
-def test_dense_gradcheck_double(edge_readout):
-    model = build_model({**SMALL, "hidden": 6, "readout": 8,
-                         "edge_readout": edge_readout}).double().eval()
+@pytest.mark.parametrize("edge_readout, physics", [(False, False), (True, False),
+                                                   (False, True)])
+def test_dense_gradcheck_double(edge_readout, physics):
+    model = build_model({**SMALL, "hidden": 6, "readout": 8, "edge_readout": edge_readout,
+                         "physics_readout": physics}).double().eval()
     g = torch.Generator().manual_seed(1)
     prob = torch.rand(2, ds.NUM_PAIRS, generator=g, dtype=torch.float64).requires_grad_(True)
     off = (0.4 * torch.rand(2, ds.NUM_FREE_DOFS, generator=g, dtype=torch.float64) - 0.2) \
@@ -172,6 +175,32 @@ def test_edge_readout_reads_the_adjacency(trusses):
     assert torch.equal(seen["x"][:, -ds.NUM_PAIRS:], batch.adj)
     with pytest.raises(ValueError, match="model.edge_readout must be true or false"):
         build_model({**SMALL, "edge_readout": "yes"})
+
+
+def test_physics_readout_reads_the_fabric(trusses):
+    """With ``physics_readout`` the readout's last 13 inputs are the physics features of the
+    lattice, and they change the latent (the encoder sees the fabric); the MLP refuses it."""
+    from gnn_truss.nn.features import NUM_PHYSICS_FEATURES, physics_features
+
+    model = build_model({**SMALL, "physics_readout": True}).eval()
+    first = model.encoder.readout[0]
+    assert first.in_features == 27 * SMALL["hidden"] + NUM_PHYSICS_FEATURES
+    batch = Batch.from_data_list([truss_to_data(t) for t in trusses])
+    seen = {}
+    hook = first.register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
+    with torch.no_grad():
+        mu = model.encode(batch)[0]
+        with torch.no_grad():
+            first.weight[:, -NUM_PHYSICS_FEATURES:] = 0.0
+        mu_blind = model.encode(batch)[0]
+    hook.remove()
+    assert torch.allclose(seen["x"][:, -NUM_PHYSICS_FEATURES:],
+                          physics_features(batch.adj, batch.offset))
+    assert not torch.allclose(mu, mu_blind)
+    with pytest.raises(ValueError, match="model.physics_readout must be true or false"):
+        build_model({**SMALL, "physics_readout": 1})
+    with pytest.raises(ValueError, match="physics_readout needs the GNN encoder"):
+        build_model({**SMALL, "encoder": "mlp", "physics_readout": True})
 
 
 def test_bad_shapes_raise():

@@ -292,9 +292,12 @@ def test_cli_init_from_overrides_the_config(data_root, tmp_path, capsys):
     assert not (tmp_path / "other").exists()
 
 
-def test_init_from_widens_the_readout_without_changing_the_function(data_root, tmp_path):
-    """A model with ``edge_readout`` warm-started from one without computes the same latents:
-    the readout's old columns are copied and the 351 new (adjacency) columns start at zero."""
+@pytest.mark.parametrize("option, extra", [("edge_readout", 351), ("physics_readout", 13)])
+def test_init_from_widens_the_readout_without_changing_the_function(data_root, tmp_path,
+                                                                     option, extra):
+    """A model with ``edge_readout`` (or ``physics_readout``) warm-started from one without
+    computes the same latents: the readout's old columns are copied and the new (adjacency or
+    physics-feature) columns start at zero."""
     from torch_geometric.loader import DataLoader
 
     from gnn_truss.dataset import TrussDataset
@@ -305,12 +308,12 @@ def test_init_from_widens_the_readout_without_changing_the_function(data_root, t
     train(tiny_cfg(data_root, src, epochs=1), progress=False)
     old = build_model(TINY_MODEL)
     old.load_state_dict(load_checkpoint(src / "last.pt")["model"])
-    wide = build_model({**TINY_MODEL, "edge_readout": True})
+    wide = build_model({**TINY_MODEL, option: True})
     copied, skipped = init_from_checkpoint(wide, src / "last.pt", TINY_MODEL)
     assert "encoder.readout.0.weight" in copied and skipped == []
     w = wide.encoder.readout[0].weight
-    assert w.shape[1] == old.encoder.readout[0].weight.shape[1] + 351
-    assert torch.count_nonzero(w[:, -351:]) == 0
+    assert w.shape[1] == old.encoder.readout[0].weight.shape[1] + extra
+    assert torch.count_nonzero(w[:, -extra:]) == 0
     batch = next(iter(DataLoader(TrussDataset(data_root, limit=300), batch_size=32)))
     with torch.no_grad():
         for a, b in zip(old.eval().encode(batch), wide.eval().encode(batch)):

@@ -11,7 +11,9 @@ merges them into the partially overlapping latent.
   of :func:`gnn_truss.graph.truss_to_data`; since every lattice has the same 27 candidate nodes
   in the same order, the readout concatenates the 27 node embeddings (node identity is kept);
   with ``edge_readout`` it also reads the 351 adjacency entries themselves (a skip connection
-  around the message passing, so the topology reaches the heads undiluted).
+  around the message passing, so the topology reaches the heads undiluted), and with
+  ``physics_readout`` the stretching fabric of the physical struts
+  (:func:`gnn_truss.nn.features.physics_features`, 13 columns, after everything else).
 * :class:`MLPEncoder` - the paper's baseline: an MLP on the flattened upper-triangle adjacency
   (351) and free-dof offsets (27).
 
@@ -38,6 +40,7 @@ from torch_geometric.nn import GINEConv
 from .. import design_space as ds
 from ..design_space import NUM_FREE_DOFS, NUM_NODES, NUM_PAIRS
 from ..graph import FEATURE_SLICES, NUM_EDGE_FEATURES, NUM_NODE_FEATURES
+from .features import NUM_PHYSICS_FEATURES, physics_features
 
 __all__ = ["mlp", "TrussGNNEncoder", "MLPEncoder", "PosteriorHeads", "dense_adjacency_input",
            "triu_from_dense", "soft_used", "dense_positions", "dense_node_features",
@@ -201,19 +204,24 @@ class TrussGNNEncoder(nn.Module):
         readout: width of the graph embedding (512).
         edge_readout: also feed the upper-triangle adjacency ``[B, 351]`` to the readout,
             after the ``27 * hidden`` node embeddings (default ``False``).
+        physics_readout: also feed the ``[B, 13]`` physics features of
+            :func:`~gnn_truss.nn.features.physics_features` (stretching fabric and total length
+            of the physical struts) to the readout, as its last columns (default ``False``).
     """
 
     def __init__(self, d_topology: int, d_geometry: int, hidden: int = 64, layers: int = 4,
-                 readout: int = 512, edge_readout: bool = False):
+                 readout: int = 512, edge_readout: bool = False, physics_readout: bool = False):
         super().__init__()
         self.edge_readout = bool(edge_readout)
+        self.physics_readout = bool(physics_readout)
         self.embed = mlp([NUM_NODE_FEATURES, hidden, hidden])
         self.convs = nn.ModuleList(
             GINEConv(mlp([hidden, hidden, hidden]), train_eps=True, edge_dim=NUM_EDGE_FEATURES)
             for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
-        self.readout = mlp([NUM_NODES * hidden + NUM_PAIRS * self.edge_readout, readout,
-                            readout], final_act=True)
+        self.readout = mlp([NUM_NODES * hidden + NUM_PAIRS * self.edge_readout
+                            + NUM_PHYSICS_FEATURES * self.physics_readout, readout, readout],
+                           final_act=True)
         self.heads = PosteriorHeads(readout, d_topology, d_geometry)
         self.hidden = hidden
 
@@ -224,6 +232,8 @@ class TrussGNNEncoder(nn.Module):
         z = h.view(batch.num_graphs, -1)  # the 27 nodes in canonical order
         if self.edge_readout:
             z = torch.cat([z, batch.adj.to(z.dtype)], dim=-1)
+        if self.physics_readout:
+            z = torch.cat([z, physics_features(batch.adj.to(z.dtype), batch.offset)], dim=-1)
         return self.heads(self.readout(z))
 
     def forward_dense(self, adj: torch.Tensor, offsets: torch.Tensor, all_pairs: bool = False):
@@ -259,6 +269,8 @@ class TrussGNNEncoder(nn.Module):
         z = h.reshape(h.shape[0], -1)
         if self.edge_readout:
             z = torch.cat([z, triu_from_dense(A)], dim=-1)
+        if self.physics_readout:
+            z = torch.cat([z, physics_features(A, offsets)], dim=-1)
         return self.heads(self.readout(z))
 
 

@@ -39,7 +39,7 @@ LOGSIG_MIN, LOGSIG_MAX = -12.0, 4.0
 #: Keys of the ``model`` section of a training config.
 MODEL_KEYS = {"encoder", "topology", "shared", "geometry", "hidden", "layers", "readout",
               "mlp_hidden", "decoder_hidden", "offset_hidden", "predictor_hidden",
-              "num_targets", "offset_weight", "edge_readout"}
+              "num_targets", "offset_weight", "edge_readout", "physics_readout"}
 
 
 @dataclass(frozen=True)
@@ -180,9 +180,9 @@ def check_model_config(cfg: dict) -> None:
                                all(_is_int(v) and v >= 1 for v in cfg[key])):
             raise ValueError(f"model.{key} must be a list of positive integers (layer "
                              f"widths), got {cfg[key]!r}")
-    if not isinstance(cfg.get("edge_readout", False), bool):
-        raise ValueError(f"model.edge_readout must be true or false, got "
-                         f"{cfg['edge_readout']!r}")
+    for key in ("edge_readout", "physics_readout"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ValueError(f"model.{key} must be true or false, got {cfg[key]!r}")
     w = cfg.get("offset_weight", 1.0)
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and
                                                                       math.isfinite(w)):
@@ -203,8 +203,12 @@ def build_model(cfg: dict) -> TrussVAE:
     if kind == "gnn":
         enc = TrussGNNEncoder(sizes.d_topology, sizes.d_geometry, hidden=cfg.get("hidden", 64),
                               layers=cfg.get("layers", 4), readout=cfg.get("readout", 512),
-                              edge_readout=cfg.get("edge_readout", False))
+                              edge_readout=cfg.get("edge_readout", False),
+                              physics_readout=cfg.get("physics_readout", False))
     elif kind == "mlp":
+        if cfg.get("physics_readout", False):
+            raise ValueError("model.physics_readout needs the GNN encoder (model.encoder: gnn); "
+                             "the MLP baseline reads the flattened adjacency and offsets only")
         enc = MLPEncoder(sizes.d_topology, sizes.d_geometry,
                          hidden=tuple(cfg.get("mlp_hidden", (512, 512))))
     else:

@@ -1,0 +1,109 @@
+r"""Physics features of a (possibly soft) lattice for the encoder's readout.
+
+The *stretching fabric* of a periodic truss is the length-weighted average of
+:math:`n \otimes n \otimes n \otimes n` over its physical struts (unit directions :math:`n`,
+lengths :math:`L`):
+
+.. math::
+    F_{ijkl} = \frac{\sum_b L_b\, n_i n_j n_k n_l}{\sum_b L_b}.
+
+With the strut radius set by the relative density, :math:`\rho = \pi r^2 \sum_b L_b / V`, the
+axial term of the closed form of ``SPEC.md`` section 3 (an affine deformation of every strut,
+stretching only) is :math:`C^{\mathrm{aff}}_{ijkl} = \rho E_s F_{ijkl}`: exact for the simple
+cubic lattice (:math:`C_{11} = \rho/3`), a few percent off for BCC and octet, and about 0.8 of
+the FE stiffness in the median over the shipped corpus. The encoder cannot form this sum from
+the 27 octant nodes without knowing which mirror images are one physical strut, so it gets it
+as an input (``model.physics_readout``).
+
+Physical struts from the octant: each octant strut has 8 mirror images; an image coincides with
+the strut itself (mirror plane) or with its periodic copy (cell face) once for every axis on
+which both ends lie on the plane 0 or both on the plane 1, so an octant strut counts
+:math:`8 / 2^k` times (``SPEC.md`` section 3: each physical strut once). The orthotropic
+components only hold even powers of each :math:`n_i`, which the mirror images share.
+
+Shapes: ``adj`` ``[B, 351]`` upper triangles or ``[B, 27, 27]`` with entries in ``[0, 1]``
+(soft entries weight the struts), free-dof ``offsets`` ``[B, 27]`` (octant units). Everything
+is differentiable in both (positions on the planes are detected without gradient).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import design_space as ds
+
+__all__ = ["FABRIC_COMPONENTS", "NUM_PHYSICS_FEATURES", "stretching_fabric",
+           "physics_features"]
+
+#: Voigt pairs of the six distinct fabric components (11, 22, 33, 23, 31, 12 of F_iijj); the
+#: orthotropic 9-vector of :math:`\rho F` is (F1111, F1122, F1133, F2222, F2233, F3333,
+#: F2233, F1133, F1122).
+FABRIC_COMPONENTS = ((0, 0), (1, 1), (2, 2), (1, 2), (2, 0), (0, 1))
+#: Columns of :func:`physics_features`: 6 fabric components twice (linear, logarithmic) and the
+#: log of the total physical strut length.
+NUM_PHYSICS_FEATURES = 13
+
+_PLANE_TOL = 1e-6   # a node within this of 0 or 1 lies on the plane (octant units)
+_LENGTH_EPS2 = 1e-24
+
+
+def _pairs(adj: torch.Tensor) -> torch.Tensor:
+    """``[B, 351]`` entries of the off-diagonal upper triangle of ``adj``."""
+    if adj.ndim == 2 and adj.shape[-1] == ds.NUM_PAIRS:
+        return adj
+    if adj.ndim == 3 and tuple(adj.shape[1:]) == (ds.NUM_NODES, ds.NUM_NODES):
+        i = torch.tensor(ds.TRIU_I, device=adj.device)
+        j = torch.tensor(ds.TRIU_J, device=adj.device)
+        return 0.5 * (adj[:, i, j] + adj[:, j, i])
+    raise ValueError(f"adjacency must be [B, {ds.NUM_PAIRS}] or [B, 27, 27], got "
+                     f"{tuple(adj.shape)}")
+
+
+def stretching_fabric(adj: torch.Tensor, offsets: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stretching fabric and total physical strut length of each lattice.
+
+    Args:
+        adj: ``[B, 351]`` or ``[B, 27, 27]`` adjacency (entries in ``[0, 1]``).
+        offsets: ``[B, 27]`` free-dof offsets.
+
+    Returns:
+        ``fabric [B, 6]``: :math:`F_{iijj}` for the pairs of :data:`FABRIC_COMPONENTS`
+        (dimensionless, in ``[0, 1]``; zero for a lattice without struts), and
+        ``length [B]``: the total length of the physical struts of the cell of side 2
+        (octant units).
+    """
+    from .encoder import dense_positions  # the one position rule of the encoder
+
+    a = _pairs(adj)
+    if offsets.ndim != 2 or offsets.shape[-1] != ds.NUM_FREE_DOFS or \
+            offsets.shape[0] != a.shape[0]:
+        raise ValueError(f"offsets must be [{a.shape[0]}, {ds.NUM_FREE_DOFS}], got "
+                         f"{tuple(offsets.shape)}")
+    p = dense_positions(offsets.to(a.dtype))
+    i = torch.tensor(ds.TRIU_I, device=a.device)
+    j = torch.tensor(ds.TRIU_J, device=a.device)
+    pi, pj = p[:, i], p[:, j]
+    d = pj - pi
+    d2 = (d * d).sum(-1)
+    nonzero = d2 > _LENGTH_EPS2
+    length = torch.sqrt(torch.where(nonzero, d2, torch.ones_like(d2))) * nonzero
+    n = d / torch.where(nonzero, length, torch.ones_like(length))[..., None] * nonzero[..., None]
+    with torch.no_grad():
+        on0 = (pi.abs() < _PLANE_TOL) & (pj.abs() < _PLANE_TOL)
+        on1 = ((pi - 1).abs() < _PLANE_TOL) & ((pj - 1).abs() < _PLANE_TOL)
+        images = 8.0 / 2.0 ** (on0 | on1).sum(-1).to(a.dtype)  # [B, 351]
+    wl = a * images * length
+    total = wl.sum(-1)
+    fabric = torch.stack([(wl * n[..., k] ** 2 * n[..., m] ** 2).sum(-1)
+                          for k, m in FABRIC_COMPONENTS], dim=-1)
+    fabric = fabric / torch.where(total > 0, total, torch.ones_like(total))[..., None]
+    return fabric, total
+
+
+def physics_features(adj: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Readout features ``[B, 13]``: ``3 F`` (about ``[0, 1]``), ``asinh(F / 1e-3) / 4``
+    (logarithmic above 1e-3, about ``[0, 2]``) for the six fabric components of
+    :func:`stretching_fabric`, and ``log(total length) / 4`` (length floored at 1e-3)."""
+    fabric, total = stretching_fabric(adj, offsets)
+    return torch.cat([3.0 * fabric, torch.asinh(fabric / 1e-3) / 4.0,
+                      torch.log(total.clamp_min(1e-3))[..., None] / 4.0], dim=-1)
