@@ -10,8 +10,8 @@ lengths :math:`L`):
 With the strut radius set by the relative density, :math:`\rho = \pi r^2 \sum_b L_b / V`, the
 axial term of the closed form of ``SPEC.md`` section 3 (an affine deformation of every strut,
 stretching only) is :math:`C^{\mathrm{aff}}_{ijkl} = \rho E_s F_{ijkl}`: exact for the simple
-cubic lattice (:math:`C_{11} = \rho/3`), a few percent off for BCC and octet, and about 0.8 of
-the FE stiffness in the median over the shipped corpus. The encoder cannot form this sum from
+cubic lattice (:math:`C_{11} = \rho/3`), a few percent off for BCC and octet; over the shipped
+corpus the FE :math:`C_{11}` is 0.8 of it in the median. The encoder cannot form this sum from
 the 27 octant nodes without knowing which mirror images are one physical strut, so it gets it
 as an input (``model.physics_readout``).
 
