@@ -114,3 +114,16 @@ def test_bad_shapes_raise():
         stretching_fabric(torch.zeros(2, 10), torch.zeros(2, 27))
     with pytest.raises(ValueError, match="offsets"):
         stretching_fabric(torch.zeros(2, ds.NUM_PAIRS), torch.zeros(3, 27))
+
+
+def test_near_only_equals_all_pairs_on_valid_lattices(lattices):
+    """The dense encoder reads the 158 near-neighbour pairs only: the same features for every
+    valid lattice; a long beam (0 -> 26, not a near-neighbour pair) is seen by all pairs only."""
+    adj, off = _inputs(lattices)
+    assert torch.allclose(physics_features(adj, off, near_only=True),
+                          physics_features(adj, off), atol=1e-12)
+    long = _inputs([Truss.from_edges([(0, 26), (0, 13), (13, 26)])])
+    f_all, l_all = stretching_fabric(*long)
+    f_near, l_near = stretching_fabric(*long, near_only=True)
+    assert l_all.item() == pytest.approx(2 * l_near.item())  # the diagonal, twice over
+    assert torch.allclose(f_all, f_near, atol=1e-12)  # the same direction

@@ -269,8 +269,8 @@ class TrussGNNEncoder(nn.Module):
         z = h.reshape(h.shape[0], -1)
         if self.edge_readout:
             z = torch.cat([z, triu_from_dense(A)], dim=-1)
-        if self.physics_readout:
-            z = torch.cat([z, physics_features(A, offsets)], dim=-1)
+        if self.physics_readout:  # the same pairs as the messages
+            z = torch.cat([z, physics_features(A, offsets, near_only=not all_pairs)], dim=-1)
         return self.heads(self.readout(z))
 
 

@@ -27,6 +27,7 @@ is differentiable in both (positions on the planes are detected without gradient
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import design_space as ds
@@ -46,25 +47,39 @@ _PLANE_TOL = 1e-6   # a node within this of 0 or 1 lies on the plane (octant uni
 _LENGTH_EPS2 = 1e-24
 
 
-def _pairs(adj: torch.Tensor) -> torch.Tensor:
-    """``[B, 351]`` entries of the off-diagonal upper triangle of ``adj``."""
+def _node_pairs(near_only: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(i, j, k)``: the node pairs ``i < j`` read and their positions ``k`` in the 351-entry
+    upper triangle (all 351, or the 158 near-neighbour pairs)."""
+    if not near_only:
+        return ds.TRIU_I, ds.TRIU_J, np.arange(ds.NUM_PAIRS)
+    where = np.full((ds.NUM_NODES, ds.NUM_NODES), -1)
+    where[ds.TRIU_I, ds.TRIU_J] = np.arange(ds.NUM_PAIRS)
+    i, j = np.asarray(ds.NEAR_NEIGHBOUR_EDGES).T
+    return i, j, where[i, j]
+
+
+def _pairs(adj: torch.Tensor, i: torch.Tensor, j: torch.Tensor, k: torch.Tensor
+           ) -> torch.Tensor:
+    """``[B, P]`` entries of ``adj`` on the node pairs ``(i, j)`` (upper-triangle positions
+    ``k``)."""
     if adj.ndim == 2 and adj.shape[-1] == ds.NUM_PAIRS:
-        return adj
+        return adj[:, k]
     if adj.ndim == 3 and tuple(adj.shape[1:]) == (ds.NUM_NODES, ds.NUM_NODES):
-        i = torch.tensor(ds.TRIU_I, device=adj.device)
-        j = torch.tensor(ds.TRIU_J, device=adj.device)
         return 0.5 * (adj[:, i, j] + adj[:, j, i])
     raise ValueError(f"adjacency must be [B, {ds.NUM_PAIRS}] or [B, 27, 27], got "
                      f"{tuple(adj.shape)}")
 
 
-def stretching_fabric(adj: torch.Tensor, offsets: torch.Tensor
+def stretching_fabric(adj: torch.Tensor, offsets: torch.Tensor, near_only: bool = False
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stretching fabric and total physical strut length of each lattice.
 
     Args:
         adj: ``[B, 351]`` or ``[B, 27, 27]`` adjacency (entries in ``[0, 1]``).
         offsets: ``[B, 27]`` free-dof offsets.
+        near_only: read only the 158 near-neighbour pairs (the only ones that can be beams of
+            a valid lattice, :data:`~gnn_truss.design_space.NEAR_NEIGHBOUR_EDGES`; 2x faster,
+            the dense encoder's default) instead of all 351.
 
     Returns:
         ``fabric [B, 6]``: :math:`F_{iijj}` for the pairs of :data:`FABRIC_COMPONENTS`
@@ -74,14 +89,13 @@ def stretching_fabric(adj: torch.Tensor, offsets: torch.Tensor
     """
     from .encoder import dense_positions  # the one position rule of the encoder
 
-    a = _pairs(adj)
+    i, j, k = (torch.tensor(v, device=adj.device) for v in _node_pairs(near_only))
+    a = _pairs(adj, i, j, k)
     if offsets.ndim != 2 or offsets.shape[-1] != ds.NUM_FREE_DOFS or \
             offsets.shape[0] != a.shape[0]:
         raise ValueError(f"offsets must be [{a.shape[0]}, {ds.NUM_FREE_DOFS}], got "
                          f"{tuple(offsets.shape)}")
     p = dense_positions(offsets.to(a.dtype))
-    i = torch.tensor(ds.TRIU_I, device=a.device)
-    j = torch.tensor(ds.TRIU_J, device=a.device)
     pi, pj = p[:, i], p[:, j]
     d = pj - pi
     d2 = (d * d).sum(-1)
@@ -91,19 +105,23 @@ def stretching_fabric(adj: torch.Tensor, offsets: torch.Tensor
     with torch.no_grad():
         on0 = (pi.abs() < _PLANE_TOL) & (pj.abs() < _PLANE_TOL)
         on1 = ((pi - 1).abs() < _PLANE_TOL) & ((pj - 1).abs() < _PLANE_TOL)
-        images = 8.0 / 2.0 ** (on0 | on1).sum(-1).to(a.dtype)  # [B, 351]
+        images = 8.0 / 2.0 ** (on0 | on1).sum(-1).to(a.dtype)  # [B, P]
     wl = a * images * length
     total = wl.sum(-1)
-    fabric = torch.stack([(wl * n[..., k] ** 2 * n[..., m] ** 2).sum(-1)
-                          for k, m in FABRIC_COMPONENTS], dim=-1)
+    n2 = n * n
+    full = torch.einsum("bp,bpk,bpm->bkm", wl, n2, n2)  # [B, 3, 3]: F_kkmm
+    c1, c2 = (torch.tensor(c, device=a.device) for c in zip(*FABRIC_COMPONENTS))
+    fabric = full[:, c1, c2]
     fabric = fabric / torch.where(total > 0, total, torch.ones_like(total))[..., None]
     return fabric, total
 
 
-def physics_features(adj: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def physics_features(adj: torch.Tensor, offsets: torch.Tensor, near_only: bool = False
+                     ) -> torch.Tensor:
     """Readout features ``[B, 13]``: ``3 F`` (about ``[0, 1]``), ``asinh(F / 1e-3) / 4``
     (logarithmic above 1e-3, about ``[0, 2]``) for the six fabric components of
-    :func:`stretching_fabric`, and ``log(total length) / 4`` (length floored at 1e-3)."""
-    fabric, total = stretching_fabric(adj, offsets)
+    :func:`stretching_fabric`, and ``log(total length) / 4`` (length floored at 1e-3).
+    ``near_only``: as in :func:`stretching_fabric`."""
+    fabric, total = stretching_fabric(adj, offsets, near_only)
     return torch.cat([3.0 * fabric, torch.asinh(fabric / 1e-3) / 4.0,
                       torch.log(total.clamp_min(1e-3))[..., None] / 4.0], dim=-1)
