@@ -190,8 +190,7 @@ def test_physics_readout_reads_the_fabric(trusses):
     hook = first.register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
     with torch.no_grad():
         mu = model.encode(batch)[0]
-        with torch.no_grad():
-            first.weight[:, -NUM_PHYSICS_FEATURES:] = 0.0
+        first.weight[:, -NUM_PHYSICS_FEATURES:] = 0.0
         mu_blind = model.encode(batch)[0]
     hook.remove()
     assert torch.allclose(seen["x"][:, -NUM_PHYSICS_FEATURES:],

@@ -44,7 +44,6 @@ FABRIC_COMPONENTS = ((0, 0), (1, 1), (2, 2), (1, 2), (2, 0), (0, 1))
 NUM_PHYSICS_FEATURES = 13
 
 _PLANE_TOL = 1e-6   # a node within this of 0 or 1 lies on the plane (octant units)
-_LENGTH_EPS2 = 1e-24
 
 
 def _node_pairs(near_only: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,7 +86,7 @@ def stretching_fabric(adj: torch.Tensor, offsets: torch.Tensor, near_only: bool 
         ``length [B]``: the total length of the physical struts of the cell of side 2
         (octant units).
     """
-    from .encoder import dense_positions  # the one position rule of the encoder
+    from .encoder import dense_edge_features, dense_positions  # the encoder's own geometry
 
     i, j, k = (torch.tensor(v, device=adj.device) for v in _node_pairs(near_only))
     a = _pairs(adj, i, j, k)
@@ -95,14 +94,12 @@ def stretching_fabric(adj: torch.Tensor, offsets: torch.Tensor, near_only: bool 
             offsets.shape[0] != a.shape[0]:
         raise ValueError(f"offsets must be [{a.shape[0]}, {ds.NUM_FREE_DOFS}], got "
                          f"{tuple(offsets.shape)}")
-    p = dense_positions(offsets.to(a.dtype))
-    pi, pj = p[:, i], p[:, j]
-    d = pj - pi
-    d2 = (d * d).sum(-1)
-    nonzero = d2 > _LENGTH_EPS2
-    length = torch.sqrt(torch.where(nonzero, d2, torch.ones_like(d2))) * nonzero
-    n = d / torch.where(nonzero, length, torch.ones_like(length))[..., None] * nonzero[..., None]
+    offsets = offsets.to(a.dtype)
+    e = dense_edge_features(offsets, i, j)  # [B, P, 4]: length, unit direction i -> j
+    length, n = e[..., 0], e[..., 1:]
     with torch.no_grad():
+        p = dense_positions(offsets)
+        pi, pj = p[:, i], p[:, j]
         on0 = (pi.abs() < _PLANE_TOL) & (pj.abs() < _PLANE_TOL)
         on1 = ((pi - 1).abs() < _PLANE_TOL) & ((pj - 1).abs() < _PLANE_TOL)
         images = 8.0 / 2.0 ** (on0 | on1).sum(-1).to(a.dtype)  # [B, P]
