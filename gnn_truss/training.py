@@ -111,8 +111,33 @@ def validate_config(cfg: dict) -> dict:
     return cfg
 
 
-#: The one tensor :func:`init_from_checkpoint` widens (the node embeddings come first).
+#: The one tensor :func:`init_from_checkpoint` widens (its input columns come in the blocks of
+#: :func:`gnn_truss.nn.encoder.readout_blocks`).
 _WIDENABLE = "encoder.readout.0.weight"
+
+
+def _widen_readout(value: torch.Tensor, target: torch.Tensor, theirs: dict, mine: dict
+                   ) -> torch.Tensor | None:
+    """The checkpoint's readout weight ``value [out, n_src]`` placed block by block into a
+    zero tensor shaped like ``target [out, n_dst]``; ``None`` when the blocks do not fit (a
+    block the target lacks, another node-embedding width or another output width)."""
+    from .nn.encoder import readout_blocks
+
+    def blocks(cfg):
+        return readout_blocks(cfg.get("hidden", 64), cfg.get("edge_readout", False),
+                              cfg.get("physics_readout", False))
+
+    src, dst = blocks(theirs), blocks(mine)
+    if (value.ndim != 2 or target.ndim != 2 or value.shape[0] != target.shape[0]
+            or max(b.stop for b in src.values()) != value.shape[1]
+            or max(b.stop for b in dst.values()) != target.shape[1]
+            or not set(src) <= set(dst)
+            or any(src[k].stop - src[k].start != dst[k].stop - dst[k].start for k in src)):
+        return None
+    wide = torch.zeros_like(target)
+    for k, cols in src.items():
+        wide[:, dst[k]] = value[:, cols].to(wide.dtype)
+    return wide
 
 
 def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = None
@@ -121,16 +146,18 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
     shape match ``model`` (e.g. the encoder and decoders of a stiffness model into a curve model,
     whose predictor output layer then starts afresh).
 
-    The GNN readout's first weight matrix may gain input columns (a model with
-    ``model.edge_readout`` warm-started from one without): it is copied into the leading
-    columns and the new columns are zeroed, so the warm model computes what the source did.
+    The GNN readout's first weight matrix may gain input blocks (``model.edge_readout`` or
+    ``model.physics_readout`` switched on, in any order of stages): each block of the source
+    (node embeddings, adjacency, physics features) is copied into the same block of the new
+    matrix and the new blocks are zeroed, so the warm model computes what the source did.
     Any other shape mismatch leaves the tensor freshly initialised.
 
     Args:
         model: the freshly built model.
         path: a checkpoint of :func:`train`.
         model_cfg: ``model`` section the model was built from (checked against the
-            checkpoint's encoder kind).
+            checkpoint's encoder kind). The widened blocks are placed by the options the
+            model's encoder was built with.
 
     Returns:
         ``(copied, skipped)`` parameter names.
@@ -144,18 +171,22 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
     if mine and mine.get("encoder", "gnn") != theirs.get("encoder", "gnn"):
         raise ValueError(f"train.init_from: {path} has a {theirs.get('encoder', 'gnn')!r} "
                          f"encoder, this model a {mine.get('encoder', 'gnn')!r} one")
+    enc = getattr(model, "encoder", None)  # the readout blocks of the model as built
+    built = {"hidden": getattr(enc, "hidden", 64),
+             "edge_readout": getattr(enc, "edge_readout", False),
+             "physics_readout": getattr(enc, "physics_readout", False)}
     state = model.state_dict()
     copied, skipped = [], []
     for name, value in ck["model"].items():
-        if name in state and state[name].shape == value.shape:
+        if name == _WIDENABLE and name in state:  # block by block, even at equal width
+            wide = _widen_readout(value, state[name], theirs, built)
+            if wide is not None:
+                state[name] = wide
+                copied.append(name)
+            else:
+                skipped.append(name)
+        elif name in state and state[name].shape == value.shape:
             state[name] = value.to(state[name].dtype)
-            copied.append(name)
-        elif (name == _WIDENABLE and name in state and value.ndim == 2
-              and state[name].ndim == 2 and state[name].shape[0] == value.shape[0]
-              and state[name].shape[1] > value.shape[1]):
-            wide = torch.zeros_like(state[name])
-            wide[:, :value.shape[1]] = value.to(wide.dtype)
-            state[name] = wide
             copied.append(name)
         else:
             skipped.append(name)

@@ -140,6 +140,23 @@ def test_shipped_configs_validate(name):
         assert cfg["train"]["augment"] == "axes"
 
 
+def test_nonlinear_config_copies_the_shipped_default_encoder_whole():
+    """configs/nonlinear.yaml warm-starts from the shipped linear model: every tensor but the
+    predictor's output layer (13 curve points instead of 9 stiffness components) must be
+    copied, i.e. its readout options follow the shipped checkpoint's."""
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import init_from_checkpoint
+    cfg = load_config(REPO / "configs" / "nonlinear.yaml")
+    src = REPO / cfg["train"]["init_from"]
+    ck = load_checkpoint(src)
+    for key in ("edge_readout", "physics_readout", "hidden", "readout"):
+        assert cfg["model"].get(key) == ck["config"]["model"].get(key), key
+    model = build_model(cfg["model"])
+    _, skipped = init_from_checkpoint(model, src, cfg["model"])
+    last = f"predictor.net.{len(model.predictor.net) - 1}"  # the output layer
+    assert sorted(skipped) == [f"{last}.bias", f"{last}.weight"]
+
+
 # ------------------------------------------------------------------ training
 def test_tiny_training_run_writes_metrics_and_checkpoints(data_root, tmp_path):
     summary = train(tiny_cfg(data_root, tmp_path / "run"), progress=False)
@@ -322,6 +339,48 @@ def test_init_from_widens_the_readout_without_changing_the_function(data_root, t
     bigger = build_model({**TINY_MODEL, "shared": TINY_MODEL["shared"] + 2})
     _, skipped = init_from_checkpoint(bigger, src / "last.pt", TINY_MODEL)
     assert "predictor.net.0.weight" in skipped
+
+
+def test_init_from_places_a_new_middle_block_without_changing_the_function(data_root,
+                                                                           tmp_path):
+    """``edge_readout`` switched on after ``physics_readout``: the adjacency block goes between
+    the node embeddings and the physics features, so the source's physics columns must move
+    to the end (appending zeros would feed them the adjacency). Narrowing is refused."""
+    from torch_geometric.loader import DataLoader
+
+    from gnn_truss.dataset import TrussDataset
+    from gnn_truss.nn import build_model
+    from gnn_truss.nn.encoder import readout_blocks
+    from gnn_truss.training import init_from_checkpoint
+
+    src_model = {**TINY_MODEL, "physics_readout": True}
+    src = tmp_path / "src"
+    cfg = tiny_cfg(data_root, src, epochs=1)
+    cfg["model"] = dict(src_model)
+    train(cfg, progress=False)
+    old = build_model(src_model)
+    old.load_state_dict(load_checkpoint(src / "last.pt")["model"])
+    both = {**src_model, "edge_readout": True}
+    wide = build_model(both)
+    copied, skipped = init_from_checkpoint(wide, src / "last.pt", both)
+    assert "encoder.readout.0.weight" in copied and skipped == []
+    blocks = readout_blocks(TINY_MODEL["hidden"], True, True)
+    w, w0 = wide.encoder.readout[0].weight, old.encoder.readout[0].weight
+    assert torch.count_nonzero(w[:, blocks["adjacency"]]) == 0
+    assert torch.equal(w[:, blocks["physics"]], w0[:, -13:])
+    assert torch.equal(w[:, blocks["nodes"]], w0[:, :blocks["nodes"].stop])
+    batch = next(iter(DataLoader(TrussDataset(data_root, limit=300), batch_size=32)))
+    with torch.no_grad():
+        for a, b in zip(old.eval().encode(batch), wide.eval().encode(batch)):
+            assert torch.allclose(a, b, atol=1e-6)
+    # without the config, the blocks still come from the model as built
+    again = build_model(both)
+    init_from_checkpoint(again, src / "last.pt")
+    assert torch.equal(again.encoder.readout[0].weight, w)
+    # narrowing (dropping the physics block) would change the function: left fresh
+    narrow = build_model(TINY_MODEL)
+    _, skipped = init_from_checkpoint(narrow, src / "last.pt", TINY_MODEL)
+    assert "encoder.readout.0.weight" in skipped
 
 
 def test_train_freeze_holds_the_named_parts_fixed(data_root, tmp_path):

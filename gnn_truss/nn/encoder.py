@@ -42,7 +42,7 @@ from ..design_space import NUM_FREE_DOFS, NUM_NODES, NUM_PAIRS
 from ..graph import FEATURE_SLICES, NUM_EDGE_FEATURES, NUM_NODE_FEATURES
 from .features import NUM_PHYSICS_FEATURES, physics_features
 
-__all__ = ["mlp", "TrussGNNEncoder", "MLPEncoder", "PosteriorHeads", "dense_adjacency_input",
+__all__ = ["mlp", "readout_blocks", "TrussGNNEncoder", "MLPEncoder", "PosteriorHeads", "dense_adjacency_input",
            "triu_from_dense", "soft_used", "dense_positions", "dense_node_features",
            "message_pairs", "dense_edge_features", "dense_gine"]
 
@@ -194,6 +194,22 @@ class PosteriorHeads(nn.Module):
         return mu_a, logsig_a, mu_x, logsig_x
 
 
+def readout_blocks(hidden: int, edge_readout: bool = False, physics_readout: bool = False
+                   ) -> dict[str, slice]:
+    """Column blocks of the GNN readout's input, in order: ``"nodes"`` (the ``27 * hidden``
+    node embeddings), then ``"adjacency"`` (351) with ``edge_readout``, then ``"physics"`` (13)
+    with ``physics_readout``. Maps block name -> column slice."""
+    sizes = [("nodes", NUM_NODES * int(hidden)),
+             ("adjacency", NUM_PAIRS if edge_readout else 0),
+             ("physics", NUM_PHYSICS_FEATURES if physics_readout else 0)]
+    blocks, start = {}, 0
+    for name, size in sizes:
+        if size:
+            blocks[name] = slice(start, start + size)
+            start += size
+    return blocks
+
+
 class TrussGNNEncoder(nn.Module):
     """Message-passing encoder over the truss graph.
 
@@ -219,9 +235,9 @@ class TrussGNNEncoder(nn.Module):
             GINEConv(mlp([hidden, hidden, hidden]), train_eps=True, edge_dim=NUM_EDGE_FEATURES)
             for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
-        self.readout = mlp([NUM_NODES * hidden + NUM_PAIRS * self.edge_readout
-                            + NUM_PHYSICS_FEATURES * self.physics_readout, readout, readout],
-                           final_act=True)
+        width = max(b.stop for b in readout_blocks(hidden, edge_readout,
+                                                   physics_readout).values())
+        self.readout = mlp([width, readout, readout], final_act=True)
         self.heads = PosteriorHeads(readout, d_topology, d_geometry)
         self.hidden = hidden
 
