@@ -122,6 +122,16 @@ def _cmd_data_pack(args) -> int:
     return 0
 
 
+def _cmd_data_unpack(args) -> int:
+    from .corpus import unpack_compact
+
+    m = unpack_compact(args.corpus, args.out)
+    print(f"unpacked {sum(v['labelled'] for v in m['shards'].values())} lattices into "
+          f"{len(m['shards'])} shards in {args.out}; `gnn-truss data build` with the same "
+          f"parameters (seed {m.get('seed')}, shard size {m.get('shard_size')}) resumes it")
+    return 0
+
+
 def _cmd_data_export(args) -> int:
     from .corpus import load_corpus
     from .published import export_published
@@ -313,6 +323,14 @@ def _add_data_parser(sub) -> None:
     p.add_argument("out", help="output .npz")
     p.add_argument("--limit", type=int, help="keep the first LIMIT lattices")
     p.set_defaults(func=_cmd_data_pack)
+    u = dsub.add_parser("unpack", help="rebuild the build directory of a packed corpus, to "
+                                       "resume (extend) its build",
+                        description="Write the shards and manifest of a compact .npz that was "
+                                    "packed from a build directory, so that `data build` with "
+                                    "the same parameters and a larger --n adds lattices to it.")
+    u.add_argument("corpus", help="compact .npz packed from a build directory")
+    u.add_argument("out", help="new corpus directory")
+    u.set_defaults(func=_cmd_data_unpack)
     e = dsub.add_parser("export", help="export to the published dataset format")
     e.add_argument("corpus", help="corpus directory or compact .npz")
     e.add_argument("out", help="output directory")

@@ -37,7 +37,8 @@ from .generator import GENERATOR_VERSION, GeneratorConfig, generate, shard_rng
 from .truss import Truss
 
 __all__ = ["Corpus", "pack_adjacency", "unpack_adjacency", "build_corpus", "load_corpus",
-           "write_shard", "read_shard", "save_compact", "MANIFEST", "ADJ_BYTES"]
+           "write_shard", "read_shard", "save_compact", "unpack_compact", "MANIFEST",
+           "ADJ_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -420,3 +421,57 @@ def save_compact(corpus: Corpus, path, stiffness_dtype=np.float64) -> Path:
     if corpus.curve is not None:
         arrays["curve"] = corpus.curve.astype(stiffness_dtype)
     return write_shard(path, arrays)
+
+
+def unpack_compact(path, out) -> dict:
+    """Rebuild the build directory of a compact file written from a build (its ``meta`` holds
+    the build manifest), so that :func:`build_corpus` with the same parameters resumes it, e.g.
+    to add lattices to a shipped corpus whose build directory was not kept.
+
+    Shard ``k`` gets the next ``manifest["shards"][k]["labelled"]`` lattices, in shard order
+    (the order :func:`load_corpus` reads a build in). That is exact only if no lattice was
+    dropped as a duplicate of another shard's when the file was written, so the per-shard
+    counts must add up to the file's length.
+
+    Args:
+        path: compact ``.npz`` of :func:`save_compact`.
+        out: new corpus directory (must not hold shards yet).
+
+    Returns:
+        The manifest written to ``out/manifest.json``.
+
+    Raises:
+        ValueError: no build manifest in the file, counts that do not add up, or ``out``
+            already holding a corpus.
+    """
+    c = load_corpus(path, quiet=True)
+    meta = c.meta or {}
+    shards = meta.get("shards")
+    if not isinstance(shards, dict) or not shards:
+        raise ValueError(f"{path}: no build manifest in the file (not packed from a build "
+                         f"directory), nothing to unpack shard by shard")
+    try:
+        order = sorted(shards, key=int)
+        sizes = [int(shards[k]["labelled"]) for k in order]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: corrupt shard list in the build manifest ({exc})") from None
+    if sum(sizes) != len(c):
+        raise ValueError(f"{path}: the shards' counts add up to {sum(sizes)} lattices but the "
+                         f"file holds {len(c)} (duplicates across shards were dropped when it "
+                         f"was written); the shards cannot be told apart")
+    out = Path(out)
+    if (out / MANIFEST).exists() or any((out / "shards").glob("shard-*.npz")):
+        raise ValueError(f"{out} already holds a corpus; unpack into a new directory")
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    start = 0
+    for k, n in zip(order, sizes):
+        sl = slice(start, start + n)
+        arrays = {"adj": c.adj[sl], "offset": c.offset[sl].astype(np.float32),
+                  "stiffness": c.stiffness[sl], "counts": np.array(json.dumps(shards[k]))}
+        if c.curve is not None:
+            arrays["curve"] = c.curve[sl]
+        write_shard(out / "shards" / _shard_name(int(k)), arrays)
+        start += n
+    manifest = dict(meta)
+    _write_manifest(out, manifest)
+    return manifest

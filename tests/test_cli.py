@@ -99,6 +99,14 @@ def test_data_build_pack_export_import_stats(tmp_path, capsys):
     assert "unique labelled lattices" in capsys.readouterr().out
     packed = tmp_path / "c.npz"
     assert main(["data", "pack", str(out), str(packed)]) == 0
+    capsys.readouterr()
+    assert main(["data", "unpack", str(packed), str(tmp_path / "unpacked")]) == 0
+    n_shards = len(list((out / "shards").glob("shard-*.npz")))
+    from gnn_truss.corpus import load_corpus
+    assert (f"unpacked {len(load_corpus(packed))} lattices into {n_shards} shards"
+            in capsys.readouterr().out)
+    assert main(["data", "unpack", str(packed), str(tmp_path / "unpacked")]) == 2
+    assert "already holds a corpus" in capsys.readouterr().err
     assert main(["data", "export", str(packed), str(tmp_path / "pub")]) == 0
     assert (tmp_path / "pub" / "stiffness-vec.csv").exists()
     assert main(["data", "import", str(tmp_path / "pub"), str(tmp_path / "back.npz")]) == 0

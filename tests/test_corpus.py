@@ -330,6 +330,38 @@ def test_save_compact_round_trip(built, tmp_path):
     assert np.array_equal(load_corpus(p, limit=4).adj, c.adj[:4])
 
 
+def test_unpack_compact_resumes_a_build_as_if_it_had_never_been_packed(built, tmp_path):
+    """A build packed after its first 2 shards, unpacked and resumed to n=30 gives the very
+    corpus of the uninterrupted build (the fixture's), shard for shard."""
+    from gnn_truss.corpus import unpack_compact
+    part = tmp_path / "part"
+    build_corpus(part, workers=1, **{**BUILD, "n": 20})  # shards of 12: stops after 2
+    assert len(list((part / "shards").glob("shard-*.npz"))) == 2
+    packed = save_compact(load_corpus(part), tmp_path / "part.npz")
+    out = tmp_path / "unpacked"
+    m = unpack_compact(packed, out)
+    assert sorted(m["shards"], key=int) == ["0", "1"]
+    for k in range(2):
+        a, b = read_shard(shard_path(part, k)), read_shard(shard_path(out, k))
+        for key in ("adj", "offset", "stiffness"):
+            assert np.array_equal(a[key], b[key])
+    build_corpus(out, workers=1, **BUILD)  # the fixture's n: resumes at shard 2
+    assert_same_corpus(load_corpus(out), built[2])
+    with pytest.raises(ValueError, match="already holds a corpus"):
+        unpack_compact(packed, out)  # never writes over shards
+
+
+def test_unpack_compact_refuses_files_it_cannot_split(tmp_path):
+    from gnn_truss.corpus import unpack_compact
+    c = _corpus(curve=True)  # meta without a build manifest
+    with pytest.raises(ValueError, match="no build manifest"):
+        unpack_compact(save_compact(c, tmp_path / "c.npz"), tmp_path / "o")
+    c.meta = {"shards": {"0": {"labelled": len(c) - 1}}}  # a duplicate dropped on packing
+    with pytest.raises(ValueError, match="add up to"):
+        unpack_compact(save_compact(c, tmp_path / "d.npz"), tmp_path / "o2")
+    assert not (tmp_path / "o2" / "shards").exists()
+
+
 def test_save_compact_round_trip_with_curves(tmp_path):
     c = _corpus(curve=True)
     back = load_corpus(save_compact(c, tmp_path / "c.npz", stiffness_dtype=np.float64))
