@@ -472,6 +472,5 @@ def unpack_compact(path, out) -> dict:
             arrays["curve"] = c.curve[sl]
         write_shard(out / "shards" / _shard_name(int(k)), arrays)
         start += n
-    manifest = dict(meta)
-    _write_manifest(out, manifest)
-    return manifest
+    _write_manifest(out, meta)
+    return meta

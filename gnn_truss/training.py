@@ -116,18 +116,12 @@ def validate_config(cfg: dict) -> dict:
 _WIDENABLE = "encoder.readout.0.weight"
 
 
-def _widen_readout(value: torch.Tensor, target: torch.Tensor, theirs: dict, mine: dict
+def _widen_readout(value: torch.Tensor, target: torch.Tensor, src: dict, dst: dict
                    ) -> torch.Tensor | None:
     """The checkpoint's readout weight ``value [out, n_src]`` placed block by block into a
-    zero tensor shaped like ``target [out, n_dst]``; ``None`` when the blocks do not fit (a
-    block the target lacks, another node-embedding width or another output width)."""
-    from .nn.encoder import readout_blocks
-
-    def blocks(cfg):
-        return readout_blocks(cfg.get("hidden", 64), cfg.get("edge_readout", False),
-                              cfg.get("physics_readout", False))
-
-    src, dst = blocks(theirs), blocks(mine)
+    zero tensor shaped like ``target [out, n_dst]``; ``src`` and ``dst`` are the
+    :func:`~gnn_truss.nn.encoder.readout_blocks` of the two. ``None`` when the blocks do not
+    fit (a block the target lacks, another node-embedding width or another output width)."""
     if (value.ndim != 2 or target.ndim != 2 or value.shape[0] != target.shape[0]
             or max(b.stop for b in src.values()) != value.shape[1]
             or max(b.stop for b in dst.values()) != target.shape[1]
@@ -171,15 +165,17 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
     if mine and mine.get("encoder", "gnn") != theirs.get("encoder", "gnn"):
         raise ValueError(f"train.init_from: {path} has a {theirs.get('encoder', 'gnn')!r} "
                          f"encoder, this model a {mine.get('encoder', 'gnn')!r} one")
-    enc = getattr(model, "encoder", None)  # the readout blocks of the model as built
-    built = {"hidden": getattr(enc, "hidden", 64),
-             "edge_readout": getattr(enc, "edge_readout", False),
-             "physics_readout": getattr(enc, "physics_readout", False)}
     state = model.state_dict()
     copied, skipped = [], []
     for name, value in ck["model"].items():
         if name == _WIDENABLE and name in state:  # block by block, even at equal width
-            wide = _widen_readout(value, state[name], theirs, built)
+            from .nn.encoder import readout_blocks
+            enc = model.encoder  # a GNN encoder: the blocks of the model as built
+            wide = _widen_readout(
+                value, state[name],
+                readout_blocks(theirs.get("hidden", 64), theirs.get("edge_readout", False),
+                               theirs.get("physics_readout", False)),
+                readout_blocks(enc.hidden, enc.edge_readout, enc.physics_readout))
             if wide is not None:
                 state[name] = wide
                 copied.append(name)

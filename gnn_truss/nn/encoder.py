@@ -42,8 +42,8 @@ from ..design_space import NUM_FREE_DOFS, NUM_NODES, NUM_PAIRS
 from ..graph import FEATURE_SLICES, NUM_EDGE_FEATURES, NUM_NODE_FEATURES
 from .features import NUM_PHYSICS_FEATURES, physics_features
 
-__all__ = ["mlp", "readout_blocks", "TrussGNNEncoder", "MLPEncoder", "PosteriorHeads", "dense_adjacency_input",
-           "triu_from_dense", "soft_used", "dense_positions", "dense_node_features",
+__all__ = ["mlp", "readout_blocks", "TrussGNNEncoder", "MLPEncoder", "PosteriorHeads",
+           "dense_adjacency_input", "triu_from_dense", "soft_used", "dense_positions", "dense_node_features",
            "message_pairs", "dense_edge_features", "dense_gine"]
 
 _LENGTH_EPS2 = 1e-24  # squared pair distance below which a pair has zero length / direction
