@@ -276,11 +276,10 @@ class TrussGNNEncoder(nn.Module):
         weight = into[None] * A[:, dst, src][:, None, :]  # [B, 27, P]
         h = self.embed(dense_node_features(A, offsets))
         e = dense_edge_features(offsets, src, dst)
-        # W e + b of every layer in one matrix product: [B, P, layers * H]
-        lins = torch.nn.functional.linear(
-            e, torch.cat([c.lin.weight for c in self.convs]),
-            torch.cat([c.lin.bias for c in self.convs])).split(self.hidden, dim=-1)
-        for conv, norm, lin in zip(self.convs, self.norms, lins):
+        for conv, norm in zip(self.convs, self.norms):
+            # W e + b per layer: [B, P, H] (contiguous; one fused [B, P, layers * H] product
+            # split into strided views was slower on CPU)
+            lin = torch.nn.functional.linear(e, conv.lin.weight, conv.lin.bias)
             h = h + dense_gine(conv, norm(h), weight, lin, src)
         z = h.reshape(h.shape[0], -1)
         if self.edge_readout:
