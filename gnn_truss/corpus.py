@@ -402,8 +402,10 @@ def load_corpus(path, limit: int | None = None, quiet: bool = False) -> Corpus:
                                                            off.itemsize)], axis=1)
     _, first = np.unique(key, axis=0, return_index=True)
     first = np.sort(first)
-    if limit is not None:
+    if limit is not None and limit < len(first):
         first = first[:limit]
+        # the manifest's counts describe the whole build: say that this is its first part
+        meta = {**meta, "limit": int(limit)}
     c = Corpus(adj[first], off[first], stiff[first], None if curve is None else curve[first],
                meta)
     c.validate_arrays()

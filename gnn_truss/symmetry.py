@@ -1,4 +1,5 @@
-r"""Axis permutations of the cubic design space, and training-data augmentation by them.
+r"""Symmetries of the cubic design space (axis permutations and mirror reflections), and
+training-data augmentation by them.
 
 The octant grid ``{0, 0.5, 1}^3`` (:mod:`gnn_truss.design_space`) is mapped onto itself by
 every permutation of the three axes, so relabelling the axes of a lattice gives another lattice
@@ -9,12 +10,25 @@ components (C11, C12, C13, C22, C23, C33, C44, C55, C66) is a re-indexing, e.g. 
 y swaps C11 <-> C22, C13 <-> C23 and C44 <-> C55. A compression curve along z is unchanged by
 the permutations that keep z (identity and the x <-> y swap) and is undefined for the others.
 
-So every labelled lattice stands for up to 6 (stiffness) or 2 (curve) labelled lattices, and
-:class:`RandomAxisPermutation` draws one of them each time a training graph is read: the
-predictor then sees the symmetry of the physics rather than having to learn it from data.
+The grid is also mapped onto itself by the mirror reflection ``x_a -> 1 - x_a`` of any axis
+``a`` (a free offset dof, at grid value 0.5, changes sign; the offset range ``[-0.5, 0.5]`` is
+symmetric). The lattice in the cell ``[-1, 1]^3`` is mirror-symmetric about ``x_a = 0`` and,
+being periodic with period 2, about ``x_a = 1`` too; so reflecting its octant about
+``x_a = 1/2`` gives the same infinite lattice translated by one octant along ``a``. Its
+effective stiffness and its compression curves are therefore unchanged: the 9 orthotropic
+components carry every index an even number of times, so no sign flips either. With the
+permutations this is the full symmetry group of the cube, 48 elements, of which 16 keep the z
+loading axis of a curve.
+
+So every labelled lattice stands for up to 48 (stiffness) or 16 (curve) labelled lattices, and
+:class:`RandomAxisPermutation` draws one of them each time a training graph is read (the
+permutations only, 6 or 2, unless ``mirrors=True``): the predictor then sees the symmetry of
+the physics rather than having to learn it from data.
 
 A permutation ``p`` is a tuple of the axes ``(0, 1, 2)``; :data:`AXIS_PERMUTATIONS` lists all 6
-(identity first), :data:`Z_PRESERVING` the 2 that keep z.
+(identity first), :data:`Z_PRESERVING` the 2 that keep z. A reflection ``flip`` is a tuple of
+3 flags ``(0 or 1)``, applied after the permutation: ``x'_a = 1 - x_{p[a]}`` where
+``flip[a]``, else ``x'_a = x_{p[a]}``; :data:`MIRRORS` lists all 8 (identity first).
 """
 from __future__ import annotations
 
@@ -30,14 +44,17 @@ from . import design_space as ds
 from .graph import FEATURE_SLICES, NUM_NODE_FEATURES
 from .truss import Truss
 
-__all__ = ["AXIS_PERMUTATIONS", "Z_PRESERVING", "node_map", "free_dof_map", "pair_map",
+__all__ = ["AXIS_PERMUTATIONS", "Z_PRESERVING", "MIRRORS", "node_map", "free_dof_map", "pair_map",
            "stiffness_map", "permute_truss", "permute_stiffness", "permute_data",
-           "allowed_permutations", "RandomAxisPermutation"]
+           "allowed_permutations", "allowed_symmetries", "RandomAxisPermutation"]
 
 #: All 6 permutations of the axes ``(x, y, z) = (0, 1, 2)``, identity first.
 AXIS_PERMUTATIONS: tuple[tuple[int, int, int], ...] = tuple(itertools.permutations(range(3)))
 #: The permutations that keep the z axis (valid for z-compression curves).
 Z_PRESERVING: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 0, 2))
+#: All 8 mirror reflections ``flip`` (flags of the reflected axes ``x_a -> 1 - x_a``), identity
+#: first.
+MIRRORS: tuple[tuple[int, int, int], ...] = tuple(itertools.product((0, 1), repeat=3))
 
 # (normal, normal) index pairs of C11..C33 and the axis pairs of the shears C44, C55, C66
 _NORMAL = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
@@ -55,10 +72,31 @@ def _check_perm(perm) -> tuple[int, int, int]:
     return p
 
 
+def _check_flip(flip) -> tuple[int, int, int]:
+    if flip is None:
+        return (0, 0, 0)
+    try:
+        f = tuple(int(a) for a in flip)
+    except (TypeError, ValueError):
+        raise ValueError(f"a reflection is 3 flags (0 or 1) of the reflected axes, got "
+                         f"{flip!r}") from None
+    if len(f) != 3 or any(a not in (0, 1) for a in f) or \
+            any(float(a) != float(b) for a, b in zip(flip, f)):
+        raise ValueError(f"a reflection is 3 flags (0 or 1) of the reflected axes, got {flip!r}")
+    return f
+
+
+def _signs(f: tuple[int, int, int]) -> np.ndarray:
+    """``[3]`` float: -1 on the reflected axes, +1 on the others."""
+    return 1.0 - 2.0 * np.asarray(f, dtype=np.float64)
+
+
 @lru_cache(maxsize=None)
-def _maps(p: tuple[int, int, int]):
+def _maps(p: tuple[int, int, int], f: tuple[int, int, int] = (0, 0, 0)):
     grid_index = {tuple(g): i for i, g in enumerate(ds.NODE_GRID.tolist())}
-    nodes = np.array([grid_index[tuple(g[a] for a in p)] for g in ds.NODE_GRID.tolist()])
+    new_grid = ds.NODE_GRID[:, list(p)]
+    new_grid = np.where(np.asarray(f, dtype=bool), 1.0 - new_grid, new_grid)  # exact: 0, .5, 1
+    nodes = np.array([grid_index[tuple(g)] for g in new_grid.tolist()])
     inv_axis = np.argsort(p)  # new axis a' of old axis a: p[a'] = a
     dof_index = {(int(n), int(a)): k for k, (n, a) in enumerate(zip(ds.FREE_DOF_NODE,
                                                                      ds.FREE_DOF_AXIS))}
@@ -71,30 +109,35 @@ def _maps(p: tuple[int, int, int]):
     shear = {q: 6 + k for k, q in enumerate(_SHEAR)}
     comps = [normal[tuple(sorted((p[a], p[b])))] for a, b in _NORMAL]
     comps += [shear[tuple(sorted((p[a], p[b])))] for a, b in _SHEAR]
+    # sign of each old free dof's value in the new lattice: that of its new axis
+    dof_signs = _signs(f)[inv_axis[ds.FREE_DOF_AXIS]]
     out = tuple(np.asarray(m, dtype=np.int64) for m in (nodes, dofs, pairs, comps))
+    out = out + (dof_signs,)
     for m in out:
         m.setflags(write=False)
     return out
 
 
-def node_map(perm) -> np.ndarray:
+def node_map(perm, flip=None) -> np.ndarray:
     """``[27]`` int: the new index of each old node (old node ``i`` at grid point ``g`` goes to
-    the node at ``g[list(perm)]``)."""
-    return _maps(_check_perm(perm))[0]
+    the node at ``g[list(perm)]``, reflected to ``1 - g'_a`` on the axes ``a`` of ``flip``)."""
+    return _maps(_check_perm(perm), _check_flip(flip))[0]
 
 
-def free_dof_map(perm) -> np.ndarray:
-    """``[27]`` int: the new index of each old free offset dof (design-space dof order)."""
-    return _maps(_check_perm(perm))[1]
+def free_dof_map(perm, flip=None) -> np.ndarray:
+    """``[27]`` int: the new index of each old free offset dof (design-space dof order); a
+    reflection changes the sign of the dofs along its axes, not their order."""
+    return _maps(_check_perm(perm), _check_flip(flip))[1]
 
 
-def pair_map(perm) -> np.ndarray:
+def pair_map(perm, flip=None) -> np.ndarray:
     """``[351]`` int: the new upper-triangle index of each old node pair."""
-    return _maps(_check_perm(perm))[2]
+    return _maps(_check_perm(perm), _check_flip(flip))[2]
 
 
 def stiffness_map(perm) -> np.ndarray:
-    """``[9]`` int ``src``: permuted stiffness vector = ``C9[..., src]``."""
+    """``[9]`` int ``src``: permuted stiffness vector = ``C9[..., src]`` (reflections leave the
+    9 orthotropic components unchanged)."""
     return _maps(_check_perm(perm))[3]
 
 
@@ -103,39 +146,65 @@ def permute_stiffness(c9, perm):
     return c9[..., stiffness_map(perm)]
 
 
-def permute_truss(truss: Truss, perm) -> Truss:
-    """The lattice with its axes permuted: ``x'_a = x_{perm[a]}`` for every node position."""
-    nodes = node_map(perm)
+def permute_truss(truss: Truss, perm, flip=None) -> Truss:
+    """The lattice with its axes permuted, ``x'_a = x_{perm[a]}`` for every node position, then
+    reflected, ``x'_a -> 1 - x'_a``, on the axes where ``flip`` is 1 (default: none)."""
+    f = _check_flip(flip)
+    nodes = node_map(perm, f)
     p = list(_check_perm(perm))
     adj = np.zeros_like(truss.adjacency)
     adj[np.ix_(nodes, nodes)] = truss.adjacency
     offsets = np.zeros_like(truss.offsets)
-    offsets[nodes] = truss.offsets[:, p]
+    offsets[nodes] = truss.offsets[:, p] * _signs(f)
     return Truss(adj, offsets)
 
 
 @lru_cache(maxsize=None)
-def _stacked(perms: tuple) -> dict:
-    """The maps of every permutation in ``perms`` stacked along a leading dim, as torch
-    tensors: node map and its inverse, column orders of ``x`` / ``pos`` / ``edge_attr``,
-    free-dof, pair and stiffness maps."""
-    maps = [_maps(p) for p in perms]
+def _stacked(ops: tuple) -> dict:
+    """The maps of every symmetry ``(perm, flip)`` in ``ops`` stacked along a leading dim, as
+    torch tensors: node map and its inverse, column orders, scales and shifts of ``x`` /
+    ``pos`` / ``edge_attr``, free-dof map and signs, pair and stiffness maps."""
+    maps = [_maps(p, f) for p, f in ops]
+    perms = [p for p, _ in ops]
     out = {name: torch.stack([torch.from_numpy(m[i].copy()) for m in maps])
-           for i, name in enumerate(("nodes", "dofs", "pairs", "comps"))}
+           for i, name in enumerate(("nodes", "dofs", "pairs", "comps", "dof_signs"))}
     out["inv"] = torch.argsort(out["nodes"], dim=1)
-    cols = torch.arange(NUM_NODE_FEATURES).repeat(len(perms), 1)
+    signs = torch.as_tensor(np.stack([_signs(f) for _, f in ops]))  # [K, 3] float64
+    cols = torch.arange(NUM_NODE_FEATURES).repeat(len(ops), 1)
+    scale = torch.ones(len(ops), NUM_NODE_FEATURES, dtype=torch.float64)
+    shift = torch.zeros(len(ops), NUM_NODE_FEATURES, dtype=torch.float64)
     for name in ("grid", "offset", "free"):
         s = FEATURE_SLICES[name]
         cols[:, s] = torch.as_tensor([[s.start + a for a in p] for p in perms])
-    out["cols"] = cols
+    scale[:, FEATURE_SLICES["grid"]] = signs  # grid g -> 1 - g on a reflected axis
+    shift[:, FEATURE_SLICES["grid"]] = (1.0 - signs) / 2.0
+    scale[:, FEATURE_SLICES["offset"]] = signs  # offset u -> -u
+    out["cols"], out["x_scale"], out["x_shift"] = cols, scale, shift
+    out["signs"] = signs
     out["axes"] = torch.as_tensor(perms)
-    out["edge_cols"] = torch.cat([torch.zeros(len(perms), 1, dtype=torch.long),
+    out["edge_cols"] = torch.cat([torch.zeros(len(ops), 1, dtype=torch.long),
                                   1 + out["axes"]], dim=1)
+    out["edge_scale"] = torch.cat([torch.ones(len(ops), 1, dtype=torch.float64), signs], dim=1)
     return out
 
 
-def permute_data(data, perm, normalizer=None, target: str = "stiffness"):
-    """The graph(s) of the axis-permuted lattice(s), built from the tensors directly (no FE).
+def _per_graph(value, B: int, check, what: str) -> list:
+    """One ``check``-ed item per graph from a single item or a ``[B]`` sequence of them."""
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # ragged
+        arr = np.asarray(None)
+    if arr.ndim == 2:
+        items = [check(v) for v in arr]
+        if len(items) != B:
+            raise ValueError(f"got {len(items)} {what} for {B} graphs")
+        return items
+    return [check(arr if arr.ndim == 1 else value)] * B
+
+
+def permute_data(data, perm, normalizer=None, target: str = "stiffness", flip=None):
+    """The graph(s) of the axis-permuted (and optionally reflected) lattice(s), built from the
+    tensors directly (no FE).
 
     Works on one graph of :func:`gnn_truss.graph.truss_to_data` / a
     :class:`~gnn_truss.dataset.TrussDataset` item, and on a PyG batch of them (every graph has
@@ -147,17 +216,21 @@ def permute_data(data, perm, normalizer=None, target: str = "stiffness"):
         normalizer: the dataset's :class:`~gnn_truss.dataset.TargetNormalizer`, needed to carry
             a normalised stiffness target ``y`` over (its per-component mean and std differ).
         target: what ``y`` holds, ``"stiffness"`` or ``"curve"``.
+        flip: mirror reflection applied after the permutation (module docstring): one
+            ``(fx, fy, fz)`` of flags for all graphs or a ``[B]`` sequence of them.
+            (default: ``None``, no reflection)
 
     Returns:
         A new graph / batch (the input is not modified); graph ``b`` equals
-        ``truss_to_data(permute_truss(t_b, perm_b), ...)`` with the labels permuted. With a
-        stiffness ``target``, a known curve of a graph whose permutation moves z becomes NaN
-        (unknown): it does not carry over. ``idx`` (the corpus row) is copied and so names
-        the unpermuted lattice.
+        ``truss_to_data(permute_truss(t_b, perm_b, flip_b), ...)`` with the labels permuted
+        (reflections leave stiffness and curve labels unchanged). With a stiffness ``target``,
+        a known curve of a graph whose permutation moves z becomes NaN (unknown): it does not
+        carry over. ``idx`` (the corpus row) is copied and so names the untransformed lattice.
 
     Raises:
         ValueError: a permutation that moves z with a curve ``target``, a stiffness ``y``
-            without ``normalizer``, or graphs that are not all of 27 nodes.
+            without ``normalizer``, a malformed permutation or reflection, or graphs that are
+            not all of 27 nodes.
     """
     n = int(data.num_nodes)
     if n == 0 or n % ds.NUM_NODES:
@@ -167,42 +240,48 @@ def permute_data(data, perm, normalizer=None, target: str = "stiffness"):
         raise ValueError(f"expected lattice graphs of {ds.NUM_NODES} nodes each, got "
                          f"{ptr.diff().tolist()}")
     B = n // ds.NUM_NODES
-    try:
-        arr = np.asarray(perm)
-    except ValueError:  # ragged
-        arr = np.asarray(None)
-    if arr.ndim == 2:
-        perms = [_check_perm(p) for p in arr]
-        if len(perms) != B:
-            raise ValueError(f"got {len(perms)} permutations for {B} graphs")
-    else:
-        perms = [_check_perm(arr if arr.ndim == 1 else perm)] * B
+    perms = _per_graph(perm, B, _check_perm, "permutations")
+    flips = _per_graph(flip, B, _check_flip, "reflections")
     moves_z = [p[2] != 2 for p in perms]
     if target == "curve" and any(moves_z):
         bad = perms[moves_z.index(True)]
         raise ValueError(f"axis permutation {bad} moves z: a z-compression curve does not "
                          f"carry over (use one of {Z_PRESERVING})")
-    uniq = tuple(sorted(set(perms)))
+    ops = list(zip(perms, flips))
+    uniq = tuple(sorted(set(ops)))
     dev = data.x.device
-    k = torch.as_tensor([uniq.index(p) for p in perms], device=dev)
+    k = torch.as_tensor([uniq.index(o) for o in ops], device=dev)
     m = {name: t.to(dev) for name, t in _stacked(uniq).items()}
+    reflect = any(any(f) for f in flips)
     rows = torch.arange(B, device=dev)[:, None]
     out = data.clone()
     x = data.x.view(B, ds.NUM_NODES, -1)[rows, m["inv"][k]]
-    out.x = torch.gather(x, 2, m["cols"][k][:, None, :].expand_as(x)).reshape(n, -1)
+    x = torch.gather(x, 2, m["cols"][k][:, None, :].expand_as(x))
+    if reflect:
+        x = (x.double() * m["x_scale"][k][:, None, :] + m["x_shift"][k][:, None, :]).to(x.dtype)
+    out.x = x.reshape(n, -1)
     if getattr(data, "pos", None) is not None:
         pos = data.pos.view(B, ds.NUM_NODES, 3)[rows, m["inv"][k]]
-        out.pos = torch.gather(pos, 2, m["axes"][k][:, None, :].expand_as(pos)).reshape(n, 3)
+        pos = torch.gather(pos, 2, m["axes"][k][:, None, :].expand_as(pos))
+        if reflect:
+            s = m["signs"][k][:, None, :]
+            pos = (pos.double() * s + (1.0 - s) / 2.0).to(pos.dtype)
+        out.pos = pos.reshape(n, 3)
     ei0 = data.edge_index.long()
     g = ei0[0] // ds.NUM_NODES  # graph of each edge
     ei = g * ds.NUM_NODES + m["nodes"][k[g], ei0 % ds.NUM_NODES]
     ea = torch.gather(data.edge_attr, 1, m["edge_cols"][k[g]])
+    if reflect:
+        ea = (ea.double() * m["edge_scale"][k[g]]).to(ea.dtype)
     ei, out.edge_attr = coalesce(ei, ea, num_nodes=n)
     out.edge_index = ei.to(data.edge_index.dtype)
     out.adj = torch.empty_like(data.adj).scatter_(1, m["pairs"][k], data.adj)
     for key in ("offset", "offset64"):
-        if getattr(data, key, None) is not None:
-            out[key] = torch.empty_like(data[key]).scatter_(1, m["dofs"][k], data[key])
+        v = getattr(data, key, None)
+        if v is not None:
+            if reflect:
+                v = (v.double() * m["dof_signs"][k]).to(v.dtype)
+            out[key] = torch.empty_like(v).scatter_(1, m["dofs"][k], v)
     comps = m["comps"][k]
     if getattr(data, "stiffness", None) is not None:
         out.stiffness = torch.gather(data.stiffness, 1, comps)
@@ -231,27 +310,42 @@ def allowed_permutations(target: str) -> tuple[tuple[int, int, int], ...]:
     raise ValueError(f"target must be 'stiffness' or 'curve', got {target!r}")
 
 
+def allowed_symmetries(target: str, mirrors: bool = True) -> tuple:
+    """The symmetries ``(perm, flip)`` that carry a ``target`` label over: the allowed
+    permutations (:func:`allowed_permutations`), each with all 8 reflections if ``mirrors``
+    (48 for ``"stiffness"``, 16 for ``"curve"``; identity first) or with none (6 or 2)."""
+    flips = MIRRORS if mirrors else (MIRRORS[0],)
+    return tuple((p, f) for p in allowed_permutations(target) for f in flips)
+
+
 class RandomAxisPermutation(BaseTransform):
     r"""Relabels the axes of each lattice graph by a permutation drawn uniformly from those its
-    target allows (:func:`allowed_permutations`), labels transformed exactly
+    target allows (:func:`allowed_permutations`), and with ``mirrors=True`` also reflects it
+    by one of the 8 mirror reflections (:data:`MIRRORS`), labels transformed exactly
     (:func:`permute_data`). Apply it to a whole training batch (one draw per graph, vectorised)
     or to single graphs. Draws from torch's global generator, so ``torch.manual_seed`` makes
     it reproducible.
 
     Args:
         normalizer: the dataset's target normaliser (``dataset.normalizer``).
-        target: ``"stiffness"`` (6 permutations) or ``"curve"`` (2).
+        target: ``"stiffness"`` (6 permutations, 48 symmetries with mirrors) or ``"curve"``
+            (2, 16 with mirrors).
+        mirrors: also draw a reflection (default: ``False``).
     """
 
-    def __init__(self, normalizer, target: str = "stiffness"):
+    def __init__(self, normalizer, target: str = "stiffness", mirrors: bool = False):
         self.normalizer = normalizer
         self.target = target
+        self.mirrors = bool(mirrors)
+        self.ops = allowed_symmetries(target, self.mirrors)
         self.perms = allowed_permutations(target)
 
     def forward(self, data):
         B = int(data.num_nodes) // ds.NUM_NODES
-        draw = torch.randint(len(self.perms), (B,)).tolist()
-        return permute_data(data, [self.perms[i] for i in draw], self.normalizer, self.target)
+        draw = torch.randint(len(self.ops), (B,)).tolist()
+        return permute_data(data, [self.ops[i][0] for i in draw], self.normalizer, self.target,
+                            flip=[self.ops[i][1] for i in draw] if self.mirrors else None)
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(target={self.target!r}, {len(self.perms)} permutations)"
+        return (f"{self.__class__.__name__}(target={self.target!r}, {len(self.ops)} "
+                f"symmetries)")

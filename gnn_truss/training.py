@@ -11,7 +11,8 @@ Checkpoints load with ``torch.load(..., weights_only=True)``. A run resumes from
 ``train.init_from`` warm-starts from another checkpoint (tensors whose name and shape match);
 ``train.freeze`` holds parts of the model (:data:`FREEZABLE`) fixed. ``train.augment: axes``
 relabels the axes of every training lattice by a random permutation (6 for stiffness, the 2
-that keep z for curves; :mod:`gnn_truss.symmetry`), the labels transformed exactly.
+that keep z for curves; :mod:`gnn_truss.symmetry`), the labels transformed exactly;
+``axes_mirrors`` adds a random mirror reflection (48 symmetries for stiffness, 16 for curves).
 
 Multi-process data-parallel training uses ``torch.distributed`` (DDP): launch with
 ``torchrun --nproc_per_node K -m gnn_truss.cli train --config ...``; the gloo backend runs on
@@ -63,9 +64,11 @@ def _merge(base: dict, over: dict, path: str = "") -> dict:
     return out
 
 
-#: values of ``train.augment``: ``None`` (off) or ``"axes"`` (a random axis permutation of each
+#: values of ``train.augment``: ``None`` (off), ``"axes"`` (a random axis permutation of each
 #: training lattice, labels transformed exactly: :class:`gnn_truss.symmetry.RandomAxisPermutation`)
-AUGMENTATIONS = (None, "axes")
+#: or ``"axes_mirrors"`` (a random permutation and mirror reflection: all 48 symmetries of the
+#: cube for stiffness, the 16 that keep the loading axis for curves)
+AUGMENTATIONS = (None, "axes", "axes_mirrors")
 #: ``train.property_loss``: squared error of the normalised targets (any target), or of the
 #: physical curve scaled by each true curve's range (curves only; the NRMSE of the metric).
 PROPERTY_LOSSES = ("normalised", "curve_range")
@@ -413,9 +416,10 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                           drop_last=True)
     val_dl = DataLoader(val_ds, batch_size=1024)
     augment = None
-    if t["augment"] == "axes":
+    if t["augment"] in ("axes", "axes_mirrors"):
         from .symmetry import RandomAxisPermutation
-        augment = RandomAxisPermutation(train_ds.normalizer, cfg["data"]["target"])
+        augment = RandomAxisPermutation(train_ds.normalizer, cfg["data"]["target"],
+                                        mirrors=t["augment"] == "axes_mirrors")
     model = build_model(cfg["model"]).to(device)
     for part in t["freeze"]:  # e.g. train only the predictor on a few curves
         getattr(model, part).requires_grad_(False)

@@ -245,6 +245,9 @@ def test_load_corpus_drops_duplicates_across_shards(tmp_path):
     assert np.array_equal(c.offset, np.concatenate([a["offset"], b["offset"][keep_b]]))
     assert np.array_equal(c.stiffness, np.concatenate([a["stiffness"], b["stiffness"][keep_b]]))
     assert np.array_equal(load_corpus(tmp_path, limit=6).adj, c.adj[:6])
+    # the manifest describes the whole build: a cut corpus records its limit, a whole one not
+    assert load_corpus(tmp_path, limit=6).meta["limit"] == 6
+    assert "limit" not in load_corpus(tmp_path, limit=9).meta and "limit" not in c.meta
     # a lattice with the same beams but other offsets is not a duplicate
     b2 = {k: v.copy() for k, v in b.items()}
     b2["offset"][2, 0] = np.float32(0.123)

@@ -1,8 +1,10 @@
-"""Tests of gnn_truss.symmetry: axis permutations of lattices, labels and graphs.
+"""Tests of gnn_truss.symmetry: axis permutations and mirror reflections of lattices, labels
+and graphs.
 
-The physics checks homogenize / compress a lattice and its axis-permuted copy and compare the
-results with the tensor transformation rule, derived independently here (full fourth-order
-tensor rotated by the permutation matrix with einsum).
+The physics checks homogenize / compress a lattice and its axis-permuted or reflected copy and
+compare the results with the tensor transformation rule, derived independently here (full
+fourth-order tensor rotated by the permutation matrix with einsum), and with the unchanged
+labels a reflection must keep (it translates the periodic lattice by one octant).
 """
 import itertools
 
@@ -18,9 +20,11 @@ from gnn_truss.graph import data_to_truss, truss_to_data
 from gnn_truss.properties import stiffness_from_vector, vector_from_stiffness
 from gnn_truss.symmetry import (
     AXIS_PERMUTATIONS,
+    MIRRORS,
     Z_PRESERVING,
     RandomAxisPermutation,
     allowed_permutations,
+    allowed_symmetries,
     node_map,
     permute_data,
     permute_stiffness,
@@ -101,6 +105,44 @@ def test_cubic_elementary_lattices_are_invariant():
             assert permute_truss(t, p) == t, (name, p)
 
 
+@pytest.mark.parametrize("f", MIRRORS)
+def test_node_map_with_a_reflection_sends_each_grid_point_to_its_mirror_image(f):
+    p = (1, 2, 0)
+    m = node_map(p, f)
+    assert sorted(m) == list(range(27))
+    g = ds.NODE_GRID[:, list(p)]
+    np.testing.assert_array_equal(ds.NODE_GRID[m], np.where(np.array(f, bool), 1 - g, g))
+    np.testing.assert_array_equal(ds.NODE_TYPE[m], ds.NODE_TYPE)
+
+
+def test_a_reflection_negates_the_free_offsets_along_its_axis_and_is_an_involution():
+    t = octet_with_sc(1)
+    r = permute_truss(t, (0, 1, 2), (1, 0, 0))
+    m = node_map((0, 1, 2), (1, 0, 0))
+    np.testing.assert_array_equal(r.offsets[m], t.offsets * [-1, 1, 1])
+    np.testing.assert_allclose(r.positions[m], t.positions * [-1, 1, 1] + [1, 0, 0], atol=1e-15)
+    for f in MIRRORS:
+        assert permute_truss(permute_truss(t, (0, 1, 2), f), (0, 1, 2), f) == t
+    assert permute_truss(t, (0, 1, 2), (0, 0, 0)) == t
+    assert r != t  # not trivially kept: the check above can fail
+
+
+@pytest.mark.parametrize("bad", [(0, 1), (0, 2, 0), (0, 0, 0.5), "xyz", (1, 0, 0, 1)])
+def test_bad_reflections_are_refused(bad):
+    with pytest.raises(ValueError, match="reflection is 3 flags"):
+        permute_truss(Truss.elementary("octet"), (0, 1, 2), bad)
+
+
+def test_allowed_symmetries_count_the_cube_group():
+    assert len(allowed_symmetries("stiffness")) == 48
+    assert len(set(allowed_symmetries("stiffness"))) == 48
+    assert len(allowed_symmetries("curve")) == 16
+    assert all(p[2] == 2 for p, _ in allowed_symmetries("curve"))
+    assert allowed_symmetries("stiffness", mirrors=False) == tuple(
+        (p, (0, 0, 0)) for p in AXIS_PERMUTATIONS)
+    assert allowed_symmetries("curve")[0] == ((0, 1, 2), (0, 0, 0))
+
+
 # ------------------------------------------------------------------ physics (FE)
 @pytest.mark.parametrize("make", [lambda: perturbed("octet_2x2x2", 3), lambda: octet_with_sc(4),
                                   lambda: perturbed("sc_2x2x2", 5).superpose(
@@ -134,6 +176,44 @@ def test_fe_compression_curve_is_kept_by_the_xy_swap_only():
     moved = permute_truss(t, p)
     np.testing.assert_allclose(curve(moved, p.index(2)), base, rtol=1e-6)
     assert not np.allclose(curve(moved, 2), base, rtol=1e-2)
+
+
+@pytest.mark.parametrize("make", [lambda: octet_with_sc(4),
+                                  lambda: perturbed("sc_2x2x2", 14).superpose(
+                                      perturbed("octet", 15))])
+def test_fe_stiffness_of_a_reflected_lattice_is_unchanged(make):
+    # the reflected octant tiles the same infinite lattice shifted by one octant: same C
+    t = make()
+    c = stiffness_vector(homogenize(t).C)
+    assert abs(c[0] - c[3]) > 1e-3 * c[0]
+    for f in MIRRORS[1:]:
+        r = permute_truss(t, (0, 1, 2), f)
+        assert r != t
+        np.testing.assert_allclose(stiffness_vector(homogenize(r).C), c, rtol=1e-9,
+                                   atol=1e-12 * np.abs(c).max(), err_msg=str(f))
+    # a permutation with a reflection: the rotated stiffness
+    p, f = (2, 0, 1), (1, 1, 0)
+    np.testing.assert_allclose(stiffness_vector(homogenize(permute_truss(t, p, f)).C),
+                               rotated_by_permutation(c, p), rtol=1e-9,
+                               atol=1e-12 * np.abs(c).max())
+
+
+def test_fe_compression_curve_is_kept_by_reflections():
+    from gnn_truss.fe.nonlinear import compress, compression_model
+    t = perturbed("octet_2x2x2", 7)
+    strains = [0.005, 0.02]
+
+    def curve(truss):
+        res = compress(compression_model(truss, imperfection=0.0), axis=2, strains=strains)
+        return np.asarray(res.stress)
+
+    base = curve(t)
+    assert np.abs(base).max() > 0
+    for f in [(0, 0, 1), (1, 0, 0), (1, 1, 1)]:
+        r = permute_truss(t, (1, 0, 2), f)
+        assert r != t
+        np.testing.assert_allclose(curve(r), base, rtol=1e-6, atol=1e-9 * np.abs(base).max(),
+                                   err_msg=str(f))
 
 
 # ------------------------------------------------------------------ graphs
@@ -244,3 +324,55 @@ def test_random_axis_permutation_is_seeded_and_draws_every_allowed_permutation(n
     assert len({tuple(row.tolist()) for row in c.offset}) == 2
     with pytest.raises(ValueError, match="target"):
         RandomAxisPermutation(norm, target="density")
+
+
+@pytest.mark.parametrize("f", MIRRORS[1:])
+def test_permute_data_with_a_reflection_equals_the_graph_of_the_reflected_lattice(f, norm):
+    t = octet_with_sc(16)
+    d, c = labelled_graph(t, norm, curve=np.linspace(0.0, 1e-3, 13))
+    for p in ((0, 1, 2), (1, 0, 2), (2, 1, 0)):
+        got = permute_data(d, p, norm, flip=f)
+        ref = truss_to_data(permute_truss(t, p, f), stiffness=permute_stiffness(c, p))
+        for key in ("x", "pos", "edge_index", "edge_attr", "adj", "offset", "offset64",
+                    "stiffness"):
+            torch.testing.assert_close(got[key], ref[key], rtol=0, atol=1e-6, msg=key)
+        assert data_to_truss(got) == permute_truss(t, p, f)
+        y_ref = norm.transform(torch.as_tensor(permute_stiffness(c, p), dtype=torch.float64))
+        torch.testing.assert_close(got.y.double().view(-1), y_ref, rtol=0, atol=3e-7)
+    kept = permute_data(d, (1, 0, 2), norm, target="curve", flip=f)  # curves: unchanged
+    torch.testing.assert_close(kept.curve, d.curve)
+
+
+def test_permute_data_with_reflections_on_a_batch_equals_graph_by_graph(norm):
+    trusses = [octet_with_sc(s) for s in range(6)]
+    graphs = [labelled_graph(t, norm)[0] for t in trusses]
+    perms = list(AXIS_PERMUTATIONS)
+    flips = list(MIRRORS[2:])
+    got = permute_data(Batch.from_data_list(graphs), perms, norm, flip=flips)
+    ref = Batch.from_data_list([permute_data(g, p, norm, flip=f)
+                                for g, p, f in zip(graphs, perms, flips)])
+    for key in ("x", "pos", "edge_index", "edge_attr", "adj", "offset", "offset64",
+                "stiffness", "y", "batch"):
+        assert torch.equal(got[key], ref[key]), key
+    with pytest.raises(ValueError, match="2 reflections for 6 graphs"):
+        permute_data(Batch.from_data_list(graphs), perms, norm, flip=flips[:2])
+
+
+def test_random_symmetry_with_mirrors_is_seeded_and_draws_every_allowed_symmetry(norm):
+    t = octet_with_sc(17)
+    d, _ = labelled_graph(t, norm, curve=np.linspace(0.0, 1e-3, 13))
+    d.y = torch.as_tensor(np.linspace(0.0, 1e-3, 13), dtype=torch.float32).view(1, -1)
+    batch = Batch.from_data_list([d] * 400)
+    aug = RandomAxisPermutation(norm, target="curve", mirrors=True)
+    assert "16 symmetries" in repr(aug)
+    torch.manual_seed(0)
+    a = aug(batch)
+    torch.manual_seed(0)
+    b = aug(batch)
+    assert torch.equal(a.offset, b.offset) and torch.equal(a.adj, b.adj)
+    expect = {tuple(truss_to_data(permute_truss(t, p, f)).offset.view(-1).tolist())
+              for p, f in allowed_symmetries("curve")}
+    seen = {tuple(row.tolist()) for row in a.offset}
+    assert len(expect) == 16 and seen == expect
+    torch.testing.assert_close(a.curve, batch.curve)  # curves kept by all 16
+    torch.testing.assert_close(a.y, batch.y)

@@ -409,9 +409,10 @@ def test_train_augment_axes_permutes_every_training_batch(data_root, tmp_path, m
     seen = []
     original = symmetry.permute_data
 
-    def spy(data, perm, normalizer=None, target="stiffness"):
-        out = original(data, perm, normalizer, target)
-        seen.append((data.num_graphs, [tuple(p) for p in perm], target,
+    def spy(data, perm, normalizer=None, target="stiffness", flip=None):
+        out = original(data, perm, normalizer, target, flip=flip)
+        seen.append((data.num_graphs, [tuple(p) for p in perm],
+                     None if flip is None else [tuple(f) for f in flip], target,
                      torch.equal(out.y, data.y)))
         return out
 
@@ -422,6 +423,14 @@ def test_train_augment_axes_permutes_every_training_batch(data_root, tmp_path, m
     assert [n for n, *_ in seen] == [64, 64, 64]
     assert all(t == "stiffness" and not same for *_, t, same in seen)
     assert len({p for _, perms, *_ in seen for p in perms}) == 6
+    assert all(flips is None for _, _, flips, *_ in seen)  # no reflections with "axes"
+    seen.clear()
+    train(tiny_cfg(data_root, tmp_path / "mirror", epochs=1, augment="axes_mirrors"),
+          progress=False)
+    # with mirrors: each graph draws one of the 48 (permutation, reflection) pairs
+    assert [n for n, *_ in seen] == [64, 64, 64]
+    ops = {(p, f) for _, perms, flips, *_ in seen for p, f in zip(perms, flips)}
+    assert len({f for _, f in ops}) == 8 and len({p for p, _ in ops}) == 6 and len(ops) > 40
     seen.clear()
     train(tiny_cfg(data_root, tmp_path / "plain", epochs=1), progress=False)
     assert seen == []  # off by default
