@@ -223,17 +223,19 @@ def paired_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _model_outputs(model, data, target: str, norm) -> dict:
+def _model_outputs(model, data, target: str, norm, symmetrise=None) -> dict:
     from .evaluation import _run_split
-    r = _run_split(model, data, target)
+    r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm)
+    pred = norm.inverse(r["pred"]) if symmetrise is None else r["pred_sym"]
     return {"logits": r["logits"], "adj": r["adj"], "offsets": r["offsets"],
-            "offset": r["offset"], "pred": norm.inverse(r["pred"]), "true": r[target]}
+            "offset": r["offset"], "pred": pred, "true": r[target]}
 
 
 def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                         split: str = "test", limit: int | None = None, draws: int = 1000,
                         seed: int = 0, level: float = 0.95,
-                        data_overrides: dict | None = None) -> dict:
+                        data_overrides: dict | None = None,
+                        symmetrise: str | None = None) -> dict:
     """Paired comparison of two checkpoints on the same split (module docstring).
 
     Both checkpoints must have been trained on the same data (equal dataset fingerprints) for
@@ -245,6 +247,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         names: two display names (default: the checkpoints' folder names, or ``A``/``B``).
         split, limit, data_overrides: as :func:`gnn_truss.evaluation.evaluate_checkpoint`.
         draws, seed, level: of :func:`paired_bootstrap`.
+        symmetrise: compare the symmetrised property predictions of both models
+            (:func:`gnn_truss.symmetry.symmetrised_prediction`, ``"axes"`` or
+            ``"axes_mirrors"``) instead of the plain ones; the other metrics are unchanged.
 
     Returns:
         ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "draws",
@@ -263,6 +268,10 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or limit < 2):
         raise ValueError(f"limit must be an integer >= 2 or None, got {limit!r}")
+    from .symmetry import SYMMETRISATIONS
+    if symmetrise is not None and symmetrise not in SYMMETRISATIONS:
+        raise ValueError(f"symmetrise must be None or one of {SYMMETRISATIONS}, got "
+                         f"{symmetrise!r}")
     model_a, ck_a = load_model(checkpoint_a)
     model_b, ck_b = load_model(checkpoint_b)
     if ck_a["fingerprint"] != ck_b["fingerprint"]:
@@ -288,14 +297,14 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     stats = []
     for model, ck in ((model_a, ck_a), (model_b, ck_b)):
         norm = TargetNormalizer.from_dict(ck["normalizer"])
-        stats.append(paired_statistics(_model_outputs(model, data, target, norm), target,
-                                       label_names))
+        stats.append(paired_statistics(_model_outputs(model, data, target, norm, symmetrise),
+                                       target, label_names))
     metrics = paired_bootstrap(stats[0], stats[1], names=names, draws=draws, seed=seed,
                                level=level)
     result = {"names": names, "checkpoints": [str(checkpoint_a), str(checkpoint_b)],
               "split": split, "num_lattices": len(data), "target": target,
               "fingerprint": ck_a["fingerprint"], "draws": draws, "seed": seed,
-              "level": level, "metrics": metrics}
+              "level": level, "symmetrise": symmetrise, "metrics": metrics}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -284,18 +284,40 @@ def _split_hashes(dataset) -> set:
 
 
 @torch.no_grad()
-def _run_split(model, dataset, target: str, batch_size: int = 256) -> dict:
+def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=None,
+               normalizer=None) -> dict:
+    """The model's outputs on a dataset, in order; with ``symmetrise`` also ``"pred_sym"``, the
+    symmetrised prediction in physical units (:func:`gnn_truss.symmetry.symmetrised_prediction`,
+    needs ``normalizer``)."""
     from torch_geometric.loader import DataLoader
     device = next(model.parameters()).device
     keys = ("mu", "logits", "offsets", "pred", "adj", "offset", "y", target)
+    if symmetrise is not None:
+        from .symmetry import symmetrised_prediction
+        keys = keys + ("pred_sym",)
     acc: dict = {k: [] for k in keys}
     for b in DataLoader(dataset, batch_size=batch_size):
-        out = model(b.to(device), sample=False)
+        b = b.to(device)
+        out = model(b, sample=False)
         for k in ("mu", "logits", "offsets", "pred"):
             acc[k].append(out[k].cpu())
         for k in ("adj", "offset", "y", target):
             acc[k].append(b[k].cpu())
+        if symmetrise is not None:
+            acc["pred_sym"].append(symmetrised_prediction(model, b, normalizer, target,
+                                                          symmetrise).cpu())
     return {k: torch.cat(v).double() for k, v in acc.items()}
+
+
+def _property_metrics(pred_phys, true_phys, norm, names, target: str) -> dict:
+    """R^2 per component (physical and normalised units), their means, and the curve NRMSE."""
+    r2 = r2_per_component(pred_phys, true_phys, names)
+    r2n = r2_per_component(norm.transform(pred_phys), norm.transform(true_phys), names)
+    prop = {"r2": r2, "r2_mean": _nanmean(r2), "r2_normalized": r2n,
+            "r2_normalized_mean": _nanmean(r2n)}
+    if target == "curve":
+        prop["nrmse"] = nrmse_curves(pred_phys, true_phys)
+    return prop
 
 
 def _plot_latent(mu: np.ndarray, labels: np.ndarray, target: str, path: Path):
@@ -361,7 +383,8 @@ def checkpoint_datasets(ck: dict, checkpoint_path, data_overrides: dict | None =
 
 def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: str = "test",
                         limit: int | None = None, data_overrides: dict | None = None,
-                        fe_check: bool = True, seed: int = 0) -> dict:
+                        fe_check: bool = True, seed: int = 0,
+                        symmetrise: str | None = None) -> dict:
     """Evaluate a checkpoint of :func:`gnn_truss.training.train` on a data split.
 
     Rebuilds the model from the config saved in the checkpoint, loads that config's dataset
@@ -384,6 +407,10 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             against evaluating on other data.
         fe_check: FE check in strict sample validity.
         seed: seed of the prior samples.
+        symmetrise: also report the property metrics of the symmetrised prediction
+            (:func:`gnn_truss.symmetry.symmetrised_prediction`: ``"axes"`` or
+            ``"axes_mirrors"``) under ``"property_symmetrised"``, beside the plain ones, and
+            plot them in ``parity_symmetrised.png``. (default: ``None``, plain only)
 
     Returns:
         The report dict (as written to ``report.json``; non-finite numbers become ``None``).
@@ -404,6 +431,10 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
         raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
+    from .symmetry import SYMMETRISATIONS, allowed_symmetries
+    if symmetrise is not None and symmetrise not in SYMMETRISATIONS:
+        raise ValueError(f"symmetrise must be None or one of {SYMMETRISATIONS}, got "
+                         f"{symmetrise!r}")
     model, ck = load_model(checkpoint_path)
     cfg, datasets = checkpoint_datasets(ck, checkpoint_path, data_overrides)
     target = cfg["data"]["target"]
@@ -414,7 +445,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         data = data[:limit]
     if len(data) == 0:
         raise ValueError(f"split {split!r} is empty")
-    r = _run_split(model, data, target)
+    r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm)
     pred_phys = norm.inverse(r["pred"])
     true_phys = r[target]
     adj = adjacency_metrics(r["logits"], r["adj"])
@@ -425,6 +456,12 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             "r2_normalized_mean": _nanmean(r2n)}
     if target == "curve":
         prop["nrmse"] = nrmse_curves(pred_phys, true_phys)
+    prop_sym = None
+    if symmetrise is not None:
+        prop_sym = {"symmetrise": symmetrise,
+                    "num_symmetries": len(allowed_symmetries(target,
+                                                             symmetrise == "axes_mirrors")),
+                    **_property_metrics(r["pred_sym"], true_phys, norm, names, target)}
     samples = None
     if n_samples:
         samples = sample_validity(model, n=n_samples, seed=seed,
@@ -433,6 +470,11 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_parity(true_phys.numpy(), pred_phys.numpy(), names, out / "parity.png")
+    figures = ["parity.png", "reconstruction.png", "latent.png"]
+    if prop_sym is not None:
+        plot_parity(true_phys.numpy(), r["pred_sym"].numpy(), names,
+                    out / "parity_symmetrised.png")
+        figures.append("parity_symmetrised.png")
     plot_reconstruction(r["logits"].numpy(), r["adj"].numpy(), r["offsets"].numpy(),
                         r["offset"].numpy(), out / "reconstruction.png")
     _plot_latent(r["mu"].numpy(), true_phys.numpy(), target, out / "latent.png")
@@ -447,12 +489,17 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                          "strict_offset_r2": geo["r2_offsets"]},
             "property": {"r2_mean": prop["r2_mean"], "r2_min": _nanmin(list(r2.values())),
                          **({"nrmse": prop["nrmse"]} if "nrmse" in prop else {})},
+            **({} if prop_sym is None else {"property_symmetrised": {
+                "symmetrise": symmetrise, "r2_mean": prop_sym["r2_mean"],
+                "r2_min": _nanmin(list(prop_sym["r2"].values())),
+                **({"nrmse": prop_sym["nrmse"]} if "nrmse" in prop_sym else {})}}),
             "validity": None if samples is None else {
                 "paper": samples["validity_paper"], "strict": samples["validity_strict"],
                 "uniqueness": samples["uniqueness"], "novelty": samples["novelty"]},
         },
-        "adjacency": adj, "geometry": geo, "property": prop, "samples": samples,
-        "figures": ["parity.png", "reconstruction.png", "latent.png"],
+        "adjacency": adj, "geometry": geo, "property": prop,
+        **({} if prop_sym is None else {"property_symmetrised": prop_sym}),
+        "samples": samples, "figures": figures,
     }
     report = _finite_or_none(report)
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -25,6 +25,12 @@ So every labelled lattice stands for up to 48 (stiffness) or 16 (curve) labelled
 permutations only, 6 or 2, unless ``mirrors=True``): the predictor then sees the symmetry of
 the physics rather than having to learn it from data.
 
+The same symmetries make a prediction exactly invariant at test time:
+:func:`symmetrised_prediction` runs a model on every symmetric copy of a lattice, maps each
+predicted label back to the lattice's own axes and averages them (the group average of the
+predictor; a model that is only approximately invariant gets better on average, and costs a
+forward pass per symmetry).
+
 A permutation ``p`` is a tuple of the axes ``(0, 1, 2)``; :data:`AXIS_PERMUTATIONS` lists all 6
 (identity first), :data:`Z_PRESERVING` the 2 that keep z. A reflection ``flip`` is a tuple of
 3 flags ``(0 or 1)``, applied after the permutation: ``x'_a = 1 - x_{p[a]}`` where
@@ -37,6 +43,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from torch_geometric.data import Batch
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import coalesce
 
@@ -46,7 +53,8 @@ from .truss import Truss
 
 __all__ = ["AXIS_PERMUTATIONS", "Z_PRESERVING", "MIRRORS", "node_map", "free_dof_map", "pair_map",
            "stiffness_map", "permute_truss", "permute_stiffness", "permute_data",
-           "allowed_permutations", "allowed_symmetries", "RandomAxisPermutation"]
+           "allowed_permutations", "allowed_symmetries", "RandomAxisPermutation",
+           "SYMMETRISATIONS", "symmetrised_prediction"]
 
 #: All 6 permutations of the axes ``(x, y, z) = (0, 1, 2)``, identity first.
 AXIS_PERMUTATIONS: tuple[tuple[int, int, int], ...] = tuple(itertools.permutations(range(3)))
@@ -349,3 +357,47 @@ class RandomAxisPermutation(BaseTransform):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(target={self.target!r}, {len(self.ops)} "
                 f"symmetries)")
+
+
+#: values of ``symmetrise`` of :func:`symmetrised_prediction` (and of the ``--symmetrise`` options
+#: of ``gnn-truss evaluate`` / ``compare``): the permutations only, or with the reflections.
+SYMMETRISATIONS = ("axes", "axes_mirrors")
+
+
+def symmetrised_prediction(model, data, normalizer, target: str = "stiffness",
+                           symmetrise: str = "axes"):
+    r"""The model's property prediction averaged over the symmetric copies of each lattice.
+
+    For every symmetry ``g = (perm, flip)`` that carries the label over
+    (:func:`allowed_symmetries`), the model predicts the label of the transformed lattice
+    (latent means, no sampling), which is mapped back to the lattice's own axes (stiffness:
+    the inverse component permutation; curves along z: unchanged) in physical units; the
+    result is the mean over the group, :math:`\frac{1}{|G|} \sum_g g^{-1} f(g x)`, exactly
+    invariant under ``G``.
+
+    Args:
+        model: a :class:`~gnn_truss.nn.TrussVAE` (its ``forward(batch, sample=False)`` gives
+            the normalised prediction ``"pred"``), in eval mode.
+        data: ``Data`` or ``Batch`` of ``B`` lattice graphs.
+        normalizer: the checkpoint's :class:`~gnn_truss.dataset.TargetNormalizer`.
+        target: ``"stiffness"`` or ``"curve"``.
+        symmetrise: ``"axes"`` (6 or 2 permutations) or ``"axes_mirrors"`` (48 or 16).
+
+    Returns:
+        ``[B, K]`` float64 tensor, the averaged prediction in physical units (``E_s``).
+    """
+    if symmetrise not in SYMMETRISATIONS:
+        raise ValueError(f"symmetrise must be one of {SYMMETRISATIONS}, got {symmetrise!r}")
+    ops = allowed_symmetries(target, symmetrise == "axes_mirrors")
+    if not isinstance(data, Batch):  # one graph: the models read batches
+        data = Batch.from_data_list([data])
+    total = None
+    with torch.no_grad():
+        for perm, flip in ops:
+            g = permute_data(data, perm, normalizer, target, flip=flip)
+            pred = normalizer.inverse(model(g, sample=False)["pred"].double())
+            if target == "stiffness":  # the copy's C9 is c[..., src]: put it back
+                back = torch.from_numpy(np.argsort(stiffness_map(perm))).to(pred.device)
+                pred = pred[:, back]
+            total = pred if total is None else total + pred
+    return total / len(ops)

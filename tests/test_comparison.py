@@ -212,6 +212,23 @@ def test_compare_checkpoints_refuses_other_data_and_bad_arguments(two_runs, tmp_
         assert m["verdict"] == "no significant difference"
 
 
+def test_compare_checkpoints_symmetrised_matches_the_symmetrised_reports(two_runs, tmp_path):
+    a, b = two_runs / "gnn" / "best.pt", two_runs / "mlp" / "best.pt"
+    res = compare_checkpoints(a, b, draws=50, symmetrise="axes")
+    assert res["symmetrise"] == "axes"
+    plain = compare_checkpoints(a, b, draws=50)
+    assert plain["symmetrise"] is None
+    for side, ck in (("a", a), ("b", b)):
+        rep = evaluate_checkpoint(ck, tmp_path / side, n_samples=0, symmetrise="axes")
+        for c in STIFFNESS_NAMES:
+            assert res["metrics"][f"R^2 {c}"][side] == pytest.approx(
+                rep["property_symmetrised"]["r2"][c], rel=1e-6)
+        # reconstruction metrics do not change
+        assert res["metrics"]["edge F1"][side] == plain["metrics"]["edge F1"][side]
+    with pytest.raises(ValueError, match="symmetrise"):
+        compare_checkpoints(a, b, symmetrise="mirrors")
+
+
 def test_compare_cli(two_runs, tmp_path, capsys):
     from gnn_truss.cli import main
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
@@ -219,6 +236,9 @@ def test_compare_cli(two_runs, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| metric | GNN | MLP | GNN - MLP | 95 % interval | verdict |" in printed
     assert (tmp_path / "paired.md").read_text() in printed
+    assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
+                 "--draws", "20", "--limit", "10", "--symmetrise", "axes"]) == 0
+    assert "property predictions symmetrised (axes)" in capsys.readouterr().out
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(tmp_path / "missing.pt")]) == 2
     assert "not found" in capsys.readouterr().err
 

@@ -256,6 +256,35 @@ def test_evaluate_checkpoint_writes_report_and_figures(trained):
     assert rep["property"]["r2"]["C11"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
+def test_evaluate_checkpoint_symmetrised_property_metrics(trained, tmp_path):
+    from torch_geometric.data import Batch
+
+    from gnn_truss.symmetry import symmetrised_prediction
+    rep = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, n_samples=0,
+                              symmetrise="axes")
+    sym = rep["property_symmetrised"]
+    assert sym["symmetrise"] == "axes" and sym["num_symmetries"] == 6
+    assert (tmp_path / "parity_symmetrised.png").read_bytes()[:4] == b"\x89PNG"
+    assert "parity_symmetrised.png" in rep["figures"]
+    assert rep["summary"]["property_symmetrised"]["r2_mean"] == sym["r2_mean"]
+    # the plain metrics are the ones of a run without it; the symmetrised ones by hand
+    plain = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path / "plain", n_samples=0)
+    assert plain["property"] == rep["property"] and "property_symmetrised" not in plain
+    ck = torch.load(trained / "run" / "best.pt", weights_only=True)
+    model = build_model(ck["config"]["model"])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    norm = TargetNormalizer.from_dict(ck["normalizer"])
+    b = Batch.from_data_list(list(TrussDataset(trained / "data", split="test", limit=300)))
+    p = symmetrised_prediction(model, b, norm, "stiffness", "axes").numpy()[:, 3]
+    t = b.stiffness.double().numpy()[:, 3]
+    expected = 1 - np.sum((t - p) ** 2) / np.sum((t - t.mean()) ** 2)
+    assert sym["r2"]["C22"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert sym["r2"]["C22"] != pytest.approx(rep["property"]["r2"]["C22"], rel=1e-6)
+    with pytest.raises(ValueError, match="symmetrise"):
+        evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, symmetrise="all")
+
+
 def test_evaluate_checkpoint_limit_and_split(trained):
     rep = evaluate_checkpoint(trained / "run" / "best.pt", trained / "eval_val", n_samples=0,
                               split="val", limit=7)

@@ -376,3 +376,64 @@ def test_random_symmetry_with_mirrors_is_seeded_and_draws_every_allowed_symmetry
     assert len(expect) == 16 and seen == expect
     torch.testing.assert_close(a.curve, batch.curve)  # curves kept by all 16
     torch.testing.assert_close(a.y, batch.y)
+
+
+# ------------------------------------------------------------------ symmetrised prediction
+def _tiny_model(num_targets: int):
+    from gnn_truss.nn import build_model
+    torch.manual_seed(0)
+    m = build_model({"encoder": "gnn", "topology": 4, "shared": 8, "geometry": 4, "hidden": 16,
+                     "layers": 2, "readout": 32, "num_targets": num_targets})
+    return m.eval()
+
+
+def _inverse(p):
+    return tuple(int(a) for a in np.argsort(p))
+
+
+def test_symmetrised_prediction_is_the_group_average_by_hand(norm):
+    from gnn_truss.symmetry import symmetrised_prediction
+    model = _tiny_model(9)
+    trusses = [octet_with_sc(20), perturbed("sc_2x2x2", 21)]
+    batch = Batch.from_data_list([labelled_graph(t, norm)[0] for t in trusses])
+    for mode, n in (("axes", 6), ("axes_mirrors", 48)):
+        got = symmetrised_prediction(model, batch, norm, "stiffness", mode)
+        # by hand: graph of each transformed lattice from scratch, its prediction put back on
+        # the original axes by the inverse permutation (independent of stiffness_map's inverse)
+        ops = allowed_symmetries("stiffness", mode == "axes_mirrors")
+        assert len(ops) == n
+        acc = np.zeros((2, 9))
+        for p, f in ops:
+            gb = Batch.from_data_list([truss_to_data(permute_truss(t, p, f)) for t in trusses])
+            with torch.no_grad():
+                pred = norm.inverse(model(gb, sample=False)["pred"].double()).numpy()
+            acc += permute_stiffness(pred, _inverse(p))
+        np.testing.assert_allclose(got.numpy(), acc / n, rtol=1e-5, atol=1e-9)
+        plain = norm.inverse(model(batch, sample=False)["pred"].double()).detach().numpy()
+        assert not np.allclose(got.numpy(), plain, rtol=1e-3)  # an untrained model is not
+        # invariant, the average is: transforming the input transforms the output exactly
+        for p, f in (((1, 2, 0), (1, 0, 1)), ((2, 1, 0), (0, 0, 0))):
+            if mode == "axes" and any(f):
+                continue
+            moved = symmetrised_prediction(model, permute_data(batch, p, norm, flip=f), norm,
+                                           "stiffness", mode)
+            np.testing.assert_allclose(moved.numpy(), permute_stiffness(got.numpy(), p),
+                                       rtol=1e-5, atol=1e-9)
+
+
+def test_symmetrised_curve_prediction_is_invariant_and_refuses_bad_modes(norm):
+    from gnn_truss.symmetry import symmetrised_prediction
+    model = _tiny_model(13)
+    curve_norm = TargetNormalizer.fit(np.abs(np.random.default_rng(3).normal(1e-3, 3e-4,
+                                                                            (40, 13))))
+    t = perturbed("octet_2x2x2", 22)
+    d = truss_to_data(t, curve=np.linspace(0.0, 1e-3, 13))
+    d.y = torch.zeros(1, 13)
+    got = symmetrised_prediction(model, d, curve_norm, "curve", "axes_mirrors")
+    assert got.shape == (1, 13)
+    for p, f in (((1, 0, 2), (0, 0, 0)), ((0, 1, 2), (1, 1, 1)), ((1, 0, 2), (0, 1, 0))):
+        moved = symmetrised_prediction(model, permute_data(d, p, curve_norm, "curve", flip=f),
+                                       curve_norm, "curve", "axes_mirrors")
+        torch.testing.assert_close(moved, got, rtol=1e-5, atol=1e-12)
+    with pytest.raises(ValueError, match="symmetrise must be one of"):
+        symmetrised_prediction(model, d, curve_norm, "curve", "mirrors")
