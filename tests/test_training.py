@@ -136,8 +136,10 @@ def test_shipped_configs_validate(name):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
     from gnn_truss.nn import build_model
     assert build_model(cfg["model"]).sizes.total == 48
-    if name.endswith("_augment") or name in ("nonlinear", "paper_gpu"):
+    if name.endswith("_augment") or name == "paper_gpu":
         assert cfg["train"]["augment"] == "axes"
+    if name in ("nonlinear", "default_mirror", "mlp_mirror"):
+        assert cfg["train"]["augment"] == "axes_mirrors"
 
 
 def test_nonlinear_config_copies_the_shipped_default_encoder_whole():
