@@ -220,6 +220,9 @@ def paired_table(result: dict) -> str:
         va, vb = _fmt(m["a"]), _fmt(m["b"])
         d, lo, hi = (_fmt(m[x], "+") for x in ("difference", "ci_low", "ci_high"))
         lines.append(f"| {k} | {va} | {vb} | {d} | [{lo}, {hi}] | {m['verdict']} |")
+    if result.get("symmetrise"):
+        lines += ["", f"Property predictions symmetrised ({result['symmetrise']}): averaged over "
+                      f"each lattice's symmetric copies (gnn_truss.symmetry)."]
     return "\n".join(lines) + "\n"
 
 

@@ -225,6 +225,8 @@ def test_compare_checkpoints_symmetrised_matches_the_symmetrised_reports(two_run
                 rep["property_symmetrised"]["r2"][c], rel=1e-6)
         # reconstruction metrics do not change
         assert res["metrics"]["edge F1"][side] == plain["metrics"]["edge F1"][side]
+    assert "symmetrised (axes)" in paired_table(res)
+    assert "symmetrised" not in paired_table(plain)
     with pytest.raises(ValueError, match="symmetrise"):
         compare_checkpoints(a, b, symmetrise="mirrors")
 
