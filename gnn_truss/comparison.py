@@ -271,10 +271,8 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or limit < 2):
         raise ValueError(f"limit must be an integer >= 2 or None, got {limit!r}")
-    from .symmetry import SYMMETRISATIONS
-    if symmetrise is not None and symmetrise not in SYMMETRISATIONS:
-        raise ValueError(f"symmetrise must be None or one of {SYMMETRISATIONS}, got "
-                         f"{symmetrise!r}")
+    from .symmetry import check_symmetrise
+    check_symmetrise(symmetrise, allow_none=True)
     model_a, ck_a = load_model(checkpoint_a)
     model_b, ck_b = load_model(checkpoint_b)
     if ck_a["fingerprint"] != ck_b["fingerprint"]:

@@ -309,10 +309,11 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
     return {k: torch.cat(v).double() for k, v in acc.items()}
 
 
-def _property_metrics(pred_phys, true_phys, norm, names, target: str) -> dict:
-    """R^2 per component (physical and normalised units), their means, and the curve NRMSE."""
+def _property_metrics(pred_phys, true_phys, pred_norm, true_norm, names, target: str) -> dict:
+    """R^2 per component in physical and in normalised units, their means, and (curves) the
+    NRMSE."""
     r2 = r2_per_component(pred_phys, true_phys, names)
-    r2n = r2_per_component(norm.transform(pred_phys), norm.transform(true_phys), names)
+    r2n = r2_per_component(pred_norm, true_norm, names)
     prop = {"r2": r2, "r2_mean": _nanmean(r2), "r2_normalized": r2n,
             "r2_normalized_mean": _nanmean(r2n)}
     if target == "curve":
@@ -431,10 +432,8 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
         raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
-    from .symmetry import SYMMETRISATIONS, allowed_symmetries
-    if symmetrise is not None and symmetrise not in SYMMETRISATIONS:
-        raise ValueError(f"symmetrise must be None or one of {SYMMETRISATIONS}, got "
-                         f"{symmetrise!r}")
+    from .symmetry import allowed_symmetries, check_symmetrise
+    check_symmetrise(symmetrise, allow_none=True)
     model, ck = load_model(checkpoint_path)
     cfg, datasets = checkpoint_datasets(ck, checkpoint_path, data_overrides)
     target = cfg["data"]["target"]
@@ -450,18 +449,15 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     true_phys = r[target]
     adj = adjacency_metrics(r["logits"], r["adj"])
     geo = position_r2(r["offsets"], r["offset"], r["adj"])
-    r2 = r2_per_component(pred_phys, true_phys, names)
-    r2n = r2_per_component(r["pred"], r["y"], names)
-    prop = {"r2": r2, "r2_mean": _nanmean(r2), "r2_normalized": r2n,
-            "r2_normalized_mean": _nanmean(r2n)}
-    if target == "curve":
-        prop["nrmse"] = nrmse_curves(pred_phys, true_phys)
+    prop = _property_metrics(pred_phys, true_phys, r["pred"], r["y"], names, target)
+    r2 = prop["r2"]
     prop_sym = None
     if symmetrise is not None:
         prop_sym = {"symmetrise": symmetrise,
                     "num_symmetries": len(allowed_symmetries(target,
                                                              symmetrise == "axes_mirrors")),
-                    **_property_metrics(r["pred_sym"], true_phys, norm, names, target)}
+                    **_property_metrics(r["pred_sym"], true_phys,
+                                        norm.transform(r["pred_sym"]), r["y"], names, target)}
     samples = None
     if n_samples:
         samples = sample_validity(model, n=n_samples, seed=seed,

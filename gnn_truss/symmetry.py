@@ -54,7 +54,7 @@ from .truss import Truss
 __all__ = ["AXIS_PERMUTATIONS", "Z_PRESERVING", "MIRRORS", "node_map", "free_dof_map", "pair_map",
            "stiffness_map", "permute_truss", "permute_stiffness", "permute_data",
            "allowed_permutations", "allowed_symmetries", "RandomAxisPermutation",
-           "SYMMETRISATIONS", "symmetrised_prediction"]
+           "SYMMETRISATIONS", "check_symmetrise", "symmetrised_prediction"]
 
 #: All 6 permutations of the axes ``(x, y, z) = (0, 1, 2)``, identity first.
 AXIS_PERMUTATIONS: tuple[tuple[int, int, int], ...] = tuple(itertools.permutations(range(3)))
@@ -84,14 +84,13 @@ def _check_flip(flip) -> tuple[int, int, int]:
     if flip is None:
         return (0, 0, 0)
     try:
-        f = tuple(int(a) for a in flip)
-    except (TypeError, ValueError):
-        raise ValueError(f"a reflection is 3 flags (0 or 1) of the reflected axes, got "
-                         f"{flip!r}") from None
-    if len(f) != 3 or any(a not in (0, 1) for a in f) or \
-            any(float(a) != float(b) for a, b in zip(flip, f)):
+        f = tuple(flip)
+        ok = len(f) == 3 and all(a in (0, 1) for a in f)
+    except (TypeError, ValueError):  # not a sequence, or of arrays
+        ok = False
+    if not ok:
         raise ValueError(f"a reflection is 3 flags (0 or 1) of the reflected axes, got {flip!r}")
-    return f
+    return tuple(int(a) for a in f)
 
 
 def _signs(f: tuple[int, int, int]) -> np.ndarray:
@@ -346,7 +345,6 @@ class RandomAxisPermutation(BaseTransform):
         self.target = target
         self.mirrors = bool(mirrors)
         self.ops = allowed_symmetries(target, self.mirrors)
-        self.perms = allowed_permutations(target)
 
     def forward(self, data):
         B = int(data.num_nodes) // ds.NUM_NODES
@@ -362,6 +360,17 @@ class RandomAxisPermutation(BaseTransform):
 #: values of ``symmetrise`` of :func:`symmetrised_prediction` (and of the ``--symmetrise`` options
 #: of ``gnn-truss evaluate`` / ``compare``): the permutations only, or with the reflections.
 SYMMETRISATIONS = ("axes", "axes_mirrors")
+
+
+def check_symmetrise(symmetrise, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` unless ``symmetrise`` is one of :data:`SYMMETRISATIONS` (or
+    ``None`` where allowed)."""
+    if symmetrise is None and allow_none:
+        return
+    if symmetrise not in SYMMETRISATIONS:
+        extra = "None or " if allow_none else ""
+        raise ValueError(f"symmetrise must be {extra}one of {SYMMETRISATIONS}, got "
+                         f"{symmetrise!r}")
 
 
 def symmetrised_prediction(model, data, normalizer, target: str = "stiffness",
@@ -386,8 +395,7 @@ def symmetrised_prediction(model, data, normalizer, target: str = "stiffness",
     Returns:
         ``[B, K]`` float64 tensor, the averaged prediction in physical units (``E_s``).
     """
-    if symmetrise not in SYMMETRISATIONS:
-        raise ValueError(f"symmetrise must be one of {SYMMETRISATIONS}, got {symmetrise!r}")
+    check_symmetrise(symmetrise)
     ops = allowed_symmetries(target, symmetrise == "axes_mirrors")
     if not isinstance(data, Batch):  # one graph: the models read batches
         data = Batch.from_data_list([data])
