@@ -257,7 +257,7 @@ def _cmd_compare(args) -> int:
     res = compare_checkpoints(args.checkpoint_a, args.checkpoint_b, out_dir=args.out,
                               names=args.names, split=args.split, limit=args.limit,
                               draws=args.draws, seed=args.seed, symmetrise=args.symmetrise)
-    sym = "" if not args.symmetrise else f", property predictions symmetrised ({args.symmetrise})"
+    sym = "" if not args.symmetrise else f", outputs symmetrised ({args.symmetrise})"
     print(f"{res['split']} split, {res['num_lattices']} lattices, {res['draws']} paired "
           f"bootstrap draws{sym}")
     print(paired_table(res), end="")
@@ -298,7 +298,7 @@ def _add_symmetrise_option(parser, what: str) -> None:
     parser.add_argument("--symmetrise", choices=("axes", "axes_mirrors"), default=None,
                         help=f"{what}: 'axes' (6 axis permutations; the 2 keeping z for "
                              f"curves) or 'axes_mirrors' (with the reflections: 48 / 16); one "
-                             f"forward pass each (gnn_truss.symmetry.symmetrised_prediction)")
+                             f"forward pass each (gnn_truss.symmetry.symmetrised_outputs)")
 
 
 def _add_data_parser(sub) -> None:
@@ -750,8 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--baseline", metavar="REPORT",
                     help="report.json of another model on the same split: also write "
                          "OUT/comparison.md, the two side by side")
-    _add_symmetrise_option(ev, "also report the property metrics of the prediction averaged "
-                               "over the lattice's symmetric copies")
+    _add_symmetrise_option(ev, "also report the reconstruction and property metrics of the "
+                               "outputs averaged over each lattice's symmetric copies")
     ev.set_defaults(func=_cmd_evaluate)
 
     cp = sub.add_parser("compare", help="paired comparison of two checkpoints on the test "
@@ -768,8 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_options(cp)
     cp.add_argument("--draws", type=int, default=1000, help="bootstrap resamples (1000)")
     cp.add_argument("--seed", type=int, default=0, help="resampling seed (0)")
-    _add_symmetrise_option(cp, "compare the property predictions averaged over each lattice's "
-                               "symmetric copies")
+    _add_symmetrise_option(cp, "compare the outputs (adjacency logits, offsets, property) "
+                               "averaged over each lattice's symmetric copies")
     cp.set_defaults(func=_cmd_compare)
 
     t = sub.add_parser("train", help="train the graph VAE and property predictor",

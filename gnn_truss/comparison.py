@@ -221,17 +221,20 @@ def paired_table(result: dict) -> str:
         d, lo, hi = (_fmt(m[x], "+") for x in ("difference", "ci_low", "ci_high"))
         lines.append(f"| {k} | {va} | {vb} | {d} | [{lo}, {hi}] | {m['verdict']} |")
     if result.get("symmetrise"):
-        lines += ["", f"Property predictions symmetrised ({result['symmetrise']}): averaged over "
-                      f"each lattice's symmetric copies (gnn_truss.symmetry)."]
+        lines += ["", f"Outputs symmetrised ({result['symmetrise']}): the adjacency logits, "
+                      f"offsets and property predictions averaged over each lattice's "
+                      f"symmetric copies (gnn_truss.symmetry.symmetrised_outputs)."]
     return "\n".join(lines) + "\n"
 
 
 def _model_outputs(model, data, target: str, norm, symmetrise=None) -> dict:
     from .evaluation import _run_split
     r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm)
-    pred = norm.inverse(r["pred"]) if symmetrise is None else r["pred_sym"]
-    return {"logits": r["logits"], "adj": r["adj"], "offsets": r["offsets"],
-            "offset": r["offset"], "pred": pred, "true": r[target]}
+    if symmetrise is None:
+        return {"logits": r["logits"], "adj": r["adj"], "offsets": r["offsets"],
+                "offset": r["offset"], "pred": norm.inverse(r["pred"]), "true": r[target]}
+    return {"logits": r["logits_sym"], "adj": r["adj"], "offsets": r["offsets_sym"],
+            "offset": r["offset"], "pred": r["pred_sym"], "true": r[target]}
 
 
 def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
@@ -250,9 +253,10 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         names: two display names (default: the checkpoints' folder names, or ``A``/``B``).
         split, limit, data_overrides: as :func:`gnn_truss.evaluation.evaluate_checkpoint`.
         draws, seed, level: of :func:`paired_bootstrap`.
-        symmetrise: compare the symmetrised property predictions of both models
-            (:func:`gnn_truss.symmetry.symmetrised_prediction`, ``"axes"`` or
-            ``"axes_mirrors"``) instead of the plain ones; the other metrics are unchanged.
+        symmetrise: compare the symmetrised outputs of both models (adjacency logits, offsets
+            and property predictions averaged over each lattice's symmetric copies,
+            :func:`gnn_truss.symmetry.symmetrised_outputs`, ``"axes"`` or
+            ``"axes_mirrors"``) instead of the plain ones.
 
     Returns:
         ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "draws",

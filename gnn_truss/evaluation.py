@@ -286,16 +286,16 @@ def _split_hashes(dataset) -> set:
 @torch.no_grad()
 def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=None,
                normalizer=None) -> dict:
-    """The model's outputs on a dataset, in order; with ``symmetrise`` also ``"pred_sym"``, the
-    symmetrised prediction in physical units (:func:`gnn_truss.symmetry.symmetrised_prediction`,
-    needs ``normalizer``)."""
+    """The model's outputs on a dataset, in order; with ``symmetrise`` also ``"pred_sym"``
+    (physical units), ``"logits_sym"`` and ``"offsets_sym"``, the outputs averaged over the
+    symmetric copies (:func:`gnn_truss.symmetry.symmetrised_outputs`, needs ``normalizer``)."""
     from torch_geometric.loader import DataLoader
     device = next(model.parameters()).device
     keys = ("mu", "logits", "offsets", "pred", "adj", "offset", "y", target)
+    sym_keys = ("pred", "logits", "offsets") if symmetrise is not None else ()
     if symmetrise is not None:
-        from .symmetry import symmetrised_prediction
-        keys = keys + ("pred_sym",)
-    acc: dict = {k: [] for k in keys}
+        from .symmetry import symmetrised_outputs
+    acc: dict = {k: [] for k in keys + tuple(f"{k}_sym" for k in sym_keys)}
     for b in DataLoader(dataset, batch_size=batch_size):
         b = b.to(device)
         out = model(b, sample=False)
@@ -304,8 +304,9 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
         for k in ("adj", "offset", "y", target):
             acc[k].append(b[k].cpu())
         if symmetrise is not None:
-            acc["pred_sym"].append(symmetrised_prediction(model, b, normalizer, target,
-                                                          symmetrise).cpu())
+            sym = symmetrised_outputs(model, b, normalizer, target, symmetrise)
+            for k in sym_keys:
+                acc[f"{k}_sym"].append(sym[k].cpu())
     return {k: torch.cat(v).double() for k, v in acc.items()}
 
 
@@ -408,10 +409,12 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             against evaluating on other data.
         fe_check: FE check in strict sample validity.
         seed: seed of the prior samples.
-        symmetrise: also report the property metrics of the symmetrised prediction
-            (:func:`gnn_truss.symmetry.symmetrised_prediction`: ``"axes"`` or
-            ``"axes_mirrors"``) under ``"property_symmetrised"``, beside the plain ones, and
-            plot them in ``parity_symmetrised.png``. (default: ``None``, plain only)
+        symmetrise: also report the metrics of the outputs averaged over the symmetric copies
+            of each lattice (:func:`gnn_truss.symmetry.symmetrised_outputs`: ``"axes"`` or
+            ``"axes_mirrors"``) under ``"adjacency_symmetrised"``,
+            ``"geometry_symmetrised"`` and ``"property_symmetrised"``, beside the plain ones,
+            and plot the property in ``parity_symmetrised.png``. (default: ``None``, plain
+            only)
 
     Returns:
         The report dict (as written to ``report.json``; non-finite numbers become ``None``).
@@ -451,13 +454,16 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     geo = position_r2(r["offsets"], r["offset"], r["adj"])
     prop = _property_metrics(pred_phys, true_phys, r["pred"], r["y"], names, target)
     r2 = prop["r2"]
-    prop_sym = None
+    prop_sym = adj_sym = geo_sym = None
     if symmetrise is not None:
-        prop_sym = {"symmetrise": symmetrise,
-                    "num_symmetries": len(allowed_symmetries(target,
-                                                             symmetrise == "axes_mirrors")),
+        n_sym = len(allowed_symmetries(target, symmetrise == "axes_mirrors"))
+        prop_sym = {"symmetrise": symmetrise, "num_symmetries": n_sym,
                     **_property_metrics(r["pred_sym"], true_phys,
                                         norm.transform(r["pred_sym"]), r["y"], names, target)}
+        adj_sym = {"symmetrise": symmetrise, "num_symmetries": n_sym,
+                   **adjacency_metrics(r["logits_sym"], r["adj"])}
+        geo_sym = {"symmetrise": symmetrise, "num_symmetries": n_sym,
+                   **position_r2(r["offsets_sym"], r["offset"], r["adj"])}
     samples = None
     if n_samples:
         samples = sample_validity(model, n=n_samples, seed=seed,
@@ -485,16 +491,28 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                          "strict_offset_r2": geo["r2_offsets"]},
             "property": {"r2_mean": prop["r2_mean"], "r2_min": _nanmin(list(r2.values())),
                          **({"nrmse": prop["nrmse"]} if "nrmse" in prop else {})},
-            **({} if prop_sym is None else {"property_symmetrised": {
-                "symmetrise": symmetrise, "r2_mean": prop_sym["r2_mean"],
-                "r2_min": _nanmin(list(prop_sym["r2"].values())),
-                **({"nrmse": prop_sym["nrmse"]} if "nrmse" in prop_sym else {})}}),
+            **({} if prop_sym is None else {
+                "adjacency_symmetrised": {"symmetrise": symmetrise,
+                                          "paper_accuracy": adj_sym["accuracy_paper"],
+                                          "strict_exact_match": adj_sym["exact_match"],
+                                          "edge_f1": adj_sym["edge_f1"]},
+                "geometry_symmetrised": {"symmetrise": symmetrise,
+                                         "paper_position_r2": _nanmin([geo_sym["r2_x"],
+                                                                       geo_sym["r2_y"],
+                                                                       geo_sym["r2_z"]]),
+                                         "strict_offset_r2": geo_sym["r2_offsets"]},
+                "property_symmetrised": {
+                    "symmetrise": symmetrise, "r2_mean": prop_sym["r2_mean"],
+                    "r2_min": _nanmin(list(prop_sym["r2"].values())),
+                    **({"nrmse": prop_sym["nrmse"]} if "nrmse" in prop_sym else {})}}),
             "validity": None if samples is None else {
                 "paper": samples["validity_paper"], "strict": samples["validity_strict"],
                 "uniqueness": samples["uniqueness"], "novelty": samples["novelty"]},
         },
         "adjacency": adj, "geometry": geo, "property": prop,
-        **({} if prop_sym is None else {"property_symmetrised": prop_sym}),
+        **({} if prop_sym is None else {"adjacency_symmetrised": adj_sym,
+                                        "geometry_symmetrised": geo_sym,
+                                        "property_symmetrised": prop_sym}),
         "samples": samples, "figures": figures,
     }
     report = _finite_or_none(report)
@@ -516,6 +534,13 @@ COMPARED_METRICS = (
     ("offset R^2 (used nodes)", ("geometry", "r2_offsets"), True),
     ("property R^2 mean", ("property", "r2_mean"), True),
     ("curve NRMSE", ("property", "nrmse"), False),
+    ("adjacency accuracy (paper), symmetrised", ("adjacency_symmetrised", "accuracy_paper"),
+     True),
+    ("exact-lattice match, symmetrised", ("adjacency_symmetrised", "exact_match"), True),
+    ("edge F1, symmetrised", ("adjacency_symmetrised", "edge_f1"), True),
+    ("offset R^2 (used nodes), symmetrised", ("geometry_symmetrised", "r2_offsets"), True),
+    ("property R^2 mean, symmetrised", ("property_symmetrised", "r2_mean"), True),
+    ("curve NRMSE, symmetrised", ("property_symmetrised", "nrmse"), False),
     ("validity (paper)", ("samples", "validity_paper"), True),
     ("validity (strict)", ("samples", "validity_strict"), True),
     ("uniqueness", ("samples", "uniqueness"), True),

@@ -44,7 +44,7 @@ from .truss import Truss
 
 __all__ = ["GROUPS", "PATH_PROPERTIES", "RepairReport", "light_repair", "topology_hash",
            "corpus_hashes", "corpus_fingerprint", "load_model", "encode_lattices",
-           "encode_lattice", "decode_latents", "lerp", "slerp", "group_slice",
+           "encode_lattice", "decode_latents", "reconstruct_lattices", "lerp", "slerp", "group_slice",
            "axis_sensitivity", "LatentPath", "evaluate_path", "interpolate", "traverse",
            "SampleResult", "sample"]
 
@@ -279,6 +279,48 @@ def decode_latents(model, z, threshold: float = 0.5, batch_size: int = 1024) -> 
     for s in range(0, len(z), batch_size):
         logits, offsets = model.decode(z[s:s + batch_size].to(_device(model)))
         out += decode_trusses(logits - shift, offsets)
+    return out
+
+
+@torch.no_grad()
+def reconstruct_lattices(model, trusses, symmetrise: str | None = None,
+                         batch_size: int = 256) -> list[Truss]:
+    """The model's reconstructions of lattices: the decoded latent means (adjacency
+    ``logit > 0``, offsets clipped and zeroed on unused nodes,
+    :func:`gnn_truss.evaluation.decode_trusses`).
+
+    With ``symmetrise`` (``"axes"``: the 6 axis permutations, ``"axes_mirrors"``: all 48
+    symmetries of the cube) every symmetric copy of a lattice is encoded and decoded, and the
+    adjacency logits and offsets, mapped back to the lattice's own axes, are averaged before
+    decoding (:func:`gnn_truss.symmetry.symmetrised_outputs`): one forward pass per copy, far
+    fewer wrong beams (``docs/training.md``), but no longer the decoding of one latent point.
+
+    Args:
+        model: a :class:`~gnn_truss.nn.TrussVAE`.
+        trusses: sequence of ``B`` :class:`Truss`.
+        symmetrise: ``None`` (default), ``"axes"`` or ``"axes_mirrors"``.
+        batch_size: lattices per forward pass.
+
+    Returns:
+        ``B`` :class:`Truss`.
+    """
+    from torch_geometric.data import Batch
+
+    from .evaluation import decode_trusses
+    from .graph import truss_to_data
+    from .symmetry import check_symmetrise, symmetrised_outputs
+    check_symmetrise(symmetrise, allow_none=True)
+    trusses = list(trusses)
+    model.eval()
+    out: list[Truss] = []
+    for s in range(0, len(trusses), batch_size):
+        batch = Batch.from_data_list([truss_to_data(t) for t in trusses[s:s + batch_size]])
+        batch = batch.to(_device(model))
+        if symmetrise is None:
+            r = model(batch, sample=False)
+        else:
+            r = symmetrised_outputs(model, batch, None, "stiffness", symmetrise)
+        out += decode_trusses(r["logits"], r["offsets"])
     return out
 
 

@@ -29,7 +29,9 @@ The same symmetries make a prediction exactly invariant at test time:
 :func:`symmetrised_prediction` runs a model on every symmetric copy of a lattice, maps each
 predicted label back to the lattice's own axes and averages them (the group average of the
 predictor; a model that is only approximately invariant gets better on average, and costs a
-forward pass per symmetry).
+forward pass per symmetry). :func:`symmetrised_outputs` does the same for the reconstruction:
+the adjacency logits and offsets of every copy, mapped back and averaged, are an exactly
+equivariant self-ensemble of the autoencoder.
 
 A permutation ``p`` is a tuple of the axes ``(0, 1, 2)``; :data:`AXIS_PERMUTATIONS` lists all 6
 (identity first), :data:`Z_PRESERVING` the 2 that keep z. A reflection ``flip`` is a tuple of
@@ -54,7 +56,8 @@ from .truss import Truss
 __all__ = ["AXIS_PERMUTATIONS", "Z_PRESERVING", "MIRRORS", "node_map", "free_dof_map", "pair_map",
            "stiffness_map", "permute_truss", "permute_stiffness", "permute_data",
            "allowed_permutations", "allowed_symmetries", "RandomAxisPermutation",
-           "SYMMETRISATIONS", "check_symmetrise", "symmetrised_prediction"]
+           "SYMMETRISATIONS", "check_symmetrise", "symmetrised_outputs",
+           "symmetrised_prediction"]
 
 #: All 6 permutations of the axes ``(x, y, z) = (0, 1, 2)``, identity first.
 AXIS_PERMUTATIONS: tuple[tuple[int, int, int], ...] = tuple(itertools.permutations(range(3)))
@@ -373,39 +376,78 @@ def check_symmetrise(symmetrise, allow_none: bool = False) -> None:
                          f"{symmetrise!r}")
 
 
-def symmetrised_prediction(model, data, normalizer, target: str = "stiffness",
-                           symmetrise: str = "axes"):
-    r"""The model's property prediction averaged over the symmetric copies of each lattice.
+def symmetrised_outputs(model, data, normalizer, target: str = "stiffness",
+                        symmetrise: str = "axes") -> dict:
+    r"""The model's outputs averaged over the symmetric copies of each lattice.
 
     For every symmetry ``g = (perm, flip)`` that carries the label over
-    (:func:`allowed_symmetries`), the model predicts the label of the transformed lattice
-    (latent means, no sampling), which is mapped back to the lattice's own axes (stiffness:
-    the inverse component permutation; curves along z: unchanged) in physical units; the
-    result is the mean over the group, :math:`\frac{1}{|G|} \sum_g g^{-1} f(g x)`, exactly
-    invariant under ``G``.
+    (:func:`allowed_symmetries`), the model is run on the transformed lattice (latent means, no
+    sampling) and each output is mapped back to the lattice's own axes:
+
+    * ``"pred"``: the property prediction in physical units (stiffness: the inverse component
+      permutation; curves along z: unchanged);
+    * ``"logits"``: the adjacency logits, each node pair's logit read at the pair it went to
+      (:func:`pair_map`);
+    * ``"offsets"``: the free-dof offsets, each dof read at the dof it went to
+      (:func:`free_dof_map`), with the reflection's sign undone.
+
+    Each is the mean over the group, :math:`\frac{1}{|G|} \sum_g g^{-1} f(g x)`: the
+    prediction is exactly invariant under ``G`` and the reconstruction exactly equivariant
+    (the reconstruction of a transformed lattice is the transformed reconstruction). The
+    logits are averaged as logits, so the decoded adjacency (``logit > 0``) is that of the
+    geometric mean of the odds: a vote of the copies weighted by their confidence. The result
+    is no longer one latent point's decoding; it is the self-ensemble of ``|G|`` passes.
 
     Args:
         model: a :class:`~gnn_truss.nn.TrussVAE` (its ``forward(batch, sample=False)`` gives
-            the normalised prediction ``"pred"``), in eval mode.
+            ``"pred"`` (normalised), ``"logits"`` and ``"offsets"``), in eval mode.
         data: ``Data`` or ``Batch`` of ``B`` lattice graphs.
-        normalizer: the checkpoint's :class:`~gnn_truss.dataset.TargetNormalizer`.
-        target: ``"stiffness"`` or ``"curve"``.
+        normalizer: the checkpoint's :class:`~gnn_truss.dataset.TargetNormalizer`, or
+            ``None`` for the reconstruction only (graphs without a label ``y``; no ``"pred"``).
+        target: ``"stiffness"`` or ``"curve"`` (selects the group, see
+            :func:`allowed_symmetries`).
         symmetrise: ``"axes"`` (6 or 2 permutations) or ``"axes_mirrors"`` (48 or 16).
 
     Returns:
-        ``[B, K]`` float64 tensor, the averaged prediction in physical units (``E_s``).
+        ``{"pred": [B, K] float64 (E_s), "logits": [B, 351] float64, "offsets": [B, 27]
+        float64}`` (``"pred"`` only with a ``normalizer``).
     """
     check_symmetrise(symmetrise)
     ops = allowed_symmetries(target, symmetrise == "axes_mirrors")
     if not isinstance(data, Batch):  # one graph: the models read batches
         data = Batch.from_data_list([data])
-    total = None
+    total: dict = {}
     with torch.no_grad():
         for perm, flip in ops:
             g = permute_data(data, perm, normalizer, target, flip=flip)
-            pred = normalizer.inverse(model(g, sample=False)["pred"].double())
-            if target == "stiffness":  # the copy's C9 is c[..., src]: put it back
-                back = torch.from_numpy(np.argsort(stiffness_map(perm))).to(pred.device)
-                pred = pred[:, back]
-            total = pred if total is None else total + pred
-    return total / len(ops)
+            out = model(g, sample=False)
+            device = out["logits"].device
+            _, dofs, pairs, _, signs = (torch.tensor(m, device=device)
+                                        for m in _maps(_check_perm(perm), _check_flip(flip)))
+            back = {"logits": out["logits"].double()[:, pairs],  # new[pairs[t]] = old[t]
+                    "offsets": out["offsets"].double()[:, dofs] * signs}
+            if normalizer is not None:
+                pred = normalizer.inverse(out["pred"].double())
+                if target == "stiffness":  # the copy's C9 is c[..., src]: put it back
+                    pred = pred[:, torch.tensor(np.argsort(stiffness_map(perm)), device=device)]
+                back["pred"] = pred
+            for k, v in back.items():
+                total[k] = v if k not in total else total[k] + v
+    return {k: v / len(ops) for k, v in total.items()}
+
+
+def symmetrised_prediction(model, data, normalizer, target: str = "stiffness",
+                           symmetrise: str = "axes"):
+    r"""The model's property prediction averaged over the symmetric copies of each lattice:
+    the ``"pred"`` of :func:`symmetrised_outputs`, ``[B, K]`` float64 in physical units
+    (``E_s``), exactly invariant under the group.
+
+    For every symmetry ``g = (perm, flip)`` that carries the label over
+    (:func:`allowed_symmetries`), the model predicts the label of the transformed lattice
+    (latent means, no sampling), which is mapped back to the lattice's own axes (stiffness:
+    the inverse component permutation; curves along z: unchanged) in physical units; the
+    result is the mean over the group, :math:`\frac{1}{|G|} \sum_g g^{-1} f(g x)`.
+
+    Args: as :func:`symmetrised_outputs`.
+    """
+    return symmetrised_outputs(model, data, normalizer, target, symmetrise)["pred"]

@@ -223,8 +223,11 @@ def test_compare_checkpoints_symmetrised_matches_the_symmetrised_reports(two_run
         for c in STIFFNESS_NAMES:
             assert res["metrics"][f"R^2 {c}"][side] == pytest.approx(
                 rep["property_symmetrised"]["r2"][c], rel=1e-6)
-        # reconstruction metrics do not change
-        assert res["metrics"]["edge F1"][side] == plain["metrics"]["edge F1"][side]
+        # the reconstruction metrics are those of the symmetrised outputs too
+        assert res["metrics"]["edge F1"][side] == pytest.approx(
+            rep["adjacency_symmetrised"]["edge_f1"], rel=1e-9)
+        assert res["metrics"]["exact-lattice match"][side] == pytest.approx(
+            rep["adjacency_symmetrised"]["exact_match"], rel=1e-9)
     assert "symmetrised (axes)" in paired_table(res)
     assert "symmetrised" not in paired_table(plain)
     with pytest.raises(ValueError, match="symmetrise"):
@@ -240,7 +243,7 @@ def test_compare_cli(two_runs, tmp_path, capsys):
     assert (tmp_path / "paired.md").read_text() in printed
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
                  "--draws", "20", "--limit", "10", "--symmetrise", "axes"]) == 0
-    assert "property predictions symmetrised (axes)" in capsys.readouterr().out
+    assert "outputs symmetrised (axes)" in capsys.readouterr().out
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(tmp_path / "missing.pt")]) == 2
     assert "not found" in capsys.readouterr().err
 

@@ -281,6 +281,18 @@ def test_evaluate_checkpoint_symmetrised_property_metrics(trained, tmp_path):
     expected = 1 - np.sum((t - p) ** 2) / np.sum((t - t.mean()) ** 2)
     assert sym["r2"]["C22"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert sym["r2"]["C22"] != pytest.approx(rep["property"]["r2"]["C22"], rel=1e-6)
+    # the symmetrised reconstruction: exact match by hand from the averaged outputs
+    from gnn_truss.symmetry import symmetrised_outputs
+    out = symmetrised_outputs(model, b, norm, "stiffness", "axes")
+    exact = np.mean(np.all((out["logits"].numpy() > 0) == (b.adj.numpy() > 0.5), axis=1))
+    adj_sym = rep["adjacency_symmetrised"]
+    assert adj_sym["symmetrise"] == "axes" and adj_sym["num_symmetries"] == 6
+    assert adj_sym["exact_match"] == pytest.approx(exact, abs=1e-12)
+    assert rep["summary"]["adjacency_symmetrised"]["strict_exact_match"] == adj_sym["exact_match"]
+    assert rep["adjacency"] == plain["adjacency"] and "adjacency_symmetrised" not in plain
+    geo = rep["geometry_symmetrised"]
+    assert geo["r2_x"] != pytest.approx(rep["geometry"]["r2_x"], rel=1e-9)
+    assert 0.0 < rep["summary"]["geometry_symmetrised"]["paper_position_r2"] <= 1.0
     with pytest.raises(ValueError, match="symmetrise"):
         evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, symmetrise="all")
 

@@ -33,6 +33,7 @@ from gnn_truss.exploration import (
     lerp,
     light_repair,
     load_model,
+    reconstruct_lattices,
     sample,
     slerp,
     topology_hash,
@@ -245,6 +246,32 @@ def test_encode_batch_matches_single_and_decode_threshold(random_model):
         decode_latents(random_model, mu, threshold=1.0)
     with pytest.raises(ValueError, match="z must be"):
         decode_latents(random_model, mu[:, :3])
+
+
+def test_reconstruct_lattices_plain_and_symmetrised(random_model):
+    from gnn_truss.symmetry import permute_truss
+    rng = np.random.default_rng(5)
+    ts = [Truss.elementary(n) for n in NAMED]
+    ts = [t.with_offsets(ds.unpack_offsets(rng.uniform(-0.1, 0.1, 27)) * t.used[:, None])
+          for t in ts]
+    plain = reconstruct_lattices(random_model, ts)
+    for a, b in zip(plain, decode_latents(random_model, encode_lattices(random_model, ts))):
+        assert np.array_equal(a.adjacency, b.adjacency)
+        np.testing.assert_allclose(a.offsets, b.offsets, atol=1e-6)
+    sym = reconstruct_lattices(random_model, ts, symmetrise="axes_mirrors", batch_size=2)
+    assert sum(not np.array_equal(a.adjacency, b.adjacency) or not np.allclose(
+        a.offsets, b.offsets, atol=1e-4) for a, b in zip(sym, plain)) > 0
+    # equivariant: the reconstruction of a mirrored, permuted lattice is the mirrored,
+    # permuted reconstruction (an untrained model is not)
+    g = ((2, 0, 1), (1, 1, 0))
+    moved = reconstruct_lattices(random_model, [permute_truss(t, *g) for t in ts],
+                                 symmetrise="axes_mirrors")
+    for a, b in zip(moved, sym):
+        want = permute_truss(b, *g)
+        assert np.array_equal(a.adjacency, want.adjacency)
+        np.testing.assert_allclose(a.offsets, want.offsets, atol=1e-6)
+    with pytest.raises(ValueError, match="symmetrise"):
+        reconstruct_lattices(random_model, ts, symmetrise="mirrors")
 
 
 # --------------------------------------------------------------------------- interpolation

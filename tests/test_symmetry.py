@@ -437,3 +437,70 @@ def test_symmetrised_curve_prediction_is_invariant_and_refuses_bad_modes(norm):
         torch.testing.assert_close(moved, got, rtol=1e-5, atol=1e-12)
     with pytest.raises(ValueError, match="symmetrise must be one of"):
         symmetrised_prediction(model, d, curve_norm, "curve", "mirrors")
+
+
+# ------------------------------------------------------------------ symmetrised reconstruction
+def _grid_map(p, f) -> np.ndarray:
+    """``[27]`` new node of each old node, from the grid coordinates (not ``node_map``)."""
+    g = ds.NODE_GRID[:, list(p)]
+    g = np.where(np.asarray(f, dtype=bool), 1.0 - g, g)
+    return np.array([int(np.flatnonzero(np.all(np.isclose(ds.NODE_GRID, r), axis=1))[0])
+                     for r in g])
+
+
+def _square(logits: np.ndarray) -> np.ndarray:
+    """``[B, 351]`` pair values -> symmetric ``[B, 27, 27]`` (zero diagonal)."""
+    out = np.zeros((len(logits), ds.NUM_NODES, ds.NUM_NODES))
+    out[:, ds.TRIU_I, ds.TRIU_J] = logits
+    return out + out.transpose(0, 2, 1)
+
+
+def test_symmetrised_reconstruction_is_the_group_average_by_hand(norm):
+    from gnn_truss.symmetry import symmetrised_outputs, symmetrised_prediction
+    model = _tiny_model(9)
+    trusses = [octet_with_sc(23), perturbed("sc_2x2x2", 24)]
+    batch = Batch.from_data_list([labelled_graph(t, norm)[0] for t in trusses])
+    for mode in ("axes", "axes_mirrors"):
+        got = symmetrised_outputs(model, batch, norm, "stiffness", mode)
+        assert got["logits"].shape == (2, 351) and got["offsets"].shape == (2, 27)
+        torch.testing.assert_close(got["pred"],
+                                   symmetrised_prediction(model, batch, norm, "stiffness", mode))
+        ops = allowed_symmetries("stiffness", mode == "axes_mirrors")
+        adj_sum = np.zeros((2, 27, 27))
+        off_sum = np.zeros((2, 27, 3))
+        for p, f in ops:
+            gb = Batch.from_data_list([truss_to_data(permute_truss(t, p, f)) for t in trusses])
+            with torch.no_grad():
+                out = model(gb, sample=False)
+            m = _grid_map(p, f)
+            new_adj = _square(out["logits"].double().numpy())
+            adj_sum += new_adj[:, m][:, :, m]  # old pair (i, j) sits at (m[i], m[j])
+            new_off = ds.unpack_offsets(out["offsets"].double().numpy())  # [B, 27, 3]
+            inv = np.argsort(p)  # old axis b is new axis inv[b], reflected if f[inv[b]]
+            off_sum += new_off[:, m][:, :, inv] * np.where(np.asarray(f)[inv] == 1, -1.0, 1.0)
+        np.testing.assert_allclose(_square(got["logits"].numpy()), adj_sum / len(ops),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ds.unpack_offsets(got["offsets"].numpy()),
+                                   off_sum / len(ops) * ds.FREE_DOF_MASK, rtol=1e-5, atol=1e-7)
+        plain = model(batch, sample=False)["logits"].detach().double().numpy()
+        assert not np.allclose(got["logits"].numpy(), plain, rtol=1e-3)  # untrained: not equivariant
+
+
+def test_symmetrised_reconstruction_is_equivariant(norm):
+    """The reconstruction of a transformed lattice is the transformed reconstruction."""
+    from gnn_truss.symmetry import symmetrised_outputs
+    model = _tiny_model(9)
+    t = octet_with_sc(25)
+    d = labelled_graph(t, norm)[0]
+    got = symmetrised_outputs(model, d, norm, "stiffness", "axes_mirrors")
+    rec = Truss(ds.triu_to_adjacency((got["logits"].numpy()[0] > 0).astype(np.uint8)),
+                ds.unpack_offsets(got["offsets"].numpy()[0]))
+    for p, f in (((1, 2, 0), (1, 0, 1)), ((2, 1, 0), (0, 1, 0)), ((0, 1, 2), (1, 1, 1))):
+        moved = symmetrised_outputs(model, permute_data(d, p, norm, flip=f), norm, "stiffness",
+                                    "axes_mirrors")
+        m = _grid_map(p, f)
+        np.testing.assert_allclose(_square(moved["logits"].numpy())[0][np.ix_(m, m)],
+                                   _square(got["logits"].numpy())[0], rtol=1e-5, atol=1e-6)
+        want = permute_truss(rec, p, f)
+        np.testing.assert_allclose(ds.unpack_offsets(moved["offsets"].numpy()[0]),
+                                   want.offsets, rtol=1e-5, atol=1e-7)
