@@ -136,9 +136,10 @@ def test_shipped_configs_validate(name):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
     from gnn_truss.nn import build_model
     assert build_model(cfg["model"]).sizes.total == 48
-    if name.endswith("_augment") or name == "paper_gpu":
+    if name.endswith("_augment"):
         assert cfg["train"]["augment"] == "axes"
-    if name in ("nonlinear", "default_mirror", "mlp_mirror"):
+    if name in ("nonlinear", "paper_gpu", "default_mirror", "mlp_mirror", "default_lowbeta",
+                "mlp_lowbeta"):
         assert cfg["train"]["augment"] == "axes_mirrors"
 
 
