@@ -291,10 +291,9 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
     symmetric copies (:func:`gnn_truss.symmetry.symmetrised_outputs`, needs ``normalizer``)."""
     from torch_geometric.loader import DataLoader
     device = next(model.parameters()).device
+    from .symmetry import symmetrised_outputs
     keys = ("mu", "logits", "offsets", "pred", "adj", "offset", "y", target)
     sym_keys = ("pred", "logits", "offsets") if symmetrise is not None else ()
-    if symmetrise is not None:
-        from .symmetry import symmetrised_outputs
     acc: dict = {k: [] for k in keys + tuple(f"{k}_sym" for k in sym_keys)}
     for b in DataLoader(dataset, batch_size=batch_size):
         b = b.to(device)
@@ -320,6 +319,19 @@ def _property_metrics(pred_phys, true_phys, pred_norm, true_norm, names, target:
     if target == "curve":
         prop["nrmse"] = nrmse_curves(pred_phys, true_phys)
     return prop
+
+
+def _summary(adj: dict, geo: dict, prop: dict) -> dict:
+    """The report's ``summary`` entries of one set of outputs: the paper's definition beside
+    the strict one."""
+    return {
+        "adjacency": {"paper_accuracy": adj["accuracy_paper"],
+                      "strict_exact_match": adj["exact_match"], "edge_f1": adj["edge_f1"]},
+        "geometry": {"paper_position_r2": _nanmin([geo["r2_x"], geo["r2_y"], geo["r2_z"]]),
+                     "strict_offset_r2": geo["r2_offsets"]},
+        "property": {"r2_mean": prop["r2_mean"], "r2_min": _nanmin(list(prop["r2"].values())),
+                     **({"nrmse": prop["nrmse"]} if "nrmse" in prop else {})},
+    }
 
 
 def _plot_latent(mu: np.ndarray, labels: np.ndarray, target: str, path: Path):
@@ -453,17 +465,15 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     adj = adjacency_metrics(r["logits"], r["adj"])
     geo = position_r2(r["offsets"], r["offset"], r["adj"])
     prop = _property_metrics(pred_phys, true_phys, r["pred"], r["y"], names, target)
-    r2 = prop["r2"]
     prop_sym = adj_sym = geo_sym = None
     if symmetrise is not None:
-        n_sym = len(allowed_symmetries(target, symmetrise == "axes_mirrors"))
-        prop_sym = {"symmetrise": symmetrise, "num_symmetries": n_sym,
-                    **_property_metrics(r["pred_sym"], true_phys,
-                                        norm.transform(r["pred_sym"]), r["y"], names, target)}
-        adj_sym = {"symmetrise": symmetrise, "num_symmetries": n_sym,
-                   **adjacency_metrics(r["logits_sym"], r["adj"])}
-        geo_sym = {"symmetrise": symmetrise, "num_symmetries": n_sym,
-                   **position_r2(r["offsets_sym"], r["offset"], r["adj"])}
+        tag = {"symmetrise": symmetrise,
+               "num_symmetries": len(allowed_symmetries(target, symmetrise == "axes_mirrors"))}
+        prop_sym = {**tag, **_property_metrics(r["pred_sym"], true_phys,
+                                               norm.transform(r["pred_sym"]), r["y"], names,
+                                               target)}
+        adj_sym = {**tag, **adjacency_metrics(r["logits_sym"], r["adj"])}
+        geo_sym = {**tag, **position_r2(r["offsets_sym"], r["offset"], r["adj"])}
     samples = None
     if n_samples:
         samples = sample_validity(model, n=n_samples, seed=seed,
@@ -484,27 +494,10 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         "checkpoint": str(checkpoint_path), "epoch": ck.get("epoch"), "split": split,
         "num_lattices": len(data), "target": target, "fingerprint": ck["fingerprint"],
         "summary": {  # paper definition | strict definition, side by side
-            "adjacency": {"paper_accuracy": adj["accuracy_paper"],
-                          "strict_exact_match": adj["exact_match"],
-                          "edge_f1": adj["edge_f1"]},
-            "geometry": {"paper_position_r2": _nanmin([geo["r2_x"], geo["r2_y"], geo["r2_z"]]),
-                         "strict_offset_r2": geo["r2_offsets"]},
-            "property": {"r2_mean": prop["r2_mean"], "r2_min": _nanmin(list(r2.values())),
-                         **({"nrmse": prop["nrmse"]} if "nrmse" in prop else {})},
+            **_summary(adj, geo, prop),
             **({} if prop_sym is None else {
-                "adjacency_symmetrised": {"symmetrise": symmetrise,
-                                          "paper_accuracy": adj_sym["accuracy_paper"],
-                                          "strict_exact_match": adj_sym["exact_match"],
-                                          "edge_f1": adj_sym["edge_f1"]},
-                "geometry_symmetrised": {"symmetrise": symmetrise,
-                                         "paper_position_r2": _nanmin([geo_sym["r2_x"],
-                                                                       geo_sym["r2_y"],
-                                                                       geo_sym["r2_z"]]),
-                                         "strict_offset_r2": geo_sym["r2_offsets"]},
-                "property_symmetrised": {
-                    "symmetrise": symmetrise, "r2_mean": prop_sym["r2_mean"],
-                    "r2_min": _nanmin(list(prop_sym["r2"].values())),
-                    **({"nrmse": prop_sym["nrmse"]} if "nrmse" in prop_sym else {})}}),
+                f"{k}_symmetrised": {"symmetrise": symmetrise, **v}
+                for k, v in _summary(adj_sym, geo_sym, prop_sym).items()}),
             "validity": None if samples is None else {
                 "paper": samples["validity_paper"], "strict": samples["validity_strict"],
                 "uniqueness": samples["uniqueness"], "novelty": samples["novelty"]},

@@ -44,8 +44,8 @@ from .truss import Truss
 
 __all__ = ["GROUPS", "PATH_PROPERTIES", "RepairReport", "light_repair", "topology_hash",
            "corpus_hashes", "corpus_fingerprint", "load_model", "encode_lattices",
-           "encode_lattice", "decode_latents", "reconstruct_lattices", "lerp", "slerp", "group_slice",
-           "axis_sensitivity", "LatentPath", "evaluate_path", "interpolate", "traverse",
+           "encode_lattice", "decode_latents", "reconstruct_lattices", "lerp", "slerp",
+           "group_slice", "axis_sensitivity", "LatentPath", "evaluate_path", "interpolate", "traverse",
            "SampleResult", "sample"]
 
 log = logging.getLogger(__name__)

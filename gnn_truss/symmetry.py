@@ -438,16 +438,8 @@ def symmetrised_outputs(model, data, normalizer, target: str = "stiffness",
 
 def symmetrised_prediction(model, data, normalizer, target: str = "stiffness",
                            symmetrise: str = "axes"):
-    r"""The model's property prediction averaged over the symmetric copies of each lattice:
-    the ``"pred"`` of :func:`symmetrised_outputs`, ``[B, K]`` float64 in physical units
-    (``E_s``), exactly invariant under the group.
-
-    For every symmetry ``g = (perm, flip)`` that carries the label over
-    (:func:`allowed_symmetries`), the model predicts the label of the transformed lattice
-    (latent means, no sampling), which is mapped back to the lattice's own axes (stiffness:
-    the inverse component permutation; curves along z: unchanged) in physical units; the
-    result is the mean over the group, :math:`\frac{1}{|G|} \sum_g g^{-1} f(g x)`.
-
-    Args: as :func:`symmetrised_outputs`.
-    """
+    """The ``"pred"`` of :func:`symmetrised_outputs`: the property prediction averaged over
+    the symmetric copies of each lattice, ``[B, K]`` float64 in physical units (``E_s``),
+    exactly invariant under the group. Arguments as :func:`symmetrised_outputs` (a
+    ``normalizer`` is required)."""
     return symmetrised_outputs(model, data, normalizer, target, symmetrise)["pred"]
