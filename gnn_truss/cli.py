@@ -256,8 +256,10 @@ def _cmd_compare(args) -> int:
 
     res = compare_checkpoints(args.checkpoint_a, args.checkpoint_b, out_dir=args.out,
                               names=args.names, split=args.split, limit=args.limit,
-                              draws=args.draws, seed=args.seed, symmetrise=args.symmetrise)
+                              draws=args.draws, seed=args.seed, symmetrise=args.symmetrise,
+                              constrained=args.constrained)
     sym = "" if not args.symmetrise else f", outputs symmetrised ({args.symmetrise})"
+    sym += ", constrained decoding" if args.constrained else ""
     print(f"{res['split']} split, {res['num_lattices']} lattices, {res['draws']} paired "
           f"bootstrap draws{sym}")
     print(paired_table(res), end="")
@@ -280,7 +282,8 @@ def _cmd_evaluate(args) -> int:
                              f"'gnn-truss evaluate'")
     report = evaluate_checkpoint(args.checkpoint, out, n_samples=args.samples,
                                  split=args.split, limit=args.limit,
-                                 fe_check=not args.no_fe, symmetrise=args.symmetrise)
+                                 fe_check=not args.no_fe, symmetrise=args.symmetrise,
+                                 constrained=args.constrained)
     print(json.dumps(report.get("summary", report), indent=1))
     if baseline is not None:
         name = lambda r: Path(str(r.get("checkpoint", "?"))).parent.name or "model"  # noqa
@@ -299,6 +302,13 @@ def _add_symmetrise_option(parser, what: str) -> None:
                         help=f"{what}: 'axes' (6 axis permutations; the 2 keeping z for "
                              f"curves) or 'axes_mirrors' (with the reflections: 48 / 16); one "
                              f"forward pass each (gnn_truss.symmetry.symmetrised_outputs)")
+
+
+def _add_constrained_option(parser, what: str) -> None:
+    parser.add_argument("--constrained", action="store_true",
+                        help=f"{what} the most probable adjacency that passes the topology "
+                             f"rules (connected, spans the cell, no dangling node; "
+                             f"gnn_truss.decoding)")
 
 
 def _add_data_parser(sub) -> None:
@@ -752,6 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "OUT/comparison.md, the two side by side")
     _add_symmetrise_option(ev, "also report the reconstruction and property metrics of the "
                                "outputs averaged over each lattice's symmetric copies")
+    _add_constrained_option(ev, "also report the adjacency metrics of")
     ev.set_defaults(func=_cmd_evaluate)
 
     cp = sub.add_parser("compare", help="paired comparison of two checkpoints on the test "
@@ -770,6 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--seed", type=int, default=0, help="resampling seed (0)")
     _add_symmetrise_option(cp, "compare the outputs (adjacency logits, offsets, property) "
                                "averaged over each lattice's symmetric copies")
+    _add_constrained_option(cp, "decode both models' adjacency as")
     cp.set_defaults(func=_cmd_compare)
 
     t = sub.add_parser("train", help="train the graph VAE and property predictor",

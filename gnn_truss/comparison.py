@@ -224,24 +224,33 @@ def paired_table(result: dict) -> str:
         lines += ["", f"Outputs symmetrised ({result['symmetrise']}): the adjacency logits, "
                       f"offsets and property predictions averaged over each lattice's "
                       f"symmetric copies (gnn_truss.symmetry.symmetrised_outputs)."]
+    if result.get("constrained"):
+        lines += ["", "Adjacency decoded as the most probable one passing the topology rules "
+                      "(gnn_truss.decoding.constrained_logits), not by the threshold."]
     return "\n".join(lines) + "\n"
 
 
-def _model_outputs(model, data, target: str, norm, symmetrise=None) -> dict:
-    from .evaluation import _run_split
+def _model_outputs(model, data, target: str, norm, symmetrise=None,
+                   constrained: bool = False) -> dict:
+    from .evaluation import _CONSTRAINED_SEARCH, _run_split
     r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm)
     if symmetrise is None:
-        return {"logits": r["logits"], "adj": r["adj"], "offsets": r["offsets"],
-                "offset": r["offset"], "pred": norm.inverse(r["pred"]), "true": r[target]}
-    return {"logits": r["logits_sym"], "adj": r["adj"], "offsets": r["offsets_sym"],
-            "offset": r["offset"], "pred": r["pred_sym"], "true": r[target]}
+        out = {"logits": r["logits"], "adj": r["adj"], "offsets": r["offsets"],
+               "offset": r["offset"], "pred": norm.inverse(r["pred"]), "true": r[target]}
+    else:
+        out = {"logits": r["logits_sym"], "adj": r["adj"], "offsets": r["offsets_sym"],
+               "offset": r["offset"], "pred": r["pred_sym"], "true": r[target]}
+    if constrained:
+        from .decoding import constrained_logits
+        out["logits"] = constrained_logits(out["logits"], *_CONSTRAINED_SEARCH)[0]
+    return out
 
 
 def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                         split: str = "test", limit: int | None = None, draws: int = 1000,
                         seed: int = 0, level: float = 0.95,
                         data_overrides: dict | None = None,
-                        symmetrise: str | None = None) -> dict:
+                        symmetrise: str | None = None, constrained: bool = False) -> dict:
     """Paired comparison of two checkpoints on the same split (module docstring).
 
     Both checkpoints must have been trained on the same data (equal dataset fingerprints) for
@@ -257,6 +266,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
             and property predictions averaged over each lattice's symmetric copies,
             :func:`gnn_truss.symmetry.symmetrised_outputs`, ``"axes"`` or
             ``"axes_mirrors"``) instead of the plain ones.
+        constrained: decode both models' adjacency logits (plain or symmetrised) with the
+            constrained decoding (:func:`gnn_truss.decoding.constrained_logits`) instead of
+            the threshold.
 
     Returns:
         ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "draws",
@@ -302,14 +314,16 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     stats = []
     for model, ck in ((model_a, ck_a), (model_b, ck_b)):
         norm = TargetNormalizer.from_dict(ck["normalizer"])
-        stats.append(paired_statistics(_model_outputs(model, data, target, norm, symmetrise),
-                                       target, label_names))
+        stats.append(paired_statistics(
+            _model_outputs(model, data, target, norm, symmetrise, constrained),
+            target, label_names))
     metrics = paired_bootstrap(stats[0], stats[1], names=names, draws=draws, seed=seed,
                                level=level)
     result = {"names": names, "checkpoints": [str(checkpoint_a), str(checkpoint_b)],
               "split": split, "num_lattices": len(data), "target": target,
               "fingerprint": ck_a["fingerprint"], "draws": draws, "seed": seed,
-              "level": level, "symmetrise": symmetrise, "metrics": metrics}
+              "level": level, "symmetrise": symmetrise, "constrained": bool(constrained),
+              "metrics": metrics}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,9 @@ samples                one connected component          :meth:`Truss.validate` a
                                                         uniqueness, novelty
 =====================  ===============================  ======================================
 
+With ``constrained`` the adjacency metrics are also reported for the most probable adjacency
+that passes the topology rules (:mod:`gnn_truss.decoding`), a decoding of the same logits.
+
 Coefficient of determination: :math:`R^2 = 1 - \sum (y - \hat y)^2 / \sum (y - \bar y)^2`.
 Curve error (Zheng et al. 2023): :math:`\mathrm{NRMSE} = \mathrm{RMSE} / (\max y - \min y)` of
 each true curve, averaged over lattices.
@@ -187,13 +190,21 @@ def nrmse_curves(pred, true) -> float:
 
 # --------------------------------------------------------------------------- sampling
 
-def decode_trusses(logits, offsets) -> list[Truss]:
+def decode_trusses(logits, offsets, constrained: bool = False) -> list[Truss]:
     """Trusses from decoder outputs: adjacency ``logit > 0``; offsets cast to float64, clipped to
     ``[-0.5, 0.5]`` and zeroed on unused nodes.
 
+    With ``constrained`` the adjacency is the most probable one that passes the topology rules
+    (:func:`gnn_truss.decoding.constrained_adjacency`, default search) instead of the
+    threshold one.
+
     Shapes: ``logits [B, 351]``, ``offsets [B, 27]`` -> ``B`` :class:`Truss`.
     """
-    bits = _np(logits) > 0
+    if constrained:
+        from .decoding import constrained_adjacency
+        bits = constrained_adjacency(logits)[0]
+    else:
+        bits = _np(logits) > 0
     off = np.clip(_np(offsets), -0.5, 0.5)
     adj = ds.triu_to_adjacency(bits.astype(np.uint8))  # [B, 27, 27]
     full = ds.unpack_offsets(off) * adj.any(axis=-1)[..., None]
@@ -283,6 +294,10 @@ def _split_hashes(dataset) -> set:
             for a, o in zip(adj, off)}
 
 
+#: ``(candidates, max_flips)`` of the constrained decoding in the reports.
+_CONSTRAINED_SEARCH = (20, 3)
+
+
 @torch.no_grad()
 def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=None,
                normalizer=None) -> dict:
@@ -319,6 +334,19 @@ def _property_metrics(pred_phys, true_phys, pred_norm, true_norm, names, target:
     if target == "curve":
         prop["nrmse"] = nrmse_curves(pred_phys, true_phys)
     return prop
+
+
+def _constrained_metrics(logits, target, tag: dict) -> dict:
+    """:func:`adjacency_metrics` of the constrained decoding of ``logits``
+    (:func:`gnn_truss.decoding.constrained_logits`, default search), with the search sizes and
+    how many lattices were valid, repaired or left unrepaired."""
+    from .decoding import STATUS, constrained_logits
+    cands, flips = _CONSTRAINED_SEARCH
+    lc, status = constrained_logits(logits, cands, flips)
+    counts = np.bincount(status, minlength=len(STATUS))
+    return {**tag, "candidates": cands, "max_flips": flips,
+            "status": {n: int(c) for n, c in zip(STATUS, counts)},
+            **adjacency_metrics(lc, target)}
 
 
 def _summary(adj: dict, geo: dict, prop: dict) -> dict:
@@ -398,7 +426,7 @@ def checkpoint_datasets(ck: dict, checkpoint_path, data_overrides: dict | None =
 def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: str = "test",
                         limit: int | None = None, data_overrides: dict | None = None,
                         fe_check: bool = True, seed: int = 0,
-                        symmetrise: str | None = None) -> dict:
+                        symmetrise: str | None = None, constrained: bool = False) -> dict:
     """Evaluate a checkpoint of :func:`gnn_truss.training.train` on a data split.
 
     Rebuilds the model from the config saved in the checkpoint, loads that config's dataset
@@ -427,6 +455,11 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             ``"geometry_symmetrised"`` and ``"property_symmetrised"``, beside the plain ones,
             and plot the property in ``parity_symmetrised.png``. (default: ``None``, plain
             only)
+        constrained: also report the adjacency metrics of the constrained decoding (the most
+            probable adjacency passing the topology rules,
+            :func:`gnn_truss.decoding.constrained_logits`) under ``"adjacency_constrained"``
+            and, with ``symmetrise``, ``"adjacency_symmetrised_constrained"``. (default:
+            ``False``)
 
     Returns:
         The report dict (as written to ``report.json``; non-finite numbers become ``None``).
@@ -474,6 +507,12 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                                                target)}
         adj_sym = {**tag, **adjacency_metrics(r["logits_sym"], r["adj"])}
         geo_sym = {**tag, **position_r2(r["offsets_sym"], r["offset"], r["adj"])}
+    extra: dict = {}
+    if constrained:
+        extra["adjacency_constrained"] = _constrained_metrics(r["logits"], r["adj"], {})
+        if symmetrise is not None:
+            extra["adjacency_symmetrised_constrained"] = _constrained_metrics(
+                r["logits_sym"], r["adj"], tag)
     samples = None
     if n_samples:
         samples = sample_validity(model, n=n_samples, seed=seed,
@@ -498,6 +537,8 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             **({} if prop_sym is None else {
                 f"{k}_symmetrised": {"symmetrise": symmetrise, **v}
                 for k, v in _summary(adj_sym, geo_sym, prop_sym).items()}),
+            **{k: {**({"symmetrise": symmetrise} if "symmetrised" in k else {}),
+                   **_summary(v, geo, prop)["adjacency"]} for k, v in extra.items()},
             "validity": None if samples is None else {
                 "paper": samples["validity_paper"], "strict": samples["validity_strict"],
                 "uniqueness": samples["uniqueness"], "novelty": samples["novelty"]},
@@ -506,6 +547,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         **({} if prop_sym is None else {"adjacency_symmetrised": adj_sym,
                                         "geometry_symmetrised": geo_sym,
                                         "property_symmetrised": prop_sym}),
+        **extra,
         "samples": samples, "figures": figures,
     }
     report = _finite_or_none(report)
@@ -534,6 +576,12 @@ COMPARED_METRICS = (
     ("offset R^2 (used nodes), symmetrised", ("geometry_symmetrised", "r2_offsets"), True),
     ("property R^2 mean, symmetrised", ("property_symmetrised", "r2_mean"), True),
     ("curve NRMSE, symmetrised", ("property_symmetrised", "nrmse"), False),
+    ("adjacency accuracy (paper), constrained", ("adjacency_constrained", "accuracy_paper"),
+     True),
+    ("exact-lattice match, constrained", ("adjacency_constrained", "exact_match"), True),
+    ("edge F1, constrained", ("adjacency_constrained", "edge_f1"), True),
+    ("exact-lattice match, symmetrised + constrained",
+     ("adjacency_symmetrised_constrained", "exact_match"), True),
     ("validity (paper)", ("samples", "validity_paper"), True),
     ("validity (strict)", ("samples", "validity_strict"), True),
     ("uniqueness", ("samples", "uniqueness"), True),

@@ -284,7 +284,7 @@ def decode_latents(model, z, threshold: float = 0.5, batch_size: int = 1024) -> 
 
 @torch.no_grad()
 def reconstruct_lattices(model, trusses, symmetrise: str | None = None,
-                         batch_size: int = 256) -> list[Truss]:
+                         batch_size: int = 256, constrained: bool = False) -> list[Truss]:
     """The model's reconstructions of lattices: the decoded latent means (adjacency
     ``logit > 0``, offsets clipped and zeroed on unused nodes,
     :func:`gnn_truss.evaluation.decode_trusses`).
@@ -300,6 +300,9 @@ def reconstruct_lattices(model, trusses, symmetrise: str | None = None,
         trusses: sequence of ``B`` :class:`Truss`.
         symmetrise: ``None`` (default), ``"axes"`` or ``"axes_mirrors"``.
         batch_size: lattices per forward pass.
+        constrained: decode the adjacency as the most probable one passing the topology
+            rules (:func:`gnn_truss.decoding.constrained_adjacency`) instead of by the
+            threshold.
 
     Returns:
         ``B`` :class:`Truss`.
@@ -320,7 +323,7 @@ def reconstruct_lattices(model, trusses, symmetrise: str | None = None,
             r = model(batch, sample=False)
         else:
             r = symmetrised_outputs(model, batch, None, "stiffness", symmetrise)
-        out += decode_trusses(r["logits"], r["offsets"])
+        out += decode_trusses(r["logits"], r["offsets"], constrained=constrained)
     return out
 
 

@@ -18,7 +18,8 @@ from .cell import PeriodicTruss, mirror_to_cell
 from .geometry import (GEOM_TOL, OctantModel, nodes_on_segments, num_components, octant_model,
                        segment_crossings)
 
-__all__ = ["Truss", "RULES", "radius_for_density", "relative_density"]
+__all__ = ["Truss", "RULES", "TOPOLOGY_RULES", "topology_violations", "radius_for_density",
+           "relative_density"]
 
 #: Validation rules, in the order :meth:`Truss.validate` reports them.
 RULES = {
@@ -33,8 +34,60 @@ RULES = {
     "no_node_on_beam": f"no node (used or unused) within {GEOM_TOL} of a beam it is not an end of",
 }
 
+#: The rules of :data:`RULES` that depend on the adjacency alone.
+TOPOLOGY_RULES = ("connected", "spans_cell", "no_dangling")
+
 _OFFSET_ATOL = 1e-12
 _PLANES = np.where(ds.FREE_DOF_MASK, -1, ds.NODE_GRID).astype(np.int8)  # [27, 3] plane codes
+
+
+def _physical_degree(edges: np.ndarray) -> np.ndarray:
+    """``[27]`` periodic-cell degree of each node for ``[E, 2]`` octant beams."""
+    deg = np.zeros(ds.NUM_NODES)
+    if len(edges) == 0:
+        return deg
+    pa, pb = _PLANES[edges[:, 0]], _PLANES[edges[:, 1]]
+    seg_mult = np.prod(np.where((pa == pb) & (pa >= 0), 1, 2), axis=1)
+    node_mult = np.prod(np.where(_PLANES >= 0, 1, 2), axis=1)
+    np.add.at(deg, edges[:, 0], seg_mult / node_mult[edges[:, 0]])
+    np.add.at(deg, edges[:, 1], seg_mult / node_mult[edges[:, 1]])
+    return deg
+
+
+def _topology_violations(edges: np.ndarray, used: np.ndarray) -> list[str]:
+    """The violated rules among ``connected``, ``spans_cell`` and ``no_dangling`` (those that
+    depend on the adjacency alone) for ``[E >= 1, 2]`` beams and the ``[27]`` used-node mask."""
+    bad = []
+    if num_components(ds.NUM_NODES, edges, np.flatnonzero(used)) != 1:
+        bad.append("connected")
+    fixed = np.where(ds.FREE_DOF_MASK[used], -1, ds.NODE_GRID[used])
+    if not all(np.any(fixed[:, d] == v) for d in range(3) for v in (0.0, 1.0)):
+        bad.append("spans_cell")
+    if np.any(_physical_degree(edges)[used] < 2):
+        bad.append("no_dangling")
+    return bad
+
+
+def topology_violations(adjacency) -> list[str]:
+    """The rules of :data:`TOPOLOGY_RULES` that an adjacency breaks, in :data:`RULES` order.
+
+    They depend on the adjacency alone (not on the offsets), so a decoded adjacency can be
+    checked before its geometry is known. An adjacency without beams breaks all three.
+
+    Args:
+        adjacency: ``[27, 27]`` symmetric binary matrix or its ``[351]`` upper triangle.
+
+    Raises:
+        ValueError: for a malformed adjacency (as :class:`Truss`).
+    """
+    a = np.asarray(adjacency)
+    if a.shape == (ds.NUM_PAIRS,):
+        a = ds.triu_to_adjacency(a.astype(np.uint8))
+    adj = _check_adjacency(a)
+    edges = ds.adjacency_to_edges(adj)
+    if len(edges) == 0:
+        return list(TOPOLOGY_RULES)
+    return _topology_violations(edges, adj.any(axis=1))
 
 
 def relative_density(radius: float, total_length: float, volume: float = 8.0) -> float:
@@ -172,19 +225,12 @@ class Truss:
     # ---------------------------------------------------------------- validation
     def validate(self) -> list[str]:
         """Names of every violated rule of :data:`RULES` (empty list: a valid lattice)."""
-        bad = []
         used = self.used
         edges = self.edges
         p = self.positions
         if len(edges) == 0:
             return list(RULES)
-        if num_components(ds.NUM_NODES, edges, np.flatnonzero(used)) != 1:
-            bad.append("connected")
-        fixed = np.where(ds.FREE_DOF_MASK[used], -1, ds.NODE_GRID[used])
-        if not all(np.any(fixed[:, d] == v) for d in range(3) for v in (0.0, 1.0)):
-            bad.append("spans_cell")
-        if np.any(self.physical_degree()[used] < 2):
-            bad.append("no_dangling")
+        bad = _topology_violations(edges, used)
         lengths = self.edge_lengths
         if np.any(lengths > ds.R_MAX + 1e-9):
             bad.append("max_length")
@@ -239,16 +285,7 @@ class Truss:
     def physical_degree(self) -> np.ndarray:
         """``[27]`` number of beams meeting at each node in the periodic cell (a beam and its
         mirror images count separately; a node on a mirror plane sees both halves)."""
-        e = self.edges
-        deg = np.zeros(ds.NUM_NODES)
-        if len(e) == 0:
-            return deg
-        pa, pb = _PLANES[e[:, 0]], _PLANES[e[:, 1]]
-        seg_mult = np.prod(np.where((pa == pb) & (pa >= 0), 1, 2), axis=1)
-        node_mult = np.prod(np.where(_PLANES >= 0, 1, 2), axis=1)
-        np.add.at(deg, e[:, 0], seg_mult / node_mult[e[:, 0]])
-        np.add.at(deg, e[:, 1], seg_mult / node_mult[e[:, 1]])
-        return deg
+        return _physical_degree(self.edges)
 
     # ---------------------------------------------------------------- physical model
     @cached_property

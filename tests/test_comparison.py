@@ -234,6 +234,21 @@ def test_compare_checkpoints_symmetrised_matches_the_symmetrised_reports(two_run
         compare_checkpoints(a, b, symmetrise="mirrors")
 
 
+def test_compare_checkpoints_constrained_matches_the_constrained_reports(two_runs, tmp_path):
+    a, b = two_runs / "gnn" / "best.pt", two_runs / "mlp" / "best.pt"
+    res = compare_checkpoints(a, b, draws=50, constrained=True)
+    assert res["constrained"] is True
+    for side, ck in (("a", a), ("b", b)):
+        rep = evaluate_checkpoint(ck, tmp_path / side, n_samples=0, constrained=True)
+        for metric, key in (("exact-lattice match", "exact_match"), ("edge F1", "edge_f1")):
+            assert res["metrics"][metric][side] == pytest.approx(
+                rep["adjacency_constrained"][key], rel=1e-9)
+        # the property is not affected by the decoding
+        assert res["metrics"]["R^2 C11"][side] == pytest.approx(rep["property"]["r2"]["C11"],
+                                                                rel=1e-6)
+    assert "topology rules" in paired_table(res)
+
+
 def test_compare_cli(two_runs, tmp_path, capsys):
     from gnn_truss.cli import main
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
@@ -242,8 +257,10 @@ def test_compare_cli(two_runs, tmp_path, capsys):
     assert "| metric | GNN | MLP | GNN - MLP | 95 % interval | verdict |" in printed
     assert (tmp_path / "paired.md").read_text() in printed
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
-                 "--draws", "20", "--limit", "10", "--symmetrise", "axes"]) == 0
-    assert "outputs symmetrised (axes)" in capsys.readouterr().out
+                 "--draws", "20", "--limit", "10", "--symmetrise", "axes",
+                 "--constrained"]) == 0
+    printed = capsys.readouterr().out
+    assert "outputs symmetrised (axes), constrained decoding" in printed
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(tmp_path / "missing.pt")]) == 2
     assert "not found" in capsys.readouterr().err
 

@@ -14,6 +14,7 @@ from gnn_truss.evaluation import (
     STIFFNESS_NAMES,
     adjacency_metrics,
     decode_trusses,
+    compare_reports,
     evaluate_checkpoint,
     nrmse_curves,
     position_r2,
@@ -304,6 +305,62 @@ def test_evaluate_checkpoint_symmetrised_property_metrics(trained, tmp_path):
         evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, symmetrise="all")
 
 
+def test_evaluate_checkpoint_constrained_decoding(trained, tmp_path):
+    from torch_geometric.data import Batch
+
+    from gnn_truss.decoding import STATUS, constrained_adjacency
+    from gnn_truss.symmetry import symmetrised_outputs
+    rep = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, n_samples=0,
+                              symmetrise="axes", constrained=True)
+    ck = torch.load(trained / "run" / "best.pt", weights_only=True)
+    model = build_model(ck["config"]["model"])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    b = Batch.from_data_list(list(TrussDataset(trained / "data", split="test", limit=300)))
+    true = b.adj.numpy() > 0.5
+    with torch.no_grad():
+        plain_logits = model(b, sample=False)["logits"]
+        norm = TargetNormalizer.from_dict(ck["normalizer"])
+        sym_logits = symmetrised_outputs(model, b, norm, "stiffness", "axes")["logits"]
+    for key, logits in (("adjacency_constrained", plain_logits),
+                        ("adjacency_symmetrised_constrained", sym_logits)):
+        con = rep[key]
+        bits, status = constrained_adjacency(logits, 20, 3)
+        assert con["exact_match"] == pytest.approx(np.mean(np.all(bits == true, axis=1)),
+                                                   abs=1e-12)
+        correct = (bits == true).sum(axis=1)
+        assert con["accuracy_paper"] == pytest.approx(np.mean((2 * correct + 27) / 729),
+                                                      abs=1e-12)
+        assert con["status"] == {n: int(np.sum(status == i)) for i, n in enumerate(STATUS)}
+        assert sum(con["status"].values()) == 30
+        assert (con["candidates"], con["max_flips"]) == (20, 3)
+    # only adjacencies that break a rule change, and a true lattice never does: exact match
+    # cannot fall
+    assert rep["adjacency_constrained"]["exact_match"] >= rep["adjacency"]["exact_match"]
+    assert (rep["adjacency_symmetrised_constrained"]["exact_match"]
+            >= rep["adjacency_symmetrised"]["exact_match"])
+    assert rep["adjacency_symmetrised_constrained"]["symmetrise"] == "axes"
+    assert (rep["summary"]["adjacency_constrained"]["strict_exact_match"]
+            == rep["adjacency_constrained"]["exact_match"])
+    plain = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path / "p", n_samples=0)
+    assert "adjacency_constrained" not in plain and plain["adjacency"] == rep["adjacency"]
+    assert "exact-lattice match, constrained" in compare_reports({"a": rep, "b": plain})
+
+
+def test_constrained_metrics_count_repairs_and_score_the_repaired_adjacency():
+    from gnn_truss.evaluation import _constrained_metrics
+    true = ds.adjacency_to_triu(Truss.elementary("sc_2x2x2").adjacency).astype(float)
+    lg = np.where(true > 0, 4.0, -4.0)
+    lg = np.stack([lg, lg.copy(), lg.copy()])
+    lg[1, np.flatnonzero(true)[0]] = -0.2  # a needed beam narrowly missed: repaired
+    lg[2, np.flatnonzero(true == 0)[0]] = 0.3  # an extra beam: valid, so left wrong
+    target = np.stack([true] * 3)
+    res = _constrained_metrics(lg, target, {"tag": 1})
+    assert res["status"] == {"valid": 2, "repaired": 1, "unrepaired": 0}
+    assert res["exact_match"] == pytest.approx(2 / 3) and res["tag"] == 1
+    assert adjacency_metrics(lg, target)["exact_match"] == pytest.approx(1 / 3)
+
+
 def test_evaluate_checkpoint_limit_and_split(trained):
     rep = evaluate_checkpoint(trained / "run" / "best.pt", trained / "eval_val", n_samples=0,
                               split="val", limit=7)
@@ -389,10 +446,12 @@ def test_evaluate_cli_with_baseline_writes_comparison(trained, tmp_path, capsys)
     evaluate_checkpoint(trained / "run" / "best.pt", base, n_samples=0)
     out = tmp_path / "cmp"
     assert main(["evaluate", str(trained / "run" / "last.pt"), "--out", str(out), "--samples",
-                 "0", "--baseline", str(base / "report.json")]) == 0
+                 "0", "--baseline", str(base / "report.json"), "--constrained"]) == 0
     table = (out / "comparison.md").read_text()
     assert table.startswith("| metric | this | baseline | best |")
     assert "| exact-lattice match |" in table and table in capsys.readouterr().out
+    assert "| exact-lattice match, constrained |" in table
+    assert "adjacency_constrained" in json.loads((out / "report.json").read_text())
     (tmp_path / "bad.json").write_text("{}")
     assert main(["evaluate", str(trained / "run" / "last.pt"), "--baseline",
                  str(tmp_path / "bad.json")]) == 2

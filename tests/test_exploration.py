@@ -272,6 +272,21 @@ def test_reconstruct_lattices_plain_and_symmetrised(random_model):
         np.testing.assert_allclose(a.offsets, want.offsets, atol=1e-6)
     with pytest.raises(ValueError, match="symmetrise"):
         reconstruct_lattices(random_model, ts, symmetrise="mirrors")
+    # constrained decoding: the same lattice where the threshold one passes the topology
+    # rules, otherwise the constrained_adjacency of the same logits
+    from gnn_truss.decoding import constrained_adjacency
+    from gnn_truss.graph import truss_to_data
+    from gnn_truss.truss import topology_violations
+    from torch_geometric.data import Batch
+    con = reconstruct_lattices(random_model, ts, constrained=True)
+    with torch.no_grad():
+        logits = random_model(Batch.from_data_list([truss_to_data(t) for t in ts]),
+                              sample=False)["logits"]
+    bits, _ = constrained_adjacency(logits)
+    for c, p, want in zip(con, plain, bits):
+        assert np.array_equal(ds.adjacency_to_triu(c.adjacency).astype(bool), want)
+        if not topology_violations(p.adjacency):
+            assert np.array_equal(c.adjacency, p.adjacency)
 
 
 # --------------------------------------------------------------------------- interpolation
