@@ -474,7 +474,8 @@ def _cmd_sample(args) -> int:
         else _novelty_reference(args, ck)
     res = sample(model, n=args.n, seed=args.seed, repair=not args.no_repair,
                  train_hashes=canon, train_topologies=topo, fe=not args.no_fe,
-                 threshold=args.threshold, density=args.density, workers=args.workers)
+                 threshold=args.threshold, density=args.density, workers=args.workers,
+                 constrained=args.constrained)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seen, picked = set(), []
@@ -646,6 +647,7 @@ def _add_exploration_parsers(sub, lat_help: str) -> None:
                    help="distinct valid lattices written as files and drawn (12)")
     s.add_argument("--threshold", type=float, default=0.5,
                    help="edge probability threshold (0.5)")
+    _add_constrained_option(s, "decode each sample's adjacency as")
     s.add_argument("--no-fe", action="store_true", help="strict validity without the FE check")
     s.add_argument("--no-novelty", action="store_true",
                    help="do not load the training corpus for novelty")

@@ -218,7 +218,8 @@ def _connected(t: Truss) -> bool:
 
 @torch.no_grad()
 def sample_validity(model, n: int = 1000, seed: int = 0, train_hashes=None,
-                    fe_check: bool = True, batch_size: int = 1024) -> dict:
+                    fe_check: bool = True, batch_size: int = 1024,
+                    constrained: bool = False) -> dict:
     """Validity, uniqueness and novelty of lattices decoded from :math:`z \\sim N(0, I)`.
 
     Args:
@@ -229,6 +230,8 @@ def sample_validity(model, n: int = 1000, seed: int = 0, train_hashes=None,
             for novelty; ``None`` skips it.
         fe_check: strict validity also requires linear homogenization status ``ok``.
         batch_size: samples decoded at once.
+        constrained: decode the adjacency as the most probable one passing the topology rules
+            (:func:`gnn_truss.decoding.constrained_adjacency`) instead of by the threshold.
 
     Returns:
         ``validity_paper`` (share whose used nodes form one connected component, >= 1 beam),
@@ -249,7 +252,7 @@ def sample_validity(model, n: int = 1000, seed: int = 0, train_hashes=None,
     trusses: list[Truss] = []
     for s in range(0, n, batch_size):
         logits, offsets = model.decode(z[s:s + batch_size].to(device))
-        trusses += decode_trusses(logits, offsets)
+        trusses += decode_trusses(logits, offsets, constrained=constrained)
     connected = [t for t in trusses if _connected(t)]
     violations: dict = {}
     valid = []
@@ -272,7 +275,7 @@ def sample_validity(model, n: int = 1000, seed: int = 0, train_hashes=None,
         novel = len(hashes - train_hashes)
     return {
         "num_samples": n, "seed": int(seed), "fe_check": bool(fe_check),
-        "validity_paper": len(connected) / n,
+        "constrained": bool(constrained), "validity_paper": len(connected) / n,
         "validity_strict": len(valid) / n,
         "uniqueness": len(hashes) / len(valid) if valid else None,
         "novelty": None if novel is None or not hashes else novel / len(hashes),
@@ -347,6 +350,13 @@ def _constrained_metrics(logits, target, tag: dict) -> dict:
     return {**tag, "candidates": cands, "max_flips": flips,
             "status": {n: int(c) for n, c in zip(STATUS, counts)},
             **adjacency_metrics(lc, target)}
+
+
+def _validity_summary(samples: dict | None) -> dict | None:
+    if samples is None:
+        return None
+    return {"paper": samples["validity_paper"], "strict": samples["validity_strict"],
+            "uniqueness": samples["uniqueness"], "novelty": samples["novelty"]}
 
 
 def _summary(adj: dict, geo: dict, prop: dict) -> dict:
@@ -458,8 +468,9 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         constrained: also report the adjacency metrics of the constrained decoding (the most
             probable adjacency passing the topology rules,
             :func:`gnn_truss.decoding.constrained_logits`) under ``"adjacency_constrained"``
-            and, with ``symmetrise``, ``"adjacency_symmetrised_constrained"``. (default:
-            ``False``)
+            and, with ``symmetrise``, ``"adjacency_symmetrised_constrained"``, and the
+            validity of the same prior samples decoded that way under
+            ``"samples_constrained"``. (default: ``False``)
 
     Returns:
         The report dict (as written to ``report.json``; non-finite numbers become ``None``).
@@ -515,9 +526,13 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                 r["logits_sym"], r["adj"], tag)
     samples = None
     if n_samples:
-        samples = sample_validity(model, n=n_samples, seed=seed,
-                                  train_hashes=_split_hashes(datasets["train"]),
+        hashes = _split_hashes(datasets["train"])
+        samples = sample_validity(model, n=n_samples, seed=seed, train_hashes=hashes,
                                   fe_check=fe_check)
+        if constrained:  # the same latent samples
+            extra["samples_constrained"] = sample_validity(
+                model, n=n_samples, seed=seed, train_hashes=hashes, fe_check=fe_check,
+                constrained=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_parity(true_phys.numpy(), pred_phys.numpy(), names, out / "parity.png")
@@ -538,10 +553,11 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                 f"{k}_symmetrised": {"symmetrise": symmetrise, **v}
                 for k, v in _summary(adj_sym, geo_sym, prop_sym).items()}),
             **{k: {**({"symmetrise": symmetrise} if "symmetrised" in k else {}),
-                   **_summary(v, geo, prop)["adjacency"]} for k, v in extra.items()},
-            "validity": None if samples is None else {
-                "paper": samples["validity_paper"], "strict": samples["validity_strict"],
-                "uniqueness": samples["uniqueness"], "novelty": samples["novelty"]},
+                   **_summary(v, geo, prop)["adjacency"]}
+               for k, v in extra.items() if k.startswith("adjacency")},
+            "validity": _validity_summary(samples),
+            **({} if "samples_constrained" not in extra else {
+                "validity_constrained": _validity_summary(extra["samples_constrained"])}),
         },
         "adjacency": adj, "geometry": geo, "property": prop,
         **({} if prop_sym is None else {"adjacency_symmetrised": adj_sym,
@@ -584,6 +600,8 @@ COMPARED_METRICS = (
      ("adjacency_symmetrised_constrained", "exact_match"), True),
     ("validity (paper)", ("samples", "validity_paper"), True),
     ("validity (strict)", ("samples", "validity_strict"), True),
+    ("validity (paper), constrained", ("samples_constrained", "validity_paper"), True),
+    ("validity (strict), constrained", ("samples_constrained", "validity_strict"), True),
     ("uniqueness", ("samples", "uniqueness"), True),
     ("novelty", ("samples", "novelty"), True),
 )

@@ -263,10 +263,13 @@ def encode_lattice(model, truss: Truss) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_latents(model, z, threshold: float = 0.5, batch_size: int = 1024) -> list[Truss]:
+def decode_latents(model, z, threshold: float = 0.5, batch_size: int = 1024,
+                   constrained: bool = False) -> list[Truss]:
     """Lattices decoded from latent vectors ``z [B, d]``: adjacency probability above
     ``threshold`` (0.5: ``logit > 0``), offsets clipped to ``[-0.5, 0.5]`` and zeroed on unused
-    nodes (:func:`gnn_truss.evaluation.decode_trusses`)."""
+    nodes (:func:`gnn_truss.evaluation.decode_trusses`). With ``constrained``, an adjacency
+    that breaks a topology rule is replaced by the most probable one that passes them
+    (:func:`gnn_truss.decoding.constrained_adjacency`, on the threshold-shifted logits)."""
     from .evaluation import decode_trusses
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
@@ -278,7 +281,7 @@ def decode_latents(model, z, threshold: float = 0.5, batch_size: int = 1024) -> 
     out: list[Truss] = []
     for s in range(0, len(z), batch_size):
         logits, offsets = model.decode(z[s:s + batch_size].to(_device(model)))
-        out += decode_trusses(logits - shift, offsets)
+        out += decode_trusses(logits - shift, offsets, constrained=constrained)
     return out
 
 
@@ -713,7 +716,8 @@ def _diversity(good, train_hashes, train_topologies) -> dict:
 @torch.no_grad()
 def sample(model, n: int = 1000, seed: int = 0, repair: bool = True, train_hashes=None,
            fe: bool = True, train_topologies=None, threshold: float = 0.5,
-           density: float = 0.15, workers: int | None = 1) -> SampleResult:
+           density: float = 0.15, workers: int | None = 1,
+           constrained: bool = False) -> SampleResult:
     r"""Decode ``n`` samples :math:`z \sim N(0, I)` and measure their quality.
 
     Validity (``SPEC.md`` section 6), each before and after :func:`light_repair`:
@@ -739,6 +743,8 @@ def sample(model, n: int = 1000, seed: int = 0, repair: bool = True, train_hashe
         threshold: adjacency probability threshold (0.5).
         density: relative density of the FE model.
         workers: FE worker processes.
+        constrained: decode with the topology constraint (:func:`decode_latents`); the
+            ``raw`` block then describes those decodes.
 
     Returns:
         :class:`SampleResult`; ``report`` has the settings, the ``raw`` and ``repaired``
@@ -751,7 +757,7 @@ def sample(model, n: int = 1000, seed: int = 0, repair: bool = True, train_hashe
     model.eval()
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(int(n), model.sizes.total, generator=gen)
-    raw = decode_latents(model, z, threshold=threshold)
+    raw = decode_latents(model, z, threshold=threshold, constrained=constrained)
     raw_viol = [t.validate() for t in raw]
     if repair:
         fixed = [light_repair(t) for t in raw]
@@ -774,7 +780,7 @@ def sample(model, n: int = 1000, seed: int = 0, repair: bool = True, train_hashe
         if repair else None
     valid = np.array([not v and ok for v, ok in zip(fin_viol, fin_ok)], dtype=bool)
     report = {"num_samples": int(n), "seed": int(seed), "threshold": threshold,
-              "repair": repair, "fe_check": fe, "density": density,
+              "constrained": bool(constrained), "repair": repair, "fe_check": fe, "density": density,
               "raw": raw_block, "repaired": fin_block, "repair_counts": _repair_counts(reps),
               **_diversity([final[k] for k in np.flatnonzero(valid)], train_hashes,
                            train_topologies)}

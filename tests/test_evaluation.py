@@ -197,6 +197,36 @@ def test_sample_validity_counts_hand_built_decoder():
     assert other_seed["validity_paper"] != res["validity_paper"]
 
 
+class NearOctetVAE(nn.Module):
+    """z0 > 0 -> the octet; else the octet with one (needed) beam narrowly below the
+    threshold: a dangling node, unless decoded with the topology constraint."""
+
+    sizes = LatentSizes(2, 2, 2)
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def decode(self, z):
+        octet = torch.tensor(triu_with([pair_index(*e) for e in ds.ELEMENTARY_LATTICES["octet"]]))
+        logits = (8 * octet - 4).repeat(len(z), 1)
+        first = pair_index(*ds.ELEMENTARY_LATTICES["octet"][0])
+        logits[z[:, 0] <= 0, first] = -0.2
+        return logits, torch.zeros(len(z), 27)
+
+
+def test_sample_validity_constrained_decoding_restores_the_missed_beam():
+    n, seed = 40, 1
+    z = torch.randn(n, 6, generator=torch.Generator().manual_seed(seed))
+    share = float((z[:, 0] > 0).float().mean())
+    assert 0 < share < 1
+    plain = sample_validity(NearOctetVAE(), n=n, seed=seed, fe_check=False)
+    con = sample_validity(NearOctetVAE(), n=n, seed=seed, fe_check=False, constrained=True)
+    assert plain["validity_strict"] == pytest.approx(share) and not plain["constrained"]
+    assert plain["violations"]["no_dangling"] == n - round(share * n)
+    assert con["validity_strict"] == 1.0 and con["constrained"] and con["num_unique"] == 1
+
+
 def test_sample_validity_untrained_model_shares_consistent():
     torch.manual_seed(0)
     model = build_model(TINY_MODEL)
@@ -310,8 +340,14 @@ def test_evaluate_checkpoint_constrained_decoding(trained, tmp_path):
 
     from gnn_truss.decoding import STATUS, constrained_adjacency
     from gnn_truss.symmetry import symmetrised_outputs
-    rep = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, n_samples=0,
+    rep = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, n_samples=12,
                               symmetrise="axes", constrained=True)
+    # the same prior samples decoded both ways: a changed adjacency passes the topology
+    # rules, an unchanged one scores the same, so neither validity can fall
+    s, sc = rep["samples"], rep["samples_constrained"]
+    assert sc["constrained"] and not s["constrained"] and sc["num_samples"] == 12
+    assert sc["num_connected"] >= s["num_connected"] and sc["num_valid"] >= s["num_valid"]
+    assert rep["summary"]["validity_constrained"]["strict"] == sc["validity_strict"]
     ck = torch.load(trained / "run" / "best.pt", weights_only=True)
     model = build_model(ck["config"]["model"])
     model.load_state_dict(ck["model"])

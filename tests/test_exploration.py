@@ -60,12 +60,14 @@ def make_random_model(seed=0):
     return build_model(TINY).eval()
 
 
-def make_fixed_model(seed=0):
-    """Decoder output independent of z: octet + (2, 13) with logits +-8, offsets 0."""
+def make_fixed_model(seed=0, dangling_logit=8.0):
+    """Decoder output independent of z: octet + (2, 13) with logits +-8 (the dangling beam's
+    ``dangling_logit``), offsets 0."""
     model = make_random_model(seed)
     bias = torch.full((ds.NUM_PAIRS,), -8.0)
     for i, j in [*OCTET.edges.tolist(), DANGLING]:
         bias[pair_index(i, j)] = 8.0
+    bias[pair_index(*DANGLING)] = dangling_logit
     with torch.no_grad():
         last_adj = model.adj_decoder.net[-1]
         last_adj.weight.zero_()
@@ -415,6 +417,23 @@ def test_sample_counts_by_hand(fixed_model):
     assert plain["repaired"] is None and plain["num_valid"] == 0 and plain["uniqueness"] is None
 
 
+def test_sample_constrained_drops_the_unsure_dangling_beam():
+    n = 4
+    model = make_fixed_model(dangling_logit=0.5)
+    r = sample(model, n=n, seed=3, constrained=True).report
+    # the most probable adjacency passing the topology rules: the octet, already at decoding
+    assert r["constrained"] and r["raw"]["num_valid"] == n
+    assert r["repair_counts"]["num_changed"] == 0 and r["status"] == {"ok": n}
+    plain = sample(model, n=n, seed=3).report
+    assert not plain["constrained"] and plain["raw"]["violations"] == {"no_dangling": n}
+    # every entry equally sure: the cheapest fix is one flip, here adding a second beam at
+    # node 13 ((0, 13) is among the candidates), not removing the dangling one
+    sure = sample(make_fixed_model(), n=n, seed=3, constrained=True)
+    assert sure.report["raw"]["num_valid"] == n
+    t = sure.raw[0]
+    assert t.num_edges == OCTET.num_edges + 2 and t.adjacency[0, 13] and t.adjacency[2, 13]
+
+
 def test_sample_report_is_consistent_for_a_random_model(random_model):
     n = 40
     res = sample(random_model, n=n, seed=0)
@@ -482,7 +501,7 @@ def test_cli_sample_writes_report_lattices_and_figure(workdir, capsys):
     text = capsys.readouterr().out
     assert "8 samples (seed 2)" in text and "uniqueness" in text
     rep = json.loads((out / "report.json").read_text())
-    assert rep["num_samples"] == 8 and rep["seed"] == 2
+    assert rep["num_samples"] == 8 and rep["seed"] == 2 and rep["constrained"] is False
     assert rep["summary"]["validity_strict_repaired"] == 1.0
     assert rep["novelty_reference"]["corpus"] == workdir["corpus"]
     assert rep["novelty_reference"]["matches_checkpoint"] is False
@@ -498,8 +517,9 @@ def test_cli_sample_writes_report_lattices_and_figure(workdir, capsys):
 def test_cli_sample_without_training_corpus_skips_novelty(workdir, capsys):
     out = workdir["dir"] / "sample_nocorpus"
     assert main(["sample", "--checkpoint", workdir["random"], "--n", "5", "--out", str(out),
-                 "--no-fe"]) == 0
+                 "--no-fe", "--constrained"]) == 0
     rep = json.loads((out / "report.json").read_text())
+    assert rep["constrained"] is True
     assert rep["novelty"] is None and "novelty not computed" in rep["novelty_reference"]["note"]
     assert rep["fe_check"] is False
     capsys.readouterr()
