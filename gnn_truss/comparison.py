@@ -232,7 +232,7 @@ def paired_table(result: dict) -> str:
 
 def _model_outputs(model, data, target: str, norm, symmetrise=None,
                    constrained: bool = False) -> dict:
-    from .evaluation import _CONSTRAINED_SEARCH, _run_split
+    from .evaluation import _run_split
     r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm)
     if symmetrise is None:
         out = {"logits": r["logits"], "adj": r["adj"], "offsets": r["offsets"],
@@ -242,7 +242,7 @@ def _model_outputs(model, data, target: str, norm, symmetrise=None,
                "offset": r["offset"], "pred": r["pred_sym"], "true": r[target]}
     if constrained:
         from .decoding import constrained_logits
-        out["logits"] = constrained_logits(out["logits"], *_CONSTRAINED_SEARCH)[0]
+        out["logits"] = constrained_logits(out["logits"])[0]
     return out
 
 

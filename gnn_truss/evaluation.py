@@ -297,10 +297,6 @@ def _split_hashes(dataset) -> set:
             for a, o in zip(adj, off)}
 
 
-#: ``(candidates, max_flips)`` of the constrained decoding in the reports.
-_CONSTRAINED_SEARCH = (20, 3)
-
-
 @torch.no_grad()
 def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=None,
                normalizer=None) -> dict:
@@ -343,11 +339,10 @@ def _constrained_metrics(logits, target, tag: dict) -> dict:
     """:func:`adjacency_metrics` of the constrained decoding of ``logits``
     (:func:`gnn_truss.decoding.constrained_logits`, default search), with the search sizes and
     how many lattices were valid, repaired or left unrepaired."""
-    from .decoding import STATUS, constrained_logits
-    cands, flips = _CONSTRAINED_SEARCH
-    lc, status = constrained_logits(logits, cands, flips)
+    from .decoding import CANDIDATES, MAX_FLIPS, STATUS, constrained_logits
+    lc, status = constrained_logits(logits)
     counts = np.bincount(status, minlength=len(STATUS))
-    return {**tag, "candidates": cands, "max_flips": flips,
+    return {**tag, "candidates": CANDIDATES, "max_flips": MAX_FLIPS,
             "status": {n: int(c) for n, c in zip(STATUS, counts)},
             **adjacency_metrics(lc, target)}
 

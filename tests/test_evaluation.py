@@ -361,7 +361,7 @@ def test_evaluate_checkpoint_constrained_decoding(trained, tmp_path):
     for key, logits in (("adjacency_constrained", plain_logits),
                         ("adjacency_symmetrised_constrained", sym_logits)):
         con = rep[key]
-        bits, status = constrained_adjacency(logits, 20, 3)
+        bits, status = constrained_adjacency(logits)
         assert con["exact_match"] == pytest.approx(np.mean(np.all(bits == true, axis=1)),
                                                    abs=1e-12)
         correct = (bits == true).sum(axis=1)
