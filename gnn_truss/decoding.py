@@ -27,6 +27,7 @@ order).
 from __future__ import annotations
 
 import itertools
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -45,6 +46,8 @@ STATUS = ("valid", "repaired", "unrepaired")
 #: of 30 and 4; 20 and 3 left none unrepaired).
 CANDIDATES = 20
 MAX_FLIPS = 3
+#: The most sets of flips one search may rank (memory: two ``[S, max_flips]`` arrays).
+MAX_SETS = 1_000_000
 
 
 @lru_cache(maxsize=8)
@@ -84,13 +87,18 @@ def constrained_adjacency(logits, candidates: int = CANDIDATES, max_flips: int =
         ``(bits [B, 351] bool, status [B] int8)``, ``status`` indexing :data:`STATUS`.
 
     Raises:
-        ValueError: for a wrong shape, non-finite logits or out-of-range search sizes.
+        ValueError: for a wrong shape, non-finite logits or out-of-range search sizes (more
+            than :data:`MAX_SETS` sets of flips).
     """
     lg, _ = _check(logits)
     if not 1 <= int(candidates) <= ds.NUM_PAIRS:
         raise ValueError(f"candidates must be in 1..{ds.NUM_PAIRS}, got {candidates}")
     if not 1 <= int(max_flips) <= int(candidates):
         raise ValueError(f"max_flips must be in 1..candidates ({candidates}), got {max_flips}")
+    num_sets = sum(math.comb(int(candidates), r) for r in range(1, int(max_flips) + 1))
+    if num_sets > MAX_SETS:
+        raise ValueError(f"candidates={candidates} with max_flips={max_flips} gives {num_sets} "
+                         f"sets of flips to rank; at most {MAX_SETS} are allowed")
     idx, mask = _flip_sets(int(candidates), int(max_flips))
     bits = lg > 0
     status = np.zeros(len(lg), np.int8)

@@ -266,15 +266,19 @@ def test_compare_cli(two_runs, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_shipped_paired_comparison_is_reproduced(monkeypatch):
+@pytest.mark.parametrize("name", ["paired.json", "paired_constrained.json"])
+def test_shipped_paired_comparison_is_reproduced(monkeypatch, name):
     """`datasets/checkpoints/default/paired.json` (GNN against the MLP baseline, whole test
-    split) comes out again from the two shipped checkpoints."""
+    split) and its constrained-decoding twin come out again from the two shipped
+    checkpoints."""
     root = Path(__file__).resolve().parents[1]
     d = root / "datasets" / "checkpoints" / "default"
-    shipped = json.loads((d / "paired.json").read_text())
+    shipped = json.loads((d / name).read_text())
+    assert shipped["constrained"] is (name == "paired_constrained.json")
     monkeypatch.chdir(root)  # the checkpoints' configs name the corpus relative to the repo
     res = compare_checkpoints(d / "model.pt", d / "mlp_baseline.pt", names=shipped["names"],
-                              draws=shipped["draws"], seed=shipped["seed"])
+                              draws=shipped["draws"], seed=shipped["seed"],
+                              constrained=shipped["constrained"])
     assert res["num_lattices"] == shipped["num_lattices"] == 20000
     for k, m in shipped["metrics"].items():
         got = res["metrics"][k]

@@ -172,3 +172,5 @@ def test_bad_input_is_refused():
         constrained_adjacency(lg, candidates=0)
     with pytest.raises(ValueError, match="max_flips"):
         constrained_adjacency(lg, candidates=3, max_flips=4)
+    with pytest.raises(ValueError, match="sets of flips"):  # 351 choose <= 3: 7.2 million
+        constrained_adjacency(lg, candidates=351, max_flips=3)
