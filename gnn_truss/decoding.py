@@ -42,8 +42,8 @@ __all__ = ["STATUS", "CANDIDATES", "MAX_FLIPS", "constrained_logits", "constrain
 #: a valid one was found by flipping, none was found (threshold adjacency kept).
 STATUS = ("valid", "repaired", "unrepaired")
 #: Default search: sets of up to ``MAX_FLIPS`` of the ``CANDIDATES`` least confident entries
-#: (on 3,000 validation lattices of the shipped model, 12 and 3 already gave the exact match
-#: of 30 and 4; 20 and 3 left none unrepaired).
+#: (on 3,000 validation lattices of the seventeenth-stage model, 12 and 3 already gave the
+#: exact match of 30 and 4; 20 and 3 left none unrepaired).
 CANDIDATES = 20
 MAX_FLIPS = 3
 #: The most sets of flips one search may rank (memory: two ``[S, max_flips]`` arrays).
