@@ -569,30 +569,29 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
 
 # --------------------------------------------------------------------------- side by side
 
+def _adjacency_rows(block: str, tag: str = "") -> tuple:
+    """The accuracy, exact-match and F1 rows of one adjacency block of the report."""
+    return tuple((f"{label}{tag}", (block, key), True)
+                 for label, key in (("adjacency accuracy (paper)", "accuracy_paper"),
+                                    ("exact-lattice match", "exact_match"),
+                                    ("edge F1", "edge_f1")))
+
+
 #: ``(label, path in report.json, higher is better)`` rows of :func:`compare_reports`.
 COMPARED_METRICS = (
-    ("adjacency accuracy (paper)", ("adjacency", "accuracy_paper"), True),
-    ("exact-lattice match", ("adjacency", "exact_match"), True),
-    ("edge F1", ("adjacency", "edge_f1"), True),
+    *_adjacency_rows("adjacency"),
     ("node-position R^2 x", ("geometry", "r2_x"), True),
     ("node-position R^2 y", ("geometry", "r2_y"), True),
     ("node-position R^2 z", ("geometry", "r2_z"), True),
     ("offset R^2 (used nodes)", ("geometry", "r2_offsets"), True),
     ("property R^2 mean", ("property", "r2_mean"), True),
     ("curve NRMSE", ("property", "nrmse"), False),
-    ("adjacency accuracy (paper), symmetrised", ("adjacency_symmetrised", "accuracy_paper"),
-     True),
-    ("exact-lattice match, symmetrised", ("adjacency_symmetrised", "exact_match"), True),
-    ("edge F1, symmetrised", ("adjacency_symmetrised", "edge_f1"), True),
+    *_adjacency_rows("adjacency_symmetrised", ", symmetrised"),
     ("offset R^2 (used nodes), symmetrised", ("geometry_symmetrised", "r2_offsets"), True),
     ("property R^2 mean, symmetrised", ("property_symmetrised", "r2_mean"), True),
     ("curve NRMSE, symmetrised", ("property_symmetrised", "nrmse"), False),
-    ("adjacency accuracy (paper), constrained", ("adjacency_constrained", "accuracy_paper"),
-     True),
-    ("exact-lattice match, constrained", ("adjacency_constrained", "exact_match"), True),
-    ("edge F1, constrained", ("adjacency_constrained", "edge_f1"), True),
-    ("exact-lattice match, symmetrised + constrained",
-     ("adjacency_symmetrised_constrained", "exact_match"), True),
+    *_adjacency_rows("adjacency_constrained", ", constrained"),
+    *_adjacency_rows("adjacency_symmetrised_constrained", ", symmetrised + constrained"),
     ("validity (paper)", ("samples", "validity_paper"), True),
     ("validity (strict)", ("samples", "validity_strict"), True),
     ("validity (paper), constrained", ("samples_constrained", "validity_paper"), True),

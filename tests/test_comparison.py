@@ -249,6 +249,21 @@ def test_compare_checkpoints_constrained_matches_the_constrained_reports(two_run
     assert "topology rules" in paired_table(res)
 
 
+def test_compare_and_evaluate_read_the_constrained_logits(two_runs, tmp_path, monkeypatch):
+    """The tiny models' decodings already pass the rules, so the search changes nothing; a
+    stand-in decoding that negates every logit shows that both read its output."""
+    import gnn_truss.decoding as decoding
+    monkeypatch.setattr(decoding, "constrained_logits",
+                        lambda lg, *a, **k: (-lg, np.zeros(len(lg), np.int8)))
+    a, b = two_runs / "gnn" / "best.pt", two_runs / "mlp" / "best.pt"
+    plain = compare_checkpoints(a, b, draws=20, limit=20)
+    neg = compare_checkpoints(a, b, draws=20, limit=20, constrained=True)
+    rep = evaluate_checkpoint(a, tmp_path, n_samples=0, limit=20, constrained=True)
+    f1 = neg["metrics"]["edge F1"]["a"]
+    assert f1 == pytest.approx(rep["adjacency_constrained"]["edge_f1"], rel=1e-9)
+    assert f1 != pytest.approx(plain["metrics"]["edge F1"]["a"], rel=1e-3)
+
+
 def test_compare_cli(two_runs, tmp_path, capsys):
     from gnn_truss.cli import main
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
