@@ -236,6 +236,10 @@ def _cmd_train(args) -> int:
         cfg["data"]["limit"] = args.limit
     if args.time_limit is not None:
         cfg["train"]["time_limit_minutes"] = args.time_limit
+    if args.device is not None:
+        cfg["train"]["device"] = args.device
+    if args.loader_workers is not None:
+        cfg["train"]["num_workers"] = args.loader_workers
     if args.init_from is not None:
         if not Path(args.init_from).is_file():
             raise ValueError(f"--init-from: checkpoint not found: {args.init_from}")
@@ -796,6 +800,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="override train.epochs")
     t.add_argument("--limit", type=int, help="use only the first LIMIT lattices")
     t.add_argument("--time-limit", type=float, help="stop after this many minutes (resumable)")
+    t.add_argument("--device", help="override train.device (auto, cpu, cuda, cuda:1, ...)")
+    t.add_argument("--loader-workers", type=int, metavar="N",
+                   help="override train.num_workers: data-loader worker processes that collate "
+                        "the batches (0: in the training process; the numbers do not change)")
     t.add_argument("--init-from", metavar="CHECKPOINT",
                    help="override train.init_from: warm-start from this checkpoint "
                         "(configs/default_finetune.yaml continues a finished run)")

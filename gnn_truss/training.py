@@ -45,7 +45,8 @@ DEFAULT_CONFIG: dict = {
               "weight_decay": 0.0, "beta_max": 1.0, "kl_cycles": 4, "kl_ratio": 0.5,
               "property_weight": 1.0, "grad_clip": 10.0, "patience": 40, "seed": 0,
               "device": "auto", "time_limit_minutes": None, "init_from": None,
-              "freeze": [], "augment": None, "property_loss": "normalised"},
+              "freeze": [], "augment": None, "property_loss": "normalised",
+              "num_workers": 0},
     "out": "runs/default",
 }
 
@@ -209,6 +210,10 @@ def _check_values(cfg: dict) -> None:
             raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
     if not _is_int(t["seed"]):
         raise ValueError(f"train.seed must be an integer, got {t['seed']!r}")
+    if not _is_int(t["num_workers"]) or t["num_workers"] < 0:
+        raise ValueError(f"train.num_workers must be a non-negative integer (data-loader "
+                         f"worker processes; 0 collates in the training process), got "
+                         f"{t['num_workers']!r}")
     for key in ("lr", "lr_min", "weight_decay", "grad_clip", "beta_max", "property_weight"):
         if not _is_number(t[key]) or t[key] < 0:
             raise ValueError(f"train.{key} must be a finite non-negative number, got {t[key]!r}")
@@ -411,10 +416,15 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
                                      seed=t["seed"])
     gen = torch.Generator().manual_seed(t["seed"])
+    # Worker processes only collate: the batches, their order and the augmentation (drawn in
+    # this process) are those of num_workers 0, so a run's numbers do not depend on it.
+    # (Persistent workers would draw the loader's seed once, not every epoch, and so change
+    # the shuffle order from the second epoch on.)
+    loader_opts = {"num_workers": t["num_workers"], "pin_memory": device.type == "cuda"}
     train_dl = DataLoader(train_ds, batch_size=t["batch_size"], shuffle=sampler is None,
                           sampler=sampler, generator=gen if sampler is None else None,
-                          drop_last=True)
-    val_dl = DataLoader(val_ds, batch_size=1024)
+                          drop_last=True, **loader_opts)
+    val_dl = DataLoader(val_ds, batch_size=1024, **loader_opts)
     augment = None
     if t["augment"] in ("axes", "axes_mirrors"):
         from .symmetry import RandomAxisPermutation
@@ -484,7 +494,7 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         for b in train_dl:
             if augment is not None:
                 b = augment(b)
-            b = b.to(device)
+            b = b.to(device, non_blocking=True)
             beta = kl_beta(step, total_steps, t["kl_cycles"], t["kl_ratio"], t["beta_max"])
             outp = net(b)
             parts = model.loss(outp, b, beta, t["property_weight"],

@@ -85,7 +85,8 @@ def test_validate_config_rejects_unknown_keys_naming_them(cfg, key):
     ({"beta_max": "big"}, "beta_max"), ({"property_weight": float("inf")}, "property_weight"),
     ({"kl_ratio": 0}, "kl_ratio"), ({"kl_ratio": 1.5}, "kl_ratio"),
     ({"kl_ratio": "half"}, "kl_ratio"), ({"augment": "rotations"}, "augment"),
-    ({"augment": True}, "augment"),
+    ({"augment": True}, "augment"), ({"num_workers": -1}, "num_workers"),
+    ({"num_workers": 2.5}, "num_workers"), ({"device": "gpu9"}, "device"),
 ])
 def test_validate_config_rejects_bad_values(train_kw, key):
     with pytest.raises(ValueError, match=f"train.{key}"):
@@ -310,6 +311,26 @@ def test_cli_init_from_overrides_the_config(data_root, tmp_path, capsys):
                  "--out", str(tmp_path / "other"), "--no-progress"]) == 2
     assert "--init-from: checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_loader_workers_change_no_number(data_root, tmp_path):
+    """Worker processes only collate: two epochs with 2 workers (set from the command line)
+    log exactly the numbers of the run that collates in the training process, augmentation
+    included."""
+    from gnn_truss.cli import main
+
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(tiny_cfg(data_root, tmp_path / "w0", epochs=2,
+                                         augment="axes_mirrors")))
+    assert main(["train", "--config", str(p), "--no-progress"]) == 0
+    assert main(["train", "--config", str(p), "--out", str(tmp_path / "w2"),
+                 "--loader-workers", "2", "--device", "cpu", "--no-progress"]) == 0
+    assert load_checkpoint(tmp_path / "w2" / "last.pt")["config"]["train"]["num_workers"] == 2
+    cols = ("train_total", "train_adj", "train_kl", "val_adj", "val_property", "val_exact")
+    r0, r2 = (read_rows(tmp_path / d / "metrics.csv") for d in ("w0", "w2"))
+    assert [[r[c] for c in cols] for r in r2] == [[r[c] for c in cols] for r in r0]
+    assert main(["train", "--config", str(p), "--out", str(tmp_path / "bad"),
+                 "--loader-workers", "-1", "--no-progress"]) == 2
 
 
 @pytest.mark.parametrize("option, extra", [("edge_readout", 351), ("physics_readout", 13)])
