@@ -261,8 +261,10 @@ def _cmd_compare(args) -> int:
     res = compare_checkpoints(args.checkpoint_a, args.checkpoint_b, out_dir=args.out,
                               names=args.names, split=args.split, limit=args.limit,
                               draws=args.draws, seed=args.seed, symmetrise=args.symmetrise,
-                              constrained=args.constrained)
+                              constrained=args.constrained, refine_latent=args.refine_latent,
+                              refine_lr=args.refine_lr)
     sym = "" if not args.symmetrise else f", outputs symmetrised ({args.symmetrise})"
+    sym += "" if not args.refine_latent else f", latents refined ({args.refine_latent} steps)"
     sym += ", constrained decoding" if args.constrained else ""
     print(f"{res['split']} split, {res['num_lattices']} lattices, {res['draws']} paired "
           f"bootstrap draws{sym}")
@@ -287,7 +289,8 @@ def _cmd_evaluate(args) -> int:
     report = evaluate_checkpoint(args.checkpoint, out, n_samples=args.samples,
                                  split=args.split, limit=args.limit,
                                  fe_check=not args.no_fe, symmetrise=args.symmetrise,
-                                 constrained=args.constrained)
+                                 constrained=args.constrained,
+                                 refine_latent=args.refine_latent, refine_lr=args.refine_lr)
     print(json.dumps(report.get("summary", report), indent=1))
     if baseline is not None:
         name = lambda r: Path(str(r.get("checkpoint", "?"))).parent.name or "model"  # noqa
@@ -306,6 +309,15 @@ def _add_symmetrise_option(parser, what: str) -> None:
                         help=f"{what}: 'axes' (6 axis permutations; the 2 keeping z for "
                              f"curves) or 'axes_mirrors' (with the reflections: 48 / 16); one "
                              f"forward pass each (gnn_truss.symmetry.symmetrised_outputs)")
+
+
+def _add_refine_option(parser, what: str) -> None:
+    parser.add_argument("--refine-latent", type=int, metavar="STEPS",
+                        help=f"{what} latents refined from the encoder's means by STEPS Adam "
+                             f"steps on each lattice's own reconstruction loss (an iterative "
+                             f"encoder for known lattices; gnn_truss.nn.vae.refine_latent)")
+    parser.add_argument("--refine-lr", type=float, default=0.01,
+                        help="Adam step size of --refine-latent (0.01)")
 
 
 def _add_constrained_option(parser, what: str) -> None:
@@ -769,6 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_symmetrise_option(ev, "also report the reconstruction and property metrics of the "
                                "outputs averaged over each lattice's symmetric copies")
     _add_constrained_option(ev, "also report the adjacency metrics of")
+    _add_refine_option(ev, "also report every reconstruction and property metric at")
     ev.set_defaults(func=_cmd_evaluate)
 
     cp = sub.add_parser("compare", help="paired comparison of two checkpoints on the test "
@@ -788,6 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_symmetrise_option(cp, "compare the outputs (adjacency logits, offsets, property) "
                                "averaged over each lattice's symmetric copies")
     _add_constrained_option(cp, "decode both models' adjacency as")
+    _add_refine_option(cp, "compare both models' outputs at")
     cp.set_defaults(func=_cmd_compare)
 
     t = sub.add_parser("train", help="train the graph VAE and property predictor",

@@ -224,6 +224,11 @@ def paired_table(result: dict) -> str:
         lines += ["", f"Outputs symmetrised ({result['symmetrise']}): the adjacency logits, "
                       f"offsets and property predictions averaged over each lattice's "
                       f"symmetric copies (gnn_truss.symmetry.symmetrised_outputs)."]
+    if result.get("refine_latent"):
+        lines += ["", f"Outputs at latents refined from the means by "
+                      f"{result['refine_latent']} Adam steps (step size "
+                      f"{result.get('refine_lr', 0.01)}) on each lattice's reconstruction "
+                      f"loss (gnn_truss.nn.vae.refine_latent)."]
     if result.get("constrained"):
         lines += ["", "Adjacency decoded as the most probable one passing the topology rules "
                       "(gnn_truss.decoding.constrained_logits), not by the threshold."]
@@ -231,10 +236,15 @@ def paired_table(result: dict) -> str:
 
 
 def _model_outputs(model, data, target: str, norm, symmetrise=None,
-                   constrained: bool = False) -> dict:
+                   constrained: bool = False, refine_latent: int | None = None,
+                   refine_lr: float = 0.01) -> dict:
     from .evaluation import _run_split
-    r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm)
-    if symmetrise is None:
+    r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm,
+                   refine_steps=refine_latent, refine_lr=refine_lr)
+    if refine_latent:
+        out = {"logits": r["logits_ref"], "adj": r["adj"], "offsets": r["offsets_ref"],
+               "offset": r["offset"], "pred": norm.inverse(r["pred_ref"]), "true": r[target]}
+    elif symmetrise is None:
         out = {"logits": r["logits"], "adj": r["adj"], "offsets": r["offsets"],
                "offset": r["offset"], "pred": norm.inverse(r["pred"]), "true": r[target]}
     else:
@@ -250,7 +260,8 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                         split: str = "test", limit: int | None = None, draws: int = 1000,
                         seed: int = 0, level: float = 0.95,
                         data_overrides: dict | None = None,
-                        symmetrise: str | None = None, constrained: bool = False) -> dict:
+                        symmetrise: str | None = None, constrained: bool = False,
+                        refine_latent: int | None = None, refine_lr: float = 0.01) -> dict:
     """Paired comparison of two checkpoints on the same split (module docstring).
 
     Both checkpoints must have been trained on the same data (equal dataset fingerprints) for
@@ -269,6 +280,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         constrained: decode both models' adjacency logits (plain or symmetrised) with the
             constrained decoding (:func:`gnn_truss.decoding.constrained_logits`) instead of
             the threshold.
+        refine_latent: compare both models' outputs at latents refined from the means by
+            this many Adam steps (step size ``refine_lr``) on each lattice's reconstruction
+            loss (:func:`gnn_truss.nn.vae.refine_latent`); not with ``symmetrise``.
 
     Returns:
         ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "draws",
@@ -289,6 +303,13 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         raise ValueError(f"limit must be an integer >= 2 or None, got {limit!r}")
     from .symmetry import check_symmetrise
     check_symmetrise(symmetrise, allow_none=True)
+    if refine_latent is not None:
+        if isinstance(refine_latent, bool) or not isinstance(refine_latent, int) \
+                or refine_latent < 1:
+            raise ValueError(f"refine_latent must be a positive number of steps or None, got "
+                             f"{refine_latent!r}")
+        if symmetrise is not None:
+            raise ValueError("refine_latent and symmetrise cannot be combined")
     model_a, ck_a = load_model(checkpoint_a)
     model_b, ck_b = load_model(checkpoint_b)
     if ck_a["fingerprint"] != ck_b["fingerprint"]:
@@ -315,7 +336,8 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     for model, ck in ((model_a, ck_a), (model_b, ck_b)):
         norm = TargetNormalizer.from_dict(ck["normalizer"])
         stats.append(paired_statistics(
-            _model_outputs(model, data, target, norm, symmetrise, constrained),
+            _model_outputs(model, data, target, norm, symmetrise, constrained,
+                           refine_latent, refine_lr),
             target, label_names))
     metrics = paired_bootstrap(stats[0], stats[1], names=names, draws=draws, seed=seed,
                                level=level)
@@ -323,6 +345,8 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
               "split": split, "num_lattices": len(data), "target": target,
               "fingerprint": ck_a["fingerprint"], "draws": draws, "seed": seed,
               "level": level, "symmetrise": symmetrise, "constrained": bool(constrained),
+              "refine_latent": refine_latent,
+              **({} if refine_latent is None else {"refine_lr": refine_lr}),
               "metrics": metrics}
     if out_dir is not None:
         out = Path(out_dir)

@@ -276,6 +276,14 @@ def test_compare_cli(two_runs, tmp_path, capsys):
                  "--constrained"]) == 0
     printed = capsys.readouterr().out
     assert "outputs symmetrised (axes), constrained decoding" in printed
+    assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
+                 "--draws", "20", "--limit", "10", "--refine-latent", "3",
+                 "--refine-lr", "0.02"]) == 0
+    printed = capsys.readouterr().out
+    assert "latents refined (3 steps)" in printed and "step size 0.02" in printed
+    assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
+                 "--limit", "10", "--refine-latent", "3", "--symmetrise", "axes"]) == 2
+    assert "cannot be combined" in capsys.readouterr().err
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(tmp_path / "missing.pt")]) == 2
     assert "not found" in capsys.readouterr().err
 
@@ -303,3 +311,42 @@ def test_shipped_paired_comparison_is_reproduced(monkeypatch, name):
         for key in ("a", "b", "difference", "ci_low", "ci_high"):
             assert got[key] == pytest.approx(m[key], abs=tol), (k, key)
         assert got["verdict"] == m["verdict"], k
+
+
+def test_compare_and_evaluate_refined_latents_agree_with_refine_latent(two_runs, tmp_path):
+    """The refined blocks of the report and the refined paired comparison are the metrics of
+    the decodings of refine_latent's latents, computed here directly."""
+    from torch_geometric.data import Batch
+
+    from gnn_truss.dataset import TrussDataset
+    from gnn_truss.exploration import load_model
+    from gnn_truss.nn.vae import refine_latent
+    a, b = two_runs / "gnn" / "best.pt", two_runs / "mlp" / "best.pt"
+    res = compare_checkpoints(a, b, draws=50, limit=20, refine_latent=15)
+    rep = evaluate_checkpoint(a, tmp_path, n_samples=0, limit=20, refine_latent=15)
+    assert rep["adjacency_refined"]["refine_steps"] == 15 and res["refine_latent"] == 15
+    model, _ = load_model(a)
+    batch = Batch.from_data_list(list(TrussDataset(two_runs / "data", split="test",
+                                                   limit=300))[:20])
+    with torch.no_grad():
+        mu = model(batch, sample=False)["mu"]
+    z = refine_latent(model, mu, batch.adj, batch.offset, steps=15)
+    with torch.no_grad():
+        logits = model.decode(z)[0]
+    exact = float(((logits > 0).float() == batch.adj).all(-1).float().mean())
+    assert rep["adjacency_refined"]["exact_match"] == pytest.approx(exact, abs=1e-12)
+    assert res["metrics"]["exact-lattice match"]["a"] == pytest.approx(exact, abs=1e-12)
+    assert res["metrics"]["edge F1"]["a"] == pytest.approx(
+        rep["adjacency_refined"]["edge_f1"], rel=1e-9)
+    assert rep["geometry_refined"]["r2_offsets"] == pytest.approx(
+        res["metrics"]["offset R^2 (used nodes)"]["a"], rel=1e-6)
+    assert "refined" in paired_table(res)
+    assert rep["summary"]["adjacency_refined"]["strict_exact_match"] == \
+        rep["adjacency_refined"]["exact_match"]
+    with pytest.raises(ValueError, match="cannot be combined"):
+        compare_checkpoints(a, b, limit=5, refine_latent=3, symmetrise="axes")
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="refine_latent"):
+            compare_checkpoints(a, b, limit=5, refine_latent=bad)
+        with pytest.raises(ValueError, match="refine_latent"):
+            evaluate_checkpoint(a, tmp_path, n_samples=0, limit=5, refine_latent=bad)

@@ -505,3 +505,31 @@ def test_latent_figure_is_coloured_by_the_fe_bulk_modulus(tmp_path):
     assert len(coloured) == 1
     assert np.allclose(np.sort(np.asarray(coloured[0])), np.sort(np.log10(kv)), rtol=1e-10)
     assert (tmp_path / "latent.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_refined_latents_reconstruct_the_shipped_models_test_lattices():
+    """The shipped model's decoder reproduces nearly every test lattice from a refined
+    latent: on 300 test-split lattices (built straight from the corpus file), 100 refinement
+    steps take the exact match from about 68 % (one pass, the encoder's mean) to at least
+    95 % (99.3 % measured on 2,000), and no lattice reconstructed from the mean is lost."""
+    from torch_geometric.data import Batch
+
+    from gnn_truss.dataset import split_indices
+    from gnn_truss.exploration import load_model
+    from gnn_truss.graph import truss_to_data
+    from gnn_truss.nn.vae import refine_latent
+    ckpt = SHIPPED.parents[2] / "checkpoints" / "default" / "model.pt"
+    model, ck = load_model(ckpt)
+    corpus = load_corpus(SHIPPED)
+    idx = split_indices(len(corpus), ck["config"]["data"]["split_seed"])["test"][:300]
+    b = Batch.from_data_list([truss_to_data(corpus.truss(int(i))) for i in idx])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = model(b, sample=False)
+    plain = ((out["logits"] > 0).float() == b.adj).all(-1)
+    z = refine_latent(model, out["mu"], b.adj, b.offset, steps=100)
+    with torch.no_grad():
+        refined = ((model.decode(z)[0] > 0).float() == b.adj).all(-1)
+    assert 0.55 < float(plain.float().mean()) < 0.8
+    assert float(refined.float().mean()) >= 0.95
+    assert bool(refined[plain].all())

@@ -2,7 +2,7 @@
 from .decoder import AdjacencyDecoder, OffsetDecoder
 from .encoder import MLPEncoder, TrussGNNEncoder
 from .predictor import PropertyPredictor
-from .vae import LatentSizes, TrussVAE, build_model
+from .vae import LatentSizes, TrussVAE, build_model, refine_latent
 
 __all__ = ["AdjacencyDecoder", "OffsetDecoder", "MLPEncoder", "TrussGNNEncoder",
-           "PropertyPredictor", "LatentSizes", "TrussVAE", "build_model"]
+           "PropertyPredictor", "LatentSizes", "TrussVAE", "build_model", "refine_latent"]

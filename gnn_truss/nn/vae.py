@@ -32,7 +32,8 @@ from .decoder import AdjacencyDecoder, OffsetDecoder
 from .encoder import MLPEncoder, TrussGNNEncoder
 from .predictor import PropertyPredictor
 
-__all__ = ["LatentSizes", "TrussVAE", "build_model", "check_model_config", "MODEL_KEYS"]
+__all__ = ["LatentSizes", "TrussVAE", "build_model", "check_model_config", "MODEL_KEYS",
+           "refine_latent"]
 
 LOGSIG_MIN, LOGSIG_MAX = -12.0, 4.0
 
@@ -161,6 +162,79 @@ class TrussVAE(nn.Module):
         kl = self.kl_loss(out["mu"], out["logsig"])
         total = adj + self.offset_weight * off + property_weight * prop + beta * kl
         return {"total": total, "adj": adj, "offset": off, "property": prop, "kl": kl}
+
+
+def refine_latent(model: "TrussVAE", z0: torch.Tensor, adj: torch.Tensor,
+                  offsets: torch.Tensor, steps: int = 100, lr: float = 0.01) -> torch.Tensor:
+    r"""Latent refinement (semi-amortised inference): ``steps`` Adam steps on the latent,
+    from ``z0`` (the encoder's mean), that lower the reconstruction loss of the given lattice.
+
+    The encoder predicts the latent in one pass; its error (the amortisation gap) is what keeps
+    the decoding of a lattice's mean from being the lattice itself. This closes the gap by
+    minimising, for each lattice separately, the model's own reconstruction loss
+
+    .. math:: \mathrm{BCE}(\mathrm{dec}_A(z), A) + w_o \lVert \mathrm{dec}_x(z) - x \rVert^2
+
+    over ``z`` with the weights fixed (:meth:`TrussVAE.recon_loss`, ``w_o`` the model's
+    ``offset_weight``; no prior term). Each lattice's latent only enters its own loss and Adam
+    scales each coordinate separately, so the result does not depend on the batch. It needs
+    the lattice: it is an encoder for known lattices (reconstruction, interpolation, design
+    starts), not a change of the decoder or of the sampling.
+
+    Args:
+        model: a :class:`TrussVAE` (its parameters are not changed; gradients flow to ``z``
+            only).
+        z0: ``[B, t + s + g]`` starting latents.
+        adj: ``[B, 351]`` target adjacency (upper triangle, 0/1).
+        offsets: ``[B, 27]`` target free-dof offsets.
+        steps: Adam steps (100; 0 returns ``z0``).
+        lr: Adam step size (0.01).
+
+    Returns:
+        ``[B, t + s + g]`` refined latents (detached).
+
+    Raises:
+        ValueError: ``steps`` negative or not an integer, ``lr`` not positive and finite,
+            mismatched shapes, or non-finite inputs.
+    """
+    if not _is_int(steps) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    for name, v in (("z0", z0), ("adj", adj), ("offsets", offsets)):
+        if not torch.is_tensor(v) or not torch.isfinite(v).all():
+            raise ValueError(f"{name} must be a finite tensor (NaN or inf found)")
+    if z0.ndim != 2 or z0.shape[1] != model.sizes.total:
+        raise ValueError(f"z0 must have shape [B, {model.sizes.total}], got {tuple(z0.shape)}")
+    with torch.no_grad():
+        shapes = tuple(tuple(o.shape) for o in model.decode(z0))
+    if (tuple(adj.shape), tuple(offsets.shape)) != shapes:
+        raise ValueError(f"adj and offsets must have the decoder's shapes {shapes[0]} and "
+                         f"{shapes[1]}, got {tuple(adj.shape)} and {tuple(offsets.shape)}")
+    z = z0.detach().clone()
+    if steps == 0:
+        return z
+    adj, offsets = adj.to(z.dtype), offsets.to(z.dtype)
+    was_training = model.training
+    model.eval()
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        z.requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr)
+        with torch.enable_grad():
+            for _ in range(steps):
+                logits, off = model.decode(z)
+                bce = F.binary_cross_entropy_with_logits(logits, adj, reduction="none")
+                loss = bce.sum() + model.offset_weight * ((off - offsets) ** 2).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+    return z.detach()
 
 
 def _is_int(v) -> bool:
