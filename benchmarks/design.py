@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--starts", type=int, default=100)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--encode-refine", type=int, default=0,
+                    help="latent refinement steps of the start and parent latents (0)")
     ap.add_argument("--path-candidates", type=int, default=None)
     ap.add_argument("--refine-rounds", type=int, default=None,
                     help="FE-guided refinement rounds (default: run_design's, 10 for stiffness)")
@@ -68,13 +70,15 @@ def main() -> None:
     res = run_design(model, normalizer, corpus, objective, starts=args.starts, steps=args.steps,
                      lr=args.lr, path_candidates=args.path_candidates,
                      refine_rounds=args.refine_rounds,
-                     polish_generations=args.polish_generations, workers=args.workers)
+                     polish_generations=args.polish_generations, workers=args.workers,
+                     encode_refine=args.encode_refine)
     total = time.perf_counter() - t0
     timings = {"total": total, **res.timings}
     best = res.best
     report = {
         "checkpoint": args.checkpoint, "objective": objective.spec, "starts": args.starts,
         "steps": args.steps, "threads": args.threads, "device": args.device,
+        "lr": args.lr, "encode_refine": args.encode_refine,
         "load_model_s": t_model, "load_corpus_s": t_corpus, "corpus_size": len(corpus),
         "seconds": timings, "ms_per_step": 1e3 * res.timings["optimize"] / (args.steps + 1),
         "candidates_verified": res.num_candidates, "distinct": len(res.candidates),

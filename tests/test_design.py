@@ -469,10 +469,41 @@ def test_run_design_refuses_bad_refine_settings_before_optimising(corpus, model_
                           ({"check_top": 0}, "check_top"),
                           ({"polish_generations": 2.5}, "polish_generations"),
                           ({"polish_topology_rate": 1.5}, "polish_topology_rate"),
-                          ({"polish_topology_rate": -0.5}, "polish_topology_rate")):
+                          ({"polish_topology_rate": -0.5}, "polish_topology_rate"),
+                          ({"encode_refine": -1}, "encode_refine"),
+                          ({"encode_refine": 2.0}, "encode_refine")):
         with pytest.raises(ValueError, match=match):
             run_design(model, norm, corpus, parse_objective("max-E22"), starts=2, steps=3,
                        **kwargs)
+
+
+def test_encode_refine_starts_from_the_refined_means(corpus, model_and_norm, monkeypatch):
+    """encode_trusses(refine_steps=k) is refine_latent of the dense means, and run_design's
+    gradient stage starts from those latents (recorded in the settings)."""
+    import gnn_truss.design as design
+    from gnn_truss.nn.vae import refine_latent
+    model, norm = model_and_norm
+    trusses = [corpus.truss(i) for i in range(5)]
+    mu = encode_trusses(model, trusses)
+    adj = torch.tensor(np.stack([ds.adjacency_to_triu(t.adjacency) for t in trusses]),
+                       dtype=torch.float32)
+    off = torch.tensor(np.stack([t.free_offsets for t in trusses]), dtype=torch.float32)
+    refined = encode_trusses(model, trusses, refine_steps=7)
+    assert torch.allclose(refined, refine_latent(model, mu, adj, off, steps=7), atol=1e-6)
+    assert not torch.allclose(refined, mu)
+    seen = {}
+    real = design.optimize_latents
+
+    def spy(model_, norm_, objective, z0, **kw):
+        seen["z0"] = z0.clone()
+        return real(model_, norm_, objective, z0, **kw)
+    monkeypatch.setattr(design, "optimize_latents", spy)
+    obj = parse_objective("max-E22")
+    res = run_design(model, norm, corpus, obj, starts=3, steps=2, refine_rounds=0,
+                     polish_generations=0, workers=1, encode_refine=7)
+    starts = [corpus.truss(int(i)) for i in select_starts(obj, corpus.stiffness, 3)]
+    assert torch.allclose(seen["z0"], encode_trusses(model, starts, refine_steps=7), atol=1e-6)
+    assert res.settings["encode_refine"] == 7
 
 
 def test_polish_with_topology_moves_in_a_design_run(corpus, model_and_norm):
@@ -613,6 +644,7 @@ def test_design_main_writes_results(cli_files, capsys):
     (["--objective", "max-E2", "--polish-top", "0"], "--polish-top"),
     (["--objective", "max-E2", "--polish-children", "0"], "--polish-children"),
     (["--objective", "max-E2", "--polish-topology-rate", "2"], "--polish-topology-rate"),
+    (["--objective", "max-E2", "--encode-refine", "-1"], "--encode-refine"),
 ])
 def test_design_main_bad_input(cli_files, argv, match):
     d = cli_files
