@@ -596,7 +596,7 @@ def _cmd_interpolate(args) -> int:
     a, la = _resolve_spec(args.a, args, ck, cache)
     b, lb = _resolve_spec(args.b, args, ck, cache)
     p = interpolate(model, a, b, steps=args.steps, method=args.method,
-                    repair=not args.no_repair, density=args.density, workers=args.workers)
+                    refine_steps=args.refine_latent, repair=not args.no_repair, density=args.density, workers=args.workers)
     out = Path(args.out)
     title = f"{la} \u2192 {lb} ({args.method}, {args.steps} steps)"
     _write_path(p, out, title, "interpolation parameter t",
@@ -620,7 +620,7 @@ def _cmd_traverse(args) -> int:
     out = Path(args.out)
     for g in groups:
         p = traverse(model, truss, g, dim=args.dim, span=args.span, steps=args.steps,
-                     repair=not args.no_repair, density=args.density, workers=args.workers)
+                     refine_steps=args.refine_latent, repair=not args.no_repair, density=args.density, workers=args.workers)
         d = p.meta["dim"]
         title = (f"{label}: {g} axis {d} (latent {p.meta['latent_index']}), "
                  f"\u00b1{args.span:g} \u03c3")
@@ -681,6 +681,10 @@ def _add_exploration_parsers(sub, lat_help: str) -> None:
     i.add_argument("--steps", type=int, default=7, help="points including both ends (7)")
     i.add_argument("--method", choices=["slerp", "linear"], default="slerp",
                    help="interpolation path (slerp)")
+    i.add_argument("--refine-latent", type=int, default=0, metavar="STEPS",
+                   help="refine both end latents by STEPS steps on their lattices' own "
+                        "reconstruction loss, so that the ends decode to A and B (0; 100 is "
+                        "a good value)")
     common(i)
     i.set_defaults(func=_cmd_interpolate)
 
@@ -700,6 +704,9 @@ def _add_exploration_parsers(sub, lat_help: str) -> None:
     t.add_argument("--span", type=float, default=3.0,
                    help="largest shift in prior standard deviations (3)")
     t.add_argument("--steps", type=int, default=7, help="points along the axis (7)")
+    t.add_argument("--refine-latent", type=int, default=0, metavar="STEPS",
+                   help="refine the start latent by STEPS steps on the lattice's own "
+                        "reconstruction loss, so that it decodes to the lattice (0)")
     common(t)
     t.set_defaults(func=_cmd_traverse)
 

@@ -108,8 +108,8 @@ def encode_trusses(model, trusses, batch_size: int = 1024,
                            device=dev)
         mu = model.encode_dense(adj, off)[0]
         if refine_steps:
-            triu = adj[:, torch.as_tensor(ds.TRIU_I, device=dev), torch.as_tensor(ds.TRIU_J,
-                                                                                 device=dev)]
+            i, j = (torch.tensor(v, device=dev) for v in (ds.TRIU_I, ds.TRIU_J))
+            triu = adj[:, i, j]
             mu = refine_latent(model, mu, triu, off, steps=refine_steps)
         out.append(mu)
     return torch.cat(out) if out else torch.zeros(0, model.sizes.total, device=dev)

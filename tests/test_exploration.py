@@ -314,6 +314,28 @@ def test_interpolation_end_points_are_the_reconstructions(random_model, method):
     np.testing.assert_allclose(p.z, expected.numpy(), atol=1e-6)
 
 
+def test_refined_end_points_are_refine_latent_of_the_means(random_model):
+    """With refine_steps the interpolation's ends and the traversal's centre are the means
+    refined by gnn_truss.nn.vae.refine_latent on the lattices' own graphs."""
+    from torch_geometric.data import Batch
+
+    from gnn_truss.graph import truss_to_data
+    from gnn_truss.nn.vae import refine_latent
+    a, b = Truss.elementary("octet"), Truss.elementary("sc_2x2x2")
+    batch = Batch.from_data_list([truss_to_data(a), truss_to_data(b)])
+    mu = encode_lattices(random_model, [a, b])
+    want = refine_latent(random_model, mu, batch.adj, batch.offset, steps=20)
+    got = encode_lattices(random_model, [a, b], refine_steps=20)
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, mu)
+    p = interpolate(random_model, a, b, steps=3, fe=False, refine_steps=20)
+    np.testing.assert_allclose(p.z[0], want[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(p.z[-1], want[1].numpy(), atol=1e-6)
+    assert p.meta["refine_steps"] == 20
+    t = traverse(random_model, a, "shared", dim=0, steps=3, fe=False, refine_steps=20)
+    np.testing.assert_allclose(t.z[1], want[0].numpy(), atol=1e-6)
+
+
 def test_interpolation_reports_invalid_lattices_with_status(fixed_model):
     raw = make_fixed_model()  # the decoded lattice has a dangling beam: invalid unless repaired
     p = interpolate(raw, OCTET, Truss.elementary("bcc"), steps=3, repair=False)
@@ -527,6 +549,12 @@ def test_cli_sample_without_training_corpus_skips_novelty(workdir, capsys):
 
 def test_cli_interpolate_writes_lattices_table_and_strip(workdir, capsys):
     out = workdir["dir"] / "interp"
+    assert main(["interpolate", "octet", "corpus:1", "--checkpoint", workdir["ck"],
+                 "--corpus", workdir["corpus"], "--steps", "3", "--method", "linear",
+                 "--out", str(out / "refined"), "--refine-latent", "5"]) == 0
+    assert json.loads((out / "refined" / "properties.json").read_text())["meta"][
+        "refine_steps"] == 5
+    capsys.readouterr()
     assert main(["interpolate", "octet", "corpus:1", "--checkpoint", workdir["ck"],
                  "--corpus", workdir["corpus"], "--steps", "3", "--method", "linear",
                  "--out", str(out)]) == 0
