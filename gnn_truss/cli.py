@@ -315,7 +315,8 @@ def _add_refine_option(parser, what: str) -> None:
     parser.add_argument("--refine-latent", type=int, metavar="STEPS",
                         help=f"{what} latents refined from the encoder's means by STEPS Adam "
                              f"steps on each lattice's own reconstruction loss (an iterative "
-                             f"encoder for known lattices; gnn_truss.nn.vae.refine_latent)")
+                             f"encoder for known lattices; gnn_truss.nn.vae.refine_latent; "
+                             f"0: off)")
     parser.add_argument("--refine-lr", type=float, default=0.01,
                         help="Adam step size of --refine-latent (0.01)")
 
@@ -591,12 +592,15 @@ def _print_path(p) -> None:
 def _cmd_interpolate(args) -> int:
     from .exploration import interpolate
 
+    from .nn.vae import check_refine
+    check_refine(args.refine_latent, name="--refine-latent")
     model, ck = _load_model(args)
     cache: dict = {}
     a, la = _resolve_spec(args.a, args, ck, cache)
     b, lb = _resolve_spec(args.b, args, ck, cache)
     p = interpolate(model, a, b, steps=args.steps, method=args.method,
-                    refine_steps=args.refine_latent, repair=not args.no_repair, density=args.density, workers=args.workers)
+                    refine_steps=args.refine_latent, repair=not args.no_repair,
+                    density=args.density, workers=args.workers)
     out = Path(args.out)
     title = f"{la} \u2192 {lb} ({args.method}, {args.steps} steps)"
     _write_path(p, out, title, "interpolation parameter t",
@@ -614,13 +618,16 @@ def _cmd_interpolate(args) -> int:
 def _cmd_traverse(args) -> int:
     from .exploration import GROUPS, traverse
 
+    from .nn.vae import check_refine
+    check_refine(args.refine_latent, name="--refine-latent")
     model, ck = _load_model(args)
     truss, label = _resolve_spec(args.lattice, args, ck, {})
     groups = GROUPS if args.group == "all" else (args.group,)
     out = Path(args.out)
     for g in groups:
         p = traverse(model, truss, g, dim=args.dim, span=args.span, steps=args.steps,
-                     refine_steps=args.refine_latent, repair=not args.no_repair, density=args.density, workers=args.workers)
+                     refine_steps=args.refine_latent, repair=not args.no_repair,
+                     density=args.density, workers=args.workers)
         d = p.meta["dim"]
         title = (f"{label}: {g} axis {d} (latent {p.meta['latent_index']}), "
                  f"\u00b1{args.span:g} \u03c3")

@@ -282,7 +282,8 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
             the threshold.
         refine_latent: compare both models' outputs at latents refined from the means by
             this many Adam steps (step size ``refine_lr``) on each lattice's reconstruction
-            loss (:func:`gnn_truss.nn.vae.refine_latent`); not with ``symmetrise``.
+            loss (:func:`gnn_truss.nn.vae.refine_latent`); not with ``symmetrise``. (default:
+            ``None``; 0 is off too)
 
     Returns:
         ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "draws",
@@ -303,13 +304,10 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         raise ValueError(f"limit must be an integer >= 2 or None, got {limit!r}")
     from .symmetry import check_symmetrise
     check_symmetrise(symmetrise, allow_none=True)
-    if refine_latent is not None:
-        if isinstance(refine_latent, bool) or not isinstance(refine_latent, int) \
-                or refine_latent < 1:
-            raise ValueError(f"refine_latent must be a positive number of steps or None, got "
-                             f"{refine_latent!r}")
-        if symmetrise is not None:
-            raise ValueError("refine_latent and symmetrise cannot be combined")
+    from .nn.vae import check_refine
+    refine_latent = check_refine(refine_latent, refine_lr) or None
+    if refine_latent and symmetrise is not None:
+        raise ValueError("refine_latent and symmetrise cannot be combined")
     model_a, ck_a = load_model(checkpoint_a)
     model_b, ck_b = load_model(checkpoint_b)
     if ck_a["fingerprint"] != ck_b["fingerprint"]:

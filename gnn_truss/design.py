@@ -776,6 +776,8 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
         ``(all candidates incl. the new ones, best FE score first; lattices verified;
         FE seconds)``. Children carry their parent's ``run`` and ``source="refine"``.
     """
+    from .nn.vae import check_refine
+    encode_refine = check_refine(encode_refine, name="encode_refine")
     lo, hi = float(sigma[0]), float(sigma[1])
     if not (0 < lo <= hi and math.isfinite(hi)):
         raise ValueError(f"sigma must be 0 < low <= high, got {sigma}")
@@ -928,8 +930,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     """
     if starts < 1:
         raise ValueError(f"starts must be positive, got {starts}")
-    if isinstance(encode_refine, bool) or not isinstance(encode_refine, int) or encode_refine < 0:
-        raise ValueError(f"encode_refine must be an integer >= 0, got {encode_refine!r}")
+    from .nn.vae import check_refine
+    encode_refine = check_refine(encode_refine, name="encode_refine")
     if _model_target(model) != objective.label:
         raise ValueError(f"objective {objective.spec!r} needs a model trained on "
                          f"{objective.label} labels; this checkpoint predicts "

@@ -488,8 +488,8 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             many Adam steps (step size ``refine_lr``) on each lattice's own reconstruction
             loss (:func:`gnn_truss.nn.vae.refine_latent`) under ``"adjacency_refined"``,
             ``"geometry_refined"`` and ``"property_refined"`` (the predictor read at the
-            refined latent). An encoder for known lattices, not one forward pass: the plain
-            metrics stay the model's. (default: ``None``, not run)
+            refined latent; not symmetrised). An encoder for known lattices, not one forward
+            pass: the plain metrics stay the model's. (default: ``None``; 0 is off too)
 
     Returns:
         The report dict (as written to ``report.json``; non-finite numbers become ``None``).
@@ -510,8 +510,10 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
         raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
+    from .nn.vae import check_refine
     from .symmetry import allowed_symmetries, check_symmetrise
     check_symmetrise(symmetrise, allow_none=True)
+    refine_latent = check_refine(refine_latent, refine_lr) or None
     model, ck = load_model(checkpoint_path)
     cfg, datasets = checkpoint_datasets(ck, checkpoint_path, data_overrides)
     target = cfg["data"]["target"]
@@ -522,10 +524,6 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         data = data[:limit]
     if len(data) == 0:
         raise ValueError(f"split {split!r} is empty")
-    if refine_latent is not None and (isinstance(refine_latent, bool) or
-                                      not isinstance(refine_latent, int) or refine_latent < 1):
-        raise ValueError(f"refine_latent must be a positive number of steps or None, got "
-                         f"{refine_latent!r}")
     r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm,
                    refine_steps=refine_latent, refine_lr=refine_lr)
     pred_phys = norm.inverse(r["pred"])
@@ -592,7 +590,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             **({} if "samples_constrained" not in extra else {
                 "validity_constrained": _validity_summary(extra["samples_constrained"])}),
             **({} if not ref_blocks else {
-                f"{k}_refined": {"refine_steps": refine_latent, **v}
+                f"{k}_refined": {"refine_steps": refine_latent, "refine_lr": refine_lr, **v}
                 for k, v in _summary(ref_blocks["adjacency_refined"],
                                      ref_blocks["geometry_refined"],
                                      ref_blocks["property_refined"]).items()}),
@@ -638,6 +636,7 @@ COMPARED_METRICS = (
     *_adjacency_rows("adjacency_refined", ", refined latent"),
     ("offset R^2 (used nodes), refined latent", ("geometry_refined", "r2_offsets"), True),
     ("property R^2 mean, refined latent", ("property_refined", "r2_mean"), True),
+    ("curve NRMSE, refined latent", ("property_refined", "nrmse"), False),
     ("validity (paper)", ("samples", "validity_paper"), True),
     ("validity (strict)", ("samples", "validity_strict"), True),
     ("validity (paper), constrained", ("samples_constrained", "validity_paper"), True),

@@ -252,6 +252,8 @@ def encode_lattices(model, trusses, refine_steps: int = 0) -> torch.Tensor:
     from torch_geometric.data import Batch
 
     from .graph import truss_to_data
+    from .nn.vae import check_refine
+    refine_steps = check_refine(refine_steps, name="refine_steps")
     trusses = list(trusses)
     if not trusses:
         return torch.zeros(0, model.sizes.total)

@@ -350,8 +350,18 @@ def test_compare_and_evaluate_refined_latents_agree_with_refine_latent(two_runs,
         rep["adjacency_refined"]["exact_match"]
     with pytest.raises(ValueError, match="cannot be combined"):
         compare_checkpoints(a, b, limit=5, refine_latent=3, symmetrise="axes")
-    for bad in (0, -2, 1.5, True):
+    for bad in (-2, 1.5, True):
         with pytest.raises(ValueError, match="refine_latent"):
             compare_checkpoints(a, b, limit=5, refine_latent=bad)
         with pytest.raises(ValueError, match="refine_latent"):
             evaluate_checkpoint(a, tmp_path, n_samples=0, limit=5, refine_latent=bad)
+    for lr in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="step size of refine_latent"):
+            evaluate_checkpoint(a, tmp_path, n_samples=0, limit=5, refine_latent=3,
+                                refine_lr=lr)
+    # 0 steps is off: the plain outputs, no refined blocks
+    off = evaluate_checkpoint(a, tmp_path / "off", n_samples=0, limit=20, refine_latent=0)
+    assert "adjacency_refined" not in off and "adjacency_refined" not in off["summary"]
+    plain = compare_checkpoints(a, b, draws=50, limit=20)
+    zero = compare_checkpoints(a, b, draws=50, limit=20, refine_latent=0)
+    assert zero["refine_latent"] is None and zero["metrics"] == plain["metrics"]

@@ -441,6 +441,7 @@ def test_refine_candidates_extra_parents_seed_the_search_but_are_not_returned(
     ({"verify_per_round": 0}, "verify_per_round"),
     ({"rounds": -1}, "rounds"), ({"parents": 0}, "parents"), ({"children": 0}, "children"),
     ({"sigma": (0.5, 0.1)}, "sigma"), ({"sigma": (0.0, 0.1)}, "sigma"),
+    ({"encode_refine": -1}, "encode_refine"), ({"encode_refine": 1.5}, "encode_refine"),
 ])
 def test_refine_candidates_rejects_bad_settings(corpus, model_and_norm, kwargs, match):
     from gnn_truss.design import refine_candidates

@@ -556,6 +556,11 @@ def test_cli_interpolate_writes_lattices_table_and_strip(workdir, capsys):
         "refine_steps"] == 5
     capsys.readouterr()
     assert main(["interpolate", "octet", "corpus:1", "--checkpoint", workdir["ck"],
+                 "--corpus", workdir["corpus"], "--out", str(out / "bad"),
+                 "--refine-latent", "-1"]) == 2
+    assert "--refine-latent must be an integer >= 0" in capsys.readouterr().err
+    assert not (out / "bad").exists()
+    assert main(["interpolate", "octet", "corpus:1", "--checkpoint", workdir["ck"],
                  "--corpus", workdir["corpus"], "--steps", "3", "--method", "linear",
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out

@@ -211,8 +211,8 @@ def _reachable_target(model, n=6, seed=1):
 def test_refine_latent_lowers_each_lattice_loss_and_leaves_the_model_alone():
     """From a start 1.5 units away from latents whose decodings are the targets, refinement
     lowers every lattice's reconstruction loss (the quantity it minimises, computed here
-    independently; an untrained decoder is nearly flat, so by a few units), and leaves the weights, their gradient flags
-    and the train/eval mode as they were."""
+    independently; an untrained decoder is nearly flat, so by a few units), and leaves the
+    weights, their gradients and gradient flags and the train/eval mode as they were."""
     from gnn_truss.nn.vae import refine_latent
     model = build_model({"encoder": "mlp", **SMALL})
     model.train()
@@ -228,8 +228,9 @@ def test_refine_latent_lowers_each_lattice_loss_and_leaves_the_model_alone():
         bce = torch.nn.functional.binary_cross_entropy_with_logits(lg, adj, reduction="none")
         return bce.sum(-1) + model.offset_weight * ((o - off) ** 2).sum(-1)
     z = refine_latent(model, z0, adj, off, steps=100, lr=0.01)
+    assert not z.requires_grad and model.training  # before losses(), which sets the mode
+    assert all(p.grad is None for p in model.parameters())
     assert (losses(z) < losses(z0) - 1.0).all()
-    assert not z.requires_grad and model.training
     assert all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
@@ -249,7 +250,8 @@ def test_refine_latent_is_per_lattice_and_zero_steps_is_the_start():
 
 @pytest.mark.parametrize("kw, match", [
     ({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"), ({"lr": 0.0}, "lr"),
-    ({"lr": float("nan")}, "lr"), ({"z0": "nan"}, "z0"), ({"offsets": "nan"}, "offsets"),
+    ({"lr": float("nan")}, "lr"), ({"lr": True}, "lr"), ({"z0": "nan"}, "z0"),
+    ({"offsets": "nan"}, "offsets"),
     ({"z0": "short"}, "z0 must have shape"), ({"adj": "short"}, "decoder's shapes"),
 ])
 def test_refine_latent_rejects_bad_input(kw, match):
@@ -267,3 +269,15 @@ def test_refine_latent_rejects_bad_input(kw, match):
             args[k] = v
     with pytest.raises(ValueError, match=match):
         refine_latent(model, **args)
+
+
+def test_check_refine_settings():
+    from gnn_truss.nn.vae import check_refine
+    assert check_refine(None) == 0 and check_refine(0) == 0
+    assert check_refine(np.int64(7), np.float32(0.02)) == 7
+    for steps in (-1, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="encode_refine must be an integer >= 0"):
+            check_refine(steps, name="encode_refine")
+    for lr in (0, -0.1, float("inf"), True, "0.01"):
+        with pytest.raises(ValueError, match="step size of --refine-latent"):
+            check_refine(5, lr, name="--refine-latent")

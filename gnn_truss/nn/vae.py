@@ -21,6 +21,7 @@ Losses (methods, PyG ``GAE`` style; every term is a per-lattice sum averaged ove
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,7 @@ from .encoder import MLPEncoder, TrussGNNEncoder
 from .predictor import PropertyPredictor
 
 __all__ = ["LatentSizes", "TrussVAE", "build_model", "check_model_config", "MODEL_KEYS",
-           "refine_latent"]
+           "refine_latent", "check_refine"]
 
 LOGSIG_MIN, LOGSIG_MAX = -12.0, 4.0
 
@@ -164,6 +165,21 @@ class TrussVAE(nn.Module):
         return {"total": total, "adj": adj, "offset": off, "property": prop, "kl": kl}
 
 
+def check_refine(steps, lr=0.01, name: str = "refine_latent") -> int:
+    """Check latent-refinement settings before any work: ``steps`` an integer >= 0 (``None``
+    and 0: no refinement) and ``lr`` a positive finite number. Returns the steps as an
+    ``int``; raises ``ValueError`` naming ``name`` (the caller's option)."""
+    steps = 0 if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (refinement steps; 0: off), got "
+                         f"{steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr)
+                                                                        and lr > 0):
+        raise ValueError(f"the step size of {name} must be a positive finite number, got "
+                         f"{lr!r}")
+    return int(steps)
+
+
 def refine_latent(model: "TrussVAE", z0: torch.Tensor, adj: torch.Tensor,
                   offsets: torch.Tensor, steps: int = 100, lr: float = 0.01) -> torch.Tensor:
     r"""Latent refinement (semi-amortised inference): ``steps`` Adam steps on the latent,
@@ -199,7 +215,8 @@ def refine_latent(model: "TrussVAE", z0: torch.Tensor, adj: torch.Tensor,
     """
     if not _is_int(steps) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr)
+                                                                        and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     for name, v in (("z0", z0), ("adj", adj), ("offsets", offsets)):
         if not torch.is_tensor(v) or not torch.isfinite(v).all():
