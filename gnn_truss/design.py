@@ -97,6 +97,7 @@ def encode_trusses(model, trusses, batch_size: int = 1024,
     :meth:`TrussVAE.encode` on their graphs); with ``refine_steps``, those means refined by
     that many steps on each lattice's reconstruction loss
     (:func:`gnn_truss.nn.vae.refine_latent`), so that they decode to the lattices more often."""
+    from .nn.encoder import triu_from_dense
     from .nn.vae import refine_latent
     model.eval()
     out = []
@@ -108,9 +109,7 @@ def encode_trusses(model, trusses, batch_size: int = 1024,
                            device=dev)
         mu = model.encode_dense(adj, off)[0]
         if refine_steps:
-            i, j = (torch.tensor(v, device=dev) for v in (ds.TRIU_I, ds.TRIU_J))
-            triu = adj[:, i, j]
-            mu = refine_latent(model, mu, triu, off, steps=refine_steps)
+            mu = refine_latent(model, mu, triu_from_dense(adj), off, steps=refine_steps)
         out.append(mu)
     return torch.cat(out) if out else torch.zeros(0, model.sizes.total, device=dev)
 
@@ -1523,8 +1522,8 @@ def _check_args(args) -> None:
                              f"got {v}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise ValueError(f"--lr must be a finite positive number, got {args.lr}")
-    if args.encode_refine < 0:
-        raise ValueError(f"--encode-refine must be >= 0, got {args.encode_refine}")
+    from .nn.vae import check_refine
+    check_refine(args.encode_refine, name="--encode-refine")
     _check_refine_settings(args.refine_rounds, args.refine_parents, args.refine_children,
                            args.refine_verify, names={k: f"--refine-{k}" for k in _REFINE_NAMES})
     if args.path_candidates is not None and args.path_candidates < 0:

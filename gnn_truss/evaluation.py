@@ -590,7 +590,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             **({} if "samples_constrained" not in extra else {
                 "validity_constrained": _validity_summary(extra["samples_constrained"])}),
             **({} if not ref_blocks else {
-                f"{k}_refined": {"refine_steps": refine_latent, "refine_lr": refine_lr, **v}
+                f"{k}_refined": {**rtag, **v}
                 for k, v in _summary(ref_blocks["adjacency_refined"],
                                      ref_blocks["geometry_refined"],
                                      ref_blocks["property_refined"]).items()}),
