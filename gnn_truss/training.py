@@ -453,6 +453,11 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         start_epoch, best, bad_epochs = ck["epoch"] + 1, ck["best"], ck["bad_epochs"]
         step = start_epoch * steps_per_epoch
         torch.set_rng_state(ck["rng"])
+        if "loader_rng" in ck:  # the shuffle order carries on where it stopped
+            gen.set_state(ck["loader_rng"])
+        else:  # a checkpoint written before the loader's state was saved
+            log.warning("%s holds no shuffle-order state: the epoch order restarts from the "
+                        "seed (the run is not the same as an uninterrupted one)", last)
         if world > 1:  # only rank 0's generator state is saved: one stream per rank again
             torch.manual_seed(t["seed"] + rank + world * start_epoch)
         if ck["config"]["train"].get("augment") != t["augment"]:
@@ -527,7 +532,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                   "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
                   "bad_epochs": bad_epochs, "config": cfg,
                   "normalizer": train_ds.normalizer.to_dict(),
-                  "fingerprint": train_ds.fingerprint, "rng": torch.get_rng_state()}
+                  "fingerprint": train_ds.fingerprint, "rng": torch.get_rng_state(),
+                  "loader_rng": gen.get_state()}
             _atomic_save(ck, last)
             if improved:
                 _atomic_save({k: ck[k] for k in ("model", "epoch", "config", "normalizer",

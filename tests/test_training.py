@@ -175,7 +175,7 @@ def test_tiny_training_run_writes_metrics_and_checkpoints(data_root, tmp_path):
         assert ck["config"]["model"]["hidden"] == 16
         assert len(ck["normalizer"]["mean"]) == 9 and len(ck["fingerprint"]) == 40
     last = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert last["epoch"] == 1 and {"optimizer", "scheduler", "rng"} <= set(last)
+    assert last["epoch"] == 1 and {"optimizer", "scheduler", "rng", "loader_rng"} <= set(last)
     from gnn_truss.nn import build_model
     build_model(last["config"]["model"]).load_state_dict(last["model"])  # strict
 
@@ -197,6 +197,39 @@ def test_resume_continues_from_last_epoch(data_root, tmp_path, caplog):
     again = train(tiny_cfg(data_root, out, epochs=2), progress=False)
     assert len(read_rows(out / "metrics.csv")) == 2
     assert again["epochs_done"] == 2
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(data_root, tmp_path, caplog):
+    """Stopped by its time limit after the first epoch and resumed, a run (with augmentation,
+    which draws from the global RNG, and shuffling, which draws from the loader's generator)
+    ends with the very weights and logged losses of the same run done in one go: both RNG
+    states are in last.pt."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(tiny_cfg(data_root, whole, epochs=3, augment="axes_mirrors"), progress=False)
+    first = train(tiny_cfg(data_root, parts, epochs=3, augment="axes_mirrors",
+                           time_limit_minutes=1e-9), progress=False)
+    assert first["epochs_done"] == 1 and first["stopped"].startswith("time limit")
+    with caplog.at_level("WARNING", logger="gnn_truss.training"):
+        train(tiny_cfg(data_root, parts, epochs=3, augment="axes_mirrors"), progress=False)
+    assert "shuffle-order" not in caplog.text
+    a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(parts / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    ra, rb = read_rows(whole / "metrics.csv"), read_rows(parts / "metrics.csv")
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in ra] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in rb]
+
+
+def test_resume_from_a_checkpoint_without_loader_state_warns(data_root, tmp_path, caplog):
+    out = tmp_path / "run"
+    train(tiny_cfg(data_root, out, epochs=1), progress=False)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    del ck["loader_rng"]  # as written by gnn_truss before the loader state was saved
+    torch.save(ck, out / "last.pt")
+    with caplog.at_level("WARNING", logger="gnn_truss.training"):
+        assert train(tiny_cfg(data_root, out, epochs=2), progress=False)["epochs_done"] == 2
+    assert "holds no shuffle-order state" in caplog.text
 
 
 def test_resume_with_other_model_config_refused(data_root, tmp_path):
