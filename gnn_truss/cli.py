@@ -262,10 +262,11 @@ def _cmd_compare(args) -> int:
                               names=args.names, split=args.split, limit=args.limit,
                               draws=args.draws, seed=args.seed, symmetrise=args.symmetrise,
                               constrained=args.constrained, refine_latent=args.refine_latent,
-                              refine_lr=args.refine_lr)
+                              refine_lr=args.refine_lr, unseen=args.unseen)
     sym = "" if not args.symmetrise else f", outputs symmetrised ({args.symmetrise})"
     sym += "" if not args.refine_latent else f", latents refined ({args.refine_latent} steps)"
     sym += ", constrained decoding" if args.constrained else ""
+    sym += ", lattices neither checkpoint saw in training" if args.unseen else ""
     print(f"{res['split']} split, {res['num_lattices']} lattices, {res['draws']} paired "
           f"bootstrap draws{sym}")
     print(paired_table(res), end="")
@@ -816,6 +817,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "averaged over each lattice's symmetric copies")
     _add_constrained_option(cp, "decode both models' adjacency as")
     _add_refine_option(cp, "compare both models' outputs at")
+    cp.add_argument("--unseen", action="store_true",
+                    help="checkpoints trained on different corpora (e.g. a grown one): compare "
+                         "on the lattices of the first one's split that neither was trained "
+                         "or validated on (recognised by content)")
     cp.set_defaults(func=_cmd_compare)
 
     t = sub.add_parser("train", help="train the graph VAE and property predictor",

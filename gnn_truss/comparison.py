@@ -41,7 +41,7 @@ from . import design_space as ds
 from .evaluation import _np
 
 __all__ = ["paired_statistics", "metric_values", "paired_bootstrap", "compare_checkpoints",
-           "paired_table"]
+           "paired_table", "lattice_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +229,50 @@ def paired_table(result: dict) -> str:
                       f"{result['refine_latent']} Adam steps (step size "
                       f"{result.get('refine_lr', 0.01)}) on each lattice's reconstruction "
                       f"loss (gnn_truss.nn.vae.refine_latent)."]
+    if result.get("unseen"):
+        lines += ["", f"On the {result['num_lattices']} lattices of the {result['split']} split "
+                      f"that are in neither checkpoint's training or validation data."]
     if result.get("constrained"):
         lines += ["", "Adjacency decoded as the most probable one passing the topology rules "
                       "(gnn_truss.decoding.constrained_logits), not by the threshold."]
     return "\n".join(lines) + "\n"
+
+
+def lattice_keys(dataset) -> list[bytes]:
+    """One key per lattice of a dataset, equal for equal lattices in any corpus.
+
+    The key is the lattice's upper-triangle adjacency (351 bits) and its 27 free offsets as
+    float64, so a lattice is recognised in another corpus (e.g. a grown one) whatever its
+    index there.
+
+    Args:
+        dataset: graphs of :func:`gnn_truss.graph.truss_to_data` (``adj`` ``(1, 351)``,
+            ``offset64`` ``(1, 27)``), e.g. a :class:`~gnn_truss.dataset.TrussDataset` split.
+
+    Returns:
+        ``len(dataset)`` byte strings.
+    """
+    from torch_geometric.loader import DataLoader
+    keys: list[bytes] = []
+    for b in DataLoader(dataset, batch_size=4096):
+        adj = np.packbits(_np(b.adj).astype(bool), axis=1)
+        off = _np(b.offset64).astype(np.float64)
+        keys += [a.tobytes() + o.tobytes() for a, o in zip(adj, off)]
+    return keys
+
+
+def _unseen_subset(data, datasets_a: dict, datasets_b: dict):
+    """The graphs of ``data`` in neither model's training or validation split."""
+    import torch
+    seen = set()
+    for dsets in (datasets_a, datasets_b):
+        for s in ("train", "val"):
+            seen.update(lattice_keys(dsets[s]))
+    keep = [i for i, k in enumerate(lattice_keys(data)) if k not in seen]
+    if len(keep) < 2:
+        raise ValueError(f"only {len(keep)} lattice(s) of the split are in neither "
+                         f"checkpoint's training or validation data: nothing to compare")
+    return data[torch.tensor(keep, dtype=torch.long)]
 
 
 def _model_outputs(model, data, target: str, norm, symmetrise=None,
@@ -261,11 +301,12 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                         seed: int = 0, level: float = 0.95,
                         data_overrides: dict | None = None,
                         symmetrise: str | None = None, constrained: bool = False,
-                        refine_latent: int | None = None, refine_lr: float = 0.01) -> dict:
+                        refine_latent: int | None = None, refine_lr: float = 0.01,
+                        unseen: bool = False) -> dict:
     """Paired comparison of two checkpoints on the same split (module docstring).
 
     Both checkpoints must have been trained on the same data (equal dataset fingerprints) for
-    the same target; the split is built from the first one's config.
+    the same target, unless ``unseen``; the split is built from the first one's config.
 
     Args:
         checkpoint_a, checkpoint_b: checkpoints of :func:`gnn_truss.training.train`.
@@ -284,6 +325,12 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
             this many Adam steps (step size ``refine_lr``) on each lattice's reconstruction
             loss (:func:`gnn_truss.nn.vae.refine_latent`); not with ``symmetrise``. (default:
             ``None``; 0 is off too)
+        unseen: compare on the lattices of the first checkpoint's ``split`` that are in
+            neither checkpoint's training or validation split, recognised by content
+            (:func:`lattice_keys`); the checkpoints may then have been trained on different
+            corpora (a grown corpus, another split), as long as both predict the same target.
+            Each model reads the lattices through its own target normaliser. ``limit`` applies
+            before the selection.
 
     Returns:
         ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "draws",
@@ -310,10 +357,11 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         raise ValueError("refine_latent and symmetrise cannot be combined")
     model_a, ck_a = load_model(checkpoint_a)
     model_b, ck_b = load_model(checkpoint_b)
-    if ck_a["fingerprint"] != ck_b["fingerprint"]:
+    if ck_a["fingerprint"] != ck_b["fingerprint"] and not unseen:
         raise ValueError(f"{checkpoint_a} and {checkpoint_b} were trained on different data "
                          f"(fingerprints {ck_a['fingerprint'][:12]} and "
-                         f"{ck_b['fingerprint'][:12]})")
+                         f"{ck_b['fingerprint'][:12]}); compare them on the lattices neither "
+                         f"saw with unseen=True (gnn-truss compare --unseen)")
     target = ck_a["config"]["data"]["target"]
     if ck_b["config"]["data"]["target"] != target:
         raise ValueError(f"the checkpoints predict different targets ({target} and "
@@ -329,6 +377,13 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     data = datasets[split]
     if limit is not None:
         data = data[:limit]
+    if unseen:
+        datasets_b = datasets
+        if ck_b["fingerprint"] != ck_a["fingerprint"]:
+            _, datasets_b = checkpoint_datasets(ck_b, checkpoint_b)
+        data = _unseen_subset(data, datasets, datasets_b)
+        log.info("%d lattices of the %s split are in neither checkpoint's training or "
+                 "validation data", len(data), split)
     label_names = STIFFNESS_NAMES if target == "stiffness" else CURVE_NAMES
     stats = []
     for model, ck in ((model_a, ck_a), (model_b, ck_b)):
@@ -341,7 +396,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                                level=level)
     result = {"names": names, "checkpoints": [str(checkpoint_a), str(checkpoint_b)],
               "split": split, "num_lattices": len(data), "target": target,
-              "fingerprint": ck_a["fingerprint"], "draws": draws, "seed": seed,
+              "fingerprint": ck_a["fingerprint"], "unseen": bool(unseen),
+              **({"fingerprint_b": ck_b["fingerprint"]} if unseen else {}),
+              "draws": draws, "seed": seed,
               "level": level, "symmetrise": symmetrise, "constrained": bool(constrained),
               "refine_latent": refine_latent,
               **({} if refine_latent is None else {"refine_lr": refine_lr}),

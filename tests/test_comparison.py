@@ -288,6 +288,62 @@ def test_compare_cli(two_runs, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_compare_unseen_uses_the_lattices_neither_checkpoint_saw(two_runs, tmp_path, capsys):
+    """A checkpoint trained on the first 250 lattices (another corpus, another split) against
+    the GNN of the first 300: refused without ``unseen``; with it, compared on the lattices of
+    the 300-lattice test split that are in neither training nor validation split, counted here
+    from the index splits (the corpus holds each lattice once)."""
+    from gnn_truss.cli import main
+    from gnn_truss.dataset import split_indices
+    cfg = {"data": {"root": str(two_runs / "data"), "limit": 250},
+           "model": {"topology": 4, "shared": 8, "geometry": 4, "hidden": 16, "layers": 2,
+                     "readout": 64, "decoder_hidden": [32, 64], "offset_hidden": [32],
+                     "predictor_hidden": [32], "encoder": "mlp"},
+           "train": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": 1},
+           "out": str(tmp_path / "m250")}
+    train(cfg, progress=False)
+    a, b = two_runs / "gnn" / "best.pt", tmp_path / "m250" / "best.pt"
+    with pytest.raises(ValueError, match="--unseen"):
+        compare_checkpoints(a, b)
+    s300, s250 = split_indices(300, 0), split_indices(250, 0)
+    seen = set(s250["train"]) | set(s250["val"])
+    expected = [i for i in s300["test"] if i not in seen]
+    assert 2 <= len(expected) < len(s300["test"])  # the check has something to drop
+    res = compare_checkpoints(a, b, draws=50, unseen=True)
+    assert res["num_lattices"] == len(expected) and res["unseen"] is True
+    assert res["fingerprint"] != res["fingerprint_b"]
+    # the same checkpoint twice: the whole test split is unseen and the values are the plain
+    # comparison's
+    plain = compare_checkpoints(a, two_runs / "mlp" / "best.pt", draws=50)
+    same = compare_checkpoints(a, two_runs / "mlp" / "best.pt", draws=50, unseen=True)
+    assert same["num_lattices"] == plain["num_lattices"] == len(s300["test"])
+    for k, m in plain["metrics"].items():
+        assert same["metrics"][k]["a"] == pytest.approx(m["a"], rel=1e-12), k
+        assert same["metrics"][k]["b"] == pytest.approx(m["b"], rel=1e-12), k
+    # the 250-lattice model's values on the unseen lattices equal its values on the lattices
+    # picked by index from the 300-lattice corpus (its own normaliser reads them)
+    from gnn_truss.comparison import _model_outputs, paired_statistics
+    from gnn_truss.dataset import TargetNormalizer, TrussDataset
+    from gnn_truss.evaluation import STIFFNESS_NAMES
+    from gnn_truss.exploration import load_model
+    model, ck = load_model(b)
+    full = TrussDataset(two_runs / "data", split="all", limit=300)
+    picked = full[torch.tensor(expected)]
+    st = paired_statistics(_model_outputs(model, picked, "stiffness",
+                                          TargetNormalizer.from_dict(ck["normalizer"])),
+                           "stiffness", STIFFNESS_NAMES)
+    own = compare_checkpoints(b, b, draws=20, unseen=True)  # the first checkpoint picks the split
+    assert own["num_lattices"] == len(s250["test"])
+    exact_b = res["metrics"]["exact-lattice match"]["b"]
+    assert exact_b == pytest.approx(value(st, "exact-lattice match"))
+    assert res["metrics"]["R^2 C11"]["b"] == pytest.approx(value(st, "R^2 C11"), rel=1e-9)
+    assert main(["compare", str(a), str(b), "--draws", "20", "--unseen"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(expected)} lattices" in printed and "neither checkpoint saw" in printed
+    assert main(["compare", str(a), str(b), "--draws", "20"]) == 2
+    assert "--unseen" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["paired.json", "paired_constrained.json",
                                   "paired_refined.json"])
