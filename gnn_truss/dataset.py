@@ -38,7 +38,7 @@ import torch
 from torch_geometric.data import Data, InMemoryDataset
 
 from .corpus import Corpus, load_corpus, unpack_adjacency
-from .graph import truss_to_data
+from .graph import collated_graphs, truss_to_data
 from .published import PUBLISHED_FILES, import_published
 from .truss import Truss
 
@@ -229,16 +229,23 @@ class TrussDataset(InMemoryDataset):
             raise ValueError(f"corpus in {self.raw_dir} is empty")
         splits = split_indices(len(corpus), self.split_seed, self.split_fractions)
         norm = TargetNormalizer.fit(labels[splits["train"]] if len(splits["train"]) else labels)
-        data_list = self._graphs(corpus, labels, norm)
-        keep = np.ones(len(data_list), dtype=bool)
-        if self.pre_filter is not None:
-            keep = np.array([bool(self.pre_filter(d)) for d in data_list])
-        if self.pre_transform is not None:
-            data_list = [self.pre_transform(d) for d in data_list]
-        for i, s in enumerate(SPLITS):
-            idx = splits[s][keep[splits[s]]]
-            self._save([data_list[j] for j in idx], self.processed_paths[i])
-        self._save([d for d, k in zip(data_list, keep) if k], self.processed_paths[3])
+        keep = np.ones(len(corpus), dtype=bool)
+        if self.pre_filter is None and self.pre_transform is None:
+            # all graphs at once, collated as InMemoryDataset.save would store them
+            adj, offsets, y = corpus.adjacency(), corpus.offsets(), norm.transform(labels)
+            for i, s in enumerate((*SPLITS, "all")):
+                idx = splits[s] if s != "all" else np.arange(len(corpus))
+                self._save_collated(corpus, adj, offsets, y, idx, self.processed_paths[i])
+        else:  # the hooks act on Data objects: one graph at a time
+            data_list = self._graphs(corpus, labels, norm)
+            if self.pre_filter is not None:
+                keep = np.array([bool(self.pre_filter(d)) for d in data_list])
+            if self.pre_transform is not None:
+                data_list = [self.pre_transform(d) for d in data_list]
+            for i, s in enumerate(SPLITS):
+                idx = splits[s][keep[splits[s]]]
+                self._save([data_list[j] for j in idx], self.processed_paths[i])
+            self._save([d for d, k in zip(data_list, keep) if k], self.processed_paths[3])
         h = hashlib.sha1(corpus.adj.tobytes())
         h.update(np.ascontiguousarray(corpus.offset).tobytes())
         h.update(np.ascontiguousarray(labels).tobytes())
@@ -255,6 +262,23 @@ class TrussDataset(InMemoryDataset):
             cls.save(data_list, path)
         else:  # an empty split (zero fraction, or everything filtered): PyG cannot collate []
             torch.save((Data().to_dict(), {}, Data), path)
+
+    @classmethod
+    def _save_collated(cls, corpus: Corpus, adj: np.ndarray, offsets: np.ndarray,
+                       y: np.ndarray, idx: np.ndarray, path: str) -> None:
+        """Write the graphs ``idx`` of the corpus (the file :meth:`_save` writes for
+        ``[_graphs(...)[i] for i in idx]``, built without the per-lattice loop)."""
+        if len(idx) == 0:
+            cls._save([], path)
+            return
+        data, slices = collated_graphs(
+            adj[idx], offsets[idx], corpus.stiffness[idx],
+            None if corpus.curve is None else corpus.curve[idx])
+        data.y = torch.as_tensor(y[idx], dtype=torch.float32)
+        data.idx = torch.as_tensor(idx, dtype=torch.long)
+        slices["y"] = torch.arange(len(idx) + 1)
+        slices["idx"] = torch.arange(len(idx) + 1)
+        torch.save((data.to_dict(), slices, data.__class__), path)
 
     @staticmethod
     def _graphs(corpus: Corpus, labels: np.ndarray, norm: TargetNormalizer) -> list:

@@ -48,7 +48,7 @@ from .truss import Truss
 __all__ = [
     "NODE_FEATURES", "NUM_NODE_FEATURES", "FEATURE_SLICES", "EDGE_FEATURES",
     "NUM_EDGE_FEATURES", "NUM_STIFFNESS", "NUM_CURVE", "truss_to_data", "data_to_truss",
-    "batch_to_trusses",
+    "batch_to_trusses", "collated_graphs",
 ]
 
 #: Column slices of the node feature matrix ``x``, by group.
@@ -151,6 +151,123 @@ def truss_to_data(truss: Truss, stiffness=None, curve=None) -> Data:
         curve=_graph_vector(curve, NUM_CURVE, "curve"),
         num_nodes=ds.NUM_NODES,
     )
+
+
+def _graph_matrix(value, n: int, size: int, name: str) -> torch.Tensor:
+    """``[n, size]`` float32 labels from ``None`` (all NaN) or an ``[n, size]`` array."""
+    if value is None:
+        return torch.full((n, size), float("nan"))
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (n, size):
+        raise ValueError(f"{name} must have shape ({n}, {size}), got {arr.shape}")
+    if np.any(np.isinf(arr)):
+        raise ValueError(f"{name} of lattice {int(np.argwhere(np.isinf(arr))[0, 0])} contains "
+                         f"inf (use NaN for unknown values)")
+    return torch.from_numpy(arr).float()
+
+
+def _checked_batch(adjacency, offsets) -> tuple[np.ndarray, np.ndarray]:
+    """The :class:`Truss` checks and clean-up on ``[N, 27, 27]`` / ``[N, 27, 3]`` arrays at once.
+
+    A lattice that fails a check is handed to :class:`Truss`, whose message is raised with
+    the lattice's index in front, so the batch path refuses exactly what the per-lattice path
+    refuses, with the same words.
+    """
+    from .truss import _OFFSET_ATOL
+    adj = np.asarray(adjacency)
+    off = np.asarray(offsets, dtype=np.float64)
+    n = len(adj)
+    if adj.ndim != 3 or adj.shape[1:] != (ds.NUM_NODES, ds.NUM_NODES):
+        raise ValueError(f"adjacency must have shape [N, 27, 27], got {adj.shape}")
+    if off.shape != (n, ds.NUM_NODES, 3):
+        raise ValueError(f"offsets must have shape [{n}, 27, 3], got {off.shape}")
+    if adj.dtype == bool:
+        adj = adj.astype(np.uint8)
+    if not np.issubdtype(adj.dtype, np.number):
+        raise ValueError(f"adjacency must be numeric, got dtype {adj.dtype}")
+    with np.errstate(invalid="ignore"):
+        bad = (~((adj == 0) | (adj == 1))).any(axis=(1, 2))
+        bad |= (adj != adj.transpose(0, 2, 1)).any(axis=(1, 2))
+        bad |= ~np.isfinite(off).all(axis=(1, 2))
+        bad |= ((~ds.FREE_DOF_MASK) & (np.abs(off) > _OFFSET_ATOL)).any(axis=(1, 2))
+        bad |= (np.abs(off) > 0.5 + _OFFSET_ATOL).any(axis=(1, 2))
+    if bad.any():
+        b = int(np.argmax(bad))
+        try:
+            Truss(adj[b], off[b])
+        except ValueError as exc:
+            raise ValueError(f"lattice {b}: {exc}") from None
+        raise AssertionError(f"lattice {b} failed a batch check that Truss accepts")
+    adj = adj.astype(np.uint8)  # a copy
+    adj[:, np.arange(ds.NUM_NODES), np.arange(ds.NUM_NODES)] = 0
+    off = np.where(ds.FREE_DOF_MASK, np.clip(off, -0.5, 0.5), 0.0)
+    return adj, off
+
+
+def collated_graphs(adjacency, offsets, stiffness=None, curve=None) -> tuple[Data, dict]:
+    """The graphs of ``N`` lattices built at once, collated as PyG's ``InMemoryDataset`` stores
+    them.
+
+    Equal, tensor for tensor, to ``InMemoryDataset.collate([truss_to_data(Truss(adjacency[i],
+    offsets[i]), stiffness[i], curve[i]) for i in range(N)])`` (tested bit for bit), without
+    the Python loop: building a 200,000-lattice dataset this way takes seconds, not minutes.
+    Input checks are those of :class:`Truss`, the first bad lattice named by its index.
+
+    Args:
+        adjacency: ``[N, 27, 27]`` symmetric binary adjacency matrices (diagonal ignored).
+        offsets: ``[N, 27, 3]`` offsets (zero on fixed dofs), in ``[-0.5, 0.5]``.
+        stiffness: ``[N, 9]`` labels in units of E_s, or ``None`` (NaN).
+        curve: ``[N, 13]`` labels in units of E_s, or ``None`` (NaN).
+
+    Returns:
+        ``(data, slices)``: one ``Data`` holding the concatenated fields of the module
+        docstring (``x`` ``[27N, 14]``, ``edge_index`` ``[2, 2E_total]`` with node indices
+        local to each graph, as ``InMemoryDataset`` keeps them, ...) and the ``[N + 1]`` offsets
+        of each field's graphs.
+
+    Raises:
+        ValueError: wrong shapes, a malformed adjacency or offsets (naming the lattice), inf
+            labels.
+    """
+    adj, off = _checked_batch(adjacency, offsets)
+    n = len(adj)
+    stiff = _graph_matrix(stiffness, n, NUM_STIFFNESS, "stiffness")
+    crv = _graph_matrix(curve, n, NUM_CURVE, "curve")
+    pos = ds.NODE_GRID + off                                     # [N, 27, 3]
+    x = np.zeros((n, ds.NUM_NODES, NUM_NODE_FEATURES))
+    x[:, :, FEATURE_SLICES["grid"]] = ds.NODE_GRID
+    x[:, :, FEATURE_SLICES["type"]] = ds.type_one_hot()
+    x[:, :, FEATURE_SLICES["offset"]] = off
+    x[:, :, FEATURE_SLICES["free"]] = ds.FREE_DOF_MASK
+    x[:, :, FEATURE_SLICES["used"]] = adj.any(axis=2)[:, :, None]
+    # both directions of every beam, sorted by (graph, source, target): the coalesced order
+    g, src, dst = np.nonzero(adj)
+    d = pos[g, dst] - pos[g, src]
+    length = np.linalg.norm(d, axis=1, keepdims=True)
+    unit = np.divide(d, length, out=np.zeros_like(d), where=length > 0)
+    counts = np.bincount(g, minlength=n)
+    edge_slices = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)])).long()
+    node_slices = torch.arange(0, ds.NUM_NODES * (n + 1), ds.NUM_NODES)
+    row_slices = torch.arange(n + 1)
+    free = ds.pack_offsets(off)
+    data = Data(
+        x=torch.from_numpy(x.reshape(-1, NUM_NODE_FEATURES)).float(),
+        edge_index=torch.from_numpy(np.stack([src, dst])).long(),
+        edge_attr=torch.from_numpy(np.hstack([length, unit])).float(),
+        pos=torch.from_numpy(pos.reshape(-1, 3)).float(),
+        adj=torch.from_numpy(ds.adjacency_to_triu(adj)).float(),
+        offset=torch.from_numpy(free).float(),
+        offset64=torch.from_numpy(free.copy()).double(),
+        stiffness=stiff,
+        curve=crv,
+        num_nodes=ds.NUM_NODES * n,
+    )
+    data._num_nodes = [ds.NUM_NODES] * n
+    slices = {"x": node_slices, "edge_index": edge_slices, "edge_attr": edge_slices.clone(),
+              "pos": node_slices.clone(), "adj": row_slices, "offset": row_slices.clone(),
+              "offset64": row_slices.clone(), "stiffness": row_slices.clone(),
+              "curve": row_slices.clone()}
+    return data, slices
 
 
 def _graph_rows(data, key: str, width: int, required: bool) -> np.ndarray | None:

@@ -225,6 +225,80 @@ def test_pre_filter_and_pre_transform(tmp_path, corpus_file, corpus):
     assert d.meta["split_sizes"] == {s: len(x) for s, x in zip(("train", "val", "test"), splits)}
 
 
+def _storage(dataset):
+    """The collated tensors and slices an InMemoryDataset holds."""
+    return dataset._data.to_dict(), dataset.slices
+
+
+@pytest.mark.parametrize("target", ["stiffness", "curve"])
+def test_batch_processing_equals_the_per_lattice_path(tmp_path, corpus, target):
+    """The default processing builds all graphs at once (graph.collated_graphs); a
+    pre_transform that returns the graph unchanged forces the one-graph-at-a-time path. Every
+    split file holds the very same tensors and slices (dtype, shape and bits)."""
+    rng = np.random.default_rng(3)
+    curve = np.cumsum(rng.uniform(0, 1e-3, (len(corpus), 13)), axis=1)
+    c = Corpus(corpus.adj, corpus.offset, corpus.stiffness, curve, corpus.meta)
+    for name in ("fast", "loop"):
+        (tmp_path / name / "raw").mkdir(parents=True)
+        save_compact(c, tmp_path / name / "raw" / "corpus.npz", stiffness_dtype=np.float64)
+    for split in ("train", "val", "test", "all"):
+        fast = TrussDataset(tmp_path / "fast", split=split, target=target)
+        loop = TrussDataset(tmp_path / "loop", split=split, target=target,
+                            pre_transform=lambda g: g)
+        (da, sa), (db, sb) = _storage(fast), _storage(loop)
+        assert da.keys() == db.keys() and sa.keys() == sb.keys()
+        for k, v in da.items():
+            if isinstance(v, torch.Tensor):
+                assert v.dtype == db[k].dtype and v.shape == db[k].shape, k
+                assert torch.equal(v, db[k]), (split, k)
+            else:
+                assert v == db[k], k
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), k
+        assert_same_graphs(fast, loop)
+        assert fast.meta == loop.meta
+
+
+def test_collated_graphs_refuses_bad_lattices_by_index(corpus):
+    from gnn_truss.graph import collated_graphs
+    adj, off = corpus.adjacency()[:5].copy(), corpus.offsets()[:5].copy()
+    collated_graphs(adj, off)  # the good ones pass
+    bad = off.copy()
+    bad[3, 13, 0] = np.nan
+    with pytest.raises(ValueError, match=r"lattice 3: offsets contain NaN or inf \(node 13"):
+        collated_graphs(adj, bad)
+    bad = off.copy()
+    bad[2, 13, 1] = 0.7
+    with pytest.raises(ValueError, match="lattice 2: offset out of range"):
+        collated_graphs(adj, bad)
+    bad = off.copy()
+    bad[1, 0, 0] = 0.1  # node 0 is a vertex: it cannot move
+    with pytest.raises(ValueError, match="lattice 1: offset on a fixed dof: node 0"):
+        collated_graphs(adj, bad)
+    bad = adj.copy()
+    bad[4, 0, 13] = 1 - bad[4, 13, 0]
+    with pytest.raises(ValueError, match=r"lattice 4: adjacency must be symmetric"):
+        collated_graphs(bad, off)
+    bad = adj.copy()
+    bad[0, 2, 5] = bad[0, 5, 2] = 2
+    with pytest.raises(ValueError, match="lattice 0: adjacency must be binary"):
+        collated_graphs(bad, off)
+    with pytest.raises(ValueError, match=r"offsets must have shape \[5, 27, 3\]"):
+        collated_graphs(adj, off[:4])
+    with pytest.raises(ValueError, match="stiffness must have shape"):
+        collated_graphs(adj, off, stiffness=np.zeros((5, 8)))
+    stiff = np.ones((5, 9))
+    stiff[2, 0] = np.inf
+    with pytest.raises(ValueError, match="stiffness of lattice 2 contains inf"):
+        collated_graphs(adj, off, stiffness=stiff)
+    # the paper's ones on the diagonal are accepted and cleared, as Truss does
+    diag = adj.copy()
+    diag[:, range(27), range(27)] = 1
+    a, _ = collated_graphs(diag, off)
+    b, _ = collated_graphs(adj, off)
+    assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.x, b.x)
+
+
 def test_transform_is_applied_on_access(root):
     def transform(g):
         g = g.clone()
