@@ -70,9 +70,11 @@ def _merge(base: dict, over: dict, path: str = "") -> dict:
 #: or ``"axes_mirrors"`` (a random permutation and mirror reflection: all 48 symmetries of the
 #: cube for stiffness, the 16 that keep the loading axis for curves)
 AUGMENTATIONS = (None, "axes", "axes_mirrors")
-#: ``train.property_loss``: squared error of the normalised targets (any target), or of the
-#: physical curve scaled by each true curve's range (curves only; the NRMSE of the metric).
-PROPERTY_LOSSES = ("normalised", "curve_range")
+#: ``train.property_loss``: squared error of the normalised targets (any target); of the
+#: physical curve scaled by each true curve's range (curves only; the NRMSE of the metric); or
+#: of the physical values scaled by each component's standard deviation over the training
+#: split (any target; the sum over components of ``1 - R^2``, the metric of the stiffness).
+PROPERTY_LOSSES = ("normalised", "curve_range", "physical")
 
 #: parts of a :class:`~gnn_truss.nn.TrussVAE` that ``train.freeze`` can hold fixed
 FREEZABLE = ("encoder", "adj_decoder", "offset_decoder", "predictor")
@@ -340,14 +342,51 @@ def curve_range_loss(pred: torch.Tensor, curve: torch.Tensor, normalizer) -> tor
     return (((s - curve) / rng) ** 2).sum(-1).mean()
 
 
-def _property_term(out, batch, normalizer, kind):
+def physical_loss(pred: torch.Tensor, true: torch.Tensor, normalizer,
+                  scale: torch.Tensor) -> torch.Tensor:
+    r"""Squared error of the physical values, each component scaled, batch mean.
+
+    :math:`\sum_j ((\hat v_j - v_j) / s_j)^2` per lattice. With :math:`s_j` the standard
+    deviation of component :math:`j` over the training split, its mean over that split is
+    :math:`\sum_j (1 - R^2_j)`: training weights the lattices as the :math:`R^2` of the
+    evaluation does (on physical values), where the normalised targets (asinh, close to a
+    logarithm) weight relative errors.
+
+    Args:
+        pred: ``[B, D]`` normalised predictions (clamped to +-8 standard deviations before
+            inversion, so an untrained head cannot overflow ``sinh``).
+        true: ``[B, D]`` true values, units of :math:`E_s`.
+        normalizer: the :class:`~gnn_truss.dataset.TargetNormalizer` of the targets.
+        scale: ``[D]`` positive scales, units of :math:`E_s`.
+    """
+    v = normalizer.inverse(pred.clamp(-8.0, 8.0))
+    return (((v - true) / scale) ** 2).sum(-1).mean()
+
+
+def physical_scale(dataset, target: str) -> torch.Tensor:
+    """``[D]`` float32 standard deviation of each target component over ``dataset`` (a
+    :class:`~gnn_truss.dataset.TrussDataset` split), floored at 1e-12 (units of E_s)."""
+    from torch_geometric.loader import DataLoader
+    rows = [getattr(b, target).double() for b in DataLoader(dataset, batch_size=8192)]
+    values = torch.cat(rows)
+    if not torch.isfinite(values).all():
+        raise ValueError(f"train.property_loss 'physical' needs every training lattice's "
+                         f"{target} label; some are NaN or inf")
+    return values.std(0, unbiased=False).clamp_min(1e-12).float()
+
+
+def _property_term(out, batch, normalizer, kind, target="stiffness", scale=None):
     """The property loss of ``train.property_loss`` (None: the model's own)."""
     if kind == "curve_range":
         return curve_range_loss(out["pred"], batch.curve.to(out["pred"].dtype), normalizer)
+    if kind == "physical":
+        true = getattr(batch, target).to(out["pred"].dtype)
+        return physical_loss(out["pred"], true, normalizer, scale.to(true.device))
     return None
 
 
-def _evaluate_loss(model, loader, device, beta, pw, normalizer=None, kind="normalised") -> dict:
+def _evaluate_loss(model, loader, device, beta, pw, normalizer=None, kind="normalised",
+                   target="stiffness", scale=None) -> dict:
     model.eval()
     tot: dict = {}
     n = 0
@@ -356,7 +395,8 @@ def _evaluate_loss(model, loader, device, beta, pw, normalizer=None, kind="norma
         for b in loader:
             b = b.to(device)
             out = model(b, sample=False)
-            parts = model.loss(out, b, beta, pw, _property_term(out, b, normalizer, kind))
+            parts = model.loss(out, b, beta, pw,
+                               _property_term(out, b, normalizer, kind, target, scale))
             for k, v in parts.items():
                 tot[k] = tot.get(k, 0.0) + float(v) * b.num_graphs
             correct += float(((out["logits"] > 0).float() == b.adj).all(-1).sum())
@@ -430,6 +470,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         from .symmetry import RandomAxisPermutation
         augment = RandomAxisPermutation(train_ds.normalizer, cfg["data"]["target"],
                                         mirrors=t["augment"] == "axes_mirrors")
+    target = cfg["data"]["target"]
+    scale = physical_scale(train_ds, target) if t["property_loss"] == "physical" else None
     model = build_model(cfg["model"]).to(device)
     for part in t["freeze"]:  # e.g. train only the predictor on a few curves
         getattr(model, part).requires_grad_(False)
@@ -503,7 +545,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
             beta = kl_beta(step, total_steps, t["kl_cycles"], t["kl_ratio"], t["beta_max"])
             outp = net(b)
             parts = model.loss(outp, b, beta, t["property_weight"],
-                               _property_term(outp, b, train_ds.normalizer, t["property_loss"]))
+                               _property_term(outp, b, train_ds.normalizer, t["property_loss"],
+                                              target, scale))
             opt.zero_grad(set_to_none=True)
             parts["total"].backward()
             if t["grad_clip"]:
@@ -517,7 +560,7 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         tr = {k: v / max(nb, 1) for k, v in sums.items()}
         if rank == 0:
             va = _evaluate_loss(model, val_dl, device, t["beta_max"], t["property_weight"],
-                                train_ds.normalizer, t["property_loss"])
+                                train_ds.normalizer, t["property_loss"], target, scale)
             improved = va["score"] < best
             if improved:
                 best, bad_epochs = va["score"], 0

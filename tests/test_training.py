@@ -546,6 +546,54 @@ def test_validate_config_property_loss(cfg, match):
     assert validate_config({})["train"]["property_loss"] == "normalised"  # the default
 
 
+def test_physical_loss_is_the_sum_of_one_minus_r2():
+    """Predicting each component's mean gives R^2 = 0 per component, so the loss is D; a
+    prediction with residual r gives sum_j mean(r_j^2) / var_j = sum_j (1 - R^2_j)."""
+    from gnn_truss.dataset import TargetNormalizer
+    import numpy as np
+
+    from gnn_truss.training import physical_loss
+    g = np.random.default_rng(0)
+    true = np.exp(g.normal(-5, 0.4, (500, 9)))
+    norm = TargetNormalizer.fit(true)
+    t = torch.tensor(true)
+    scale = t.std(0, unbiased=False)
+    mean_pred = norm.transform(t.mean(0).expand_as(t))
+    assert float(physical_loss(mean_pred, t, norm, scale)) == pytest.approx(9.0, rel=1e-9)
+    assert float(physical_loss(norm.transform(t), t, norm, scale)) == pytest.approx(0.0, abs=1e-18)
+    noisy = true * (1 + 0.1 * g.normal(size=true.shape))
+    r2 = 1 - ((noisy - true) ** 2).mean(0) / true.var(0)
+    got = float(physical_loss(norm.transform(torch.tensor(noisy)), t, norm, scale))
+    assert got == pytest.approx(float((1 - r2).sum()), rel=1e-9)
+
+
+def test_train_with_physical_loss_logs_the_metric_it_names(data_root, tmp_path):
+    """train.property_loss 'physical': the logged validation property loss is the scaled
+    physical error of the best checkpoint, recomputed here with the training split's standard
+    deviations, and not the normalised error of the default."""
+    from torch_geometric.loader import DataLoader
+
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import build_datasets, physical_loss
+    cfg = tiny_cfg(data_root, tmp_path / "run", epochs=3, property_loss="physical",
+                   augment="axes_mirrors")
+    train(cfg, progress=False)
+    rows = read_rows(tmp_path / "run" / "metrics.csv")
+    ck = load_checkpoint(tmp_path / "run" / "best.pt")
+    model = build_model(ck["config"]["model"])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    tr, val, _ = build_datasets(ck["config"])
+    stiff = torch.cat([b.stiffness.double() for b in DataLoader(tr, batch_size=64)])
+    scale = stiff.std(0, unbiased=False).float()
+    b = next(iter(DataLoader(val, batch_size=len(val))))
+    with torch.no_grad():
+        pred = model(b, sample=False)["pred"]
+    expect = float(physical_loss(pred, b.stiffness, val.normalizer, scale))
+    assert float(rows[ck["epoch"]]["val_property"]) == pytest.approx(expect, rel=1e-4)
+    assert abs(float(((pred - b.y) ** 2).sum(-1).mean()) - expect) > 0.1 * expect
+
+
 def test_train_with_curve_range_loss_logs_the_metric_it_names(tmp_path):
     """The validation property loss in metrics.csv is the range-scaled curve error of the best
     checkpoint, recomputed here from its predictions."""
