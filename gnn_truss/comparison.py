@@ -231,7 +231,8 @@ def paired_table(result: dict) -> str:
                       f"loss (gnn_truss.nn.vae.refine_latent)."]
     if result.get("unseen"):
         lines += ["", f"On the {result['num_lattices']} lattices of the {result['split']} split "
-                      f"that are in neither checkpoint's training or validation data."]
+                      f"that are in neither checkpoint's training or validation data "
+                      f"({result.get('excluded', 0)} left out as seen)."]
     if result.get("constrained"):
         lines += ["", "Adjacency decoded as the most probable one passing the topology rules "
                       "(gnn_truss.decoding.constrained_logits), not by the threshold."]
@@ -241,9 +242,10 @@ def paired_table(result: dict) -> str:
 def lattice_keys(dataset) -> list[bytes]:
     """One key per lattice of a dataset, equal for equal lattices in any corpus.
 
-    The key is the lattice's upper-triangle adjacency (351 bits) and its 27 free offsets as
-    float64, so a lattice is recognised in another corpus (e.g. a grown one) whatever its
-    index there.
+    The key is the lattice's upper-triangle adjacency (351 bits) and its 27 free offsets
+    rounded to float32 (the precision of built and shipped corpora; ``-0.0`` read as ``0.0``),
+    so a lattice is recognised in another corpus (a grown one, an imported one) whatever its
+    index and stored precision there.
 
     Args:
         dataset: graphs of :func:`gnn_truss.graph.truss_to_data` (``adj`` ``(1, 351)``,
@@ -256,13 +258,14 @@ def lattice_keys(dataset) -> list[bytes]:
     keys: list[bytes] = []
     for b in DataLoader(dataset, batch_size=4096):
         adj = np.packbits(_np(b.adj).astype(bool), axis=1)
-        off = _np(b.offset64).astype(np.float64)
+        off = _np(b.offset64).astype(np.float32) + np.float32(0.0)  # -0.0 -> 0.0
         keys += [a.tobytes() + o.tobytes() for a, o in zip(adj, off)]
     return keys
 
 
 def _unseen_subset(data, datasets_a: dict, datasets_b: dict):
-    """The graphs of ``data`` in neither model's training or validation split."""
+    """``(subset, excluded)``: the graphs of ``data`` in neither model's training or
+    validation split, and how many were left out."""
     import torch
     seen = set()
     for dsets in (datasets_a, datasets_b):
@@ -272,7 +275,7 @@ def _unseen_subset(data, datasets_a: dict, datasets_b: dict):
     if len(keep) < 2:
         raise ValueError(f"only {len(keep)} lattice(s) of the split are in neither "
                          f"checkpoint's training or validation data: nothing to compare")
-    return data[torch.tensor(keep, dtype=torch.long)]
+    return data[torch.tensor(keep, dtype=torch.long)], len(data) - len(keep)
 
 
 def _model_outputs(model, data, target: str, norm, symmetrise=None,
@@ -312,7 +315,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         checkpoint_a, checkpoint_b: checkpoints of :func:`gnn_truss.training.train`.
         out_dir: if given, writes ``paired.json`` and ``paired.md`` there.
         names: two display names (default: the checkpoints' folder names, or ``A``/``B``).
-        split, limit, data_overrides: as :func:`gnn_truss.evaluation.evaluate_checkpoint`.
+        split, limit, data_overrides: as :func:`gnn_truss.evaluation.evaluate_checkpoint`
+            (``data_overrides`` applies to the first checkpoint's data; with ``unseen`` the
+            second one's splits are then read from its own config).
         draws, seed, level: of :func:`paired_bootstrap`.
         symmetrise: compare the symmetrised outputs of both models (adjacency logits, offsets
             and property predictions averaged over each lattice's symmetric copies,
@@ -333,8 +338,10 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
             before the selection.
 
     Returns:
-        ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "draws",
-        "seed", "level", "metrics": paired_bootstrap(...)}``.
+        ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "unseen",
+        "draws", "seed", "level", "symmetrise", "constrained", "refine_latent", "metrics":
+        paired_bootstrap(...)}``, with ``"refine_lr"`` when refining and, with ``unseen``,
+        ``"fingerprint_b"`` and ``"excluded"`` (the split's lattices left out as seen).
 
     Raises:
         ValueError: unreadable checkpoints, different data or targets, unknown split.
@@ -362,6 +369,15 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                          f"(fingerprints {ck_a['fingerprint'][:12]} and "
                          f"{ck_b['fingerprint'][:12]}); compare them on the lattices neither "
                          f"saw with unseen=True (gnn-truss compare --unseen)")
+    split_keys = ("split_seed", "split_fractions")
+    split_a = [ck_a["config"]["data"].get(k) for k in split_keys]
+    split_b = [ck_b["config"]["data"].get(k) for k in split_keys]
+    if split_a != split_b and not unseen:
+        raise ValueError(f"{checkpoint_a} and {checkpoint_b} split the data differently "
+                         f"(split_seed, split_fractions: {split_a} and {split_b}), so one "
+                         f"model's test lattices are the other's training lattices; compare "
+                         f"them on the lattices neither saw with unseen=True (gnn-truss "
+                         f"compare --unseen)")
     target = ck_a["config"]["data"]["target"]
     if ck_b["config"]["data"]["target"] != target:
         raise ValueError(f"the checkpoints predict different targets ({target} and "
@@ -378,12 +394,12 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     if limit is not None:
         data = data[:limit]
     if unseen:
-        datasets_b = datasets
-        if ck_b["fingerprint"] != ck_a["fingerprint"]:
+        datasets_b = datasets  # the same data config: the same splits
+        if ck_b["config"]["data"] != ck_a["config"]["data"] or data_overrides:
             _, datasets_b = checkpoint_datasets(ck_b, checkpoint_b)
-        data = _unseen_subset(data, datasets, datasets_b)
+        data, excluded = _unseen_subset(data, datasets, datasets_b)
         log.info("%d lattices of the %s split are in neither checkpoint's training or "
-                 "validation data", len(data), split)
+                 "validation data (%d left out)", len(data), split, excluded)
     label_names = STIFFNESS_NAMES if target == "stiffness" else CURVE_NAMES
     stats = []
     for model, ck in ((model_a, ck_a), (model_b, ck_b)):
@@ -397,7 +413,8 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     result = {"names": names, "checkpoints": [str(checkpoint_a), str(checkpoint_b)],
               "split": split, "num_lattices": len(data), "target": target,
               "fingerprint": ck_a["fingerprint"], "unseen": bool(unseen),
-              **({"fingerprint_b": ck_b["fingerprint"]} if unseen else {}),
+              **({"fingerprint_b": ck_b["fingerprint"], "excluded": excluded}
+                 if unseen else {}),
               "draws": draws, "seed": seed,
               "level": level, "symmetrise": symmetrise, "constrained": bool(constrained),
               "refine_latent": refine_latent,

@@ -233,8 +233,8 @@ class TrussDataset(InMemoryDataset):
         if self.pre_filter is None and self.pre_transform is None:
             # all graphs at once, collated as InMemoryDataset.save would store them
             adj, offsets, y = corpus.adjacency(), corpus.offsets(), norm.transform(labels)
-            for i, s in enumerate((*SPLITS, "all")):
-                idx = splits[s] if s != "all" else np.arange(len(corpus))
+            for i, s in ((3, "all"), *enumerate(SPLITS)):  # "all" first: errors name the
+                idx = splits[s] if s != "all" else np.arange(len(corpus))  # corpus index
                 self._save_collated(corpus, adj, offsets, y, idx, self.processed_paths[i])
         else:  # the hooks act on Data objects: one graph at a time
             data_list = self._graphs(corpus, labels, norm)

@@ -157,6 +157,8 @@ def _graph_matrix(value, n: int, size: int, name: str) -> torch.Tensor:
     """``[n, size]`` float32 labels from ``None`` (all NaN) or an ``[n, size]`` array."""
     if value is None:
         return torch.full((n, size), float("nan"))
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != (n, size):
         raise ValueError(f"{name} must have shape ({n}, {size}), got {arr.shape}")
@@ -175,12 +177,17 @@ def _checked_batch(adjacency, offsets) -> tuple[np.ndarray, np.ndarray]:
     """
     from .truss import _OFFSET_ATOL
     adj = np.asarray(adjacency)
-    off = np.asarray(offsets, dtype=np.float64)
-    n = len(adj)
     if adj.ndim != 3 or adj.shape[1:] != (ds.NUM_NODES, ds.NUM_NODES):
         raise ValueError(f"adjacency must have shape [N, 27, 27], got {adj.shape}")
+    n = len(adj)
+    if offsets is None:
+        offsets = np.zeros((n, ds.NUM_NODES, 3))
+    off = np.asarray(offsets, dtype=np.float64)
+    if off.shape == (n, ds.NUM_FREE_DOFS):
+        off = ds.unpack_offsets(off)
     if off.shape != (n, ds.NUM_NODES, 3):
-        raise ValueError(f"offsets must have shape [{n}, 27, 3], got {off.shape}")
+        raise ValueError(f"offsets must have shape [{n}, 27, 3] or [{n}, 27] free dofs, got "
+                         f"{off.shape}")
     if adj.dtype == bool:
         adj = adj.astype(np.uint8)
     if not np.issubdtype(adj.dtype, np.number):
@@ -215,7 +222,8 @@ def collated_graphs(adjacency, offsets, stiffness=None, curve=None) -> tuple[Dat
 
     Args:
         adjacency: ``[N, 27, 27]`` symmetric binary adjacency matrices (diagonal ignored).
-        offsets: ``[N, 27, 3]`` offsets (zero on fixed dofs), in ``[-0.5, 0.5]``.
+        offsets: ``[N, 27, 3]`` offsets (zero on fixed dofs) or ``[N, 27]`` free-dof offsets,
+            in ``[-0.5, 0.5]``; ``None``: zeros.
         stiffness: ``[N, 9]`` labels in units of E_s, or ``None`` (NaN).
         curve: ``[N, 13]`` labels in units of E_s, or ``None`` (NaN).
 

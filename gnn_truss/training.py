@@ -365,14 +365,27 @@ def physical_loss(pred: torch.Tensor, true: torch.Tensor, normalizer,
 
 def physical_scale(dataset, target: str) -> torch.Tensor:
     """``[D]`` float32 standard deviation of each target component over ``dataset`` (a
-    :class:`~gnn_truss.dataset.TrussDataset` split), floored at 1e-12 (units of E_s)."""
+    :class:`~gnn_truss.dataset.TrussDataset` split), units of E_s.
+
+    With ``train.augment`` the training lattices also appear with permuted axes (C11 as C22,
+    ...); the scales stay those of the split as stored, i.e. of the evaluation's R^2.
+
+    Raises:
+        ValueError: a NaN/inf label, or a component without spread (zero deviation).
+    """
     from torch_geometric.loader import DataLoader
     rows = [getattr(b, target).double() for b in DataLoader(dataset, batch_size=8192)]
     values = torch.cat(rows)
     if not torch.isfinite(values).all():
         raise ValueError(f"train.property_loss 'physical' needs every training lattice's "
                          f"{target} label; some are NaN or inf")
-    return values.std(0, unbiased=False).clamp_min(1e-12).float()
+    sd = values.std(0, unbiased=False)
+    if not (sd > 0).all():
+        j = int(torch.nonzero(~(sd > 0))[0, 0])
+        raise ValueError(f"train.property_loss 'physical': {target} component {j} has no "
+                         f"spread over the {len(values)} training lattice(s), so its errors "
+                         f"cannot be scaled; use train.property_loss 'normalised'")
+    return sd.float()
 
 
 def _property_term(out, batch, normalizer, kind, target="stiffness", scale=None):
@@ -381,7 +394,7 @@ def _property_term(out, batch, normalizer, kind, target="stiffness", scale=None)
         return curve_range_loss(out["pred"], batch.curve.to(out["pred"].dtype), normalizer)
     if kind == "physical":
         true = getattr(batch, target).to(out["pred"].dtype)
-        return physical_loss(out["pred"], true, normalizer, scale.to(true.device))
+        return physical_loss(out["pred"], true, normalizer, scale)
     return None
 
 
@@ -471,7 +484,9 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         augment = RandomAxisPermutation(train_ds.normalizer, cfg["data"]["target"],
                                         mirrors=t["augment"] == "axes_mirrors")
     target = cfg["data"]["target"]
-    scale = physical_scale(train_ds, target) if t["property_loss"] == "physical" else None
+    scale = None
+    if t["property_loss"] == "physical":
+        scale = physical_scale(train_ds, target).to(device)
     model = build_model(cfg["model"]).to(device)
     for part in t["freeze"]:  # e.g. train only the predictor on a few curves
         getattr(model, part).requires_grad_(False)
@@ -494,14 +509,22 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         sched.load_state_dict(ck["scheduler"])
         start_epoch, best, bad_epochs = ck["epoch"] + 1, ck["best"], ck["bad_epochs"]
         step = start_epoch * steps_per_epoch
-        torch.set_rng_state(ck["rng"])
-        if "loader_rng" in ck:  # the shuffle order carries on where it stopped
-            gen.set_state(ck["loader_rng"])
-        else:  # a checkpoint written before the loader's state was saved
+        # generator states are CPU byte tensors, whatever map_location moved them to
+        torch.set_rng_state(ck["rng"].cpu())
+        if device.type == "cuda" and "cuda_rng" in ck:  # the sampling noise drawn on the GPU
+            torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), device)
+        if sampler is None and "loader_rng" in ck:  # the shuffle order carries on
+            gen.set_state(ck["loader_rng"].cpu())
+        elif sampler is None:  # a checkpoint written before the loader's state was saved
             log.warning("%s holds no shuffle-order state: the epoch order restarts from the "
                         "seed (the run is not the same as an uninterrupted one)", last)
         if world > 1:  # only rank 0's generator state is saved: one stream per rank again
             torch.manual_seed(t["seed"] + rank + world * start_epoch)
+        old_loss = ck["config"]["train"].get("property_loss", "normalised")
+        if old_loss != t["property_loss"]:
+            raise ValueError(f"{last} was trained with train.property_loss {old_loss!r}, not "
+                             f"{t['property_loss']!r}: its best validation score is on another "
+                             f"scale; use another out directory or --no-resume")
         if ck["config"]["train"].get("augment") != t["augment"]:
             log.warning("resuming %s with train.augment %r (it was trained with %r)", last,
                         t["augment"], ck["config"]["train"].get("augment"))
@@ -577,6 +600,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                   "normalizer": train_ds.normalizer.to_dict(),
                   "fingerprint": train_ds.fingerprint, "rng": torch.get_rng_state(),
                   "loader_rng": gen.get_state()}
+            if device.type == "cuda":
+                ck["cuda_rng"] = torch.cuda.get_rng_state(device)
             _atomic_save(ck, last)
             if improved:
                 _atomic_save({k: ck[k] for k in ("model", "epoch", "config", "normalizer",

@@ -344,6 +344,50 @@ def test_compare_unseen_uses_the_lattices_neither_checkpoint_saw(two_runs, tmp_p
     assert "--unseen" in capsys.readouterr().err
 
 
+def test_compare_other_split_seed_needs_unseen_and_uses_both_splits(two_runs, tmp_path):
+    """The same corpus split with another seed has the same fingerprint, but one model's test
+    lattices are the other's training lattices: the plain comparison refuses, the unseen one
+    removes the second model's own training and validation lattices (counted from the index
+    splits)."""
+    from gnn_truss.dataset import split_indices
+    cfg = {"data": {"root": str(two_runs / "data"), "limit": 300, "split_seed": 1},
+           "model": {"topology": 4, "shared": 8, "geometry": 4, "hidden": 16, "layers": 2,
+                     "readout": 64, "decoder_hidden": [32, 64], "offset_hidden": [32],
+                     "predictor_hidden": [32], "encoder": "mlp"},
+           "train": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": 0},
+           "out": str(tmp_path / "seed1")}
+    train(cfg, progress=False)
+    a, b = two_runs / "gnn" / "best.pt", tmp_path / "seed1" / "best.pt"
+    assert torch.load(a, weights_only=True)["fingerprint"] == \
+        torch.load(b, weights_only=True)["fingerprint"]
+    with pytest.raises(ValueError, match="split the data differently"):
+        compare_checkpoints(a, b)
+    s0, s1 = split_indices(300, 0), split_indices(300, 1)
+    seen = set(s1["train"]) | set(s1["val"])
+    expected = [i for i in s0["test"] if i not in seen]
+    res = compare_checkpoints(a, b, draws=20, unseen=True)
+    assert res["num_lattices"] == len(expected)
+    assert res["excluded"] == len(s0["test"]) - len(expected) > 0
+    assert f"({res['excluded']} left out as seen)" in paired_table(res)
+
+
+def test_lattice_keys_ignore_stored_precision_and_signed_zeros(two_runs):
+    """A lattice read with float64 offsets (as the published import stores them) or with a
+    -0.0 offset has the key of its float32 copy."""
+    from gnn_truss.comparison import lattice_keys
+    from gnn_truss.dataset import TrussDataset
+    data = TrussDataset(two_runs / "data", split="test", limit=300)
+    keys = lattice_keys(data)
+    assert len(set(keys)) == len(keys)  # distinct lattices, distinct keys
+    g = data[0].clone()
+    g.offset64 = g.offset64 + 1e-12 * (g.offset64 != 0)  # float64 noise below float32's step
+    g.offset64 = torch.where(g.offset64 == 0, -0.0 * torch.ones_like(g.offset64), g.offset64)
+    assert torch.signbit(g.offset64).any()
+    assert lattice_keys([g]) == keys[:1]
+    g.offset64 = g.offset64 + 1e-3 * (g.offset64 != 0)  # a different lattice
+    assert lattice_keys([g]) != keys[:1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["paired.json", "paired_constrained.json",
                                   "paired_refined.json"])

@@ -285,6 +285,15 @@ def test_collated_graphs_refuses_bad_lattices_by_index(corpus):
         collated_graphs(bad, off)
     with pytest.raises(ValueError, match=r"offsets must have shape \[5, 27, 3\]"):
         collated_graphs(adj, off[:4])
+    with pytest.raises(ValueError, match=r"adjacency must have shape \[N, 27, 27\]"):
+        collated_graphs(np.zeros(()), off)
+    # free-dof offsets and no offsets, as Truss takes them
+    from gnn_truss import design_space as ds
+    a, _ = collated_graphs(adj, ds.pack_offsets(off))
+    b, _ = collated_graphs(adj, off)
+    assert torch.equal(a.pos, b.pos) and torch.equal(a.offset64, b.offset64)
+    z, _ = collated_graphs(adj, None)
+    assert torch.equal(z.pos, torch.from_numpy(np.tile(ds.NODE_GRID, (5, 1))).float())
     with pytest.raises(ValueError, match="stiffness must have shape"):
         collated_graphs(adj, off, stiffness=np.zeros((5, 8)))
     stiff = np.ones((5, 9))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -592,6 +593,47 @@ def test_train_with_physical_loss_logs_the_metric_it_names(data_root, tmp_path):
     expect = float(physical_loss(pred, b.stiffness, val.normalizer, scale))
     assert float(rows[ck["epoch"]]["val_property"]) == pytest.approx(expect, rel=1e-4)
     assert abs(float(((pred - b.y) ** 2).sum(-1).mean()) - expect) > 0.1 * expect
+
+
+def test_physical_loss_drives_the_training_steps(data_root, tmp_path, monkeypatch):
+    """Every training step's property term is the physical loss (called with gradients on,
+    on the batch's physical stiffness), and the logged training property loss is its mean."""
+    import gnn_truss.training as tr
+    calls = []
+    real = tr.physical_loss
+
+    def spy(pred, true, normalizer, scale):
+        value = real(pred, true, normalizer, scale)
+        calls.append((torch.is_grad_enabled(), tuple(true.shape), float(value.detach())))
+        return value
+
+    monkeypatch.setattr(tr, "physical_loss", spy)
+    train(tiny_cfg(data_root, tmp_path / "run", epochs=1, property_loss="physical"),
+          progress=False)
+    steps = [c for c in calls if c[0]]
+    assert len(steps) == 240 // 64  # 240 training lattices of 300, batches of 64, drop_last
+    assert all(shape == (64, 9) for _, shape, _ in steps)
+    logged = float(read_rows(tmp_path / "run" / "metrics.csv")[0]["train_property"])
+    assert logged == pytest.approx(np.mean([v for *_, v in steps]), rel=1e-6)
+
+
+def test_physical_scale_refuses_labels_it_cannot_scale(data_root, tmp_path):
+    from gnn_truss.training import build_datasets, physical_scale, validate_config
+    tr, _, _ = build_datasets(validate_config(tiny_cfg(data_root, tmp_path / "run")))
+    sd = physical_scale(tr, "stiffness")
+    assert sd.shape == (9,) and (sd > 0).all()
+    with pytest.raises(ValueError, match="curve label; some are NaN"):
+        physical_scale(tr, "curve")  # the stiffness corpus has no curves: NaN
+    one = tr[:1]
+    with pytest.raises(ValueError, match="component 0 has no spread over the 1 training"):
+        physical_scale(one, "stiffness")
+
+
+def test_resume_with_another_property_loss_refused(data_root, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_cfg(data_root, out, epochs=1), progress=False)
+    with pytest.raises(ValueError, match="property_loss 'normalised', not 'physical'"):
+        train(tiny_cfg(data_root, out, epochs=2, property_loss="physical"), progress=False)
 
 
 def test_train_with_curve_range_loss_logs_the_metric_it_names(tmp_path):
