@@ -262,7 +262,9 @@ def _cmd_compare(args) -> int:
                               names=args.names, split=args.split, limit=args.limit,
                               draws=args.draws, seed=args.seed, symmetrise=args.symmetrise,
                               constrained=args.constrained, refine_latent=args.refine_latent,
-                              refine_lr=args.refine_lr, unseen=args.unseen)
+                              refine_lr=args.refine_lr, unseen=args.unseen,
+                              data_overrides_b=None if args.corpus_limit_b is None
+                              else {"limit": args.corpus_limit_b})
     sym = "" if not args.symmetrise else f", outputs symmetrised ({args.symmetrise})"
     sym += "" if not args.refine_latent else f", latents refined ({args.refine_latent} steps)"
     sym += ", constrained decoding" if args.constrained else ""
@@ -821,6 +823,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="checkpoints trained on different corpora (e.g. a grown one): compare "
                          "on the lattices of the first one's split that neither was trained "
                          "or validated on (recognised by content)")
+    cp.add_argument("--corpus-limit-b", type=int, metavar="N",
+                    help="with --unseen: read the second checkpoint's data as the first N "
+                         "lattices of its corpus (a checkpoint trained before its corpus grew)")
     cp.set_defaults(func=_cmd_compare)
 
     t = sub.add_parser("train", help="train the graph VAE and property predictor",

@@ -305,7 +305,7 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                         data_overrides: dict | None = None,
                         symmetrise: str | None = None, constrained: bool = False,
                         refine_latent: int | None = None, refine_lr: float = 0.01,
-                        unseen: bool = False) -> dict:
+                        unseen: bool = False, data_overrides_b: dict | None = None) -> dict:
     """Paired comparison of two checkpoints on the same split (module docstring).
 
     Both checkpoints must have been trained on the same data (equal dataset fingerprints) for
@@ -317,7 +317,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         names: two display names (default: the checkpoints' folder names, or ``A``/``B``).
         split, limit, data_overrides: as :func:`gnn_truss.evaluation.evaluate_checkpoint`
             (``data_overrides`` applies to the first checkpoint's data; with ``unseen`` the
-            second one's splits are then read from its own config).
+            second one's splits are then read from its own config, changed by
+            ``data_overrides_b``, e.g. ``{"limit": 8300}`` for a checkpoint trained on the
+            first 8,300 lattices of a corpus that has grown since).
         draws, seed, level: of :func:`paired_bootstrap`.
         symmetrise: compare the symmetrised outputs of both models (adjacency logits, offsets
             and property predictions averaged over each lattice's symmetric copies,
@@ -362,6 +364,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     refine_latent = check_refine(refine_latent, refine_lr) or None
     if refine_latent and symmetrise is not None:
         raise ValueError("refine_latent and symmetrise cannot be combined")
+    if data_overrides_b and not unseen:
+        raise ValueError("data_overrides_b needs unseen=True (otherwise both checkpoints are "
+                         "run on the first one's data)")
     model_a, ck_a = load_model(checkpoint_a)
     model_b, ck_b = load_model(checkpoint_b)
     if ck_a["fingerprint"] != ck_b["fingerprint"] and not unseen:
@@ -395,8 +400,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         data = data[:limit]
     if unseen:
         datasets_b = datasets  # the same data config: the same splits
-        if ck_b["config"]["data"] != ck_a["config"]["data"] or data_overrides:
-            _, datasets_b = checkpoint_datasets(ck_b, checkpoint_b)
+        if (ck_b["config"]["data"] != ck_a["config"]["data"] or data_overrides
+                or data_overrides_b):
+            _, datasets_b = checkpoint_datasets(ck_b, checkpoint_b, data_overrides_b)
         data, excluded = _unseen_subset(data, datasets, datasets_b)
         log.info("%d lattices of the %s split are in neither checkpoint's training or "
                  "validation data (%d left out)", len(data), split, excluded)

@@ -344,6 +344,37 @@ def test_compare_unseen_uses_the_lattices_neither_checkpoint_saw(two_runs, tmp_p
     assert "--unseen" in capsys.readouterr().err
 
 
+def test_compare_unseen_with_a_checkpoint_of_a_corpus_that_grew(two_runs, tmp_path, capsys):
+    """B trained on a 250-lattice corpus that then grew to 300 (its first 250 unchanged): B's
+    own data no longer has its fingerprint; data_overrides_b {"limit": 250} (CLI
+    --corpus-limit-b) rebuilds it, and the comparison keeps the lattices neither saw."""
+    from gnn_truss.cli import main
+    from gnn_truss.dataset import split_indices
+    root = tmp_path / "grown"
+    (root / "raw").mkdir(parents=True)
+    save_compact(load_corpus(SHIPPED, limit=250), root / "raw" / "corpus.npz")
+    cfg = {"data": {"root": str(root)},
+           "model": {"topology": 4, "shared": 8, "geometry": 4, "hidden": 16, "layers": 2,
+                     "readout": 64, "decoder_hidden": [32, 64], "offset_hidden": [32],
+                     "predictor_hidden": [32], "encoder": "mlp"},
+           "train": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": 0},
+           "out": str(tmp_path / "b")}
+    train(cfg, progress=False)
+    save_compact(load_corpus(SHIPPED, limit=300), root / "raw" / "corpus.npz")  # it grew
+    a, b = two_runs / "gnn" / "best.pt", tmp_path / "b" / "best.pt"
+    with pytest.raises(ValueError, match="trained on different data"):
+        compare_checkpoints(a, b, unseen=True)
+    with pytest.raises(ValueError, match="needs unseen=True"):
+        compare_checkpoints(a, b, data_overrides_b={"limit": 250})
+    res = compare_checkpoints(a, b, draws=20, unseen=True, data_overrides_b={"limit": 250})
+    s300, s250 = split_indices(300, 0), split_indices(250, 0)
+    seen = set(s250["train"]) | set(s250["val"])
+    assert res["num_lattices"] == sum(i not in seen for i in s300["test"])
+    assert main(["compare", str(a), str(b), "--draws", "20", "--unseen",
+                 "--corpus-limit-b", "250"]) == 0
+    assert f"{res['num_lattices']} lattices" in capsys.readouterr().out
+
+
 def test_compare_other_split_seed_needs_unseen_and_uses_both_splits(two_runs, tmp_path):
     """The same corpus split with another seed has the same fingerprint, but one model's test
     lattices are the other's training lattices: the plain comparison refuses, the unseen one
