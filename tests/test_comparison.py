@@ -155,22 +155,32 @@ def test_bootstrap_refuses_mismatched_inputs():
 
 
 # ------------------------------------------------------------------ driver
+TINY = {"topology": 4, "shared": 8, "geometry": 4, "hidden": 16, "layers": 2, "readout": 64,
+        "decoder_hidden": [32, 64], "offset_hidden": [32], "predictor_hidden": [32]}
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     """A tiny GNN and a tiny MLP on the same 300 lattices, 1 epoch each."""
     tmp = tmp_path_factory.mktemp("cmprun")
     (tmp / "data" / "raw").mkdir(parents=True)
     save_compact(load_corpus(SHIPPED, limit=300), tmp / "data" / "raw" / "corpus.npz")
-    base = {"topology": 4, "shared": 8, "geometry": 4, "hidden": 16, "layers": 2,
-            "readout": 64, "decoder_hidden": [32, 64], "offset_hidden": [32],
-            "predictor_hidden": [32]}
     for enc in ("gnn", "mlp"):
         cfg = {"data": {"root": str(tmp / "data"), "limit": 300},
-               "model": {**base, "encoder": enc},
+               "model": {**TINY, "encoder": enc},
                "train": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": 0},
                "out": str(tmp / enc)}
         train(cfg, progress=False)
     return tmp
+
+
+def train_tiny_mlp(out, seed=0, **data):
+    """A tiny MLP-encoder VAE of 1 epoch with the data config ``data``; its best.pt."""
+    cfg = {"data": data, "model": {**TINY, "encoder": "mlp"},
+           "train": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": seed},
+           "out": str(out)}
+    train(cfg, progress=False)
+    return Path(out) / "best.pt"
 
 
 def test_compare_checkpoints_agrees_with_both_evaluation_reports(two_runs):
@@ -295,14 +305,8 @@ def test_compare_unseen_uses_the_lattices_neither_checkpoint_saw(two_runs, tmp_p
     from the index splits (the corpus holds each lattice once)."""
     from gnn_truss.cli import main
     from gnn_truss.dataset import split_indices
-    cfg = {"data": {"root": str(two_runs / "data"), "limit": 250},
-           "model": {"topology": 4, "shared": 8, "geometry": 4, "hidden": 16, "layers": 2,
-                     "readout": 64, "decoder_hidden": [32, 64], "offset_hidden": [32],
-                     "predictor_hidden": [32], "encoder": "mlp"},
-           "train": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": 1},
-           "out": str(tmp_path / "m250")}
-    train(cfg, progress=False)
-    a, b = two_runs / "gnn" / "best.pt", tmp_path / "m250" / "best.pt"
+    a = two_runs / "gnn" / "best.pt"
+    b = train_tiny_mlp(tmp_path / "m250", seed=1, root=str(two_runs / "data"), limit=250)
     with pytest.raises(ValueError, match="--unseen"):
         compare_checkpoints(a, b)
     s300, s250 = split_indices(300, 0), split_indices(250, 0)
@@ -353,15 +357,9 @@ def test_compare_unseen_with_a_checkpoint_of_a_corpus_that_grew(two_runs, tmp_pa
     root = tmp_path / "grown"
     (root / "raw").mkdir(parents=True)
     save_compact(load_corpus(SHIPPED, limit=250), root / "raw" / "corpus.npz")
-    cfg = {"data": {"root": str(root)},
-           "model": {"topology": 4, "shared": 8, "geometry": 4, "hidden": 16, "layers": 2,
-                     "readout": 64, "decoder_hidden": [32, 64], "offset_hidden": [32],
-                     "predictor_hidden": [32], "encoder": "mlp"},
-           "train": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": 0},
-           "out": str(tmp_path / "b")}
-    train(cfg, progress=False)
+    b = train_tiny_mlp(tmp_path / "b", root=str(root))
     save_compact(load_corpus(SHIPPED, limit=300), root / "raw" / "corpus.npz")  # it grew
-    a, b = two_runs / "gnn" / "best.pt", tmp_path / "b" / "best.pt"
+    a = two_runs / "gnn" / "best.pt"
     with pytest.raises(ValueError, match="trained on different data"):
         compare_checkpoints(a, b, unseen=True)
     with pytest.raises(ValueError, match="needs unseen=True"):
@@ -381,14 +379,8 @@ def test_compare_other_split_seed_needs_unseen_and_uses_both_splits(two_runs, tm
     removes the second model's own training and validation lattices (counted from the index
     splits)."""
     from gnn_truss.dataset import split_indices
-    cfg = {"data": {"root": str(two_runs / "data"), "limit": 300, "split_seed": 1},
-           "model": {"topology": 4, "shared": 8, "geometry": 4, "hidden": 16, "layers": 2,
-                     "readout": 64, "decoder_hidden": [32, 64], "offset_hidden": [32],
-                     "predictor_hidden": [32], "encoder": "mlp"},
-           "train": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": 0},
-           "out": str(tmp_path / "seed1")}
-    train(cfg, progress=False)
-    a, b = two_runs / "gnn" / "best.pt", tmp_path / "seed1" / "best.pt"
+    a = two_runs / "gnn" / "best.pt"
+    b = train_tiny_mlp(tmp_path / "seed1", root=str(two_runs / "data"), limit=300, split_seed=1)
     assert torch.load(a, weights_only=True)["fingerprint"] == \
         torch.load(b, weights_only=True)["fingerprint"]
     with pytest.raises(ValueError, match="split the data differently"):

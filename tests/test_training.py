@@ -547,6 +547,15 @@ def test_validate_config_property_loss(cfg, match):
     assert validate_config({})["train"]["property_loss"] == "normalised"  # the default
 
 
+def best_model(run):
+    """``(metrics rows, best.pt dict, its model in eval mode)`` of a finished run."""
+    from gnn_truss.nn import build_model
+    ck = load_checkpoint(run / "best.pt")
+    model = build_model(ck["config"]["model"])
+    model.load_state_dict(ck["model"])
+    return read_rows(run / "metrics.csv"), ck, model.eval()
+
+
 def test_physical_loss_is_the_sum_of_one_minus_r2():
     """Predicting each component's mean gives R^2 = 0 per component, so the loss is D; a
     prediction with residual r gives sum_j mean(r_j^2) / var_j = sum_j (1 - R^2_j)."""
@@ -574,16 +583,11 @@ def test_train_with_physical_loss_logs_the_metric_it_names(data_root, tmp_path):
     deviations, and not the normalised error of the default."""
     from torch_geometric.loader import DataLoader
 
-    from gnn_truss.nn import build_model
     from gnn_truss.training import build_datasets, physical_loss
     cfg = tiny_cfg(data_root, tmp_path / "run", epochs=3, property_loss="physical",
                    augment="axes_mirrors")
     train(cfg, progress=False)
-    rows = read_rows(tmp_path / "run" / "metrics.csv")
-    ck = load_checkpoint(tmp_path / "run" / "best.pt")
-    model = build_model(ck["config"]["model"])
-    model.load_state_dict(ck["model"])
-    model.eval()
+    rows, ck, model = best_model(tmp_path / "run")
     tr, val, _ = build_datasets(ck["config"])
     stiff = torch.cat([b.stiffness.double() for b in DataLoader(tr, batch_size=64)])
     scale = stiff.std(0, unbiased=False).float()
@@ -639,7 +643,6 @@ def test_resume_with_another_property_loss_refused(data_root, tmp_path):
 def test_train_with_curve_range_loss_logs_the_metric_it_names(tmp_path):
     """The validation property loss in metrics.csv is the range-scaled curve error of the best
     checkpoint, recomputed here from its predictions."""
-    from gnn_truss.nn import build_model
     from gnn_truss.training import build_datasets, curve_range_loss
     root = tmp_path / "nl"
     (root / "raw").mkdir(parents=True)
@@ -649,11 +652,7 @@ def test_train_with_curve_range_loss_logs_the_metric_it_names(tmp_path):
     cfg["data"].update(target="curve", limit=200)
     cfg["model"]["num_targets"] = 13
     train(cfg, progress=False)
-    rows = read_rows(tmp_path / "run" / "metrics.csv")
-    ck = load_checkpoint(tmp_path / "run" / "best.pt")
-    model = build_model(ck["config"]["model"])
-    model.load_state_dict(ck["model"])
-    model.eval()
+    rows, ck, model = best_model(tmp_path / "run")
     _, val, _ = build_datasets(ck["config"])
     from torch_geometric.loader import DataLoader
     b = next(iter(DataLoader(val, batch_size=len(val))))
