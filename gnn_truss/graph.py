@@ -88,14 +88,24 @@ def _graph_vector(value, size: int, name: str) -> torch.Tensor:
     return torch.from_numpy(arr.reshape(1, size)).float()
 
 
-def _node_features(truss: Truss) -> np.ndarray:
-    x = np.zeros((ds.NUM_NODES, NUM_NODE_FEATURES))
-    x[:, FEATURE_SLICES["grid"]] = ds.NODE_GRID
-    x[:, FEATURE_SLICES["type"]] = ds.type_one_hot()
-    x[:, FEATURE_SLICES["offset"]] = truss.offsets
-    x[:, FEATURE_SLICES["free"]] = ds.FREE_DOF_MASK
-    x[:, FEATURE_SLICES["used"]] = truss.used[:, None]
+def _node_features(offsets: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """``[..., 27, 14]`` node features from ``[..., 27, 3]`` offsets and ``[..., 27]`` used
+    flags (columns :data:`NODE_FEATURES`)."""
+    x = np.zeros(offsets.shape[:-1] + (NUM_NODE_FEATURES,))
+    x[..., FEATURE_SLICES["grid"]] = ds.NODE_GRID
+    x[..., FEATURE_SLICES["type"]] = ds.type_one_hot()
+    x[..., FEATURE_SLICES["offset"]] = offsets
+    x[..., FEATURE_SLICES["free"]] = ds.FREE_DOF_MASK
+    x[..., FEATURE_SLICES["used"]] = used[..., None]
     return x
+
+
+def _edge_features(d: np.ndarray) -> np.ndarray:
+    """``[E, 4]`` (length, unit direction) of ``[E, 3]`` beam vectors (zero direction for a
+    zero length)."""
+    length = np.linalg.norm(d, axis=1, keepdims=True)
+    unit = np.divide(d, length, out=np.zeros_like(d), where=length > 0)
+    return np.hstack([length, unit])
 
 
 def _edge_tensors(truss: Truss) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,10 +113,8 @@ def _edge_tensors(truss: Truss) -> tuple[torch.Tensor, torch.Tensor]:
     src = np.concatenate([e[:, 0], e[:, 1]])
     dst = np.concatenate([e[:, 1], e[:, 0]])
     d = truss.positions[dst] - truss.positions[src]
-    length = np.linalg.norm(d, axis=1, keepdims=True)
-    unit = np.divide(d, length, out=np.zeros_like(d), where=length > 0)
     edge_index = torch.from_numpy(np.stack([src, dst])).long()
-    edge_attr = torch.from_numpy(np.hstack([length, unit])).float()
+    edge_attr = torch.from_numpy(_edge_features(d)).float()
     return coalesce(edge_index, edge_attr, num_nodes=ds.NUM_NODES)
 
 
@@ -140,7 +148,7 @@ def truss_to_data(truss: Truss, stiffness=None, curve=None) -> Data:
     edge_index, edge_attr = _edge_tensors(truss)
     free = truss.free_offsets.reshape(1, ds.NUM_FREE_DOFS)
     return Data(
-        x=torch.from_numpy(_node_features(truss)).float(),
+        x=torch.from_numpy(_node_features(truss.offsets, truss.used)).float(),
         pos=torch.from_numpy(truss.positions).float(),
         edge_index=edge_index,
         edge_attr=edge_attr,
@@ -242,17 +250,9 @@ def collated_graphs(adjacency, offsets, stiffness=None, curve=None) -> tuple[Dat
     stiff = _graph_matrix(stiffness, n, NUM_STIFFNESS, "stiffness")
     crv = _graph_matrix(curve, n, NUM_CURVE, "curve")
     pos = ds.NODE_GRID + off                                     # [N, 27, 3]
-    x = np.zeros((n, ds.NUM_NODES, NUM_NODE_FEATURES))
-    x[:, :, FEATURE_SLICES["grid"]] = ds.NODE_GRID
-    x[:, :, FEATURE_SLICES["type"]] = ds.type_one_hot()
-    x[:, :, FEATURE_SLICES["offset"]] = off
-    x[:, :, FEATURE_SLICES["free"]] = ds.FREE_DOF_MASK
-    x[:, :, FEATURE_SLICES["used"]] = adj.any(axis=2)[:, :, None]
+    x = _node_features(off, adj.any(axis=2))                     # [N, 27, 14]
     # both directions of every beam, sorted by (graph, source, target): the coalesced order
     g, src, dst = np.nonzero(adj)
-    d = pos[g, dst] - pos[g, src]
-    length = np.linalg.norm(d, axis=1, keepdims=True)
-    unit = np.divide(d, length, out=np.zeros_like(d), where=length > 0)
     counts = np.bincount(g, minlength=n)
     edge_slices = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)])).long()
     node_slices = torch.arange(0, ds.NUM_NODES * (n + 1), ds.NUM_NODES)
@@ -261,7 +261,7 @@ def collated_graphs(adjacency, offsets, stiffness=None, curve=None) -> tuple[Dat
     data = Data(
         x=torch.from_numpy(x.reshape(-1, NUM_NODE_FEATURES)).float(),
         edge_index=torch.from_numpy(np.stack([src, dst])).long(),
-        edge_attr=torch.from_numpy(np.hstack([length, unit])).float(),
+        edge_attr=torch.from_numpy(_edge_features(pos[g, dst] - pos[g, src])).float(),
         pos=torch.from_numpy(pos.reshape(-1, 3)).float(),
         adj=torch.from_numpy(ds.adjacency_to_triu(adj)).float(),
         offset=torch.from_numpy(free).float(),
