@@ -68,7 +68,7 @@ __all__ = [
     "PROPERTY_ALIASES", "canonical_property", "Objective", "parse_objective", "load_target",
     "property_table", "curve_target", "select_starts", "encode_trusses", "FACE_NODES", "spans_after_repair",
     "predict_decoded", "trust_region", "OptimizationTrace", "optimize_latents",
-    "refine_candidates",
+    "refine_candidates", "PARENT_SELECT", "select_parents",
     "repair_design", "decode_designs", "Verification", "verify_candidates", "Candidate",
     "imperfection_check",
     "DesignResult", "improvement_percent", "run_design", "path_axes", "axis_values",
@@ -78,6 +78,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: How :func:`refine_candidates` picks its parents (``parent_select``).
+PARENT_SELECT = ("topology", "lattice")
 
 # --------------------------------------------------------------------------- model helpers
 
@@ -742,11 +745,13 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
                       density: float = 0.15, workers: int | None = None, seed: int = 0,
                       first_step: int = 0, verify_per_round: int | None = None,
                       extra_parents: list = (), progress: bool = False,
-                      encode_refine: int = 0) -> tuple[list, int, float]:
+                      encode_refine: int = 0,
+                      parent_select: str = "topology") -> tuple[list, int, float]:
     r"""FE-guided refinement in the latent space (an elitist evolution strategy).
 
-    Each round takes the ``parents`` best FE-verified candidates so far (distinct lattices),
-    encodes them to their latent means, draws ``children`` latents around each,
+    Each round takes the ``parents`` best FE-verified candidates so far (with
+    ``parent_select="topology"``, the best lattice of each of the ``parents`` best distinct
+    topologies; with ``"lattice"``, the best distinct lattices), encodes them to their latent means, draws ``children`` latents around each,
     :math:`z = \mu + s\,\epsilon` with :math:`\epsilon \sim N(0, I)` and a step size
     ``s`` log-uniform in ``sigma`` (several scales at once), decodes them (threshold 0.5),
     repairs them (:func:`repair_design`) and FE-verifies the lattices not seen before. The
@@ -770,6 +775,10 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
         progress: a progress bar over the rounds (best FE objective value so far).
         encode_refine: refine each parent's latent mean by this many steps
             (:func:`encode_trusses`) before drawing its children. (default: 0)
+        parent_select: ``"topology"`` (default): one parent per topology (strut set), so that
+            near-copies of one lattice, which differ only in the last digits of their offsets,
+            cannot take every parent slot and hold the search in one neighbourhood;
+            ``"lattice"``: the best distinct lattices (the earlier behaviour).
 
     Returns:
         ``(all candidates incl. the new ones, best FE score first; lattices verified;
@@ -777,6 +786,9 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
     """
     from .nn.vae import check_refine
     encode_refine = check_refine(encode_refine, name="encode_refine")
+    if parent_select not in PARENT_SELECT:
+        raise ValueError(f"parent_select must be one of {PARENT_SELECT}, got "
+                         f"{parent_select!r}")
     lo, hi = float(sigma[0]), float(sigma[1])
     if not (0 < lo <= hi and math.isfinite(hi)):
         raise ValueError(f"sigma must be 0 < low <= high, got {sigma}")
@@ -793,8 +805,9 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
         bar = progress_bar(total=rounds, desc=f"refine {objective.spec}", unit="round")
     try:
         for r in range(rounds):
-            top = [c for c in sorted(cands + extra, key=key)
-                   if c.status == "ok" and math.isfinite(c.fe_score)][:parents]
+            top = select_parents([c for c in sorted(cands + extra, key=key)
+                                  if c.status == "ok" and math.isfinite(c.fe_score)],
+                                 parents, parent_select)
             if not top:
                 break
             new, sec = _refine_round(model, normalizer, objective, top, seen, reference_label,
@@ -812,6 +825,25 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
         if bar is not None:
             bar.close()
     return cands, verified, fe_seconds
+
+
+def select_parents(ranked: list, parents: int, select: str = "topology") -> list:
+    """The first ``parents`` of the FE-verified candidates ``ranked`` (best first):
+    all of them (``select="lattice"``) or only the first, best, lattice of each topology,
+    i.e. each strut set whatever the offsets (``select="topology"``)."""
+    if select == "lattice":
+        return ranked[:parents]
+    if select != "topology":
+        raise ValueError(f"select must be one of {PARENT_SELECT}, got {select!r}")
+    out, seen = [], set()
+    for c in ranked:
+        k = ds.adjacency_to_triu(c.truss.adjacency).tobytes()
+        if k not in seen:
+            seen.add(k)
+            out.append(c)
+            if len(out) == parents:
+                break
+    return out
 
 
 def _refine_round(model, normalizer, objective, top, seen: set, reference_label, children,
@@ -870,7 +902,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                trust_margin: float | None = 2.0, path_candidates: int | None = None,
                record_every: int | None = None, refine_rounds: int | None = None,
                refine_parents: int = 10, refine_children: int = 50,
-               refine_verify: int | None = None, density: float = 0.15,
+               refine_verify: int | None = None, refine_select: str = "topology",
+               density: float = 0.15,
                workers: int | None = None, seed: int = 0, polish_generations: int | None = None,
                polish_top: int = 3, polish_children: int = 8, polish_topology_rate: float = 0.5,
                check_seeds: int | None = None, check_top: int = 5,
@@ -898,6 +931,9 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
             (:func:`refine_candidates`; default 10 for stiffness objectives, 0 for curves,
             whose nonlinear FE costs about 2 s per lattice).
         refine_parents, refine_children: parents per round (10) and children per parent (50).
+        refine_select: ``"topology"`` (one parent per strut set) or ``"lattice"`` (the best
+            distinct lattices, the behaviour before this option); see
+            :func:`refine_candidates`.
         refine_verify: FE-verify at most this many new lattices per refinement round, the
             best predicted ones (default: all for stiffness, 20 for curves).
         density: relative density of the FE models (0.15).
@@ -942,6 +978,9 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     if path_candidates is None:
         path_candidates = 50 if objective.label == "stiffness" else 0
     _check_refine_settings(refine_rounds, refine_parents, refine_children, refine_verify)
+    if refine_select not in PARENT_SELECT:
+        raise ValueError(f"refine_select must be one of {PARENT_SELECT}, got "
+                         f"{refine_select!r}")
     if refine_rounds is None:
         refine_rounds = 10 if objective.label == "stiffness" else 0
     if refine_verify is None and objective.label == "curve":
@@ -984,7 +1023,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
             first_step=steps, verify_per_round=refine_verify,
             extra_parents=_start_candidates(objective, start_trusses[:refine_parents],
                                             labels[idx[:refine_parents]]), progress=progress,
-            encode_refine=encode_refine)
+            encode_refine=encode_refine, parent_select=refine_select)
         num_candidates += n_refined
         timings["refine"] = time.perf_counter() - t0
     if polish_generations:
@@ -1011,6 +1050,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                 "trust_margin": trust_margin, "encode_refine": encode_refine,
                 "path_candidates": path_candidates, "record_every": record_every,
                 "refine_rounds": refine_rounds, "refine_parents": refine_parents,
+                "refine_select": refine_select,
                 "refine_children": refine_children, "refine_verify": refine_verify,
                 "polish_generations": polish_generations, "polish_top": polish_top,
                 "polish_children": polish_children,
@@ -1478,6 +1518,11 @@ def add_design_arguments(parser) -> None:
                              "(default 10 for stiffness objectives, 0 for curves)")
     parser.add_argument("--refine-parents", type=int, default=10,
                         help="best FE-verified designs refined per round (10)")
+    parser.add_argument("--refine-select", choices=PARENT_SELECT, default="topology",
+                        help="refinement parents: the best lattice of each of the best "
+                             "distinct topologies ('topology', default) or the best "
+                             "distinct lattices ('lattice', the behaviour before this "
+                             "option)")
     parser.add_argument("--refine-children", type=int, default=50,
                         help="latent samples decoded and FE-verified per parent and round (50)")
     parser.add_argument("--refine-verify", type=int, default=None,
@@ -1585,6 +1630,7 @@ def design_main(args) -> int:
                         trust_margin=None if args.no_trust_region else args.trust_margin,
                         path_candidates=args.path_candidates,
                         refine_rounds=args.refine_rounds, refine_parents=args.refine_parents,
+                        refine_select=args.refine_select,
                         refine_children=args.refine_children,
                         refine_verify=args.refine_verify, workers=args.workers,
                         seed=args.seed, polish_generations=args.polish_generations,

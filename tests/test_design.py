@@ -15,7 +15,7 @@ from gnn_truss import design_space as ds
 from gnn_truss.corpus import Corpus, pack_adjacency, save_compact
 from gnn_truss.dataset import TargetNormalizer
 from gnn_truss.design import (
-    Objective, add_design_arguments, canonical_property, decode_designs, design_main,
+    Candidate, Objective, select_parents, add_design_arguments, canonical_property, decode_designs, design_main,
     encode_trusses, improvement_percent, load_target, optimize_latents, parse_objective,
     path_axes, predict_decoded, repair_design, run_design, select_starts,
     spans_after_repair, trust_region, write_design)
@@ -390,7 +390,9 @@ def test_refine_candidates_tiny_steps_give_the_decodes_of_the_parents(corpus, mo
     from gnn_truss.design import refine_candidates
     model, norm = model_and_norm
     obj, seeds = _seed_candidates(corpus, n=6)
-    parents = [c for c in seeds if c.status == "ok"][:3]
+    ranked = sorted((c for c in seeds if c.status == "ok"), key=lambda c: (c.fe_score, c.run,
+                                                                          c.step))
+    parents = select_parents(ranked, 3)  # the default: one parent per topology
     mu = encode_trusses(model, [c.truss for c in parents]).cpu()
     own = [repair_design(t) for t in decode_designs(model, mu.repeat_interleave(4, 0))]
     expected = {t.canonical_hash() for t in own if t.num_edges} - \
@@ -471,6 +473,7 @@ def test_run_design_refuses_bad_refine_settings_before_optimising(corpus, model_
                           ({"polish_generations": 2.5}, "polish_generations"),
                           ({"polish_topology_rate": 1.5}, "polish_topology_rate"),
                           ({"polish_topology_rate": -0.5}, "polish_topology_rate"),
+                          ({"refine_select": "edges"}, "refine_select"),
                           ({"encode_refine": -1}, "encode_refine"),
                           ({"encode_refine": 2.0}, "encode_refine")):
         with pytest.raises(ValueError, match=match):
@@ -824,3 +827,68 @@ def test_imperfection_summary_statistics_and_most_robust_rank():
     assert np.isclose(s["designs"][0]["mean"], 0.12) and s["designs"][0]["worst"] == 0.2
     assert s["designs"][2]["mean"] is None and s["designs"][2]["values"][1] is None
     assert s["most_robust_rank"] == 2  # a failed seed never makes a design the most robust
+
+
+def _candidate(truss, score, status="ok"):
+    return Candidate(run=0, step=0, source="path", truss=truss, repaired=False, status=status,
+                     label=np.full(9, np.nan), C=np.full((6, 6), np.nan), fe_value=-score,
+                     fe_score=score, predicted_value=math.nan)
+
+
+def test_select_parents_one_per_topology():
+    a, b = Truss.elementary("bcc"), Truss.elementary("octet")
+    assert not np.array_equal(a.adjacency, b.adjacency)
+    # best first: three near-copies of one topology, then two lattices of the other
+    ranked = [_candidate(a, 1.0), _candidate(a.with_offsets(np.full(ds.NUM_FREE_DOFS, 1e-5)), 1.1),
+              _candidate(a.with_offsets(np.full(ds.NUM_FREE_DOFS, 2e-5)), 1.2),
+              _candidate(b.with_offsets(np.full(ds.NUM_FREE_DOFS, 0.01)), 1.3), _candidate(b, 1.4)]
+    assert select_parents(ranked, 3, "lattice") == ranked[:3]
+    assert select_parents(ranked, 3, "topology") == [ranked[0], ranked[3]]  # the default
+    assert select_parents(ranked, 3) == [ranked[0], ranked[3]]
+    assert select_parents(ranked, 1) == [ranked[0]]
+    with pytest.raises(ValueError, match="select"):
+        select_parents(ranked, 3, "edges")
+
+
+def test_refine_candidates_parent_select(corpus, model_and_norm, monkeypatch):
+    import gnn_truss.design as design_mod
+    from gnn_truss.design import refine_candidates
+    model, norm = model_and_norm
+    obj, seeds = _seed_candidates(corpus, n=6)
+    real, tops = design_mod._refine_round, []
+
+    def recording(model, normalizer, objective, top, *args):
+        tops.append(list(top))
+        return real(model, normalizer, objective, top, *args)
+
+    monkeypatch.setattr(design_mod, "_refine_round", recording)
+    topo = lambda c: ds.adjacency_to_triu(c.truss.adjacency).tobytes()  # noqa: E731
+    for select in ("topology", "lattice"):
+        tops.clear()
+        out, _, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], rounds=2,
+                                      parents=3, children=4, workers=1, seed=2,
+                                      parent_select=select)
+        assert len(tops) == 2
+        if select == "topology":
+            assert all(len({topo(c) for c in top}) == len(top) for top in tops)
+        ranked = sorted((c for c in seeds if c.status == "ok"), key=lambda c: (c.fe_score,
+                                                                              c.run, c.step))
+        assert tops[0] == select_parents(ranked, 3, select)
+    with pytest.raises(ValueError, match="parent_select"):
+        refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], rounds=1,
+                          parent_select="edges")
+
+
+def test_run_design_records_refine_select(corpus, model_and_norm):
+    model, norm = model_and_norm
+    kw = dict(starts=3, steps=4, lr=0.05, path_candidates=2, refine_rounds=1,
+              refine_parents=2, refine_children=3, polish_generations=0, workers=1)
+    obj = parse_objective("max-E22")
+    assert run_design(model, norm, corpus, obj, **kw).settings["refine_select"] == "topology"
+    assert run_design(model, norm, corpus, obj, refine_select="lattice",
+                      **kw).settings["refine_select"] == "lattice"
+    parser = argparse.ArgumentParser()
+    add_design_arguments(parser)
+    assert parser.parse_args(["--objective", "max-E22"]).refine_select == "topology"
+    assert parser.parse_args(["--objective", "max-E22", "--refine-select",
+                              "lattice"]).refine_select == "lattice"
