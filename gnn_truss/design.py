@@ -751,7 +751,8 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
 
     Each round takes the ``parents`` best FE-verified candidates so far (with
     ``parent_select="topology"``, the best lattice of each of the ``parents`` best distinct
-    topologies; with ``"lattice"``, the best distinct lattices), encodes them to their latent means, draws ``children`` latents around each,
+    topologies; with ``"lattice"``, the best distinct lattices), encodes them to their latent
+    means, draws ``children`` latents around each,
     :math:`z = \mu + s\,\epsilon` with :math:`\epsilon \sim N(0, I)` and a step size
     ``s`` log-uniform in ``sigma`` (several scales at once), decodes them (threshold 0.5),
     repairs them (:func:`repair_design`) and FE-verifies the lattices not seen before. The
@@ -830,14 +831,16 @@ def refine_candidates(model, normalizer, objective: Objective, candidates: list,
 def select_parents(ranked: list, parents: int, select: str = "topology") -> list:
     """The first ``parents`` of the FE-verified candidates ``ranked`` (best first):
     all of them (``select="lattice"``) or only the first, best, lattice of each topology,
-    i.e. each strut set whatever the offsets (``select="topology"``)."""
+    i.e. each strut set whatever the offsets (``select="topology"``,
+    :func:`gnn_truss.exploration.topology_hash`)."""
     if select == "lattice":
         return ranked[:parents]
     if select != "topology":
         raise ValueError(f"select must be one of {PARENT_SELECT}, got {select!r}")
+    from .exploration import topology_hash
     out, seen = [], set()
     for c in ranked:
-        k = ds.adjacency_to_triu(c.truss.adjacency).tobytes()
+        k = topology_hash(c.truss)
         if k not in seen:
             seen.add(k)
             out.append(c)

@@ -14,11 +14,12 @@ from torch_geometric.data import Batch
 from gnn_truss import design_space as ds
 from gnn_truss.corpus import Corpus, pack_adjacency, save_compact
 from gnn_truss.dataset import TargetNormalizer
+from gnn_truss.exploration import topology_hash
 from gnn_truss.design import (
-    Candidate, Objective, select_parents, add_design_arguments, canonical_property, decode_designs, design_main,
+    Candidate, Objective, add_design_arguments, canonical_property, decode_designs, design_main,
     encode_trusses, improvement_percent, load_target, optimize_latents, parse_objective,
     path_axes, predict_decoded, repair_design, run_design, select_starts,
-    spans_after_repair, trust_region, write_design)
+    select_parents, spans_after_repair, trust_region, write_design)
 from gnn_truss.fe.homogenization import homogenize, homogenize_batch
 from gnn_truss.generator import generate, random_subgraph
 from gnn_truss.graph import truss_to_data
@@ -612,12 +613,14 @@ def test_design_main_writes_results(cli_files, capsys):
     d = cli_files
     rc = design_main(_args("--checkpoint", str(d / "model.pt"), "--objective", "min-nu21",
                            "--starts", "3", "--steps", "4", "--out", str(d / "out"),
-                           "--workers", "1", "--no-progress", "--no-figures"))
+                           "--workers", "1", "--refine-select", "lattice", "--no-progress",
+                           "--no-figures"))
     assert rc == 0
     text = capsys.readouterr().out
     assert "dataset best nu21" in text and str(d / "out") in text
     summary = json.loads((d / "out" / "summary.json").read_text())
     assert summary["objective"] == "min-nu21" and summary["settings"]["starts"] == 3
+    assert summary["settings"]["refine_select"] == "lattice"
     assert "nan" not in text  # a polished best has no prediction: said so, not "nan"
     if summary["best_design"]["source"] == "polish":
         assert "(FE polish)" in text
@@ -835,16 +838,20 @@ def _candidate(truss, score, status="ok"):
                      fe_score=score, predicted_value=math.nan)
 
 
+def _moved(truss, shift):
+    return truss.with_offsets(np.full(ds.NUM_FREE_DOFS, shift))
+
+
 def test_select_parents_one_per_topology():
     a, b = Truss.elementary("bcc"), Truss.elementary("octet")
-    assert not np.array_equal(a.adjacency, b.adjacency)
+    assert topology_hash(a) != topology_hash(b)
     # best first: three near-copies of one topology, then two lattices of the other
-    ranked = [_candidate(a, 1.0), _candidate(a.with_offsets(np.full(ds.NUM_FREE_DOFS, 1e-5)), 1.1),
-              _candidate(a.with_offsets(np.full(ds.NUM_FREE_DOFS, 2e-5)), 1.2),
-              _candidate(b.with_offsets(np.full(ds.NUM_FREE_DOFS, 0.01)), 1.3), _candidate(b, 1.4)]
+    ranked = [_candidate(a, 1.0), _candidate(_moved(a, 1e-5), 1.1),
+              _candidate(_moved(a, 2e-5), 1.2), _candidate(_moved(b, 0.01), 1.3),
+              _candidate(b, 1.4)]
     assert select_parents(ranked, 3, "lattice") == ranked[:3]
-    assert select_parents(ranked, 3, "topology") == [ranked[0], ranked[3]]  # the default
-    assert select_parents(ranked, 3) == [ranked[0], ranked[3]]
+    assert select_parents(ranked, 3, "topology") == [ranked[0], ranked[3]]
+    assert select_parents(ranked, 3) == [ranked[0], ranked[3]]  # the default
     assert select_parents(ranked, 1) == [ranked[0]]
     with pytest.raises(ValueError, match="select"):
         select_parents(ranked, 3, "edges")
@@ -852,9 +859,21 @@ def test_select_parents_one_per_topology():
 
 def test_refine_candidates_parent_select(corpus, model_and_norm, monkeypatch):
     import gnn_truss.design as design_mod
-    from gnn_truss.design import refine_candidates
+    from gnn_truss.design import _verify_and_rank, refine_candidates
     model, norm = model_and_norm
-    obj, seeds = _seed_candidates(corpus, n=6)
+    obj = parse_objective("max-E22")
+    # seeds: two corpus lattices, each with two near-copies (offsets moved by 1e-4)
+    base = [corpus.truss(i) for i in range(2)]
+    assert topology_hash(base[0]) != topology_hash(base[1])
+    trusses = [t.with_offsets(np.clip(t.free_offsets - d, -0.45, 0.45))
+               for t in base for d in (0.0, 1e-4, 2e-4)]
+    n = len(trusses)
+    pool = {"decoded": trusses, "repaired": trusses, "runs": np.arange(n),
+            "steps": np.zeros(n, int), "source": np.array(["best"] * n),
+            "predicted": np.zeros(n), "hashes": [t.canonical_hash() for t in trusses]}
+    seeds, _, _ = _verify_and_rank(obj, pool, corpus.stiffness[0], 0.15, 1, 0)
+    ranked = [c for c in seeds if c.status == "ok"]
+    assert len(ranked) == n
     real, tops = design_mod._refine_round, []
 
     def recording(model, normalizer, objective, top, *args):
@@ -862,31 +881,40 @@ def test_refine_candidates_parent_select(corpus, model_and_norm, monkeypatch):
         return real(model, normalizer, objective, top, *args)
 
     monkeypatch.setattr(design_mod, "_refine_round", recording)
-    topo = lambda c: ds.adjacency_to_triu(c.truss.adjacency).tobytes()  # noqa: E731
     for select in ("topology", "lattice"):
         tops.clear()
-        out, _, _ = refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], rounds=2,
-                                      parents=3, children=4, workers=1, seed=2,
-                                      parent_select=select)
-        assert len(tops) == 2
-        if select == "topology":
-            assert all(len({topo(c) for c in top}) == len(top) for top in tops)
-        ranked = sorted((c for c in seeds if c.status == "ok"), key=lambda c: (c.fe_score,
-                                                                              c.run, c.step))
-        assert tops[0] == select_parents(ranked, 3, select)
+        refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], rounds=2, parents=3,
+                          children=4, workers=1, seed=2, parent_select=select)
+        assert len(tops) == 2 and len(tops[0]) in (2, 3)
+        first = {topology_hash(c.truss) for c in tops[0]}
+        if select == "topology":  # one parent per topology, in every round
+            assert len(tops[0]) == 2 and tops[0][0] is ranked[0]
+            assert all(len({topology_hash(c.truss) for c in top}) == len(top) for top in tops)
+        else:  # the three best lattices: near-copies share a topology
+            assert tops[0] == ranked[:3] and len(first) < 3
     with pytest.raises(ValueError, match="parent_select"):
         refine_candidates(model, norm, obj, seeds, corpus.stiffness[0], rounds=1,
                           parent_select="edges")
 
 
-def test_run_design_records_refine_select(corpus, model_and_norm):
+def test_run_design_hands_refine_select_to_the_refinement(corpus, model_and_norm,
+                                                         monkeypatch):
+    import gnn_truss.design as design_mod
+    real, used = design_mod.refine_candidates, []
+
+    def recording(*args, **kwargs):
+        used.append(kwargs["parent_select"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(design_mod, "refine_candidates", recording)
     model, norm = model_and_norm
     kw = dict(starts=3, steps=4, lr=0.05, path_candidates=2, refine_rounds=1,
               refine_parents=2, refine_children=3, polish_generations=0, workers=1)
     obj = parse_objective("max-E22")
     assert run_design(model, norm, corpus, obj, **kw).settings["refine_select"] == "topology"
-    assert run_design(model, norm, corpus, obj, refine_select="lattice",
-                      **kw).settings["refine_select"] == "lattice"
+    res = run_design(model, norm, corpus, obj, refine_select="lattice", **kw)
+    assert res.settings["refine_select"] == "lattice"
+    assert used == ["topology", "lattice"]
     parser = argparse.ArgumentParser()
     add_design_arguments(parser)
     assert parser.parse_args(["--objective", "max-E22"]).refine_select == "topology"
