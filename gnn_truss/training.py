@@ -8,7 +8,8 @@ the validation reconstruction + property loss, a CSV metrics log, and checkpoint
 (``last.pt`` every epoch, ``best.pt`` at each validation improvement) holding the weights,
 optimizer and scheduler state, the config, the target normaliser and the dataset fingerprint.
 Checkpoints load with ``torch.load(..., weights_only=True)``. A run resumes from ``last.pt``.
-``train.init_from`` warm-starts from another checkpoint (tensors whose name and shape match);
+``train.init_from`` warm-starts from another checkpoint (tensors whose name and shape match, and
+hidden layers grown wider without changing the function: :func:`init_from_checkpoint`);
 ``train.freeze`` holds parts of the model (:data:`FREEZABLE`) fixed. ``train.augment: axes``
 relabels the axes of every training lattice by a random permutation (6 for stiffness, the 2
 that keep z for curves; :mod:`gnn_truss.symmetry`), the labels transformed exactly;
@@ -117,9 +118,80 @@ def validate_config(cfg: dict) -> dict:
     return cfg
 
 
-#: The one tensor :func:`init_from_checkpoint` widens (its input columns come in the blocks of
-#: :func:`gnn_truss.nn.encoder.readout_blocks`).
+#: The one tensor :func:`init_from_checkpoint` widens block by block (its input columns come
+#: in the blocks of :func:`gnn_truss.nn.encoder.readout_blocks`).
 _WIDENABLE = "encoder.readout.0.weight"
+
+#: The fully connected stacks whose hidden widths :func:`init_from_checkpoint` may grow
+#: (``model.readout``, ``mlp_hidden``, ``decoder_hidden``, ``offset_hidden``,
+#: ``predictor_hidden``); the heads read the readout's (or MLP body's) last hidden layer.
+_GROWABLE = ("encoder.readout", "encoder.body", "adj_decoder.net", "offset_decoder.net",
+             "predictor.net")
+_HEADS = ("encoder.heads.topology", "encoder.heads.geometry")
+_FINAL_HIDDEN = ("encoder.readout", "encoder.body")
+
+
+def _growth_axes(name: str, state: dict, source: dict) -> tuple[bool, bool] | None:
+    """``(rows, cols)``: may tensor ``name`` of the model's ``state`` gain output rows (its
+    outputs are hidden units of a :data:`_GROWABLE` stack) and input columns (its inputs are
+    such hidden units, not the stack's input)? ``None`` for other tensors, and for a stack
+    with another number of layers in the checkpoint's ``source`` state (its layers would not
+    correspond)."""
+    prefix, _, leaf = name.rpartition(".")
+    if leaf not in ("weight", "bias"):
+        return None
+    if prefix in _HEADS:
+        return False, True
+    stack, _, idx = prefix.rpartition(".")
+    if stack not in _GROWABLE or not idx.isdigit():
+        return None
+
+    def depth(st):
+        return max(int(k[len(stack) + 1:].split(".")[0]) for k in st
+                   if k.startswith(stack + ".") and k.endswith(".weight"))
+    if depth(state) != depth(source):
+        return None
+    # the readout and the MLP body end in an activation feeding the heads: all hidden
+    hidden_out = stack in _FINAL_HIDDEN or int(idx) != depth(state)
+    return hidden_out, int(idx) != 0
+
+
+def _grow(value: torch.Tensor, target: torch.Tensor, rows: bool, cols: bool,
+          col_blocks: tuple[dict, dict] | None = None) -> torch.Tensor | None:
+    """Place the checkpoint's ``value`` (a linear layer's weight ``[o, i]`` or bias ``[o]``)
+    into ``target`` (``[O, I]`` or ``[O]``, the model's freshly initialised tensor) so that the
+    grown layer computes the old outputs exactly:
+
+    * old entries copied into ``[:o, :i]``;
+    * new input columns ``[:, i:]`` (inputs from new hidden units) set to zero, so the old
+      outputs do not see the new units;
+    * new output rows ``[o:]`` (new hidden units) keep their fresh initialisation.
+
+    ``col_blocks = (src, dst)`` places the columns block by block instead
+    (:func:`_widen_readout`). ``rows`` / ``cols`` say whether rows / columns may grow.
+    ``None`` when the shapes do not fit (a shrink, or growth along an axis that may not grow).
+    """
+    if value.ndim != target.ndim or value.ndim not in (1, 2):
+        return None
+    if value.shape[0] > target.shape[0] or (value.shape[0] < target.shape[0] and not rows):
+        return None
+    out = target.detach().clone()
+    o = value.shape[0]
+    if value.ndim == 1:
+        out[:o] = value.to(out.dtype)
+        return out
+    if col_blocks is not None:
+        wide = _widen_readout(value, out[:o], *col_blocks)
+        if wide is None:
+            return None
+        out[:o] = wide
+        return out
+    i = value.shape[1]
+    if i > target.shape[1] or (i < target.shape[1] and not cols):
+        return None
+    out[:o, :i] = value.to(out.dtype)
+    out[:, i:] = 0.0
+    return out
 
 
 def _widen_readout(value: torch.Tensor, target: torch.Tensor, src: dict, dst: dict
@@ -150,7 +222,14 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
     ``model.physics_readout`` switched on, in any order of stages): each block of the source
     (node embeddings, adjacency, physics features) is copied into the same block of the new
     matrix and the new blocks are zeroed, so the warm model computes what the source did.
-    Any other shape mismatch leaves the tensor freshly initialised.
+
+    Hidden widths may grow too (``model.readout``, ``mlp_hidden``, ``decoder_hidden``,
+    ``offset_hidden``, ``predictor_hidden`` larger than the checkpoint's; net2net-style): each
+    grown layer keeps the old weights, its new hidden units start from their fresh
+    initialisation, and the next layer's weights from the new units start at zero, so the warm
+    model again computes exactly what the source did while the new units can learn.
+    Any other shape mismatch (a narrower layer, another latent size, another node-embedding
+    width) leaves the tensor freshly initialised.
 
     Args:
         model: the freshly built model.
@@ -174,24 +253,28 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
     state = model.state_dict()
     copied, skipped = [], []
     for name, value in ck["model"].items():
-        if name == _WIDENABLE and name in state:  # block by block, even at equal width
+        if name not in state:
+            skipped.append(name)
+            continue
+        axes = _growth_axes(name, state, ck["model"])
+        if name == _WIDENABLE:  # block by block, even at equal width
             from .nn.encoder import readout_blocks
             enc = model.encoder  # a GNN encoder: the blocks of the model as built
-            wide = _widen_readout(
-                value, state[name],
-                readout_blocks(theirs.get("hidden", 64), theirs.get("edge_readout", False),
-                               theirs.get("physics_readout", False)),
-                readout_blocks(enc.hidden, enc.edge_readout, enc.physics_readout))
-            if wide is not None:
-                state[name] = wide
-                copied.append(name)
-            else:
-                skipped.append(name)
-        elif name in state and state[name].shape == value.shape:
-            state[name] = value.to(state[name].dtype)
-            copied.append(name)
+            blocks = (readout_blocks(theirs.get("hidden", 64), theirs.get("edge_readout", False),
+                                     theirs.get("physics_readout", False)),
+                      readout_blocks(enc.hidden, enc.edge_readout, enc.physics_readout))
+            grown = _grow(value, state[name], True, False, col_blocks=blocks)
+        elif state[name].shape == value.shape:
+            grown = value.to(state[name].dtype)
+        elif axes is not None:
+            grown = _grow(value, state[name], *axes)
         else:
+            grown = None
+        if grown is None:
             skipped.append(name)
+        else:
+            state[name] = grown
+            copied.append(name)
     if not copied:
         raise ValueError(f"train.init_from: no parameter of {path} fits this model")
     model.load_state_dict(state)

@@ -451,6 +451,79 @@ def test_init_from_places_a_new_middle_block_without_changing_the_function(data_
     assert "encoder.readout.0.weight" in skipped
 
 
+@pytest.mark.parametrize("encoder", ["gnn", "mlp"])
+def test_init_from_grows_hidden_widths_without_changing_the_function(data_root, tmp_path,
+                                                                     encoder):
+    """Wider hidden layers (readout / MLP body, both decoders, predictor) warm-started from a
+    narrower checkpoint compute the same latents, logits, offsets and predictions; the new
+    units keep their fresh weights, the weights reading them start at zero; a narrower model
+    or a larger latent is not grown."""
+    from torch_geometric.loader import DataLoader
+
+    from gnn_truss.dataset import TrussDataset
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import init_from_checkpoint
+
+    small = {**TINY_MODEL, "encoder": encoder, "mlp_hidden": [48, 40]}
+    src = tmp_path / "src"
+    cfg = tiny_cfg(data_root, src, epochs=1)
+    cfg["model"] = dict(small)
+    train(cfg, progress=False)
+    old = build_model(small)
+    old.load_state_dict(load_checkpoint(src / "last.pt")["model"])
+    big = {**small, "readout": 96, "mlp_hidden": [64, 56], "decoder_hidden": [40, 80],
+           "offset_hidden": [48], "predictor_hidden": [40, 24]}
+    torch.manual_seed(0)
+    wide = build_model(big)
+    fresh = {k: v.clone() for k, v in wide.state_dict().items()}
+    copied, skipped = init_from_checkpoint(wide, src / "last.pt", big)
+    # the checkpoint's predictor has one layer fewer: its layers do not correspond, so the
+    # whole predictor starts afresh (an output layer is not grown into a hidden one)
+    assert skipped == ["predictor.net.0.weight", "predictor.net.0.bias",
+                       "predictor.net.2.weight", "predictor.net.2.bias"], skipped
+    state = wide.state_dict()
+    body = "encoder.readout" if encoder == "gnn" else "encoder.body"
+    w0, w2 = state[f"{body}.0.weight"], state[f"{body}.2.weight"]
+    n0 = old.state_dict()[f"{body}.0.weight"].shape[0]
+    assert torch.equal(w0[n0:], fresh[f"{body}.0.weight"][n0:])  # new units: fresh rows
+    assert torch.count_nonzero(w2[:, n0:]) == 0  # nothing reads them yet
+    assert torch.count_nonzero(state["encoder.heads.topology.weight"][:, -8:]) == 0
+    n = old.adj_decoder.net[2].weight.shape[0]
+    assert torch.count_nonzero(state["adj_decoder.net.4.weight"][:, n:]) == 0
+    # the predictor grew a layer (a different depth): compare everything but its output
+    batch = next(iter(DataLoader(TrussDataset(data_root, limit=300), batch_size=32)))
+    old.eval(), wide.eval()
+    with torch.no_grad():
+        for a, b in zip(old.encode(batch), wide.encode(batch)):
+            assert torch.allclose(a, b, atol=1e-6)
+        mu = old.encode(batch)[0]
+        assert torch.allclose(old.adj_decoder(mu[:, :12]), wide.adj_decoder(mu[:, :12]),
+                              atol=1e-5)
+        assert torch.allclose(old.offset_decoder(mu[:, 4:]), wide.offset_decoder(mu[:, 4:]),
+                              atol=1e-6)
+    # same depth, wider predictor: predictions equal
+    same = {**big, "predictor_hidden": [40]}
+    pred = build_model(same)
+    _, skipped = init_from_checkpoint(pred, src / "last.pt", same)
+    assert skipped == []
+    with torch.no_grad():
+        assert torch.allclose(old.predict(mu), pred.eval().predict(mu), atol=1e-6)
+    # narrower is not grown (left fresh and reported), nor a latent input that changed
+    narrow = build_model({**small, "decoder_hidden": [16, 64]})
+    _, skipped = init_from_checkpoint(narrow, src / "last.pt", small)
+    assert "adj_decoder.net.0.weight" in skipped and "adj_decoder.net.2.weight" in skipped
+    bigger_latent = build_model({**big, "topology": 6})
+    _, skipped = init_from_checkpoint(bigger_latent, src / "last.pt", big)
+    assert "adj_decoder.net.0.weight" in skipped and "encoder.heads.topology.weight" in skipped
+    # and the grown model trains from there
+    out = tmp_path / "grown"
+    cfg = tiny_cfg(data_root, out, epochs=1, init_from=str(src / "last.pt"))
+    cfg["model"] = dict(same)
+    train(cfg, progress=False)
+    assert load_checkpoint(out / "last.pt")["model"]["encoder.heads.topology.weight"].shape[1] \
+        == (96 if encoder == "gnn" else 56)
+
+
 def test_train_freeze_holds_the_named_parts_fixed(data_root, tmp_path):
     src = tmp_path / "src"
     train(tiny_cfg(data_root, src, epochs=1), progress=False)
