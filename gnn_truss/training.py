@@ -256,7 +256,6 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
         if name not in state:
             skipped.append(name)
             continue
-        axes = _growth_axes(name, state, ck["model"])
         if name == _WIDENABLE:  # block by block, even at equal width
             from .nn.encoder import readout_blocks
             enc = model.encoder  # a GNN encoder: the blocks of the model as built
@@ -266,10 +265,9 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
             grown = _grow(value, state[name], True, False, col_blocks=blocks)
         elif state[name].shape == value.shape:
             grown = value.to(state[name].dtype)
-        elif axes is not None:
-            grown = _grow(value, state[name], *axes)
         else:
-            grown = None
+            axes = _growth_axes(name, state, ck["model"])
+            grown = None if axes is None else _grow(value, state[name], *axes)
         if grown is None:
             skipped.append(name)
         else:

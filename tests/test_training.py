@@ -409,6 +409,19 @@ def test_init_from_widens_the_readout_without_changing_the_function(data_root, t
     assert "predictor.net.0.weight" in skipped
 
 
+def _trained_source(data_root, tmp_path, model_cfg: dict):
+    """One epoch of a tiny run with ``model_cfg``: its folder and the model loaded from it."""
+    from gnn_truss.nn import build_model
+
+    src = tmp_path / "src"
+    cfg = tiny_cfg(data_root, src, epochs=1)
+    cfg["model"] = dict(model_cfg)
+    train(cfg, progress=False)
+    old = build_model(model_cfg)
+    old.load_state_dict(load_checkpoint(src / "last.pt")["model"])
+    return src, old
+
+
 def test_init_from_places_a_new_middle_block_without_changing_the_function(data_root,
                                                                            tmp_path):
     """``edge_readout`` switched on after ``physics_readout``: the adjacency block goes between
@@ -422,12 +435,7 @@ def test_init_from_places_a_new_middle_block_without_changing_the_function(data_
     from gnn_truss.training import init_from_checkpoint
 
     src_model = {**TINY_MODEL, "physics_readout": True}
-    src = tmp_path / "src"
-    cfg = tiny_cfg(data_root, src, epochs=1)
-    cfg["model"] = dict(src_model)
-    train(cfg, progress=False)
-    old = build_model(src_model)
-    old.load_state_dict(load_checkpoint(src / "last.pt")["model"])
+    src, old = _trained_source(data_root, tmp_path, src_model)
     both = {**src_model, "edge_readout": True}
     wide = build_model(both)
     copied, skipped = init_from_checkpoint(wide, src / "last.pt", both)
@@ -465,12 +473,7 @@ def test_init_from_grows_hidden_widths_without_changing_the_function(data_root, 
     from gnn_truss.training import init_from_checkpoint
 
     small = {**TINY_MODEL, "encoder": encoder, "mlp_hidden": [48, 40]}
-    src = tmp_path / "src"
-    cfg = tiny_cfg(data_root, src, epochs=1)
-    cfg["model"] = dict(small)
-    train(cfg, progress=False)
-    old = build_model(small)
-    old.load_state_dict(load_checkpoint(src / "last.pt")["model"])
+    src, old = _trained_source(data_root, tmp_path, small)
     big = {**small, "readout": 96, "mlp_hidden": [64, 56], "decoder_hidden": [40, 80],
            "offset_hidden": [48], "predictor_hidden": [40, 24]}
     torch.manual_seed(0)
