@@ -749,11 +749,27 @@ def _run_external(name: str, args) -> int:
     return int(run(sub_args) or 0)
 
 
+def _thread_count(text: str) -> int:
+    """``--threads``: a whole number >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gnn-truss",
         description="Graph-based generative design of 3D truss metamaterials.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.add_argument("--threads", type=_thread_count, default=None, metavar="N",
+                   help="CPU threads of torch (default: torch's own choice, one per core); "
+                        "give each of several jobs sharing a machine its share, e.g. "
+                        "'gnn-truss --threads 1 train ...': jobs whose threads outnumber the "
+                        "cores slow each other down several times")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     lat_help = ("lattice JSON/NPZ file or an elementary lattice name "
@@ -887,6 +903,10 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

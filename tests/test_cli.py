@@ -86,6 +86,24 @@ def test_bad_inputs_exit_2(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
+def test_threads_option_sets_torch_threads_and_rejects_bad_counts(capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    try:
+        assert main(["--threads", str(target), "homogenize", "sc", "--json"]) == 0
+        assert torch.get_num_threads() == target
+        capsys.readouterr()
+        for bad in ("0", "-2", "two", "1.5"):
+            with pytest.raises(SystemExit) as e:
+                main(["--threads", bad, "homogenize", "sc"])
+            assert e.value.code == 2
+            assert "--threads: must be a whole number >= 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "gnn_truss.cli", "--help"], capture_output=True,
                        text=True, timeout=120)
