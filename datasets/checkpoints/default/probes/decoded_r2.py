@@ -14,6 +14,7 @@ from torch_geometric.loader import DataLoader
 
 from gnn_truss.dataset import TargetNormalizer, TrussDataset
 from gnn_truss.design import _relaxed_decode, load_design_model
+from gnn_truss.evaluation import r2_per_component
 from gnn_truss.nn.encoder import TrussGNNEncoder
 
 torch.set_num_threads(1)
@@ -48,7 +49,7 @@ exact = torch.cat(exact)
 def r2(p, mask=None):
     p = torch.cat(p)
     tt, pp = (t, p) if mask is None else (t[mask], p[mask])
-    return np.round((1 - ((pp - tt) ** 2).sum(0) / ((tt - tt.mean(0)) ** 2).sum(0)).numpy(), 4)
+    return np.round(list(r2_per_component(pp, tt, range(9)).values()), 4)
 
 
 print(f"{limit} test lattices, exact decode {float(exact.float().mean()):.4f}")

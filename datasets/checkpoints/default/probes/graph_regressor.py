@@ -20,7 +20,8 @@ from torch_geometric.loader import DataLoader
 from gnn_truss.dataset import TrussDataset
 from gnn_truss.nn.encoder import TrussGNNEncoder
 from gnn_truss.symmetry import RandomAxisPermutation
-from gnn_truss.training import physical_loss
+from gnn_truss.evaluation import r2_per_component
+from gnn_truss.training import physical_loss, physical_scale
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -31,8 +32,7 @@ kw = dict(source="corpus", target="stiffness", split_seed=0)
 train = TrussDataset("datasets/default", split="train", **kw)
 test = TrussDataset("datasets/default", split="test", **kw)
 norm = train.normalizer
-ytr = torch.cat([b.stiffness for b in DataLoader(train, batch_size=8192)]).double()
-scale = ytr.std(0, unbiased=False).float()
+scale = physical_scale(train, "stiffness")
 enc = TrussGNNEncoder(8, 8, hidden=hidden, layers=4, readout=readout, edge_readout=True,
                       physics_readout=True)
 enc.heads = torch.nn.Linear(readout, 9)
@@ -51,9 +51,8 @@ def r2():
         for b in DataLoader(test, batch_size=1024):
             p.append(norm.inverse(enc(b).clamp(-8, 8)).double())
             t.append(b.stiffness.double())
-    p, t = torch.cat(p), torch.cat(t)
     enc.train()
-    return (1 - ((p - t) ** 2).sum(0) / ((t - t.mean(0)) ** 2).sum(0)).tolist()
+    return list(r2_per_component(torch.cat(p), torch.cat(t), range(9)).values())
 
 
 log = []
