@@ -4,8 +4,10 @@ Prints, for each encoder of ``--configs``: (a) training graphs per second (data 
 PyG collation, forward, loss, backward and Adam step, as in :func:`gnn_truss.training.train`),
 (b) inference lattices per second (encode to the latent mean, decode adjacency and offsets,
 predict the properties; no gradients, after one untimed warm-up pass), (c) the number of
-parameters. A config with ``train.augment: axes`` (``configs/default_augment.yaml``) includes
-the augmentation in (a). One process with ``--threads`` torch threads on the first ``--limit``
+parameters. A config with ``train.augment`` (``configs/default_augment.yaml``) includes the
+augmentation in (a); ``train.freeze`` and ``train.predictor_on`` are honoured too
+(``configs/default_decoded.yaml``: a frozen VAE, the predictor on the true graphs in (a), on
+the decoded lattice in (b)). One process with ``--threads`` torch threads on the first ``--limit``
 lattices of the shipped corpus.
 
     python benchmarks/train.py [--limit 8000] [--threads 1] [--batches 30] [--configs ...]
@@ -33,14 +35,17 @@ def _throughput(cfg: dict, limit: int, batches: int) -> dict:
     t = cfg["train"]
     torch.manual_seed(0)
     model = build_model(cfg["model"])
-    opt = torch.optim.Adam(model.parameters(), lr=t["lr"])
+    for part in t["freeze"]:
+        getattr(model, part).requires_grad_(False)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=t["lr"])
     gen = torch.Generator().manual_seed(0)
     dl = DataLoader(train_ds, batch_size=t["batch_size"], shuffle=True, generator=gen,
                     drop_last=True)
     augment = None
-    if t["augment"] == "axes":  # the training loop's random axis permutation, per batch
+    if t["augment"]:  # the training loop's random axis permutation (and mirror), per batch
         from gnn_truss.symmetry import RandomAxisPermutation
-        augment = RandomAxisPermutation(train_ds.normalizer, cfg["data"]["target"])
+        augment = RandomAxisPermutation(train_ds.normalizer, cfg["data"]["target"],
+                                        mirrors=t["augment"] == "axes_mirrors")
     model.train()
     seen, t0, done = 0, None, 0
     while done < batches + 2:
@@ -49,7 +54,7 @@ def _throughput(cfg: dict, limit: int, batches: int) -> dict:
                 t0, seen = time.perf_counter(), 0
             if augment is not None:
                 b = augment(b)
-            out = model(b)
+            out = model(b, predict_from=t["predictor_on"])
             loss = model.loss(out, b, beta=t["beta_max"], property_weight=t["property_weight"])
             opt.zero_grad()
             loss["total"].backward()
@@ -93,7 +98,8 @@ def main() -> None:
         with open(path) as fh:
             cfg = yaml.safe_load(fh)
         r = _throughput(cfg, args.limit, args.batches)
-        print(f"{path}: encoder {cfg['model'].get('encoder', 'gnn')}, {r['params']:,} "
+        print(f"{path}: encoder {cfg['model'].get('encoder', 'gnn')}, predictor "
+              f"{cfg['model'].get('predictor_input', 'latent')}, {r['params']:,} "
               f"parameters: (a) training {r['train']:.0f} graphs/s "
               f"(batch {cfg.get('train', {}).get('batch_size', 256)}), "
               f"(b) inference {r['infer']:.0f} lattices/s ({r['n_infer']} test lattices)")

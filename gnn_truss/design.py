@@ -22,6 +22,11 @@ Zheng et al. (2023), "Gradient-based optimization in the latent space" and Fig. 
    score among the iterates whose predicted stiffness is positive definite, whose normalised
    prediction lies in a trust region around the corpus labels (:func:`trust_region`) and whose
    thresholded, repaired lattice still spans the cell (:func:`spans_after_repair`).
+   A model whose predictor reads the decoded lattice (``model.predictor_input: decoded``)
+   is a surrogate of the FE labels of that lattice: the loop is then ``decode -> predict``
+   (:func:`predict_relaxed`), the prediction of the very lattice that FE will verify; a
+   re-encoding would make it the prediction of the lattice decoded from the re-encoded mean,
+   another lattice for a quarter of the corpus.
 4. **Verification** (:func:`verify_candidates`): the best iterate of every run (and, with
    ``path_candidates``, evenly spaced iterates along each run; linear FE is cheap, so by
    default 50 per run for stiffness objectives) is decoded with threshold 0.5,
@@ -67,7 +72,7 @@ from .truss import Truss
 __all__ = [
     "PROPERTY_ALIASES", "canonical_property", "Objective", "parse_objective", "load_target",
     "property_table", "curve_target", "select_starts", "encode_trusses", "FACE_NODES", "spans_after_repair",
-    "predict_decoded", "trust_region", "OptimizationTrace", "optimize_latents",
+    "predict_decoded", "predict_relaxed", "trust_region", "OptimizationTrace", "optimize_latents",
     "refine_candidates", "PARENT_SELECT", "select_parents",
     "repair_design", "decode_designs", "Verification", "verify_candidates", "Candidate",
     "imperfection_check",
@@ -89,7 +94,7 @@ def _device(model) -> torch.device:
 
 
 def _model_target(model) -> str:
-    n = model.predictor.net[-1].out_features
+    n = model.num_targets
     return "curve" if n == _CURVE_POINTS else "stiffness"
 
 
@@ -173,20 +178,21 @@ def spans_after_repair(adj: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor
 
 def _relaxed_decode(model, z: torch.Tensor, relax: str):
     """``(A [k, 27, 27], offsets [k, 27] zeroed on unused nodes, used [k, 27])`` of the
-    relaxed decoded lattices (see :func:`predict_decoded`)."""
-    from .nn.decoder import dense_adjacency
-    from .nn.encoder import soft_used
-    logits, offsets = model.decode(z)
-    prob = torch.sigmoid(logits)
-    if relax == "straight-through":
-        adj = (logits > 0).to(prob.dtype) + (prob - prob.detach())  # exactly binary forward
-    elif relax == "soft":
-        adj = prob
-    else:
-        raise ValueError(f"relax must be 'straight-through' or 'soft', got {relax!r}")
-    A = dense_adjacency(adj)
-    used = soft_used(A)
-    return A, offsets * used[:, torch.tensor(ds.FREE_DOF_NODE, device=A.device)], used
+    relaxed decoded lattices (:meth:`~gnn_truss.nn.TrussVAE.decode_lattice`; for a predictor
+    that reads the decoded lattice, without the pairs that can never be beams, as it reads
+    them)."""
+    return model.decode_lattice(z, relax,
+                                near_only=getattr(model, "predictor_input", "latent") == "decoded")
+
+
+def predict_relaxed(model, A: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Normalised prediction ``[k, D]`` for relaxed decoded lattices (``A [k, 27, 27]``,
+    ``offsets [k, 27]`` of :meth:`~gnn_truss.nn.TrussVAE.decode_lattice`), differentiable in
+    both: re-encode -> predict for a latent predictor (the paper's loop), the predictor on the
+    lattice itself for one that reads decoded lattices (``model.predictor_input: decoded``)."""
+    if getattr(model, "predictor_input", "latent") == "decoded":
+        return model.predictor.forward_dense(A, offsets)
+    return model.predict(model.encode_dense(A, offsets)[0])
 
 
 def predict_decoded(model, normalizer, z: torch.Tensor, relax: str = "straight-through"):
@@ -194,9 +200,10 @@ def predict_decoded(model, normalizer, z: torch.Tensor, relax: str = "straight-t
 
     ``z -> (logits, offsets) -> adjacency`` (``relax``: ``"straight-through"`` = ``logit > 0``
     forward, sigmoid gradient backward; ``"soft"`` = sigmoid probabilities) ``-> offsets x
-    soft used-node indicator -> encode_dense -> mu -> predict -> normalizer.inverse``. The
-    dense GNN encoder ignores node pairs that no offsets bring within ``sqrt(3)/2`` (they can
-    never be beams; :func:`repair_design` drops them too).
+    soft used-node indicator -> encode_dense -> mu -> predict -> normalizer.inverse`` (for a
+    predictor that reads decoded lattices: ``-> predictor -> normalizer.inverse``,
+    :func:`predict_relaxed`). The dense GNN encoder ignores node pairs that no offsets bring
+    within ``sqrt(3)/2`` (they can never be beams; :func:`repair_design` drops them too).
 
     Args:
         model: :class:`~gnn_truss.nn.TrussVAE`.
@@ -208,8 +215,7 @@ def predict_decoded(model, normalizer, z: torch.Tensor, relax: str = "straight-t
         ``[k, 9]`` stiffness or ``[k, 13]`` curves in units of E_s.
     """
     A, offsets, _ = _relaxed_decode(model, z, relax)
-    mu, _ = model.encode_dense(A, offsets)
-    return normalizer.inverse(model.predict(mu))
+    return normalizer.inverse(predict_relaxed(model, A, offsets))
 
 
 # --------------------------------------------------------------------------- starts
@@ -347,7 +353,7 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
     scale = None
     for step in range(steps + 1):
         A, offsets, _ = _relaxed_decode(model, z, relax)
-        y = model.predict(model.encode_dense(A, offsets)[0])
+        y = predict_relaxed(model, A, offsets)
         labels = normalizer.inverse(y)
         score = objective.score(labels)
         valid = _valid_prediction(objective, labels, score)

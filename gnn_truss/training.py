@@ -14,6 +14,8 @@ hidden layers grown wider without changing the function: :func:`init_from_checkp
 relabels the axes of every training lattice by a random permutation (6 for stiffness, the 2
 that keep z for curves; :mod:`gnn_truss.symmetry`), the labels transformed exactly;
 ``axes_mirrors`` adds a random mirror reflection (48 symmetries for stiffness, 16 for curves).
+``train.predictor_on: graph`` trains a predictor of ``model.predictor_input: decoded`` on the
+true graphs (:data:`PREDICTOR_ON`).
 
 Multi-process data-parallel training uses ``torch.distributed`` (DDP): launch with
 ``torchrun --nproc_per_node K -m gnn_truss.cli train --config ...``; the gloo backend runs on
@@ -47,7 +49,7 @@ DEFAULT_CONFIG: dict = {
               "property_weight": 1.0, "grad_clip": 10.0, "patience": 40, "seed": 0,
               "device": "auto", "time_limit_minutes": None, "init_from": None,
               "freeze": [], "augment": None, "property_loss": "normalised",
-              "num_workers": 0},
+              "num_workers": 0, "predictor_on": "latent"},
     "out": "runs/default",
 }
 
@@ -76,6 +78,13 @@ AUGMENTATIONS = (None, "axes", "axes_mirrors")
 #: of the physical values scaled by each component's standard deviation over the training
 #: split (any target; the sum over components of ``1 - R^2``, the metric of the stiffness).
 PROPERTY_LOSSES = ("normalised", "curve_range", "physical")
+#: ``train.predictor_on``: what the predictor reads in training. ``"latent"``: the latent mean
+#: (:meth:`~gnn_truss.nn.TrussVAE.predict`, for either ``model.predictor_input``);
+#: ``"graph"``: the true graph of each training lattice (only a predictor that reads lattices,
+#: ``model.predictor_input: decoded``; it then learns the property of the lattice it reads, a
+#: surrogate of the FE labels, and costs one sparse GNN pass). Validation always predicts
+#: from the latent mean, as the evaluation does.
+PREDICTOR_ON = ("latent", "graph")
 
 #: parts of a :class:`~gnn_truss.nn.TrussVAE` that ``train.freeze`` can hold fixed
 FREEZABLE = ("encoder", "adj_decoder", "offset_decoder", "predictor")
@@ -111,6 +120,13 @@ def validate_config(cfg: dict) -> dict:
     if t["property_loss"] == "curve_range" and cfg["data"]["target"] != "curve":
         raise ValueError("train.property_loss 'curve_range' needs data.target 'curve' (it scales "
                          "each curve's error by the curve's range)")
+    if t["predictor_on"] not in PREDICTOR_ON:
+        raise ValueError(f"train.predictor_on must be one of {list(PREDICTOR_ON)}, got "
+                         f"{t['predictor_on']!r}")
+    if t["predictor_on"] == "graph" and \
+            cfg["model"].get("predictor_input", "latent") != "decoded":
+        raise ValueError("train.predictor_on 'graph' trains a predictor that reads lattices on "
+                         "the true graphs; it needs model.predictor_input 'decoded'")
     if set(frz) == set(FREEZABLE):
         raise ValueError("train.freeze: freezing every part leaves nothing to train")
     if cfg["data"]["target"] == "curve":
@@ -647,7 +663,7 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                 b = augment(b)
             b = b.to(device, non_blocking=True)
             beta = kl_beta(step, total_steps, t["kl_cycles"], t["kl_ratio"], t["beta_max"])
-            outp = net(b)
+            outp = net(b, predict_from=t["predictor_on"])
             parts = model.loss(outp, b, beta, t["property_weight"],
                                _property_term(outp, b, train_ds.normalizer, t["property_loss"],
                                               target, scale))

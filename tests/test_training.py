@@ -739,3 +739,65 @@ def test_train_with_curve_range_loss_logs_the_metric_it_names(tmp_path):
     assert logged == pytest.approx(expect, rel=1e-4)
     # and it is not the normalised squared error the default loss would log
     assert abs(float(((pred - b.y) ** 2).sum(-1).mean()) - expect) > 0.1 * expect
+
+
+# ------------------------------------------------------------------ decoded-lattice predictor
+def decoded_model():
+    m = {k: v for k, v in TINY_MODEL.items() if k != "predictor_hidden"}
+    return {**m, "predictor_input": "decoded", "predictor_gnn_hidden": 16,
+            "predictor_gnn_layers": 2, "predictor_gnn_readout": 32}
+
+
+def test_predictor_on_graph_trains_the_lattice_predictor_on_the_true_graphs(data_root, tmp_path,
+                                                                            monkeypatch):
+    """train.predictor_on 'graph' beside a frozen VAE: every training step runs the predictor
+    on the batch's own graph (with gradients), validation on the decoded latent mean (dense
+    path, no gradients); the VAE stays that of the source checkpoint, the predictor learns."""
+    from gnn_truss.nn.predictor import GraphPropertyPredictor
+    src = tmp_path / "src"
+    train(tiny_cfg(data_root, src, epochs=1), progress=False)
+    calls = []
+    sparse, dense = GraphPropertyPredictor.forward, GraphPropertyPredictor.forward_dense
+
+    def spy_sparse(self, batch):
+        calls.append(("graph", torch.is_grad_enabled(), batch.num_graphs))
+        return sparse(self, batch)
+
+    def spy_dense(self, adj, offsets, all_pairs=False):
+        calls.append(("decoded", torch.is_grad_enabled(), adj.shape[0]))
+        return dense(self, adj, offsets, all_pairs)
+
+    monkeypatch.setattr(GraphPropertyPredictor, "forward", spy_sparse)
+    monkeypatch.setattr(GraphPropertyPredictor, "forward_dense", spy_dense)
+    cfg = tiny_cfg(data_root, tmp_path / "dec", epochs=2, init_from=str(src / "last.pt"),
+                   freeze=["encoder", "adj_decoder", "offset_decoder"], predictor_on="graph",
+                   property_loss="physical")
+    cfg["model"] = decoded_model()
+    train(cfg, progress=False)
+    steps = 240 // 64
+    assert calls.count(("graph", True, 64)) == 2 * steps
+    assert sum(c[2] for c in calls if c[0] == "decoded" and not c[1]) == 2 * 30  # val split
+    assert all(c[0] == "decoded" for c in calls if not c[1])
+    before = load_checkpoint(src / "last.pt")["model"]
+    after = load_checkpoint(tmp_path / "dec" / "last.pt")["model"]
+    vae = [n for n in after if not n.startswith("predictor.")]
+    assert vae and all(torch.equal(after[n], before[n]) for n in vae)
+    fresh = build_model_like(cfg).predictor.state_dict()
+    assert any(not torch.equal(after["predictor." + n], v) for n, v in fresh.items())
+
+
+def build_model_like(cfg):
+    from gnn_truss.nn import build_model
+    torch.manual_seed(validate_config(cfg)["train"]["seed"])
+    return build_model(validate_config(cfg)["model"])
+
+
+def test_predictor_on_is_checked(data_root, tmp_path):
+    cfg = tiny_cfg(data_root, tmp_path, predictor_on="graph")
+    with pytest.raises(ValueError, match="predictor_input 'decoded'"):
+        validate_config(cfg)  # the latent MLP cannot read graphs
+    cfg["model"] = decoded_model()
+    assert validate_config(cfg)["train"]["predictor_on"] == "graph"
+    cfg["train"]["predictor_on"] = "lattice"
+    with pytest.raises(ValueError, match="train.predictor_on"):
+        validate_config(cfg)

@@ -242,6 +242,10 @@ class TrussGNNEncoder(nn.Module):
         self.hidden = hidden
 
     def forward(self, batch):
+        return self.heads(self.graph_embedding(batch))
+
+    def graph_embedding(self, batch) -> torch.Tensor:
+        """``[B, readout]`` embedding of each graph of a PyG batch (the heads' input)."""
         h = self.embed(batch.x)
         for conv, norm in zip(self.convs, self.norms):
             h = h + conv(norm(h), batch.edge_index, batch.edge_attr)
@@ -250,7 +254,7 @@ class TrussGNNEncoder(nn.Module):
             z = torch.cat([z, batch.adj.to(z.dtype)], dim=-1)
         if self.physics_readout:
             z = torch.cat([z, physics_features(batch.adj.to(z.dtype), batch.offset)], dim=-1)
-        return self.heads(self.readout(z))
+        return self.readout(z)
 
     def forward_dense(self, adj: torch.Tensor, offsets: torch.Tensor, all_pairs: bool = False):
         """The encoder on a dense, possibly soft lattice (see the module docstring).
@@ -268,6 +272,12 @@ class TrussGNNEncoder(nn.Module):
             ``adj`` whose beams are all near-neighbour pairs (every valid lattice), or for any
             binary ``adj`` with ``all_pairs``.
         """
+        return self.heads(self.dense_embedding(adj, offsets, all_pairs))
+
+    def dense_embedding(self, adj: torch.Tensor, offsets: torch.Tensor,
+                        all_pairs: bool = False) -> torch.Tensor:
+        """``[B, readout]`` embedding of dense lattices (the heads' input; arguments as
+        :meth:`forward_dense`); equal to :meth:`graph_embedding` in the same cases."""
         A = dense_adjacency_input(adj)
         offsets = offsets.to(A.dtype)
         src, dst = (torch.as_tensor(a, device=A.device) for a in message_pairs(all_pairs))
@@ -286,7 +296,7 @@ class TrussGNNEncoder(nn.Module):
             z = torch.cat([z, triu_from_dense(A)], dim=-1)
         if self.physics_readout:  # the same pairs as the messages
             z = torch.cat([z, physics_features(A, offsets, near_only=not all_pairs)], dim=-1)
-        return self.heads(self.readout(z))
+        return self.readout(z)
 
 
 class MLPEncoder(nn.Module):

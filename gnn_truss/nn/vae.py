@@ -7,7 +7,9 @@ Latent layout (Zheng et al. 2023, eq. for :math:`\mu`; ``SPEC.md`` section 7), s
     log sig = same with log sig_A, log sig_x
 
 The adjacency decoder reads ``z[:, :t+s]`` (topology-specific + shared), the offset decoder
-``z[:, t:]`` (shared + geometry-specific), and the property predictor reads ``mu``.
+``z[:, t:]`` (shared + geometry-specific), and the property predictor reads ``mu``: the MLP
+on ``mu`` itself (``predictor_input="latent"``, the paper's) or a GNN on the lattice decoded
+from ``mu`` (``"decoded"``, :class:`~gnn_truss.nn.predictor.GraphPropertyPredictor`).
 Reparameterisation: ``z = mu + eps * exp(log sig)`` with independent ``eps ~ N(0, I)`` per
 dimension.
 
@@ -31,17 +33,22 @@ from torch import nn
 
 from .decoder import AdjacencyDecoder, OffsetDecoder
 from .encoder import MLPEncoder, TrussGNNEncoder
-from .predictor import PropertyPredictor
+from .predictor import PREDICTOR_INPUTS, GraphPropertyPredictor, PropertyPredictor
 
 __all__ = ["LatentSizes", "TrussVAE", "build_model", "check_model_config", "MODEL_KEYS",
-           "refine_latent", "check_refine"]
+           "RELAXATIONS", "refine_latent", "check_refine"]
 
 LOGSIG_MIN, LOGSIG_MAX = -12.0, 4.0
 
 #: Keys of the ``model`` section of a training config.
 MODEL_KEYS = {"encoder", "topology", "shared", "geometry", "hidden", "layers", "readout",
               "mlp_hidden", "decoder_hidden", "offset_hidden", "predictor_hidden",
-              "num_targets", "offset_weight", "edge_readout", "physics_readout"}
+              "num_targets", "offset_weight", "edge_readout", "physics_readout",
+              "predictor_input", "predictor_gnn_hidden", "predictor_gnn_layers",
+              "predictor_gnn_readout"}
+
+#: Relaxations of the decoded adjacency of :meth:`TrussVAE.decode_lattice`.
+RELAXATIONS = ("straight-through", "soft")
 
 
 @dataclass(frozen=True)
@@ -76,14 +83,25 @@ class TrussVAE(nn.Module):
         encoder: module ``batch -> (mu_A, logsig_A, mu_x, logsig_x)``.
         adj_decoder: ``z[:, :t+s] -> [B, 351]`` logits.
         offset_decoder: ``z[:, t:] -> [B, 27]`` offsets.
-        predictor: ``mu -> [B, num_targets]``.
+        predictor: ``mu -> [B, num_targets]`` (``predictor_input="latent"``), or a
+            :class:`~gnn_truss.nn.predictor.GraphPropertyPredictor` (``"decoded"``).
         sizes: :class:`LatentSizes`.
         offset_weight: weight of the offset squared error in the reconstruction loss.
+        predictor_input: ``"latent"`` (the predictor reads ``mu``) or ``"decoded"`` (it reads
+            the lattice decoded from ``mu``: :meth:`predict`).
     """
 
     def __init__(self, encoder: nn.Module, adj_decoder: nn.Module, offset_decoder: nn.Module,
-                 predictor: nn.Module, sizes: LatentSizes, offset_weight: float = 10.0):
+                 predictor: nn.Module, sizes: LatentSizes, offset_weight: float = 10.0,
+                 predictor_input: str = "latent"):
         super().__init__()
+        if predictor_input not in PREDICTOR_INPUTS:
+            raise ValueError(f"predictor_input must be one of {PREDICTOR_INPUTS}, got "
+                             f"{predictor_input!r}")
+        if predictor_input == "decoded" and not hasattr(predictor, "forward_dense"):
+            raise ValueError("predictor_input 'decoded' needs a predictor that reads lattices "
+                             "(GraphPropertyPredictor, with forward_dense)")
+        self.predictor_input = predictor_input
         self.encoder = encoder
         self.adj_decoder = adj_decoder
         self.offset_decoder = offset_decoder
@@ -129,15 +147,77 @@ class TrussVAE(nn.Module):
         return (self.adj_decoder(z[:, :t + self.sizes.shared]),
                 self.offset_decoder(z[:, t:]))
 
-    def predict(self, mu: torch.Tensor) -> torch.Tensor:
-        return self.predictor(mu)
+    def decode_lattice(self, z: torch.Tensor, relax: str = "straight-through",
+                       near_only: bool = False):
+        """The lattices decoded from ``z`` as dense, differentiable tensors.
 
-    def forward(self, batch, sample: bool = True) -> dict:
+        ``relax``: ``"straight-through"`` (the adjacency is exactly ``logit > 0`` in the
+        forward pass, the sigmoid's gradient in the backward pass) or ``"soft"`` (sigmoid
+        probabilities). ``near_only``: drop the node pairs that no offsets bring within
+        ``sqrt(3)/2`` (:data:`~gnn_truss.design_space.NEAR_NEIGHBOUR_EDGES`: they can never be
+        beams, and the repair of a design drops them) before the used nodes are found.
+
+        Returns:
+            ``(A [B, 27, 27], offsets [B, 27], used [B, 27])``: the symmetric adjacency, the
+            free-dof offsets multiplied by the (soft) used-node indicator of their node (so they
+            are zero on unused nodes, as in :func:`gnn_truss.graph.truss_to_data`), and that
+            indicator.
+        """
+        from .. import design_space as ds
+        from .decoder import dense_adjacency
+        from .encoder import soft_used
+        if relax not in RELAXATIONS:
+            raise ValueError(f"relax must be one of {RELAXATIONS}, got {relax!r}")
+        logits, offsets = self.decode(z)
+        prob = torch.sigmoid(logits)
+        if relax == "straight-through":
+            adj = (logits > 0).to(prob.dtype) + (prob - prob.detach())
+        else:
+            adj = prob
+        A = dense_adjacency(adj)
+        if near_only:
+            A = A * torch.as_tensor(_near_pairs(), dtype=A.dtype, device=A.device)
+        used = soft_used(A)
+        node = torch.tensor(ds.FREE_DOF_NODE, device=A.device)
+        return A, offsets * used[:, node], used
+
+    @property
+    def num_targets(self) -> int:
+        """Number of predicted components (9 stiffness, 13 curve points)."""
+        return self.predictor.num_targets
+
+    def predict(self, mu: torch.Tensor) -> torch.Tensor:
+        """Normalised properties ``[B, num_targets]`` of latents ``mu [B, d]``: the MLP on
+        ``mu``, or with ``predictor_input="decoded"`` the GNN on the lattice decoded from
+        ``mu`` (:meth:`decode_lattice`, straight-through, pairs that can never be beams
+        dropped; differentiable in ``mu``)."""
+        if self.predictor_input == "latent":
+            return self.predictor(mu)
+        A, offsets, _ = self.decode_lattice(mu, near_only=True)
+        return self.predictor.forward_dense(A, offsets)
+
+    def forward(self, batch, sample: bool = True, predict_from: str = "latent") -> dict:
+        """Encode, sample (``sample``; else ``z = mu``), decode and predict.
+
+        ``predict_from``: ``"latent"`` gives ``pred = predict(mu)``; ``"graph"`` (only with
+        ``predictor_input="decoded"``) runs the predictor on the input graphs themselves, so
+        that it learns the property of the lattice it reads (teacher forcing:
+        ``train.predictor_on``). Returns a dict of ``mu, logsig, z [B, d]``, ``logits
+        [B, 351]``, ``offsets [B, 27]`` and ``pred [B, num_targets]``."""
         mu, logsig = self.encode(batch)
         z = self.reparameterize(mu, logsig) if sample else mu
         logits, offsets = self.decode(z)
+        if predict_from == "graph":
+            if self.predictor_input != "decoded":
+                raise ValueError("predict_from 'graph' needs predictor_input 'decoded' (the "
+                                 "latent MLP cannot read a graph)")
+            pred = self.predictor(batch)
+        elif predict_from == "latent":
+            pred = self.predict(mu)
+        else:
+            raise ValueError(f"predict_from must be 'latent' or 'graph', got {predict_from!r}")
         return {"mu": mu, "logsig": logsig, "z": z, "logits": logits, "offsets": offsets,
-                "pred": self.predict(mu)}
+                "pred": pred}
 
     # ------------------------------------------------------------------ losses
     def recon_loss(self, out: dict, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,6 +243,12 @@ class TrussVAE(nn.Module):
         kl = self.kl_loss(out["mu"], out["logsig"])
         total = adj + self.offset_weight * off + property_weight * prop + beta * kl
         return {"total": total, "adj": adj, "offset": off, "property": prop, "kl": kl}
+
+
+def _near_pairs() -> np.ndarray:
+    """``[27, 27]`` 0/1: the node pairs that can be beams of a valid lattice."""
+    from .. import design_space as ds
+    return ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES).astype(np.float32)
 
 
 def check_refine(steps, lr=0.01, name: str = "refine_latent") -> int:
@@ -271,6 +357,22 @@ def check_model_config(cfg: dict) -> None:
                                all(_is_int(v) and v >= 1 for v in cfg[key])):
             raise ValueError(f"model.{key} must be a list of positive integers (layer "
                              f"widths), got {cfg[key]!r}")
+    for key in ("predictor_gnn_hidden", "predictor_gnn_layers", "predictor_gnn_readout"):
+        if key in cfg and not (_is_int(cfg[key]) and cfg[key] >= 1):
+            raise ValueError(f"model.{key} must be a positive integer, got {cfg[key]!r}")
+    inp = cfg.get("predictor_input", "latent")
+    if inp not in PREDICTOR_INPUTS:
+        raise ValueError(f"model.predictor_input must be one of {list(PREDICTOR_INPUTS)}, got "
+                         f"{inp!r}")
+    gnn_keys = sorted(k for k in cfg if k.startswith("predictor_gnn_"))
+    if inp == "latent" and gnn_keys:
+        raise ValueError(f"model.{gnn_keys[0]} sets up the GNN predictor of "
+                         f"model.predictor_input 'decoded'; this config predicts from the "
+                         f"latent")
+    if inp == "decoded" and "predictor_hidden" in cfg:
+        raise ValueError("model.predictor_hidden sizes the latent MLP predictor; with "
+                         "model.predictor_input 'decoded' use predictor_gnn_hidden, "
+                         "predictor_gnn_layers and predictor_gnn_readout")
     for key in ("edge_readout", "physics_readout"):
         if not isinstance(cfg.get(key, False), bool):
             raise ValueError(f"model.{key} must be true or false, got {cfg[key]!r}")
@@ -304,10 +406,17 @@ def build_model(cfg: dict) -> TrussVAE:
                          hidden=tuple(cfg.get("mlp_hidden", (512, 512))))
     else:
         raise ValueError(f"model.encoder must be 'gnn' or 'mlp', got {kind!r}")
+    inp = cfg.get("predictor_input", "latent")
+    if inp == "decoded":
+        predictor = GraphPropertyPredictor(cfg.get("num_targets", 9),
+                                           hidden=cfg.get("predictor_gnn_hidden", 64),
+                                           layers=cfg.get("predictor_gnn_layers", 4),
+                                           readout=cfg.get("predictor_gnn_readout", 512))
+    else:
+        predictor = PropertyPredictor(sizes.total, cfg.get("num_targets", 9),
+                                      tuple(cfg.get("predictor_hidden", (256, 256, 256))))
     return TrussVAE(
         enc,
         AdjacencyDecoder(sizes.d_topology, tuple(cfg.get("decoder_hidden", (256, 512)))),
         OffsetDecoder(sizes.d_geometry, tuple(cfg.get("offset_hidden", (256, 256)))),
-        PropertyPredictor(sizes.total, cfg.get("num_targets", 9),
-                          tuple(cfg.get("predictor_hidden", (256, 256, 256)))),
-        sizes, offset_weight=cfg.get("offset_weight", 10.0))
+        predictor, sizes, offset_weight=cfg.get("offset_weight", 10.0), predictor_input=inp)

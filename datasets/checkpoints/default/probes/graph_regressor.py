@@ -6,7 +6,7 @@ cosine schedule to 1e-5, batch 256, one thread, seed 0. AUGMENT=1 in the environ
 one of the 48 axis permutations and reflections per lattice and batch (train.augment
 'axes_mirrors'). Writes OUT (per-epoch test R^2, JSON) and OUT with .pt (the weights).
 
-python datasets/checkpoints/default/probes/graph_regressor.py OUT EPOCHS [READOUT] [HIDDEN]
+python datasets/checkpoints/default/probes/graph_regressor.py OUT EPOCHS [READOUT] [HIDDEN] [LAYERS]
 """
 import json
 import os
@@ -28,12 +28,13 @@ torch.manual_seed(0)
 out, epochs = sys.argv[1], int(sys.argv[2])
 readout = int(sys.argv[3]) if len(sys.argv) > 3 else 512
 hidden = int(sys.argv[4]) if len(sys.argv) > 4 else 64
+layers = int(sys.argv[5]) if len(sys.argv) > 5 else 4
 kw = dict(source="corpus", target="stiffness", split_seed=0)
 train = TrussDataset("datasets/default", split="train", **kw)
 test = TrussDataset("datasets/default", split="test", **kw)
 norm = train.normalizer
 scale = physical_scale(train, "stiffness")
-enc = TrussGNNEncoder(8, 8, hidden=hidden, layers=4, readout=readout, edge_readout=True,
+enc = TrussGNNEncoder(8, 8, hidden=hidden, layers=layers, readout=readout, edge_readout=True,
                       physics_readout=True)
 enc.heads = torch.nn.Linear(readout, 9)
 opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
@@ -72,5 +73,5 @@ for ep in range(epochs):
     log.append({"epoch": ep, "train_loss": tot / n, "r2": r, "seconds": time.time() - t0})
     print(ep, round(tot / n, 4), np.round(r, 4).tolist(), round(time.time() - t0, 1), flush=True)
     json.dump(log, open(out, "w"), indent=1)
-    torch.save({"state": enc.state_dict(), "readout": readout, "hidden": hidden,
+    torch.save({"state": enc.state_dict(), "readout": readout, "hidden": hidden, "layers": layers,
                 "scale": scale, "norm": norm.to_dict()}, out.replace(".json", ".pt"))
