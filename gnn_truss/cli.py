@@ -296,8 +296,7 @@ def _cmd_evaluate(args) -> int:
                                  refine_latent=args.refine_latent, refine_lr=args.refine_lr)
     print(json.dumps(report.get("summary", report), indent=1))
     if baseline is not None:
-        name = lambda r: Path(str(r.get("checkpoint", "?"))).parent.name or "model"  # noqa
-        a, b = name(report), name(baseline)
+        a, b = _report_name(report), _report_name(baseline)
         if a == b:
             a, b = "this", "baseline"
         table = compare_reports({a: report, b: baseline})
@@ -305,6 +304,15 @@ def _cmd_evaluate(args) -> int:
         print(table)
     print(f"wrote {out / 'report.json'} and figures", file=sys.stderr)
     return 0
+
+
+def _report_name(report: dict) -> str:
+    """A column name for a report: its checkpoint file's stem (``mlp_baseline``), or the
+    folder's name for the generic stems ``model``, ``best`` and ``last``."""
+    path = Path(str(report.get("checkpoint", "?")))
+    if path.stem in ("model", "best", "last", "?", ""):
+        return path.parent.name or "model"
+    return path.stem
 
 
 def _add_symmetrise_option(parser, what: str) -> None:

@@ -166,3 +166,14 @@ def test_compress_bad_axis_and_lattice(capsys):
     with pytest.raises(SystemExit):
         main(["compress", "sc", "--axis", "w"])
     assert main(["compress", "no_such"]) == 2
+
+
+def test_report_names_of_a_baseline_comparison():
+    """The columns of `evaluate --baseline` name the checkpoint file, or its folder for the
+    generic file names."""
+    from gnn_truss.cli import _report_name
+    assert _report_name({"checkpoint": "datasets/checkpoints/default/mlp_baseline.pt"}) == \
+        "mlp_baseline"
+    assert _report_name({"checkpoint": "datasets/checkpoints/decoded/model.pt"}) == "decoded"
+    assert _report_name({"checkpoint": "runs/default/best.pt"}) == "default"
+    assert _report_name({}) == "model"
