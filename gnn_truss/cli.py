@@ -309,7 +309,7 @@ def _cmd_evaluate(args) -> int:
 def _report_name(report: dict) -> str:
     """A column name for a report: its checkpoint file's stem (``mlp_baseline``), or the
     folder's name for the generic stems ``model``, ``best`` and ``last``."""
-    path = Path(str(report.get("checkpoint", "?")))
+    path = Path(str(report.get("checkpoint") or "?"))
     if path.stem in ("model", "best", "last", "?", ""):
         return path.parent.name or "model"
     return path.stem

@@ -202,8 +202,11 @@ def predict_decoded(model, normalizer, z: torch.Tensor, relax: str = "straight-t
     forward, sigmoid gradient backward; ``"soft"`` = sigmoid probabilities) ``-> offsets x
     soft used-node indicator -> encode_dense -> mu -> predict -> normalizer.inverse`` (for a
     predictor that reads decoded lattices: ``-> predictor -> normalizer.inverse``,
-    :func:`predict_relaxed`). The dense GNN encoder ignores node pairs that no offsets bring
-    within ``sqrt(3)/2`` (they can never be beams; :func:`repair_design` drops them too).
+    :func:`predict_relaxed`). The dense GNN encoder passes no messages along node pairs that
+    no offsets bring within ``sqrt(3)/2`` (they can never be beams; :func:`repair_design`
+    drops them too), but with ``model.edge_readout`` its readout still reads them in the
+    adjacency, as it counts their nodes as used; a predictor that reads decoded lattices
+    drops them first.
 
     Args:
         model: :class:`~gnn_truss.nn.TrussVAE`.

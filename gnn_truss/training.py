@@ -129,6 +129,13 @@ def validate_config(cfg: dict) -> dict:
                          "the true graphs; it needs model.predictor_input 'decoded'")
     if set(frz) == set(FREEZABLE):
         raise ValueError("train.freeze: freezing every part leaves nothing to train")
+    if frz and not t["init_from"]:
+        raise ValueError(f"train.freeze holds {sorted(frz)} fixed at their random initial "
+                         f"weights: set train.init_from (or --init-from) to the checkpoint "
+                         f"they should come from")
+    if t["predictor_on"] == "graph" and "predictor" in frz:
+        raise ValueError("train.predictor_on 'graph' trains the predictor on the true graphs, "
+                         "but train.freeze holds it fixed")
     if cfg["data"]["target"] == "curve":
         cfg["model"].setdefault("num_targets", 13)
     return cfg
@@ -245,7 +252,10 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
     initialisation, and the next layer's weights from the new units start at zero, so the warm
     model again computes exactly what the source did while the new units can learn.
     Any other shape mismatch (a narrower layer, another latent size, another node-embedding
-    width) leaves the tensor freshly initialised.
+    width, another width of the GNN predictor of ``model.predictor_input: decoded``) leaves
+    the tensor freshly initialised, and with a weight left fresh its layer's bias too (a layer
+    is copied whole or not at all; e.g. a 13-point curve head on a 9-component stiffness
+    predictor starts afresh while the predictor's body is copied).
 
     Args:
         model: the freshly built model.
@@ -289,6 +299,13 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
         else:
             state[name] = grown
             copied.append(name)
+    fresh = model.state_dict()
+    for name in [n for n in skipped if n.endswith(".weight")]:
+        bias = name[:-len("weight")] + "bias"
+        if bias in copied:  # a layer is copied whole or not at all
+            state[bias] = fresh[bias]
+            copied.remove(bias)
+            skipped.append(bias)
     if not copied:
         raise ValueError(f"train.init_from: no parameter of {path} fits this model")
     model.load_state_dict(state)

@@ -176,4 +176,4 @@ def test_report_names_of_a_baseline_comparison():
         "mlp_baseline"
     assert _report_name({"checkpoint": "datasets/checkpoints/decoded/model.pt"}) == "decoded"
     assert _report_name({"checkpoint": "runs/default/best.pt"}) == "default"
-    assert _report_name({}) == "model"
+    assert _report_name({}) == "model" and _report_name({"checkpoint": None}) == "model"

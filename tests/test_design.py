@@ -183,18 +183,25 @@ def test_path_axes():
 
 # --------------------------------------------------------------------------- loop
 
+def _decoded_near_trusses(model, z):
+    """The thresholded lattices decoded from ``z`` without the node pairs that can never be
+    beams (offsets of the nodes this leaves unused zeroed); at least one has a beam."""
+    near = ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES)
+    trusses = [Truss(t.adjacency & near, t.offsets * (t.adjacency & near).any(1)[:, None])
+               for t in decode_designs(model, z)]
+    assert any(t.num_edges for t in trusses)
+    return trusses
+
+
 def test_predict_decoded_is_the_prediction_for_the_decoded_lattice(model_and_norm):
     """Straight-through: the loop's prediction equals encode -> predict of the thresholded
     lattice (without the pairs that can never be beams, which the dense encoder ignores and
     the repair drops) through the ordinary (sparse) encoder."""
     model, norm = model_and_norm
     z = torch.randn(6, model.sizes.total)
-    near = ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES)
     with torch.no_grad():
         pred = predict_decoded(model, norm, z)
-        trusses = [Truss(t.adjacency & near, t.offsets * (t.adjacency & near).any(1)[:, None])
-                   for t in decode_designs(model, z)]
-        assert any(t.num_edges for t in trusses)
+        trusses = _decoded_near_trusses(model, z)
         mu, _ = model.encode(Batch.from_data_list([truss_to_data(t) for t in trusses]))
         ref = norm.inverse(model.predict(mu))
     assert torch.allclose(pred, ref, rtol=1e-4, atol=1e-9)
@@ -937,12 +944,9 @@ def test_design_with_a_predictor_that_reads_the_decoded_lattice(corpus, model_an
     torch.manual_seed(0)
     model = build_model(DECODED).eval()
     z = torch.randn(6, model.sizes.total)
-    near = ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES)
     with torch.no_grad():
         pred = predict_decoded(model, norm, z)
-        trusses = [Truss(t.adjacency & near, t.offsets * (t.adjacency & near).any(1)[:, None])
-                   for t in decode_designs(model, z)]
-        assert any(t.num_edges for t in trusses)
+        trusses = _decoded_near_trusses(model, z)
         ref = norm.inverse(model.predictor(Batch.from_data_list([truss_to_data(t)
                                                                   for t in trusses])))
         via_mu = norm.inverse(model.predict(z))  # the same: predict decodes z
@@ -958,5 +962,6 @@ def test_design_with_a_predictor_that_reads_the_decoded_lattice(corpus, model_an
     result = run_design(model, norm, corpus, parse_objective("max-E22"), starts=3, steps=6,
                         lr=0.05, path_candidates=2, refine_rounds=0, workers=1,
                         polish_topology_rate=0.0)
-    assert result.candidates and all(c.status in ("ok", "invalid", "fe_failed")
-                                     for c in result.candidates)
+    assert any(c.status == "ok" and np.isfinite(c.fe_score) for c in result.candidates)
+    assert all(c.status in ("ok", "invalid", "mechanism", "disconnected", "singular")
+               for c in result.candidates)

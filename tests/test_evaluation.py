@@ -287,9 +287,17 @@ def test_evaluate_checkpoint_writes_report_and_figures(trained):
     assert rep["property"]["r2"]["C11"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
-def test_evaluate_checkpoint_symmetrised_property_metrics(trained, tmp_path):
+def _model_norm_test_batch(checkpoint, data_root):
+    """``(model in eval mode, target normaliser, Batch of the test split)`` of a tiny run."""
     from torch_geometric.data import Batch
+    ck = torch.load(checkpoint, weights_only=True)
+    model = build_model(ck["config"]["model"])
+    model.load_state_dict(ck["model"])
+    b = Batch.from_data_list(list(TrussDataset(data_root, split="test", limit=300)))
+    return model.eval(), TargetNormalizer.from_dict(ck["normalizer"]), b
 
+
+def test_evaluate_checkpoint_symmetrised_property_metrics(trained, tmp_path):
     from gnn_truss.symmetry import symmetrised_prediction
     rep = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, n_samples=0,
                               symmetrise="axes")
@@ -301,12 +309,7 @@ def test_evaluate_checkpoint_symmetrised_property_metrics(trained, tmp_path):
     # the plain metrics are the ones of a run without it; the symmetrised ones by hand
     plain = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path / "plain", n_samples=0)
     assert plain["property"] == rep["property"] and "property_symmetrised" not in plain
-    ck = torch.load(trained / "run" / "best.pt", weights_only=True)
-    model = build_model(ck["config"]["model"])
-    model.load_state_dict(ck["model"])
-    model.eval()
-    norm = TargetNormalizer.from_dict(ck["normalizer"])
-    b = Batch.from_data_list(list(TrussDataset(trained / "data", split="test", limit=300)))
+    model, norm, b = _model_norm_test_batch(trained / "run" / "best.pt", trained / "data")
     p = symmetrised_prediction(model, b, norm, "stiffness", "axes").numpy()[:, 3]
     t = b.stiffness.double().numpy()[:, 3]
     expected = 1 - np.sum((t - p) ** 2) / np.sum((t - t.mean()) ** 2)
@@ -539,7 +542,6 @@ def test_evaluate_a_decoded_predictor_scores_the_decoded_latent_mean(trained, tm
     """With model.predictor_input 'decoded' the property R^2 of the report is that of
     G(decode(mu)) (the lattice decoded from each test lattice's latent mean), not that of G on
     the test lattice's true graph."""
-    from torch_geometric.data import Batch
     m = {k: v for k, v in TINY_MODEL.items() if k != "predictor_hidden"}
     m.update(predictor_input="decoded", predictor_gnn_hidden=16, predictor_gnn_layers=2,
              predictor_gnn_readout=32)
@@ -550,12 +552,7 @@ def test_evaluate_a_decoded_predictor_scores_the_decoded_latent_mean(trained, tm
            "out": str(tmp_path / "run")}
     train(cfg, progress=False)
     rep = evaluate_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "eval", n_samples=0)
-    ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    model = build_model(ck["config"]["model"])
-    model.load_state_dict(ck["model"])
-    model.eval()
-    norm = TargetNormalizer.from_dict(ck["normalizer"])
-    b = Batch.from_data_list(list(TrussDataset(trained / "data", split="test", limit=300)))
+    model, norm, b = _model_norm_test_batch(tmp_path / "run" / "best.pt", trained / "data")
     t = b.stiffness.double().numpy()[:, 0]
 
     def r2(pred):

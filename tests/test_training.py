@@ -801,3 +801,39 @@ def test_predictor_on_is_checked(data_root, tmp_path):
     cfg["train"]["predictor_on"] = "lattice"
     with pytest.raises(ValueError, match="train.predictor_on"):
         validate_config(cfg)
+
+
+def test_frozen_parts_need_a_checkpoint_and_graph_training_a_live_predictor(data_root, tmp_path):
+    cfg = tiny_cfg(data_root, tmp_path, freeze=["encoder"])
+    with pytest.raises(ValueError, match="train.init_from"):
+        validate_config(cfg)  # it would hold random weights fixed
+    cfg["train"]["init_from"] = "some/checkpoint.pt"
+    assert validate_config(cfg)["train"]["freeze"] == ["encoder"]
+    cfg["model"] = decoded_model()
+    cfg["train"].update(predictor_on="graph", freeze=["encoder", "predictor"])
+    with pytest.raises(ValueError, match="holds it fixed"):
+        validate_config(cfg)
+
+
+def test_init_from_copies_a_layer_whole_or_not_at_all(data_root, tmp_path):
+    """A wider GNN predictor readout: its readout and head weights cannot be copied, so the
+    head's bias (same shape) starts fresh with them, while the predictor's message-passing
+    body is copied."""
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import init_from_checkpoint
+    src = tmp_path / "src"
+    cfg = tiny_cfg(data_root, src, epochs=1)
+    cfg["model"] = decoded_model()
+    train(cfg, progress=False)
+    wide = {**decoded_model(), "predictor_gnn_readout": 48}
+    torch.manual_seed(1)
+    model = build_model(wide)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    copied, skipped = init_from_checkpoint(model, src / "last.pt", wide)
+    after, theirs = model.state_dict(), load_checkpoint(src / "last.pt")["model"]
+    assert {"predictor.heads.weight", "predictor.heads.bias"} <= set(skipped)
+    assert torch.equal(after["predictor.heads.bias"], fresh["predictor.heads.bias"])
+    assert not torch.equal(after["predictor.heads.bias"], theirs["predictor.heads.bias"])
+    assert "predictor.convs.0.nn.0.weight" in copied
+    assert torch.equal(after["predictor.convs.0.nn.0.weight"],
+                       theirs["predictor.convs.0.nn.0.weight"])

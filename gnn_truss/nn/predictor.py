@@ -58,7 +58,11 @@ class GraphPropertyPredictor(TrussGNNEncoder):
     Args:
         num_targets: 9 (stiffness) or 13 (curve).
         hidden, layers, readout, edge_readout, physics_readout: as
-            :class:`~gnn_truss.nn.encoder.TrussGNNEncoder` (defaults 64, 4, 512, True, True).
+            :class:`~gnn_truss.nn.encoder.TrussGNNEncoder` (defaults 64, 4, 512, True, True;
+            :func:`~gnn_truss.nn.vae.build_model` sets the first three from
+            ``model.predictor_gnn_hidden``, ``_layers`` and ``_readout`` and always reads the
+            adjacency and the physics features, whatever the encoder's ``edge_readout`` and
+            ``physics_readout``).
     """
 
     def __init__(self, num_targets: int, hidden: int = 64, layers: int = 4, readout: int = 512,
@@ -67,3 +71,10 @@ class GraphPropertyPredictor(TrussGNNEncoder):
                          edge_readout=edge_readout, physics_readout=physics_readout)
         self.heads = nn.Linear(readout, num_targets)
         self.num_targets = int(num_targets)
+
+    def forward_dense(self, adj: torch.Tensor, offsets: torch.Tensor,
+                      all_pairs: bool = False) -> torch.Tensor:
+        """Normalised targets ``[B, num_targets]`` of dense, possibly soft lattices (``adj
+        [B, 27, 27]`` or ``[B, 351]`` in ``[0, 1]``, free-dof ``offsets [B, 27]``; messages
+        along the near-neighbour pairs only unless ``all_pairs``); differentiable in both."""
+        return self.heads(self.dense_embedding(adj, offsets, all_pairs))

@@ -22,6 +22,7 @@ Losses (methods, PyG ``GAE`` style; every term is a per-lattice sum averaged ove
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ class TrussVAE(nn.Module):
             adj = prob
         A = dense_adjacency(adj)
         if near_only:
-            A = A * torch.as_tensor(_near_pairs(), dtype=A.dtype, device=A.device)
+            A = A * torch.tensor(_near_pairs(), dtype=A.dtype, device=A.device)
         used = soft_used(A)
         node = torch.tensor(ds.FREE_DOF_NODE, device=A.device)
         return A, offsets * used[:, node], used
@@ -245,10 +246,13 @@ class TrussVAE(nn.Module):
         return {"total": total, "adj": adj, "offset": off, "property": prop, "kl": kl}
 
 
+@functools.lru_cache(maxsize=1)
 def _near_pairs() -> np.ndarray:
-    """``[27, 27]`` 0/1: the node pairs that can be beams of a valid lattice."""
+    """``[27, 27]`` 0/1: the node pairs that can be beams of a valid lattice (read-only)."""
     from .. import design_space as ds
-    return ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES).astype(np.float32)
+    near = ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES).astype(np.float32)
+    near.setflags(write=False)
+    return near
 
 
 def check_refine(steps, lr=0.01, name: str = "refine_latent") -> int:
