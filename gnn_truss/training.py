@@ -129,10 +129,6 @@ def validate_config(cfg: dict) -> dict:
                          "the true graphs; it needs model.predictor_input 'decoded'")
     if set(frz) == set(FREEZABLE):
         raise ValueError("train.freeze: freezing every part leaves nothing to train")
-    if frz and not t["init_from"]:
-        raise ValueError(f"train.freeze holds {sorted(frz)} fixed at their random initial "
-                         f"weights: set train.init_from (or --init-from) to the checkpoint "
-                         f"they should come from")
     if t["predictor_on"] == "graph" and "predictor" in frz:
         raise ValueError("train.predictor_on 'graph' trains the predictor on the true graphs, "
                          "but train.freeze holds it fixed")
@@ -567,6 +563,10 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
     from .nn import build_model
     cfg = validate_config(cfg)
     t = cfg["train"]
+    if t["freeze"] and not t["init_from"]:  # here: --init-from may set it after loading
+        raise ValueError(f"train.freeze holds {sorted(t['freeze'])} fixed at their random "
+                         f"initial weights: set train.init_from (or --init-from) to the "
+                         f"checkpoint they should come from")
     rank, world = _dist()
     out = Path(cfg["out"])
     if rank == 0:

@@ -803,12 +803,26 @@ def test_predictor_on_is_checked(data_root, tmp_path):
         validate_config(cfg)
 
 
-def test_frozen_parts_need_a_checkpoint_and_graph_training_a_live_predictor(data_root, tmp_path):
-    cfg = tiny_cfg(data_root, tmp_path, freeze=["encoder"])
+def test_frozen_parts_need_a_checkpoint_and_graph_training_a_live_predictor(data_root, tmp_path,
+                                                                            capsys):
+    from gnn_truss.cli import main
+    cfg = tiny_cfg(data_root, tmp_path / "run", epochs=1, freeze=["encoder"])
     with pytest.raises(ValueError, match="train.init_from"):
-        validate_config(cfg)  # it would hold random weights fixed
+        train(cfg, progress=False)  # it would hold random weights fixed
+    assert not (tmp_path / "run").exists()
+    # the checkpoint may come from the command line after the config is read
+    src = tmp_path / "src"
+    train(tiny_cfg(data_root, src, epochs=1), progress=False)
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(p), "--no-progress"]) == 2
+    assert "train.init_from" in capsys.readouterr().err
+    assert main(["train", "--config", str(p), "--init-from", str(src / "last.pt"),
+                 "--no-progress"]) == 0
+    after = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    before = load_checkpoint(src / "last.pt")["model"]
+    assert all(torch.equal(after[n], before[n]) for n in after if n.startswith("encoder."))
     cfg["train"]["init_from"] = "some/checkpoint.pt"
-    assert validate_config(cfg)["train"]["freeze"] == ["encoder"]
     cfg["model"] = decoded_model()
     cfg["train"].update(predictor_on="graph", freeze=["encoder", "predictor"])
     with pytest.raises(ValueError, match="holds it fixed"):
