@@ -327,7 +327,8 @@ def _add_refine_option(parser, what: str) -> None:
                         help=f"{what} latents refined from the encoder's means by STEPS Adam "
                              f"steps on each lattice's own reconstruction loss (an iterative "
                              f"encoder for known lattices; gnn_truss.nn.vae.refine_latent; "
-                             f"0: off)")
+                             f"0: off); with --symmetrise, each symmetric copy is refined and "
+                             f"the outputs averaged (one refinement per copy)")
     parser.add_argument("--refine-lr", type=float, default=0.01,
                         help="Adam step size of --refine-latent (0.01)")
 

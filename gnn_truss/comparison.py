@@ -284,7 +284,10 @@ def _model_outputs(model, data, target: str, norm, symmetrise=None,
     from .evaluation import _run_split
     r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm,
                    refine_steps=refine_latent, refine_lr=refine_lr)
-    if refine_latent:
+    if refine_latent and symmetrise is not None:  # each copy refined, then averaged
+        out = {"logits": r["logits_symref"], "adj": r["adj"], "offsets": r["offsets_symref"],
+               "offset": r["offset"], "pred": r["pred_symref"], "true": r[target]}
+    elif refine_latent:
         out = {"logits": r["logits_ref"], "adj": r["adj"], "offsets": r["offsets_ref"],
                "offset": r["offset"], "pred": norm.inverse(r["pred_ref"]), "true": r[target]}
     elif symmetrise is None:
@@ -330,8 +333,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
             the threshold.
         refine_latent: compare both models' outputs at latents refined from the means by
             this many Adam steps (step size ``refine_lr``) on each lattice's reconstruction
-            loss (:func:`gnn_truss.nn.vae.refine_latent`); not with ``symmetrise``. (default:
-            ``None``; 0 is off too)
+            loss (:func:`gnn_truss.nn.vae.refine_latent`); with ``symmetrise`` too, each
+            symmetric copy's latent is refined and the outputs are averaged over the copies.
+            (default: ``None``; 0 is off too)
         unseen: compare on the lattices of the first checkpoint's ``split`` that are in
             neither checkpoint's training or validation split, recognised by content
             (:func:`lattice_keys`); the checkpoints may then have been trained on different
@@ -362,8 +366,6 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     check_symmetrise(symmetrise, allow_none=True)
     from .nn.vae import check_refine
     refine_latent = check_refine(refine_latent, refine_lr) or None
-    if refine_latent and symmetrise is not None:
-        raise ValueError("refine_latent and symmetrise cannot be combined")
     if data_overrides_b and not unseen:
         raise ValueError("data_overrides_b needs unseen=True (otherwise both checkpoints are "
                          "run on the first one's data)")

@@ -377,7 +377,8 @@ def check_symmetrise(symmetrise, allow_none: bool = False) -> None:
 
 
 def symmetrised_outputs(model, data, normalizer, target: str = "stiffness",
-                        symmetrise: str = "axes") -> dict:
+                        symmetrise: str = "axes", refine_steps: int | None = None,
+                        refine_lr: float = 0.01) -> dict:
     r"""The model's outputs averaged over the symmetric copies of each lattice.
 
     For every symmetry ``g = (perm, flip)`` that carries the label over
@@ -398,6 +399,10 @@ def symmetrised_outputs(model, data, normalizer, target: str = "stiffness",
     geometric mean of the odds: a vote of the copies weighted by their confidence. The result
     is no longer one latent point's decoding; it is the self-ensemble of ``|G|`` passes.
 
+    With ``refine_steps`` each copy's latent mean is first refined on that copy's own
+    reconstruction loss (:func:`gnn_truss.nn.vae.refine_latent`) and the outputs are read at the
+    refined latent: the self-ensemble of the refined passes, ``|G|`` refinements per lattice.
+
     Args:
         model: a :class:`~gnn_truss.nn.TrussVAE` (its ``forward(batch, sample=False)`` gives
             ``"pred"`` (normalised), ``"logits"`` and ``"offsets"``), in eval mode.
@@ -407,6 +412,8 @@ def symmetrised_outputs(model, data, normalizer, target: str = "stiffness",
         target: ``"stiffness"`` or ``"curve"`` (selects the group, see
             :func:`allowed_symmetries`).
         symmetrise: ``"axes"`` (6 or 2 permutations) or ``"axes_mirrors"`` (48 or 16).
+        refine_steps: Adam steps of latent refinement per copy (``None`` or 0: the means).
+        refine_lr: the refinement's step size.
 
     Returns:
         ``{"pred": [B, K] float64 (E_s), "logits": [B, 351] float64, "offsets": [B, 27]
@@ -421,6 +428,11 @@ def symmetrised_outputs(model, data, normalizer, target: str = "stiffness",
         for perm, flip in ops:
             g = permute_data(data, perm, normalizer, target, flip=flip)
             out = model(g, sample=False)
+            if refine_steps:
+                from .nn.vae import refine_latent
+                z = refine_latent(model, out["mu"], g.adj, g.offset, refine_steps, refine_lr)
+                logits, offsets = model.decode(z)
+                out = {"logits": logits, "offsets": offsets, "pred": model.predict(z)}
             device = out["logits"].device
             _, dofs, pairs, _, signs = (torch.tensor(m, device=device)
                                         for m in _maps(_check_perm(perm), _check_flip(flip)))

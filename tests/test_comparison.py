@@ -292,8 +292,10 @@ def test_compare_cli(two_runs, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "latents refined (3 steps)" in printed and "step size 0.02" in printed
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
-                 "--limit", "10", "--refine-latent", "3", "--symmetrise", "axes"]) == 2
-    assert "cannot be combined" in capsys.readouterr().err
+                 "--draws", "20", "--limit", "10", "--refine-latent", "3",
+                 "--symmetrise", "axes"]) == 0
+    printed = capsys.readouterr().out
+    assert "outputs symmetrised (axes)" in printed and "latents refined (3 steps)" in printed
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(tmp_path / "missing.pt")]) == 2
     assert "not found" in capsys.readouterr().err
 
@@ -471,8 +473,19 @@ def test_compare_and_evaluate_refined_latents_agree_with_refine_latent(two_runs,
     assert "refined" in paired_table(res)
     assert rep["summary"]["adjacency_refined"]["strict_exact_match"] == \
         rep["adjacency_refined"]["exact_match"]
-    with pytest.raises(ValueError, match="cannot be combined"):
-        compare_checkpoints(a, b, limit=5, refine_latent=3, symmetrise="axes")
+    # both: each symmetric copy refined, then averaged; the report's block is the same
+    res = compare_checkpoints(a, b, draws=50, limit=20, refine_latent=15, symmetrise="axes")
+    rep = evaluate_checkpoint(a, tmp_path, n_samples=0, limit=20, refine_latent=15,
+                              symmetrise="axes")
+    block = rep["adjacency_symmetrised_refined"]
+    assert block["refine_steps"] == 15 and block["symmetrise"] == "axes"
+    assert res["metrics"]["exact-lattice match"]["a"] == pytest.approx(block["exact_match"],
+                                                                        abs=1e-12)
+    for name, r2 in rep["property_symmetrised_refined"]["r2"].items():
+        assert res["metrics"][f"R^2 {name}"]["a"] == pytest.approx(r2, rel=1e-6, abs=1e-9)
+    assert rep["summary"]["property_symmetrised_refined"]["r2_mean"] == \
+        rep["property_symmetrised_refined"]["r2_mean"]
+    assert rep["property_symmetrised_refined"]["r2_mean"] != rep["property_refined"]["r2_mean"]
     for bad in (-2, 1.5, True):
         with pytest.raises(ValueError, match="refine_latent"):
             compare_checkpoints(a, b, limit=5, refine_latent=bad)
