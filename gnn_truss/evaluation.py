@@ -688,10 +688,27 @@ def _lookup(report: dict, path: tuple):
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+#: keys of a report block that say how its outputs were obtained (same keys, same setting)
+_SETTING_KEYS = ("symmetrise", "refine_steps", "refine_lr")
+
+
+def _settings(report: dict, block: str) -> tuple:
+    b = report.get(block)
+    return tuple((b or {}).get(k) for k in _SETTING_KEYS) if isinstance(b, dict) else ()
+
+
+def _setting_label(settings: tuple) -> str:
+    return ", ".join(f"{k} {v}" for k, v in zip(_SETTING_KEYS, settings) if v is not None)
+
+
 def compare_reports(reports: dict) -> str:
     """A Markdown table of :func:`evaluate_checkpoint` reports side by side, one column per
     model, every metric of :data:`COMPARED_METRICS` plus the ``R^2`` of each property
-    component, and a last column naming the best model per row (``"tie"`` within 1e-4).
+    component, and a last column naming the best model per row (``"tie"`` within 1e-4,
+    ``"n/a"`` where only one of several reports has the metric). Where the reports obtained a
+    row's outputs with different settings (e.g. one symmetrised over ``"axes"``, the other
+    over ``"axes_mirrors"``, or refined with other steps), each cell names its setting and
+    no winner is named.
 
     Args:
         reports: ``{name: report dict}`` (e.g. ``{"GNN": ..., "MLP": ...}``), at least one.
@@ -722,7 +739,15 @@ def compare_reports(reports: dict) -> str:
         known = [(v, n) for v, n in zip(vals, names) if v is not None]
         top = max(v for v, _ in known) if higher else min(v for v, _ in known)
         winners = [n for v, n in known if abs(v - top) <= 1e-4]
-        best = "tie" if len(winners) == len(names) and len(names) > 1 else ", ".join(winners)
+        if len(known) < 2 <= len(names):  # nothing to compare it with
+            best = "n/a"
+        else:
+            best = "tie" if len(winners) == len(names) and len(names) > 1 else ", ".join(winners)
         cells = ["n/a" if v is None else f"{v:.4f}" for v in vals]
+        settings = [_settings(reports[n], path[0]) for n in names]
+        if len({st for st, v in zip(settings, vals) if v is not None}) > 1:
+            cells = [c if v is None else f"{c} ({_setting_label(st) or 'plain'})"
+                     for c, v, st in zip(cells, vals, settings)]
+            best = "n/a (different settings)"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {best} |")
     return "\n".join(lines) + "\n"

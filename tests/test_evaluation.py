@@ -473,6 +473,24 @@ def test_compare_reports_table_and_winners():
     assert rows["curve NRMSE"][-1] == "GNN"  # lower is better
     assert rows["R^2 C12"][-1] == "tie" and rows["validity (paper)"][-1] == "tie"
     assert "node-position R^2 x" not in rows  # in no report: left out
+    only_one = _report(0.20, 0.95)
+    del only_one["samples"]
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+            for r in compare_reports({"GNN": _report(0.3, 0.9), "MLP": only_one}).splitlines()[2:]}
+    assert rows["validity (paper)"] == ["0.8000", "n/a", "n/a"]  # in one report: no winner
+    # symmetrised over different groups: not comparable, each cell says how it was obtained
+    a, b = _report(0.3, 0.9), _report(0.2, 0.95)
+    a["property_symmetrised"] = {"symmetrise": "axes", "r2_mean": 0.97}
+    b["property_symmetrised"] = {"symmetrise": "axes_mirrors", "r2_mean": 0.90}
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+            for r in compare_reports({"GNN": a, "MLP": b}).splitlines()[2:]}
+    assert rows["property R^2 mean, symmetrised"] == [
+        "0.9700 (symmetrise axes)", "0.9000 (symmetrise axes_mirrors)",
+        "n/a (different settings)"]
+    b["property_symmetrised"]["symmetrise"] = "axes"
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+            for r in compare_reports({"GNN": a, "MLP": b}).splitlines()[2:]}
+    assert rows["property R^2 mean, symmetrised"] == ["0.9700", "0.9000", "GNN"]
     with pytest.raises(ValueError, match="same test set"):
         compare_reports({"a": _report(0.3, 0.9), "b": _report(0.3, 0.9, n=31)})
     with pytest.raises(ValueError, match="at least one"):
