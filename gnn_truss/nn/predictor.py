@@ -50,8 +50,9 @@ class GraphPropertyPredictor(TrussGNNEncoder):
     embeddings, optionally the adjacency and the physics features, a readout MLP) with a
     linear head.
 
-    ``forward(batch)`` reads a PyG batch of truss graphs; ``forward_dense(adj, offsets)`` a
-    dense, possibly soft lattice (``adj [B, 27, 27]`` or ``[B, 351]`` in ``[0, 1]``, free-dof
+    ``forward(batch)`` reads a PyG batch of truss graphs; ``forward_dense(adj, offsets)``
+    (inherited: the heads, here the linear head, on :meth:`dense_embedding`) a dense, possibly
+    soft lattice (``adj [B, 27, 27]`` or ``[B, 351]`` in ``[0, 1]``, free-dof
     ``offsets [B, 27]`` zeroed on unused nodes), differentiably; the two agree on binary
     valid lattices.
 
@@ -71,10 +72,3 @@ class GraphPropertyPredictor(TrussGNNEncoder):
                          edge_readout=edge_readout, physics_readout=physics_readout)
         self.heads = nn.Linear(readout, num_targets)
         self.num_targets = int(num_targets)
-
-    def forward_dense(self, adj: torch.Tensor, offsets: torch.Tensor,
-                      all_pairs: bool = False) -> torch.Tensor:
-        """Normalised targets ``[B, num_targets]`` of dense, possibly soft lattices (``adj
-        [B, 27, 27]`` or ``[B, 351]`` in ``[0, 1]``, free-dof ``offsets [B, 27]``; messages
-        along the near-neighbour pairs only unless ``all_pairs``); differentiable in both."""
-        return self.heads(self.dense_embedding(adj, offsets, all_pairs))
