@@ -249,6 +249,22 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_graft(args) -> int:
+    from .training import _atomic_save, graft_vae
+
+    ck = graft_vae(args.predictor, args.vae)
+    out = Path(args.out)
+    if out.resolve() in (Path(args.predictor).resolve(), Path(args.vae).resolve()) \
+            and not args.force:
+        raise ValueError(f"--out {out} is one of the inputs; pass --force to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(ck, out)
+    n = sum(1 for k in ck["model"] if k.startswith("predictor."))
+    print(f"saved {out}: the VAE of {args.vae} under the predictor of {args.predictor} "
+          f"({n} predictor tensors)")
+    return 0
+
+
 def _add_split_options(parser) -> None:
     """``--split`` and ``--limit`` of the commands that run a model on a data split."""
     parser.add_argument("--split", choices=["train", "val", "test"], default="test")
@@ -873,6 +889,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-resume", action="store_true", help="ignore OUT/last.pt")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
+
+    g = sub.add_parser("graft", help="put a lattice predictor on another checkpoint's VAE",
+                       description="Write a checkpoint with the encoder and decoders of VAE and "
+                                   "the property predictor (model.predictor_input: decoded, a "
+                                   "GNN on the decoded lattice), config, normaliser and "
+                                   "fingerprint of PREDICTOR: a predictor trained on lattices "
+                                   "stays valid when the VAE under it is retrained.")
+    g.add_argument("predictor", help="checkpoint whose predictor (a GNN on lattices) is kept")
+    g.add_argument("vae", help="checkpoint whose encoder and decoders are taken")
+    g.add_argument("--out", "-o", required=True, help="path of the new checkpoint")
+    g.add_argument("--force", action="store_true", help="allow --out to be one of the inputs")
+    g.set_defaults(func=_cmd_graft)
 
     c = sub.add_parser("compress", help="nonlinear uniaxial compression curve of a lattice",
                        description="Uniaxial compression of the periodic cell to 25 % strain "

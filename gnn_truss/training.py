@@ -15,7 +15,9 @@ relabels the axes of every training lattice by a random permutation (6 for stiff
 that keep z for curves; :mod:`gnn_truss.symmetry`), the labels transformed exactly;
 ``axes_mirrors`` adds a random mirror reflection (48 symmetries for stiffness, 16 for curves).
 ``train.predictor_on: graph`` trains a predictor of ``model.predictor_input: decoded`` on the
-true graphs (:data:`PREDICTOR_ON`).
+true graphs (:data:`PREDICTOR_ON`). ``train.sample_latent: false`` decodes the latent mean in
+training instead of a sample (the reconstruction the evaluation scores; with the decoders
+frozen it trains the encoder to close its amortisation gap).
 
 Multi-process data-parallel training uses ``torch.distributed`` (DDP): launch with
 ``torchrun --nproc_per_node K -m gnn_truss.cli train --config ...``; the gloo backend runs on
@@ -36,7 +38,8 @@ import numpy as np
 import torch
 
 __all__ = ["DEFAULT_CONFIG", "FREEZABLE", "AUGMENTATIONS", "load_config", "validate_config",
-           "kl_beta", "train", "load_checkpoint", "build_datasets", "init_from_checkpoint"]
+           "kl_beta", "train", "load_checkpoint", "build_datasets", "init_from_checkpoint",
+           "graft_vae"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ DEFAULT_CONFIG: dict = {
               "property_weight": 1.0, "grad_clip": 10.0, "patience": 40, "seed": 0,
               "device": "auto", "time_limit_minutes": None, "init_from": None,
               "freeze": [], "augment": None, "property_loss": "normalised",
-              "num_workers": 0, "predictor_on": "latent"},
+              "num_workers": 0, "predictor_on": "latent", "sample_latent": True},
     "out": "runs/default",
 }
 
@@ -329,6 +332,9 @@ def _check_values(cfg: dict) -> None:
     for key in ("lr", "lr_min", "weight_decay", "grad_clip", "beta_max", "property_weight"):
         if not _is_number(t[key]) or t[key] < 0:
             raise ValueError(f"train.{key} must be a finite non-negative number, got {t[key]!r}")
+    if not isinstance(t["sample_latent"], bool):
+        raise ValueError(f"train.sample_latent must be true (decode a sample of the posterior "
+                         f"in training) or false (decode its mean), got {t['sample_latent']!r}")
     tl = t["time_limit_minutes"]
     if tl is not None and (not _is_number(tl) or tl <= 0):
         raise ValueError(f"train.time_limit_minutes must be a positive number or null, got "
@@ -430,6 +436,60 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise ValueError(f"{path}: not a gnn_truss checkpoint (its config has no 'model' and "
                          f"'data' sections)")
     return ck
+
+
+#: ``model`` keys of the property predictor; every other key describes the VAE
+PREDICTOR_KEYS = frozenset({"predictor_input", "predictor_hidden", "predictor_gnn_hidden",
+                            "predictor_gnn_layers", "predictor_gnn_readout", "num_targets"})
+#: state-dict prefixes of the VAE (what :func:`graft_vae` replaces)
+VAE_PARTS = ("encoder.", "adj_decoder.", "offset_decoder.")
+
+
+def graft_vae(predictor_checkpoint, vae_checkpoint) -> dict:
+    """A checkpoint with the lattice predictor of one checkpoint on the VAE of another.
+
+    A predictor of ``model.predictor_input: decoded`` (a GNN G on the decoded lattice,
+    :class:`~gnn_truss.nn.predictor.GraphPropertyPredictor`) reads lattices, not latents, so it
+    stays valid when the VAE under it is retrained: ``F(mu) = G(decode(mu))`` with the new
+    encoder and decoders. The result holds the encoder and both decoders of
+    ``vae_checkpoint`` and everything else (the predictor's weights, config, target normaliser
+    and dataset fingerprint) of ``predictor_checkpoint``, plus ``"grafted_vae"``: the VAE's
+    path, fingerprint and epoch. Save it with ``torch.save``.
+
+    Raises:
+        ValueError: the predictor reads the latent (its weights are tied to the old latent
+            space), the two VAEs differ in configuration or tensor shapes, or either file is not
+            a checkpoint.
+    """
+    pred = load_checkpoint(predictor_checkpoint)
+    vae = load_checkpoint(vae_checkpoint)
+    pm, vm = pred["config"]["model"], vae["config"]["model"]
+    if pm.get("predictor_input", "latent") != "decoded":
+        raise ValueError(f"{predictor_checkpoint}: its predictor reads the latent mean "
+                         f"(model.predictor_input 'latent'), so it is tied to that VAE's latent "
+                         f"space; only a predictor of the decoded lattice can be grafted")
+    diff = sorted(k for k in (set(pm) | set(vm)) - PREDICTOR_KEYS if pm.get(k) != vm.get(k))
+    if diff:
+        raise ValueError(f"the two VAEs differ in model config key(s) {diff}: "
+                         + ", ".join(f"{k}={pm.get(k)!r} against {vm.get(k)!r}" for k in diff))
+    model = dict(pred["model"])
+    names = [n for n in model if n.startswith(VAE_PARTS)]
+    theirs = [n for n in vae["model"] if n.startswith(VAE_PARTS)]
+    if sorted(names) != sorted(theirs):
+        raise ValueError(f"{vae_checkpoint}: its VAE tensors are not those of "
+                         f"{predictor_checkpoint} (names differ)")
+    for n in names:
+        if vae["model"][n].shape != model[n].shape:
+            raise ValueError(f"{vae_checkpoint}: tensor {n} has shape "
+                             f"{tuple(vae['model'][n].shape)}, the predictor's model expects "
+                             f"{tuple(model[n].shape)}")
+        model[n] = vae["model"][n].clone()
+    out = {k: v for k, v in pred.items() if k not in ("optimizer", "scheduler", "rng",
+                                                    "loader_rng", "cuda_rng")}
+    out["model"] = model
+    out["grafted_vae"] = {"path": str(vae_checkpoint), "fingerprint": vae["fingerprint"],
+                          "epoch": int(vae.get("epoch", -1))}
+    return out
 
 
 def curve_range_loss(pred: torch.Tensor, curve: torch.Tensor, normalizer) -> torch.Tensor:
@@ -680,7 +740,7 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                 b = augment(b)
             b = b.to(device, non_blocking=True)
             beta = kl_beta(step, total_steps, t["kl_cycles"], t["kl_ratio"], t["beta_max"])
-            outp = net(b, predict_from=t["predictor_on"])
+            outp = net(b, sample=t["sample_latent"], predict_from=t["predictor_on"])
             parts = model.loss(outp, b, beta, t["property_weight"],
                                _property_term(outp, b, train_ds.normalizer, t["property_loss"],
                                               target, scale))

@@ -548,6 +548,34 @@ def test_train_freeze_holds_the_named_parts_fixed(data_root, tmp_path):
             validate_config(tiny_cfg(data_root, out, freeze=bad))
 
 
+def test_train_sample_latent_false_decodes_the_mean(data_root, tmp_path, monkeypatch):
+    from gnn_truss.nn.vae import TrussVAE
+    calls = []
+    original = TrussVAE.reparameterize
+
+    def spy(mu, logsig):
+        calls.append(mu.shape[0])
+        return original(mu, logsig)
+
+    monkeypatch.setattr(TrussVAE, "reparameterize", staticmethod(spy))
+    src = tmp_path / "src"
+    train(tiny_cfg(data_root, src, epochs=1), progress=False)
+    assert calls == [64, 64, 64]  # by default every training batch decodes a sample
+    calls.clear()
+    out = tmp_path / "mean"
+    train(tiny_cfg(data_root, out, epochs=1, init_from=str(src / "last.pt"),
+                   freeze=["adj_decoder", "offset_decoder"], sample_latent=False),
+          progress=False)
+    assert calls == []  # the mean, never a sample (validation decodes the mean anyway)
+    before = load_checkpoint(src / "last.pt")["model"]
+    after = load_checkpoint(out / "last.pt")["model"]
+    assert all(torch.equal(after[n], before[n]) for n in after if "decoder." in n)
+    assert not all(torch.equal(after[n], before[n]) for n in after if n.startswith("encoder."))
+    for bad in ("no", 0, None):
+        with pytest.raises(ValueError, match="train.sample_latent"):
+            validate_config(tiny_cfg(data_root, out, sample_latent=bad))
+
+
 def test_train_augment_axes_permutes_every_training_batch(data_root, tmp_path, monkeypatch):
     from gnn_truss import symmetry
     seen = []
@@ -851,3 +879,77 @@ def test_init_from_copies_a_layer_whole_or_not_at_all(data_root, tmp_path):
     assert "predictor.convs.0.nn.0.weight" in copied
     assert torch.equal(after["predictor.convs.0.nn.0.weight"],
                        theirs["predictor.convs.0.nn.0.weight"])
+
+
+# ------------------------------------------------------------------ grafting a lattice predictor
+def _save_ck(path, model_cfg, seed):
+    from gnn_truss.nn import build_model
+    torch.manual_seed(seed)
+    model = build_model(model_cfg)
+    torch.save({"model": model.state_dict(), "epoch": seed, "config": {
+        "model": dict(model_cfg), "data": {"root": "somewhere"}, "train": {}},
+        "normalizer": {"seed": seed}, "fingerprint": f"data{seed}"}, path)
+    return model
+
+
+def test_graft_vae_puts_the_lattice_predictor_on_the_new_vae(tmp_path):
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import graft_vae
+    decoded = {**TINY_MODEL, "predictor_input": "decoded", "predictor_gnn_hidden": 16,
+               "predictor_gnn_layers": 2, "predictor_gnn_readout": 32}
+    decoded.pop("predictor_hidden")
+    p_model = _save_ck(tmp_path / "pred.pt", decoded, seed=1)
+    v_model = _save_ck(tmp_path / "vae.pt", TINY_MODEL, seed=2)  # a latent-MLP VAE checkpoint
+    ck = graft_vae(tmp_path / "pred.pt", tmp_path / "vae.pt")
+    assert ck["config"]["model"] == decoded and ck["normalizer"] == {"seed": 1}
+    assert ck["fingerprint"] == "data1"
+    assert ck["grafted_vae"] == {"path": str(tmp_path / "vae.pt"), "fingerprint": "data2",
+                                 "epoch": 2}
+    model = build_model(ck["config"]["model"])
+    model.load_state_dict(ck["model"])  # every tensor present, right shapes
+    for part in ("encoder", "adj_decoder", "offset_decoder"):
+        for (n, a), b in zip(getattr(model, part).state_dict().items(),
+                             getattr(v_model, part).state_dict().values()):
+            assert torch.equal(a, b), n
+    for a, b in zip(model.predictor.state_dict().values(), p_model.predictor.state_dict().values()):
+        assert torch.equal(a, b)
+    # F(mu) = G(decode(mu)) with the new VAE's decoders and the old G
+    model.eval(), p_model.eval(), v_model.eval()
+    mu = torch.randn(5, model.sizes.total, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        A, off, _ = v_model.decode_lattice(mu, near_only=True)
+        assert torch.allclose(model.predict(mu), p_model.predictor.forward_dense(A, off))
+    torch.save(ck, tmp_path / "grafted.pt")
+    assert "grafted_vae" in load_checkpoint(tmp_path / "grafted.pt")  # weights_only loads it
+
+
+def test_graft_vae_refuses_a_latent_predictor_and_another_vae(tmp_path):
+    from gnn_truss.training import graft_vae
+    _save_ck(tmp_path / "vae.pt", TINY_MODEL, seed=2)
+    with pytest.raises(ValueError, match="reads the latent mean"):
+        graft_vae(tmp_path / "vae.pt", tmp_path / "vae.pt")
+    decoded = {**TINY_MODEL, "predictor_input": "decoded"}
+    decoded.pop("predictor_hidden")
+    _save_ck(tmp_path / "pred.pt", decoded, seed=1)
+    _save_ck(tmp_path / "wide.pt", {**TINY_MODEL, "hidden": 32}, seed=3)
+    with pytest.raises(ValueError, match=r"differ in model config key\(s\) \['hidden'\]"):
+        graft_vae(tmp_path / "pred.pt", tmp_path / "wide.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        graft_vae(tmp_path / "pred.pt", tmp_path / "junk.pt")
+
+
+def test_cli_graft_writes_the_checkpoint_and_refuses_to_overwrite_an_input(tmp_path, capsys):
+    from gnn_truss.cli import main
+    decoded = {**TINY_MODEL, "predictor_input": "decoded"}
+    decoded.pop("predictor_hidden")
+    _save_ck(tmp_path / "pred.pt", decoded, seed=1)
+    _save_ck(tmp_path / "vae.pt", TINY_MODEL, seed=2)
+    assert main(["graft", str(tmp_path / "pred.pt"), str(tmp_path / "vae.pt"),
+                 "--out", str(tmp_path / "g" / "model.pt")]) == 0
+    assert load_checkpoint(tmp_path / "g" / "model.pt")["grafted_vae"]["fingerprint"] == "data2"
+    before = (tmp_path / "pred.pt").read_bytes()
+    assert main(["graft", str(tmp_path / "pred.pt"), str(tmp_path / "vae.pt"),
+                 "--out", str(tmp_path / "pred.pt")]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "pred.pt").read_bytes() == before
