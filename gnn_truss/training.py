@@ -17,7 +17,10 @@ that keep z for curves; :mod:`gnn_truss.symmetry`), the labels transformed exact
 ``train.predictor_on: graph`` trains a predictor of ``model.predictor_input: decoded`` on the
 true graphs (:data:`PREDICTOR_ON`). ``train.sample_latent: false`` decodes the latent mean in
 training instead of a sample (the reconstruction the evaluation scores; with the decoders
-frozen it trains the encoder to close its amortisation gap).
+frozen it trains the encoder to close its amortisation gap). ``train.refine_target_steps: K``
+(> 0) adds ``refine_target_weight * ||mu - z*||^2`` with ``z*`` the batch's latent means refined
+by K steps on their own reconstruction loss (:func:`~gnn_truss.nn.vae.refine_latent`, detached):
+the encoder is pulled towards the points that refinement finds (semi-amortised training).
 
 Multi-process data-parallel training uses ``torch.distributed`` (DDP): launch with
 ``torchrun --nproc_per_node K -m gnn_truss.cli train --config ...``; the gloo backend runs on
@@ -52,7 +55,8 @@ DEFAULT_CONFIG: dict = {
               "property_weight": 1.0, "grad_clip": 10.0, "patience": 40, "seed": 0,
               "device": "auto", "time_limit_minutes": None, "init_from": None,
               "freeze": [], "augment": None, "property_loss": "normalised",
-              "num_workers": 0, "predictor_on": "latent", "sample_latent": True},
+              "num_workers": 0, "predictor_on": "latent", "sample_latent": True,
+              "refine_target_steps": 0, "refine_target_weight": 1.0},
     "out": "runs/default",
 }
 
@@ -332,6 +336,12 @@ def _check_values(cfg: dict) -> None:
     for key in ("lr", "lr_min", "weight_decay", "grad_clip", "beta_max", "property_weight"):
         if not _is_number(t[key]) or t[key] < 0:
             raise ValueError(f"train.{key} must be a finite non-negative number, got {t[key]!r}")
+    if not _is_int(t["refine_target_steps"]) or t["refine_target_steps"] < 0:
+        raise ValueError(f"train.refine_target_steps must be an integer >= 0 (0: off), got "
+                         f"{t['refine_target_steps']!r}")
+    if not _is_number(t["refine_target_weight"]) or t["refine_target_weight"] < 0:
+        raise ValueError(f"train.refine_target_weight must be a finite non-negative number, "
+                         f"got {t['refine_target_weight']!r}")
     if not isinstance(t["sample_latent"], bool):
         raise ValueError(f"train.sample_latent must be true (decode a sample of the posterior "
                          f"in training) or false (decode its mean), got {t['sample_latent']!r}")
@@ -568,6 +578,14 @@ def _property_term(out, batch, normalizer, kind, target="stiffness", scale=None)
     return None
 
 
+def _refine_target_term(model, mu: torch.Tensor, batch, steps: int) -> torch.Tensor:
+    """``||mu - z*||^2`` per lattice, batch mean; ``z*`` (detached) the means refined by
+    ``steps`` steps on the lattices' own reconstruction loss (the weights untouched)."""
+    from .nn.vae import refine_latent
+    target = refine_latent(model, mu.detach(), batch.adj, batch.offset, steps)
+    return ((mu - target) ** 2).sum(-1).mean()
+
+
 def _evaluate_loss(model, loader, device, beta, pw, normalizer=None, kind="normalised",
                    target="stiffness", scale=None) -> dict:
     model.eval()
@@ -744,6 +762,10 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
             parts = model.loss(outp, b, beta, t["property_weight"],
                                _property_term(outp, b, train_ds.normalizer, t["property_loss"],
                                               target, scale))
+            if t["refine_target_steps"]:
+                parts["refine"] = _refine_target_term(model, outp["mu"], b,
+                                                      t["refine_target_steps"])
+                parts["total"] = parts["total"] + t["refine_target_weight"] * parts["refine"]
             opt.zero_grad(set_to_none=True)
             parts["total"].backward()
             if t["grad_clip"]:

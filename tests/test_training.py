@@ -576,6 +576,54 @@ def test_train_sample_latent_false_decodes_the_mean(data_root, tmp_path, monkeyp
             validate_config(tiny_cfg(data_root, out, sample_latent=bad))
 
 
+def test_train_refine_target_pulls_the_mean_towards_refined_latents(data_root, tmp_path,
+                                                                   monkeypatch):
+    from gnn_truss import training
+    from gnn_truss.nn import vae
+    src = tmp_path / "src"
+    train(tiny_cfg(data_root, src, epochs=1), progress=False)
+    seen = []
+    original = vae.refine_latent
+
+    def spy(model, z0, adj, offsets, steps=100, lr=0.01):
+        out = original(model, z0, adj, offsets, steps, lr)
+        seen.append((z0.shape[0], steps, z0.requires_grad, float((out - z0).abs().max())))
+        return out
+
+    monkeypatch.setattr(vae, "refine_latent", spy)
+    kw = dict(init_from=str(src / "last.pt"), freeze=["adj_decoder", "offset_decoder"],
+              sample_latent=False, lr=1e-3)
+    train(tiny_cfg(data_root, tmp_path / "on", epochs=1, refine_target_steps=3,
+                   refine_target_weight=5.0, **kw), progress=False)
+    # every training batch refined 3 steps from its detached means (validation never)
+    assert [(n, k, g) for n, k, g, _ in seen] == [(64, 3, False)] * 3
+    assert all(moved > 0 for *_, moved in seen)
+    # the term by hand: ||mu - z*||^2 per lattice, batch mean, and it changes the training
+    from gnn_truss.nn import build_model
+    from torch_geometric.loader import DataLoader
+    from gnn_truss.dataset import TrussDataset
+    m = build_model(TINY_MODEL)
+    m.load_state_dict(load_checkpoint(src / "last.pt")["model"])
+    b = next(iter(DataLoader(TrussDataset(str(data_root), split="train", limit=300),
+                             batch_size=8)))
+    mu = m.encode(b)[0]
+    z = original(m, mu.detach(), b.adj, b.offset, 3)
+    term = training._refine_target_term(m, mu, b, 3)
+    assert float(term.detach()) == pytest.approx(
+        float(((mu - z) ** 2).sum(-1).mean().detach()), rel=1e-5)
+    assert term.requires_grad and float(term.detach()) > 0
+    seen.clear()
+    train(tiny_cfg(data_root, tmp_path / "off", epochs=1, **kw), progress=False)
+    assert seen == []  # off by default
+    on = load_checkpoint(tmp_path / "on" / "last.pt")["model"]
+    off = load_checkpoint(tmp_path / "off" / "last.pt")["model"]
+    assert not all(torch.equal(on[n], off[n]) for n in on if n.startswith("encoder."))
+    for key, bad in (("refine_target_steps", -1), ("refine_target_steps", 2.5),
+                     ("refine_target_weight", -1.0), ("refine_target_weight", float("nan"))):
+        with pytest.raises(ValueError, match=f"train.{key}"):
+            validate_config(tiny_cfg(data_root, tmp_path, **{key: bad}))
+
+
 def test_train_augment_axes_permutes_every_training_batch(data_root, tmp_path, monkeypatch):
     from gnn_truss import symmetry
     seen = []
