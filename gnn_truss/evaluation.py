@@ -601,6 +601,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     _plot_latent(r["mu"].numpy(), true_phys.numpy(), target, out / "latent.png")
     report = {
         "checkpoint": str(checkpoint_path), "epoch": ck.get("epoch"), "split": split,
+        **({"grafted_vae": ck["grafted_vae"]} if ck.get("grafted_vae") else {}),
         "num_lattices": len(data), "target": target, "fingerprint": ck["fingerprint"],
         "summary": {  # paper definition | strict definition, side by side
             **_summary(adj, geo, prop),

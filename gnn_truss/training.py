@@ -19,8 +19,10 @@ true graphs (:data:`PREDICTOR_ON`). ``train.sample_latent: false`` decodes the l
 training instead of a sample (the reconstruction the evaluation scores; with the decoders
 frozen it trains the encoder to close its amortisation gap). ``train.refine_target_steps: K``
 (> 0) adds ``refine_target_weight * ||mu - z*||^2`` with ``z*`` the batch's latent means refined
-by K steps on their own reconstruction loss (:func:`~gnn_truss.nn.vae.refine_latent`, detached):
-the encoder is pulled towards the points that refinement finds (semi-amortised training).
+by K Adam steps of size 0.01 on their own reconstruction loss
+(:func:`~gnn_truss.nn.vae.refine_latent`, detached): the encoder is pulled towards the points
+that refinement finds (semi-amortised training). ``train_total`` in ``metrics.csv`` then
+includes that term; the validation score does not.
 
 Multi-process data-parallel training uses ``torch.distributed`` (DDP): launch with
 ``torchrun --nproc_per_node K -m gnn_truss.cli train --config ...``; the gloo backend runs on
@@ -342,6 +344,10 @@ def _check_values(cfg: dict) -> None:
     if not _is_number(t["refine_target_weight"]) or t["refine_target_weight"] < 0:
         raise ValueError(f"train.refine_target_weight must be a finite non-negative number, "
                          f"got {t['refine_target_weight']!r}")
+    if t["refine_target_steps"] and isinstance(t["freeze"], (list, tuple)) and \
+            "encoder" in t["freeze"]:
+        raise ValueError("train.refine_target_steps pulls the encoder's mean towards refined "
+                         "latents, but train.freeze holds the encoder fixed")
     if not isinstance(t["sample_latent"], bool):
         raise ValueError(f"train.sample_latent must be true (decode a sample of the posterior "
                          f"in training) or false (decode its mean), got {t['sample_latent']!r}")
@@ -448,9 +454,6 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ck
 
 
-#: ``model`` keys of the property predictor; every other key describes the VAE
-PREDICTOR_KEYS = frozenset({"predictor_input", "predictor_hidden", "predictor_gnn_hidden",
-                            "predictor_gnn_layers", "predictor_gnn_readout", "num_targets"})
 #: state-dict prefixes of the VAE (what :func:`graft_vae` replaces)
 VAE_PARTS = ("encoder.", "adj_decoder.", "offset_decoder.")
 
@@ -461,44 +464,68 @@ def graft_vae(predictor_checkpoint, vae_checkpoint) -> dict:
     A predictor of ``model.predictor_input: decoded`` (a GNN G on the decoded lattice,
     :class:`~gnn_truss.nn.predictor.GraphPropertyPredictor`) reads lattices, not latents, so it
     stays valid when the VAE under it is retrained: ``F(mu) = G(decode(mu))`` with the new
-    encoder and decoders. The result holds the encoder and both decoders of
-    ``vae_checkpoint`` and everything else (the predictor's weights, config, target normaliser
-    and dataset fingerprint) of ``predictor_checkpoint``, plus ``"grafted_vae"``: the VAE's
-    path, fingerprint and epoch. Save it with ``torch.save``.
+    encoder and decoders.
+
+    The data checks of the result (the evaluation's test split, ``compare --unseen``, the
+    novelty of samples) use the predictor's data: its config, split and fingerprint. If the VAE
+    was trained on other data (a curve predictor on the stiffness corpus' VAE is the usual
+    case) a warning says so; the VAE's own training lattices may then lie in that test split.
+
+    Args:
+        predictor_checkpoint: path of a checkpoint whose predictor reads the decoded lattice.
+        vae_checkpoint: path of a checkpoint (any predictor) whose encoder and decoders are
+            taken; its VAE must have the same architecture (tensor names and shapes, latent
+            sizes, ``offset_weight``).
+
+    Returns:
+        The checkpoint dict (``torch.save`` it): the encoder and both decoders of
+        ``vae_checkpoint``; the predictor's weights, ``config``, ``normalizer``,
+        ``fingerprint`` and ``epoch`` of ``predictor_checkpoint`` (no optimiser, scheduler or
+        early-stopping state: it is not a run to resume); and ``"grafted_vae"``, the list of
+        grafts so far (each the VAE's path, fingerprint and epoch; a grafted checkpoint grafted
+        again keeps the earlier entries).
 
     Raises:
         ValueError: the predictor reads the latent (its weights are tied to the old latent
-            space), the two VAEs differ in configuration or tensor shapes, or either file is not
-            a checkpoint.
+            space), the two VAEs differ in architecture, or either file is not a checkpoint.
     """
+    from .nn import build_model
     pred = load_checkpoint(predictor_checkpoint)
     vae = load_checkpoint(vae_checkpoint)
-    pm, vm = pred["config"]["model"], vae["config"]["model"]
-    if pm.get("predictor_input", "latent") != "decoded":
+    if pred["config"]["model"].get("predictor_input", "latent") != "decoded":
         raise ValueError(f"{predictor_checkpoint}: its predictor reads the latent mean "
                          f"(model.predictor_input 'latent'), so it is tied to that VAE's latent "
                          f"space; only a predictor of the decoded lattice can be grafted")
-    diff = sorted(k for k in (set(pm) | set(vm)) - PREDICTOR_KEYS if pm.get(k) != vm.get(k))
-    if diff:
-        raise ValueError(f"the two VAEs differ in model config key(s) {diff}: "
-                         + ", ".join(f"{k}={pm.get(k)!r} against {vm.get(k)!r}" for k in diff))
+    # compare what the configs build (defaults filled in), not the keys written out
+    mp, mv = (build_model(c["config"]["model"]) for c in (pred, vae))
+    for what, a, b in (("latent sizes", mp.sizes, mv.sizes),
+                       ("offset_weight", mp.offset_weight, mv.offset_weight)):
+        if a != b:
+            raise ValueError(f"the two VAEs differ in {what}: {a} in {predictor_checkpoint} "
+                             f"against {b} in {vae_checkpoint}")
+    mine = {n: tuple(v.shape) for n, v in mp.state_dict().items() if n.startswith(VAE_PARTS)}
+    theirs = {n: tuple(v.shape) for n, v in mv.state_dict().items() if n.startswith(VAE_PARTS)}
+    if mine != theirs:
+        bad = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
+        raise ValueError(f"the two VAEs differ in architecture: tensor(s) {bad[:4]} have shapes "
+                         f"{[mine.get(n) for n in bad[:4]]} in {predictor_checkpoint} against "
+                         f"{[theirs.get(n) for n in bad[:4]]} in {vae_checkpoint} (None: "
+                         f"absent)")
     model = dict(pred["model"])
-    names = [n for n in model if n.startswith(VAE_PARTS)]
-    theirs = [n for n in vae["model"] if n.startswith(VAE_PARTS)]
-    if sorted(names) != sorted(theirs):
-        raise ValueError(f"{vae_checkpoint}: its VAE tensors are not those of "
-                         f"{predictor_checkpoint} (names differ)")
-    for n in names:
-        if vae["model"][n].shape != model[n].shape:
-            raise ValueError(f"{vae_checkpoint}: tensor {n} has shape "
-                             f"{tuple(vae['model'][n].shape)}, the predictor's model expects "
-                             f"{tuple(model[n].shape)}")
+    for n in mine:
         model[n] = vae["model"][n].clone()
+    if vae["fingerprint"] != pred["fingerprint"]:
+        log.warning("graft: the VAE of %s was trained on other data (fingerprint %s) than the "
+                    "predictor of %s (%s); the result's data checks use the predictor's data",
+                    vae_checkpoint, vae["fingerprint"], predictor_checkpoint,
+                    pred["fingerprint"])
     out = {k: v for k, v in pred.items() if k not in ("optimizer", "scheduler", "rng",
-                                                    "loader_rng", "cuda_rng")}
+                                                    "loader_rng", "cuda_rng", "best",
+                                                    "bad_epochs")}
     out["model"] = model
-    out["grafted_vae"] = {"path": str(vae_checkpoint), "fingerprint": vae["fingerprint"],
-                          "epoch": int(vae.get("epoch", -1))}
+    out["grafted_vae"] = list(pred.get("grafted_vae", [])) + [
+        {"path": str(vae_checkpoint), "fingerprint": vae["fingerprint"],
+         "epoch": int(vae.get("epoch", -1))}]
     return out
 
 
@@ -579,10 +606,23 @@ def _property_term(out, batch, normalizer, kind, target="stiffness", scale=None)
 
 
 def _refine_target_term(model, mu: torch.Tensor, batch, steps: int) -> torch.Tensor:
-    """``||mu - z*||^2`` per lattice, batch mean; ``z*`` (detached) the means refined by
-    ``steps`` steps on the lattices' own reconstruction loss (the weights untouched)."""
+    """Scalar ``||mu - z*||^2`` summed over the latent dimensions, batch mean (squared latent
+    units), differentiable in ``mu`` only.
+
+    Args:
+        model: the :class:`~gnn_truss.nn.TrussVAE` (its weights are not changed).
+        mu: ``[B, t + s + g]`` latent means of the batch.
+        batch: the batch (``adj [B, 351]``, ``offset [B, 27]``).
+        steps: refinement steps: ``z*`` is ``mu`` refined by that many Adam steps of size 0.01
+            on each lattice's own reconstruction loss
+            (:func:`~gnn_truss.nn.vae.refine_latent`), detached.
+    """
     from .nn.vae import refine_latent
-    target = refine_latent(model, mu.detach(), batch.adj, batch.offset, steps)
+    try:
+        target = refine_latent(model, mu.detach(), batch.adj, batch.offset, steps)
+    except ValueError as exc:
+        raise ValueError(f"train.refine_target_steps: refining the batch's latent means "
+                         f"failed ({exc}); the training has diverged") from exc
     return ((mu - target) ** 2).sum(-1).mean()
 
 
@@ -717,6 +757,12 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
             raise ValueError(f"{last} was trained with train.property_loss {old_loss!r}, not "
                              f"{t['property_loss']!r}: its best validation score is on another "
                              f"scale; use another out directory or --no-resume")
+        for key, default in (("sample_latent", True), ("refine_target_steps", 0),
+                             ("refine_target_weight", 1.0)):
+            if ck["config"]["train"].get(key, default) != t[key]:
+                log.warning("resuming %s with train.%s %r (it was trained with %r): the run is "
+                            "not the same as an uninterrupted one", last, key, t[key],
+                            ck["config"]["train"].get(key, default))
         if ck["config"]["train"].get("augment") != t["augment"]:
             log.warning("resuming %s with train.augment %r (it was trained with %r)", last,
                         t["augment"], ck["config"]["train"].get("augment"))

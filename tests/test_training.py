@@ -598,26 +598,39 @@ def test_train_refine_target_pulls_the_mean_towards_refined_latents(data_root, t
     # every training batch refined 3 steps from its detached means (validation never)
     assert [(n, k, g) for n, k, g, _ in seen] == [(64, 3, False)] * 3
     assert all(moved > 0 for *_, moved in seen)
-    # the term by hand: ||mu - z*||^2 per lattice, batch mean, and it changes the training
+    # one gradient step of the term alone moves the encoder's means towards their refined
+    # latents (a wrong sign or an undetached target would not)
     from gnn_truss.nn import build_model
     from torch_geometric.loader import DataLoader
     from gnn_truss.dataset import TrussDataset
     m = build_model(TINY_MODEL)
     m.load_state_dict(load_checkpoint(src / "last.pt")["model"])
     b = next(iter(DataLoader(TrussDataset(str(data_root), split="train", limit=300),
-                             batch_size=8)))
+                             batch_size=16)))
     mu = m.encode(b)[0]
     z = original(m, mu.detach(), b.adj, b.offset, 3)
     term = training._refine_target_term(m, mu, b, 3)
-    assert float(term.detach()) == pytest.approx(
-        float(((mu - z) ** 2).sum(-1).mean().detach()), rel=1e-5)
     assert term.requires_grad and float(term.detach()) > 0
+    opt = torch.optim.SGD(m.parameters(), lr=0.05)
+    opt.zero_grad()
+    term.backward()
+    assert all(p.grad is None or not p.grad.abs().any() for n, p in m.named_parameters()
+               if "decoder." in n)  # the target is detached: no gradient reaches the decoders
+    opt.step()
+    with torch.no_grad():
+        after = ((m.encode(b)[0] - z) ** 2).sum(-1).mean()
+    assert float(after) < 0.9 * float(term.detach())
+    with pytest.raises(ValueError, match="train.refine_target_steps.*diverged"):
+        training._refine_target_term(m, mu.detach() * float("nan"), b, 3)
     seen.clear()
     train(tiny_cfg(data_root, tmp_path / "off", epochs=1, **kw), progress=False)
     assert seen == []  # off by default
     on = load_checkpoint(tmp_path / "on" / "last.pt")["model"]
     off = load_checkpoint(tmp_path / "off" / "last.pt")["model"]
     assert not all(torch.equal(on[n], off[n]) for n in on if n.startswith("encoder."))
+    with pytest.raises(ValueError, match="holds the encoder fixed"):
+        validate_config(tiny_cfg(data_root, tmp_path, refine_target_steps=2, init_from="x",
+                                 freeze=["encoder"]))
     for key, bad in (("refine_target_steps", -1), ("refine_target_steps", 2.5),
                      ("refine_target_weight", -1.0), ("refine_target_weight", float("nan"))):
         with pytest.raises(ValueError, match=f"train.{key}"):
@@ -951,8 +964,8 @@ def test_graft_vae_puts_the_lattice_predictor_on_the_new_vae(tmp_path):
     ck = graft_vae(tmp_path / "pred.pt", tmp_path / "vae.pt")
     assert ck["config"]["model"] == decoded and ck["normalizer"] == {"seed": 1}
     assert ck["fingerprint"] == "data1"
-    assert ck["grafted_vae"] == {"path": str(tmp_path / "vae.pt"), "fingerprint": "data2",
-                                 "epoch": 2}
+    assert ck["grafted_vae"] == [{"path": str(tmp_path / "vae.pt"), "fingerprint": "data2",
+                                  "epoch": 2}]
     model = build_model(ck["config"]["model"])
     model.load_state_dict(ck["model"])  # every tensor present, right shapes
     for part in ("encoder", "adj_decoder", "offset_decoder"):
@@ -969,6 +982,31 @@ def test_graft_vae_puts_the_lattice_predictor_on_the_new_vae(tmp_path):
         assert torch.allclose(model.predict(mu), p_model.predictor.forward_dense(A, off))
     torch.save(ck, tmp_path / "grafted.pt")
     assert "grafted_vae" in load_checkpoint(tmp_path / "grafted.pt")  # weights_only loads it
+    # grafted again: the history is kept
+    _save_ck(tmp_path / "vae3.pt", TINY_MODEL, seed=3)
+    again = graft_vae(tmp_path / "grafted.pt", tmp_path / "vae3.pt")
+    assert [g["fingerprint"] for g in again["grafted_vae"]] == ["data2", "data3"]
+
+
+def test_graft_vae_warns_about_other_data_and_drops_the_run_state(tmp_path, caplog):
+    from gnn_truss.training import graft_vae
+    decoded = {**TINY_MODEL, "predictor_input": "decoded"}
+    decoded.pop("predictor_hidden")
+    _save_ck(tmp_path / "pred.pt", decoded, seed=1)
+    ck = torch.load(tmp_path / "pred.pt", weights_only=True)
+    ck.update(best=1.5, bad_epochs=3, optimizer={"state": {}})
+    torch.save(ck, tmp_path / "pred.pt")
+    # a key written out at its default on one side only is the same architecture
+    _save_ck(tmp_path / "vae.pt", {**TINY_MODEL, "edge_readout": False}, seed=2)
+    with caplog.at_level("WARNING", logger="gnn_truss.training"):
+        out = graft_vae(tmp_path / "pred.pt", tmp_path / "vae.pt")
+    assert "trained on other data" in caplog.text and "data2" in caplog.text
+    assert not {"best", "bad_epochs", "optimizer"} & set(out)
+    caplog.clear()
+    _save_ck(tmp_path / "same.pt", TINY_MODEL, seed=1)  # same fingerprint "data1": no warning
+    with caplog.at_level("WARNING", logger="gnn_truss.training"):
+        graft_vae(tmp_path / "pred.pt", tmp_path / "same.pt")
+    assert caplog.text == ""
 
 
 def test_graft_vae_refuses_a_latent_predictor_and_another_vae(tmp_path):
@@ -980,8 +1018,14 @@ def test_graft_vae_refuses_a_latent_predictor_and_another_vae(tmp_path):
     decoded.pop("predictor_hidden")
     _save_ck(tmp_path / "pred.pt", decoded, seed=1)
     _save_ck(tmp_path / "wide.pt", {**TINY_MODEL, "hidden": 32}, seed=3)
-    with pytest.raises(ValueError, match=r"differ in model config key\(s\) \['hidden'\]"):
+    with pytest.raises(ValueError, match=r"differ in architecture: tensor\(s\) \['encoder\."):
         graft_vae(tmp_path / "pred.pt", tmp_path / "wide.pt")
+    _save_ck(tmp_path / "lat.pt", {**TINY_MODEL, "shared": 6}, seed=3)
+    with pytest.raises(ValueError, match="differ in latent sizes"):
+        graft_vae(tmp_path / "pred.pt", tmp_path / "lat.pt")
+    _save_ck(tmp_path / "ow.pt", {**TINY_MODEL, "offset_weight": 3.0}, seed=3)
+    with pytest.raises(ValueError, match="differ in offset_weight"):
+        graft_vae(tmp_path / "pred.pt", tmp_path / "ow.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         graft_vae(tmp_path / "pred.pt", tmp_path / "junk.pt")
@@ -995,9 +1039,18 @@ def test_cli_graft_writes_the_checkpoint_and_refuses_to_overwrite_an_input(tmp_p
     _save_ck(tmp_path / "vae.pt", TINY_MODEL, seed=2)
     assert main(["graft", str(tmp_path / "pred.pt"), str(tmp_path / "vae.pt"),
                  "--out", str(tmp_path / "g" / "model.pt")]) == 0
-    assert load_checkpoint(tmp_path / "g" / "model.pt")["grafted_vae"]["fingerprint"] == "data2"
+    assert load_checkpoint(tmp_path / "g" / "model.pt")["grafted_vae"][-1]["fingerprint"] == "data2"
     before = (tmp_path / "pred.pt").read_bytes()
     assert main(["graft", str(tmp_path / "pred.pt"), str(tmp_path / "vae.pt"),
                  "--out", str(tmp_path / "pred.pt")]) == 2
     assert "--force" in capsys.readouterr().err
     assert (tmp_path / "pred.pt").read_bytes() == before
+
+
+def test_resume_with_a_changed_latent_option_warns(data_root, tmp_path, caplog):
+    out = tmp_path / "run"
+    train(tiny_cfg(data_root, out, epochs=1), progress=False)
+    with caplog.at_level("WARNING", logger="gnn_truss.training"):
+        train(tiny_cfg(data_root, out, epochs=2, sample_latent=False), progress=False)
+    assert "train.sample_latent False (it was trained with True)" in caplog.text
+    assert len(read_rows(out / "metrics.csv")) == 2  # resumed, not restarted
