@@ -370,3 +370,23 @@ def test_save_compact_round_trip_with_curves(tmp_path):
     back = load_corpus(save_compact(c, tmp_path / "c.npz", stiffness_dtype=np.float64))
     assert np.array_equal(back.curve, c.curve) and back.meta == {"note": "test"}
     assert np.array_equal(back.adj, c.adj) and np.array_equal(back.offset, c.offset)
+
+
+def test_shipped_curve_build_extends_the_shipped_curve_corpus():
+    """datasets/nonlinear/build.npz is the build the shipped curve corpus came from: the corpus
+    is its first lattices, array for array, and the rest are new unique lattices with finite
+    curves of the same build parameters."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "datasets" / "nonlinear"
+    corpus = load_corpus(root / "raw" / "corpus.npz")
+    build = load_corpus(root / "build.npz")
+    n = len(corpus)
+    assert len(build) > n
+    for name in ("adj", "offset", "stiffness", "curve"):
+        assert np.array_equal(getattr(build, name)[:n], getattr(corpus, name)), name
+    assert np.isfinite(build.curve).all() and (build.curve > 0).all()
+    rows = {bytes(a) + bytes(o) for a, o in zip(build.adj, build.offset)}
+    assert len(rows) == len(build)  # unique lattices
+    for key in ("seed", "shard_size", "density", "material", "generator", "nonlinear",
+                "generator_version"):
+        assert key in build.meta and build.meta[key] == corpus.meta[key], key
