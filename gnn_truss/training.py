@@ -511,6 +511,11 @@ def graft_vae(predictor_checkpoint, vae_checkpoint) -> dict:
                          f"{[mine.get(n) for n in bad[:4]]} in {predictor_checkpoint} against "
                          f"{[theirs.get(n) for n in bad[:4]]} in {vae_checkpoint} (None: "
                          f"absent)")
+    for path, ck in ((predictor_checkpoint, pred), (vae_checkpoint, vae)):
+        lost = sorted(n for n in mine if n not in ck["model"])
+        if lost:
+            raise ValueError(f"{path}: corrupt checkpoint, its weights lack {len(lost)} VAE "
+                             f"tensor(s) of its own config, e.g. {lost[0]}")
     model = dict(pred["model"])
     for n in mine:
         model[n] = vae["model"][n].clone()
@@ -757,15 +762,12 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
             raise ValueError(f"{last} was trained with train.property_loss {old_loss!r}, not "
                              f"{t['property_loss']!r}: its best validation score is on another "
                              f"scale; use another out directory or --no-resume")
-        for key, default in (("sample_latent", True), ("refine_target_steps", 0),
-                             ("refine_target_weight", 1.0)):
+        for key, default in (("augment", None), ("sample_latent", True),
+                             ("refine_target_steps", 0), ("refine_target_weight", 1.0)):
             if ck["config"]["train"].get(key, default) != t[key]:
                 log.warning("resuming %s with train.%s %r (it was trained with %r): the run is "
                             "not the same as an uninterrupted one", last, key, t[key],
                             ck["config"]["train"].get(key, default))
-        if ck["config"]["train"].get("augment") != t["augment"]:
-            log.warning("resuming %s with train.augment %r (it was trained with %r)", last,
-                        t["augment"], ck["config"]["train"].get("augment"))
         log.info("resumed from %s at epoch %d", last, start_epoch)
     elif t["init_from"]:
         copied, skipped = init_from_checkpoint(model, t["init_from"], cfg["model"])

@@ -1026,6 +1026,12 @@ def test_graft_vae_refuses_a_latent_predictor_and_another_vae(tmp_path):
     _save_ck(tmp_path / "ow.pt", {**TINY_MODEL, "offset_weight": 3.0}, seed=3)
     with pytest.raises(ValueError, match="differ in offset_weight"):
         graft_vae(tmp_path / "pred.pt", tmp_path / "ow.pt")
+    _save_ck(tmp_path / "cut.pt", TINY_MODEL, seed=4)
+    cut = torch.load(tmp_path / "cut.pt", weights_only=True)
+    del cut["model"][next(n for n in cut["model"] if n.startswith("adj_decoder."))]
+    torch.save(cut, tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="cut.pt: corrupt checkpoint.*adj_decoder"):
+        graft_vae(tmp_path / "pred.pt", tmp_path / "cut.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         graft_vae(tmp_path / "pred.pt", tmp_path / "junk.pt")
