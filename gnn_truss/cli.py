@@ -217,6 +217,29 @@ def _cmd_compress(args) -> int:
     return 0 if res.ok else 1
 
 
+def _cmd_buckle(args) -> int:
+    from .fe.buckling import linear_buckling
+    from .io import resolve_lattice
+
+    truss, label = resolve_lattice(args.lattice)
+    axis = "xyz".index(args.axis)
+    b = linear_buckling(truss, axis=axis, num_modes=args.modes, density=args.density, E=args.E,
+                        nu=args.nu, elements_per_strut=args.elements)
+    if args.json:
+        print(json.dumps({"lattice": label, "axis": args.axis, "modulus": b.modulus,
+                          "critical_strains": [None if not np.isfinite(v) else float(v)
+                                               for v in b.strains],
+                          "critical_stresses": [None if not np.isfinite(v) else float(v)
+                                                for v in b.stresses]}, indent=1))
+        return 0
+    print(f"lattice {label}: linearised buckling under compression along {args.axis} "
+          f"(initial modulus {b.modulus:.6e} E_s)")
+    print("  mode   strain %   stress / E_s")
+    for k, (e, s) in enumerate(zip(b.strains, b.stresses), 1):
+        print(f"  {k:4d}   {100 * e:8.3f}   {s: .6e}")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from .training import load_config, train
 
@@ -925,6 +948,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", "-o", help="PNG path (default: LABEL_compression.png)")
     c.add_argument("--json", action="store_true", help="print results as JSON")
     c.set_defaults(func=_cmd_compress)
+
+    bk = sub.add_parser("buckle", help="linearised buckling strains of a lattice's cell",
+                        description="Linear buckling analysis of the periodic cell under "
+                                    "uniaxial compression (the mesh and loading of `compress`, "
+                                    "no imperfection): the lowest critical strains and the "
+                                    "stresses modulus x strain, about 0.1 s a lattice.")
+    bk.add_argument("lattice", help=lat_help)
+    bk.add_argument("--axis", choices=["x", "y", "z"], default="z", help="loading axis (z)")
+    bk.add_argument("--modes", type=int, default=3, help="number of critical strains (3)")
+    bk.add_argument("--elements", type=int, default=4, help="elements per strut (4)")
+    bk.add_argument("--density", type=float, default=0.15, help="relative density (0.15)")
+    bk.add_argument("--E", type=float, default=1.0, help="base Young's modulus (1)")
+    bk.add_argument("--nu", type=float, default=0.3, help="base Poisson's ratio (0.3)")
+    bk.add_argument("--json", action="store_true", help="print results as JSON")
+    bk.set_defaults(func=_cmd_buckle)
 
     _add_exploration_parsers(sub, lat_help)
     for name in _EXTERNAL:

@@ -19,14 +19,14 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ["show", "homogenize", "data", "compress", "train", "evaluate", "compare", *EXPLORE,
+    for cmd in ["show", "homogenize", "data", "compress", "buckle", "train", "evaluate", "compare", *EXPLORE,
                 "design", "export"]:
         assert cmd in out
     assert "not available yet" not in out
 
 
 # design and export (other modules, imported when run) are tested in test_exploration.py
-@pytest.mark.parametrize("cmd", ["show", "homogenize", "data", "compress", "train",
+@pytest.mark.parametrize("cmd", ["show", "homogenize", "data", "compress", "buckle", "train",
                                  "evaluate", "compare", *EXPLORE])
 def test_each_subcommand_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:

@@ -1,0 +1,207 @@
+r"""Linearised buckling of the periodic cell under uniaxial compression.
+
+The cell is meshed as for the nonlinear analysis (:func:`~gnn_truss.fe.nonlinear.compression_model`,
+``elements_per_strut`` corotational elements per strut, here without imperfection) and loaded as
+there: the stretch along the loading axis prescribed, ``F_aa = 1 - eps``, the two lateral
+stretches free with zero conjugate stress (``SPEC.md`` section 4). Near the unloaded state the
+tangent on the free dofs (fluctuations, spins, lateral stretches) is linear in the applied
+strain,
+
+.. math::
+
+    K_T(\varepsilon) \approx K_0 + \varepsilon K_1 ,
+
+where :math:`K_0` is the small-strain stiffness and :math:`K_1` the initial-stress (geometric)
+stiffness of the pre-buckling state per unit strain. :math:`K_1` is taken as the finite
+difference of the corotational tangent between the unloaded state and the equilibrium at a
+small strain ``delta``. The critical strains are the roots of
+:math:`\det(K_0 + \varepsilon_c K_1) = 0`, the generalised eigenproblem
+:math:`-K_1 \phi = \mu K_0 \phi`, :math:`\varepsilon_c = 1 / \mu` for the largest positive
+:math:`\mu` (classical linear buckling analysis, e.g. Bathe, *Finite Element Procedures*,
+section 6.8.2). The buckling modes are restricted to the periodicity of one cell, as in the
+nonlinear analysis.
+
+For the nonlinear compression curve the first critical strain marks where the straight
+pre-buckling path stops being stable; ``modulus * strains[0]`` estimates the stress at the knee
+of the curve. The analysis costs about a twentieth of a compression curve.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg as spla
+
+from ..truss import Truss
+from .homogenization import Status, homogenize
+from .nonlinear import _Cell, _apply, compression_model
+
+__all__ = ["Buckling", "linear_buckling", "buckling_batch"]
+
+log = logging.getLogger(__name__)
+
+#: Free-dof count up to which the eigenproblem is solved densely (sparse Lanczos above).
+DENSE_LIMIT = 400
+
+
+@dataclass
+class Buckling:
+    """Result of :func:`linear_buckling`.
+
+    Attributes:
+        strains: ``[k]`` critical compressive strains, ascending (``inf`` for a computed mode
+            that the compression does not destabilise).
+        modulus: initial slope of the compressive nominal stress, ``d sigma / d eps`` at 0, in
+            units of ``E_s`` (equals ``1 / S_aa`` of the linear homogenisation).
+        axis: loading axis (0, 1, 2).
+    """
+
+    strains: np.ndarray
+    modulus: float
+    axis: int = 2
+
+    @property
+    def stresses(self) -> np.ndarray:
+        """``[k]`` linear estimates of the critical stresses, ``modulus * strains``."""
+        return self.modulus * self.strains
+
+
+def _check_args(axis, num_modes, delta):
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+    if isinstance(num_modes, bool) or not isinstance(num_modes, (int, np.integer)) \
+            or num_modes < 1:
+        raise ValueError(f"num_modes must be a positive integer, got {num_modes}")
+    if not (np.isfinite(delta) and 0 < delta <= 1e-2):
+        raise ValueError(f"delta must lie in (0, 0.01], got {delta}")
+
+
+def linear_buckling(truss: Truss, axis: int = 2, num_modes: int = 3, density: float = 0.15,
+                    E: float = 1.0, nu: float = 0.3, elements_per_strut: int = 4,
+                    delta: float = 1e-4) -> Buckling:
+    """The lowest critical strains of a lattice's cell under uniaxial compression.
+
+    Args:
+        truss: the lattice.
+        axis: loading axis (2 = z, as the curve labels).
+        num_modes: how many critical strains to return.
+        density: relative density (sets the strut radius, ``SPEC.md`` section 3).
+        E, nu: base material.
+        elements_per_strut: corotational elements per strut (mid-span buckling needs >= 2;
+            4 as the compression curves).
+        delta: strain of the pre-buckling state used for the initial-stress stiffness.
+
+    Returns:
+        :class:`Buckling`.
+
+    Raises:
+        ValueError: for bad arguments, an invalid lattice, or one whose cell has a mechanism or
+            no stiffness along ``axis`` (the linear homogenisation does not return OK).
+    """
+    _check_args(axis, num_modes, delta)
+    if not isinstance(truss, Truss):
+        raise ValueError(f"expected a Truss, got {type(truss).__name__}")
+    lin = homogenize(truss, density, E, nu)
+    if lin.status != Status.OK:
+        raise ValueError(f"no buckling analysis for this lattice: linear homogenisation says "
+                         f"{lin.status.value}" + (f" ({lin.message})" if lin.message else ""))
+    model = compression_model(truss, density, E, nu, elements_per_strut, imperfection=0.0)
+    cell = _Cell(model, axis)
+    free = cell.free
+    w = np.zeros((cell.N, 3))
+    R = np.broadcast_to(np.eye(3), (cell.N, 3, 3)).copy()
+    lat = np.ones(2)
+    _, Ke0, _ = cell.residual_tangent(w, R, np.ones(3))
+    K0 = cell.sparse_tangent(Ke0)[free][:, free].tocsc()
+    lu = spla.splu(K0)
+    Fd = np.ones(3)
+    Fd[axis] = 1.0 - delta
+    for _ in range(2):  # Newton from the affine state: the linear solution, then a correction
+        r, _, _ = cell.residual_tangent(w, R, Fd, tangent=False)
+        w, R, lat, Fd = _apply(cell, w, R, lat, Fd, lu.solve(-r[free]), 1.0)
+    r, Ke1, P = cell.residual_tangent(w, R, Fd)
+    if not np.all(np.isfinite(r)) or np.linalg.norm(r[free]) > 1e-6 * abs(P) * model.volume:
+        raise ValueError("the pre-buckling state did not converge (is the cell stable?)")
+    K1 = (cell.sparse_tangent(Ke1)[free][:, free] - K0) / delta
+    K1 = 0.5 * (K1 + K1.T)
+    n = K0.shape[0]
+    k = min(num_modes, n - 1)
+    if n <= DENSE_LIMIT:
+        mu = scipy.linalg.eigh(-K1.toarray(), K0.toarray(), eigvals_only=True)[::-1][:k]
+    else:
+        Minv = spla.LinearOperator(K0.shape, matvec=lu.solve, dtype=float)
+        mu = spla.eigsh(-K1.tocsc(), k=k, M=K0, Minv=Minv, which="LA",
+                        return_eigenvectors=False, tol=1e-8)
+        mu = np.sort(mu)[::-1]
+    scale = np.max(np.abs(mu)) if len(mu) else 0.0
+    strains = np.full(num_modes, np.inf)
+    pos = mu > 1e-9 * max(scale, 1e-300)
+    strains[:k][pos] = 1.0 / mu[pos]
+    return Buckling(strains=np.sort(strains), modulus=float(-P / delta), axis=axis)
+
+
+def _batch_item(args):
+    adj, off, kwargs = args
+    try:
+        b = linear_buckling(Truss(adj, off), **kwargs)
+        return b.strains, b.modulus, ""
+    except (ValueError, np.linalg.LinAlgError, RuntimeError, spla.ArpackError) as exc:
+        return None, np.nan, str(exc)
+
+
+def buckling_batch(trusses, num_modes: int = 3, workers: int | None = 1,
+                   progress: bool = False, **kwargs):
+    """:func:`linear_buckling` of many lattices.
+
+    Args:
+        trusses: sequence of :class:`Truss` (or ``(adjacency [27, 27], offsets [27, 3])``
+            pairs).
+        num_modes: critical strains per lattice.
+        workers: processes (default 1; ``None``: all cores).
+        progress: show a progress bar.
+        **kwargs: passed to :func:`linear_buckling`.
+
+    Returns:
+        ``(strains [B, num_modes], modulus [B], ok [B])``; rows that failed are NaN, ``ok``
+        False, and the reason is logged.
+    """
+    items = []
+    for t in trusses:
+        adj, off = (t.adjacency, t.offsets) if isinstance(t, Truss) else t
+        items.append((np.asarray(adj), np.asarray(off), dict(kwargs, num_modes=num_modes)))
+    B = len(items)
+    strains = np.full((B, num_modes), np.nan)
+    modulus = np.full(B, np.nan)
+    ok = np.zeros(B, dtype=bool)
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    bar = None
+    if progress:
+        from ..progress import progress_bar
+        bar = progress_bar(total=B, desc="buckling", unit="lattice")
+    if workers > 1 and B > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = pool.map(_batch_item, items, chunksize=max(1, min(16, B // (8 * workers))))
+            results = list(_tick(results, bar))
+    else:
+        results = list(_tick(map(_batch_item, items), bar))
+    if bar is not None:
+        bar.close()
+    for i, (s, m, msg) in enumerate(results):
+        if s is None:
+            log.warning("lattice %d: %s", i, msg)
+            continue
+        strains[i], modulus[i], ok[i] = s, m, True
+    return strains, modulus, ok
+
+
+def _tick(it, bar):
+    for x in it:
+        if bar is not None:
+            bar.update(1)
+        yield x
