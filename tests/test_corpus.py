@@ -390,3 +390,24 @@ def test_shipped_curve_build_extends_the_shipped_curve_corpus():
     for key in ("seed", "shard_size", "density", "material", "generator", "nonlinear",
                 "generator_version"):
         assert key in build.meta and build.meta[key] == corpus.meta[key], key
+
+
+def test_shipped_buckling_features_are_the_fe_of_the_build():
+    """datasets/nonlinear/buckling.npz holds gnn_truss.fe.buckling.linear_buckling (3 modes) of
+    every lattice of build.npz, row for row: checked on three rows (one from the 2,400 past
+    the shipped corpus); the modulus is E3 of the stored linear stiffness (rel 1e-3)."""
+    from pathlib import Path
+
+    from gnn_truss.fe.buckling import linear_buckling
+    from gnn_truss.properties import engineering_constants, stiffness_from_vector
+    root = Path(__file__).resolve().parents[1] / "datasets" / "nonlinear"
+    build = load_corpus(root / "build.npz")
+    z = np.load(root / "buckling.npz")
+    assert z["strains"].shape == (len(build), 3) and z["modulus"].shape == (len(build),)
+    assert np.all(z["strains"] > 0) and np.all(np.diff(z["strains"], axis=1) >= 0)
+    for i in (0, 7000, len(build) - 1):
+        b = linear_buckling(build.truss(i))
+        assert z["strains"][i, 0] == pytest.approx(b.strains[0], rel=1e-6), i
+        assert z["modulus"][i] == pytest.approx(b.modulus, rel=1e-9), i
+    E3 = engineering_constants(stiffness_from_vector(build.stiffness))["E3"]
+    np.testing.assert_allclose(z["modulus"], E3, rtol=1e-3)

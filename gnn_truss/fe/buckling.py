@@ -58,6 +58,11 @@ class Buckling:
         modulus: initial slope of the compressive nominal stress, ``d sigma / d eps`` at 0, in
             units of ``E_s`` (equals ``1 / S_aa`` of the linear homogenisation).
         axis: loading axis (0, 1, 2).
+
+    Above :data:`DENSE_LIMIT` free dofs the eigenproblem is solved by Lanczos iteration
+    (ARPACK), which can return a repeated critical strain (two symmetric modes) once; the next
+    distinct one then moves up a place. On 200 corpus lattices, 2 rows differed in their second
+    or third value between two runs; the first critical strain is not affected.
     """
 
     strains: np.ndarray
