@@ -163,3 +163,20 @@ def test_cli_buckle(capsys):
     assert out["modulus"] == pytest.approx(0.05, rel=1e-6)  # E3 of SC = rho_columns E_s / 3
     assert cli.main(["buckle", "sc", "--modes", "0"]) == 2
     assert "num_modes" in capsys.readouterr().err
+
+
+def test_validate_false_analyses_a_lattice_over_the_length_limit():
+    """SC plus one face-diagonal-and-a-half strut (nodes 1 -> 8, longer than sqrt(3)/2) breaks
+    only the ``max_length`` rule: refused by default, analysed with ``validate=False``; the
+    modulus is E3 of the linear homogenisation run without validation (rel 1e-3)."""
+    sc = Truss.elementary("sc")
+    a = sc.adjacency.copy()
+    a[1, 8] = a[8, 1] = 1
+    t = Truss(a, sc.offsets)
+    assert t.validate() == ["max_length"]
+    with pytest.raises(ValueError, match="max_length"):
+        linear_buckling(t)
+    b = linear_buckling(t, validate=False)
+    assert np.all(np.isfinite(b.strains)) and np.all(b.strains > 0)
+    E3 = float(engineering_constants(homogenize(t, validate=False).C)["E3"])
+    assert b.modulus == pytest.approx(E3, rel=1e-3)

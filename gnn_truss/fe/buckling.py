@@ -87,7 +87,7 @@ def _check_args(axis, num_modes, delta):
 
 def linear_buckling(truss: Truss, axis: int = 2, num_modes: int = 3, density: float = 0.15,
                     E: float = 1.0, nu: float = 0.3, elements_per_strut: int = 4,
-                    delta: float = 1e-4) -> Buckling:
+                    delta: float = 1e-4, validate: bool = True) -> Buckling:
     """The lowest critical strains of a lattice's cell under uniaxial compression.
 
     Args:
@@ -99,6 +99,9 @@ def linear_buckling(truss: Truss, axis: int = 2, num_modes: int = 3, density: fl
         elements_per_strut: corotational elements per strut (mid-span buckling needs >= 2;
             4 as the compression curves).
         delta: strain of the pre-buckling state used for the initial-stress stiffness.
+        validate: refuse a lattice that breaks the design-space rules
+            (:data:`~gnn_truss.truss.RULES`); False analyses any connected, stable cell (a
+            decoded lattice with a strut a little over the length limit, say).
 
     Returns:
         :class:`Buckling`.
@@ -110,11 +113,12 @@ def linear_buckling(truss: Truss, axis: int = 2, num_modes: int = 3, density: fl
     _check_args(axis, num_modes, delta)
     if not isinstance(truss, Truss):
         raise ValueError(f"expected a Truss, got {type(truss).__name__}")
-    lin = homogenize(truss, density, E, nu)
+    lin = homogenize(truss, density, E, nu, validate=validate)
     if lin.status != Status.OK:
         raise ValueError(f"no buckling analysis for this lattice: linear homogenisation says "
                          f"{lin.status.value}" + (f" ({lin.message})" if lin.message else ""))
-    model = compression_model(truss, density, E, nu, elements_per_strut, imperfection=0.0)
+    model = compression_model(truss, density, E, nu, elements_per_strut, imperfection=0.0,
+                              validate=validate)
     cell = _Cell(model, axis)
     free = cell.free
     w = np.zeros((cell.N, 3))

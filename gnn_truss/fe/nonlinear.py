@@ -179,11 +179,14 @@ def _subdivide(pt: PeriodicTruss, m: int, radius: float, imperfection: float,
 
 def compression_model(truss: Truss, density: float = 0.15, E: float = 1.0, nu: float = 0.3,
                       elements_per_strut: int = 4, imperfection: float = 0.01,
-                      seed: int = 0) -> CompressionModel:
+                      seed: int = 0, validate: bool = True) -> CompressionModel:
     """Mesh a lattice for :func:`compress` (see the module docstring).
 
+    ``validate=False`` meshes a lattice that breaks the design-space rules
+    (:data:`~gnn_truss.truss.RULES`, e.g. a strut a little over the length limit) as it is.
+
     Raises:
-        ValueError: for an invalid lattice or bad parameters.
+        ValueError: for an invalid lattice (unless ``validate`` is False) or bad parameters.
     """
     if isinstance(elements_per_strut, bool) or not isinstance(elements_per_strut,
                                                               (int, np.integer)) \
@@ -194,7 +197,7 @@ def compression_model(truss: Truss, density: float = 0.15, E: float = 1.0, nu: f
     _check_material(density, E, nu)
     if not isinstance(truss, Truss):
         raise ValueError(f"expected a Truss, got {type(truss).__name__}")
-    bad = truss.validate()
+    bad = truss.validate() if validate else []
     if bad:
         raise ValueError("invalid lattice: " + ", ".join(bad))
     pt = truss.periodic()
