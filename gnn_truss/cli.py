@@ -217,14 +217,26 @@ def _cmd_compress(args) -> int:
     return 0 if res.ok else 1
 
 
+#: Largest ``--modes`` of ``gnn-truss buckle``.
+MAX_BUCKLING_MODES = 50
+
+
 def _cmd_buckle(args) -> int:
     from .fe.buckling import linear_buckling
     from .io import resolve_lattice
 
+    if not 1 <= args.modes <= MAX_BUCKLING_MODES:
+        raise ValueError(f"--modes must lie in 1 .. {MAX_BUCKLING_MODES}, got {args.modes}")
     truss, label = resolve_lattice(args.lattice)
     axis = "xyz".index(args.axis)
-    b = linear_buckling(truss, axis=axis, num_modes=args.modes, density=args.density, E=args.E,
-                        nu=args.nu, elements_per_strut=args.elements)
+    try:
+        b = linear_buckling(truss, axis=axis, num_modes=args.modes, density=args.density,
+                            E=args.E, nu=args.nu, elements_per_strut=args.elements,
+                            validate=not args.no_validate)
+    except (ValueError, np.linalg.LinAlgError, RuntimeError) as exc:
+        # the lattice cannot be analysed (as `homogenize` reports a non-OK status)
+        print(f"error: {label}: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps({"lattice": label, "axis": args.axis, "modulus": b.modulus,
                           "critical_strains": [None if not np.isfinite(v) else float(v)
@@ -956,11 +968,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "stresses modulus x strain, about 0.1 s a lattice.")
     bk.add_argument("lattice", help=lat_help)
     bk.add_argument("--axis", choices=["x", "y", "z"], default="z", help="loading axis (z)")
-    bk.add_argument("--modes", type=int, default=3, help="number of critical strains (3)")
+    bk.add_argument("--modes", type=int, default=3, help="number of critical strains (3, at most 50)")
     bk.add_argument("--elements", type=int, default=4, help="elements per strut (4)")
     bk.add_argument("--density", type=float, default=0.15, help="relative density (0.15)")
     bk.add_argument("--E", type=float, default=1.0, help="base Young's modulus (1)")
     bk.add_argument("--nu", type=float, default=0.3, help="base Poisson's ratio (0.3)")
+    bk.add_argument("--no-validate", action="store_true",
+                    help="analyse a lattice that breaks the design-space rules as it is")
     bk.add_argument("--json", action="store_true", help="print results as JSON")
     bk.set_defaults(func=_cmd_buckle)
 

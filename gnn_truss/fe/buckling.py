@@ -37,7 +37,7 @@ import scipy.linalg
 import scipy.sparse.linalg as spla
 
 from ..truss import Truss
-from .homogenization import Status, homogenize
+from .homogenization import Status, _check_material, homogenize
 from .nonlinear import _Cell, _apply, compression_model
 
 __all__ = ["Buckling", "linear_buckling", "buckling_batch"]
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 #: Free-dof count up to which the eigenproblem is solved densely (sparse Lanczos above).
 DENSE_LIMIT = 400
+#: Residual of the pre-buckling equilibrium, relative to ``E A`` of a strut (as :func:`compress`).
+PRESTRESS_TOL = 1e-9
+#: Newton iterations allowed for the pre-buckling equilibrium.
+PRESTRESS_ITER = 30
 
 
 @dataclass
@@ -53,16 +57,16 @@ class Buckling:
     """Result of :func:`linear_buckling`.
 
     Attributes:
-        strains: ``[k]`` critical compressive strains, ascending (``inf`` for a computed mode
-            that the compression does not destabilise).
-        modulus: initial slope of the compressive nominal stress, ``d sigma / d eps`` at 0, in
-            units of ``E_s`` (equals ``1 / S_aa`` of the linear homogenisation).
+        strains: ``[num_modes]`` critical compressive strains, ascending; ``inf`` for a mode
+            that compression does not destabilise, or beyond the number of free dofs.
+        modulus: Young's modulus along the loading axis, ``1 / S_aa`` of the linear
+            homogenisation, in units of ``E_s``: the initial slope of the compression curve.
         axis: loading axis (0, 1, 2).
 
     Above :data:`DENSE_LIMIT` free dofs the eigenproblem is solved by Lanczos iteration
-    (ARPACK), which can return a repeated critical strain (two symmetric modes) once; the next
-    distinct one then moves up a place. On 200 corpus lattices, 2 rows differed in their second
-    or third value between two runs; the first critical strain is not affected.
+    (ARPACK, seeded start vector, two modes more than asked). A single-vector Krylov method can
+    still return a repeated critical strain (two symmetric modes) once, the next distinct one
+    then moving up a place; the first critical strain is not affected.
     """
 
     strains: np.ndarray
@@ -75,14 +79,19 @@ class Buckling:
         return self.modulus * self.strains
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
 def _check_args(axis, num_modes, delta):
-    if axis not in (0, 1, 2):
-        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
-    if isinstance(num_modes, bool) or not isinstance(num_modes, (int, np.integer)) \
-            or num_modes < 1:
-        raise ValueError(f"num_modes must be a positive integer, got {num_modes}")
-    if not (np.isfinite(delta) and 0 < delta <= 1e-2):
-        raise ValueError(f"delta must lie in (0, 0.01], got {delta}")
+    if not _is_int(axis) or axis not in (0, 1, 2):
+        raise ValueError(f"axis must be the integer 0, 1 or 2, got {axis!r}")
+    if not _is_int(num_modes) or num_modes < 1:
+        raise ValueError(f"num_modes must be a positive integer, got {num_modes!r}")
+    if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, (int, float, np.integer,
+                                                                      np.floating)) \
+            or not (np.isfinite(delta) and 0 < delta <= 1e-2):
+        raise ValueError(f"delta must be a number in (0, 0.01], got {delta!r}")
 
 
 def linear_buckling(truss: Truss, axis: int = 2, num_modes: int = 3, density: float = 0.15,
@@ -108,7 +117,8 @@ def linear_buckling(truss: Truss, axis: int = 2, num_modes: int = 3, density: fl
 
     Raises:
         ValueError: for bad arguments, an invalid lattice, or one whose cell has a mechanism or
-            no stiffness along ``axis`` (the linear homogenisation does not return OK).
+            no stiffness along ``axis`` (the linear homogenisation does not return OK), or a
+            pre-buckling state that does not converge.
     """
     _check_args(axis, num_modes, delta)
     if not isinstance(truss, Truss):
@@ -129,28 +139,38 @@ def linear_buckling(truss: Truss, axis: int = 2, num_modes: int = 3, density: fl
     lu = spla.splu(K0)
     Fd = np.ones(3)
     Fd[axis] = 1.0 - delta
-    for _ in range(2):  # Newton from the affine state: the linear solution, then a correction
+    # the pre-buckling equilibrium: Newton iterations with the unloaded stiffness (the first
+    # step is the linear solution), converged as compress converges an increment
+    tol = PRESTRESS_TOL * E * np.pi * model.radius**2
+    for _ in range(PRESTRESS_ITER):
         r, _, _ = cell.residual_tangent(w, R, Fd, tangent=False)
+        rn = np.linalg.norm(r[free])
+        if not np.isfinite(rn) or rn <= tol:
+            break
         w, R, lat, Fd = _apply(cell, w, R, lat, Fd, lu.solve(-r[free]), 1.0)
-    r, Ke1, P = cell.residual_tangent(w, R, Fd)
-    if not np.all(np.isfinite(r)) or np.linalg.norm(r[free]) > 1e-6 * abs(P) * model.volume:
-        raise ValueError("the pre-buckling state did not converge (is the cell stable?)")
+    if not rn <= tol:
+        raise ValueError(f"the pre-buckling state at strain {delta:g} did not converge in "
+                         f"{PRESTRESS_ITER} iterations (residual {rn:.3g}, tolerance "
+                         f"{tol:.3g}); try a smaller delta")
+    _, Ke1, _ = cell.residual_tangent(w, R, Fd)
     K1 = (cell.sparse_tangent(Ke1)[free][:, free] - K0) / delta
     K1 = 0.5 * (K1 + K1.T)
     n = K0.shape[0]
     k = min(num_modes, n - 1)
     if n <= DENSE_LIMIT:
         mu = scipy.linalg.eigh(-K1.toarray(), K0.toarray(), eigvals_only=True)[::-1][:k]
-    else:
+    else:  # two modes more than asked (Lanczos may miss one of a repeated pair), seeded start
         Minv = spla.LinearOperator(K0.shape, matvec=lu.solve, dtype=float)
-        mu = spla.eigsh(-K1.tocsc(), k=k, M=K0, Minv=Minv, which="LA",
-                        return_eigenvectors=False, tol=1e-8)
-        mu = np.sort(mu)[::-1]
+        v0 = np.random.default_rng(0).standard_normal(n)
+        mu = spla.eigsh(-K1.tocsc(), k=min(k + 2, n - 1), M=K0, Minv=Minv, which="LA",
+                        return_eigenvectors=False, tol=1e-8, v0=v0)
+        mu = np.sort(mu)[::-1][:k]
     scale = np.max(np.abs(mu)) if len(mu) else 0.0
     strains = np.full(num_modes, np.inf)
     pos = mu > 1e-9 * max(scale, 1e-300)
     strains[:k][pos] = 1.0 / mu[pos]
-    return Buckling(strains=np.sort(strains), modulus=float(-P / delta), axis=axis)
+    modulus = 1.0 / float(np.linalg.inv(lin.C)[axis, axis])
+    return Buckling(strains=np.sort(strains), modulus=modulus, axis=axis)
 
 
 def _batch_item(args):
@@ -178,6 +198,8 @@ def buckling_batch(trusses, num_modes: int = 3, workers: int | None = 1,
         ``(strains [B, num_modes], modulus [B], ok [B])``; rows that failed are NaN, ``ok``
         False, and the reason is logged.
     """
+    _check_args(kwargs.get("axis", 2), num_modes, kwargs.get("delta", 1e-4))
+    _check_material(kwargs.get("density", 0.15), kwargs.get("E", 1.0), kwargs.get("nu", 0.3))
     items = []
     for t in trusses:
         adj, off = (t.adjacency, t.offsets) if isinstance(t, Truss) else t
