@@ -217,6 +217,16 @@ def _cmd_compress(args) -> int:
     return 0 if res.ok else 1
 
 
+def _add_cell_args(p, lat_help: str) -> None:
+    """The lattice, loading axis, mesh and material options of ``compress`` and ``buckle``."""
+    p.add_argument("lattice", help=lat_help)
+    p.add_argument("--axis", choices=["x", "y", "z"], default="z", help="loading axis (z)")
+    p.add_argument("--elements", type=int, default=4, help="elements per strut (4)")
+    p.add_argument("--density", type=float, default=0.15, help="relative density (0.15)")
+    p.add_argument("--E", type=float, default=1.0, help="base Young's modulus (1)")
+    p.add_argument("--nu", type=float, default=0.3, help="base Poisson's ratio (0.3)")
+
+
 #: Largest ``--modes`` of ``gnn-truss buckle``.
 MAX_BUCKLING_MODES = 50
 
@@ -942,17 +952,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(corotational Timoshenko beams, lateral stresses zero): "
                                    "prints the 13-point label and saves a PNG of the curve and "
                                    "the deformed cell.")
-    c.add_argument("lattice", help=lat_help)
-    c.add_argument("--axis", choices=["x", "y", "z"], default="z", help="loading axis (z)")
+    _add_cell_args(c, lat_help)
     c.add_argument("--max-strain", type=float, default=0.25, help="final strain (0.25)")
     c.add_argument("--max-step", type=float, default=0.005, help="largest strain step (0.005)")
-    c.add_argument("--elements", type=int, default=4, help="elements per strut (4)")
     c.add_argument("--imperfection", type=float, default=0.01,
                    help="imperfection amplitude as a fraction of the strut radius (0.01)")
     c.add_argument("--seed", type=int, default=0, help="seed of the imperfection (0)")
-    c.add_argument("--density", type=float, default=0.15, help="relative density (0.15)")
-    c.add_argument("--E", type=float, default=1.0, help="base Young's modulus (1)")
-    c.add_argument("--nu", type=float, default=0.3, help="base Poisson's ratio (0.3)")
     c.add_argument("--snapshot", type=float, nargs="*", default=[],
                    help="extra strains at which to keep the deformed configuration")
     c.add_argument("--stability", action="store_true",
@@ -966,13 +971,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "uniaxial compression (the mesh and loading of `compress`, "
                                     "no imperfection): the lowest critical strains and the "
                                     "stresses modulus x strain, about 0.1 s a lattice.")
-    bk.add_argument("lattice", help=lat_help)
-    bk.add_argument("--axis", choices=["x", "y", "z"], default="z", help="loading axis (z)")
-    bk.add_argument("--modes", type=int, default=3, help="number of critical strains (3, at most 50)")
-    bk.add_argument("--elements", type=int, default=4, help="elements per strut (4)")
-    bk.add_argument("--density", type=float, default=0.15, help="relative density (0.15)")
-    bk.add_argument("--E", type=float, default=1.0, help="base Young's modulus (1)")
-    bk.add_argument("--nu", type=float, default=0.3, help="base Poisson's ratio (0.3)")
+    _add_cell_args(bk, lat_help)
+    bk.add_argument("--modes", type=int, default=3,
+                    help=f"number of critical strains (3, at most {MAX_BUCKLING_MODES})")
     bk.add_argument("--no-validate", action="store_true",
                     help="analyse a lattice that breaks the design-space rules as it is")
     bk.add_argument("--json", action="store_true", help="print results as JSON")
