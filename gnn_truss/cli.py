@@ -122,6 +122,23 @@ def _cmd_data_pack(args) -> int:
     return 0
 
 
+def _cmd_data_buckle(args) -> int:
+    from .corpus import buckling_features, write_shard
+
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"the output must be a .npz file, got {out}")
+    work = Path(args.work) if args.work else out.with_name(out.stem + "_shards")
+    res = buckling_features(args.corpus, work, shard_size=args.shard_size,
+                            num_modes=args.modes, workers=args.workers, limit=args.limit,
+                            progress=not args.no_progress)
+    write_shard(out, {"strains": res["strains"], "modulus": res["modulus"], "ok": res["ok"]})
+    bad = int((~res["ok"]).sum())
+    print(f"wrote the buckling of {len(res['ok'])} lattices to {out} ({bad} could not be "
+          f"analysed; shards in {work})")
+    return 0
+
+
 def _cmd_data_unpack(args) -> int:
     from .corpus import unpack_compact
 
@@ -431,6 +448,21 @@ def _add_data_parser(sub) -> None:
     p.add_argument("out", help="output .npz")
     p.add_argument("--limit", type=int, help="keep the first LIMIT lattices")
     p.set_defaults(func=_cmd_data_pack)
+    bk = dsub.add_parser("buckle", help="linearised buckling of every lattice of a corpus "
+                                        "(sharded, resumable)",
+                         description="The lowest critical strains under uniaxial compression "
+                                     "along z and E3 of every lattice (gnn_truss.fe.buckling), "
+                                     "about 0.15 s a lattice, written in shards to --work; "
+                                     "rerunning the command resumes.")
+    bk.add_argument("corpus", help="corpus directory or compact .npz")
+    bk.add_argument("out", help="output .npz (strains [N, modes], modulus [N], ok [N])")
+    bk.add_argument("--work", help="shard directory (default: OUT_shards beside OUT)")
+    bk.add_argument("--shard-size", type=int, default=500, help="lattices per shard (500)")
+    bk.add_argument("--modes", type=int, default=3, help="critical strains per lattice (3)")
+    bk.add_argument("--workers", type=int, default=1, help="processes (1)")
+    bk.add_argument("--limit", type=int, help="only the first LIMIT lattices")
+    bk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bk.set_defaults(func=_cmd_data_buckle)
     u = dsub.add_parser("unpack", help="rebuild the build directory of a packed corpus, to "
                                        "resume (extend) its build",
                         description="Write the shards and manifest of a compact .npz that was "

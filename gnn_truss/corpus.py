@@ -23,6 +23,7 @@ status) are dropped and counted. Duplicates across shards are removed when the c
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,8 +38,8 @@ from .generator import GENERATOR_VERSION, GeneratorConfig, generate, shard_rng
 from .truss import Truss
 
 __all__ = ["Corpus", "pack_adjacency", "unpack_adjacency", "build_corpus", "load_corpus",
-           "write_shard", "read_shard", "save_compact", "unpack_compact", "MANIFEST",
-           "ADJ_BYTES"]
+           "write_shard", "read_shard", "save_compact", "unpack_compact", "buckling_features",
+           "MANIFEST", "ADJ_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -476,3 +477,85 @@ def unpack_compact(path, out) -> dict:
         start += n
     _write_manifest(out, meta)
     return meta
+
+
+# ----------------------------------------------------------------------------- buckling features
+def _rows_digest(adj: np.ndarray, offset: np.ndarray) -> str:
+    h = hashlib.sha1(np.ascontiguousarray(adj).tobytes())
+    h.update(np.ascontiguousarray(offset, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
+                      workers: int | None = 1, limit: int | None = None,
+                      progress: bool = False) -> dict:
+    """Linearised buckling (:func:`gnn_truss.fe.buckling.linear_buckling`) of every lattice of
+    a corpus, written in shards and resumable.
+
+    Shard ``k`` (rows ``k * shard_size ..``) goes to ``work/buckling-KKKKK.npz`` atomically,
+    with a digest of its lattices; a rerun keeps the shards whose digest matches and recomputes
+    missing or corrupt ones. A shard of other lattices (``work`` used for another corpus or
+    shard size) is an error, never overwritten.
+
+    Args:
+        corpus: a corpus path (directory or compact ``.npz``) or a loaded :class:`Corpus`.
+        work: directory of the shards.
+        shard_size: lattices per shard.
+        num_modes: critical strains per lattice.
+        workers: processes per shard (see :func:`~gnn_truss.fe.buckling.buckling_batch`).
+        limit: only the first ``limit`` lattices.
+        progress: a progress bar over the shards.
+
+    Returns:
+        ``{"strains": [N, num_modes], "modulus": [N], "ok": [N]}``; rows that could not be
+        analysed are NaN with ``ok`` False (their reason is logged).
+
+    Raises:
+        ValueError: for bad arguments or a shard of other lattices in ``work``.
+    """
+    from .fe.buckling import buckling_batch
+    if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) \
+            or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    _check_limit(limit)
+    c = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, limit=limit, quiet=True)
+    n = len(c) if limit is None else min(limit, len(c))
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    strains = np.full((n, num_modes), np.nan)
+    modulus = np.full(n, np.nan)
+    ok = np.zeros(n, dtype=bool)
+    starts = range(0, n, shard_size)
+    bar = None
+    if progress:
+        from .progress import progress_bar
+        bar = progress_bar(total=len(starts), desc="buckling shards", unit="shard")
+    for start in starts:
+        sl = slice(start, min(start + shard_size, n))
+        digest = _rows_digest(c.adj[sl], c.offset[sl])
+        path = work / f"buckling-{start // shard_size:05d}.npz"
+        saved = None
+        if path.exists():
+            try:
+                with np.load(path) as z:
+                    saved = {k: z[k] for k in ("digest", "strains", "modulus", "ok")}
+            except Exception as exc:  # damaged or partial file: recompute it
+                log.warning("recomputing %s: %s", path, exc)
+            if saved is not None and str(saved["digest"]) != digest:
+                raise ValueError(f"{path} holds the buckling of other lattices (another corpus "
+                                 f"or shard size); use another work directory")
+            if saved is not None and saved["strains"].shape != (sl.stop - sl.start, num_modes):
+                log.warning("recomputing %s: %d modes stored, %d asked", path,
+                            saved["strains"].shape[-1], num_modes)
+                saved = None
+        if saved is None:
+            s, m, good = buckling_batch([c.truss(i) for i in range(sl.start, sl.stop)],
+                                        num_modes=num_modes, workers=workers)
+            saved = {"strains": s, "modulus": m, "ok": good, "digest": np.array(digest)}
+            write_shard(path, saved)
+        strains[sl], modulus[sl], ok[sl] = saved["strains"], saved["modulus"], saved["ok"]
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return {"strains": strains, "modulus": modulus, "ok": ok}

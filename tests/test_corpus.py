@@ -413,3 +413,56 @@ def test_shipped_buckling_features_are_the_fe_of_the_build():
         assert z["modulus"][i] == pytest.approx(b.modulus, rel=1e-9), i
     E3 = engineering_constants(stiffness_from_vector(build.stiffness))["E3"]
     np.testing.assert_allclose(z["modulus"], E3, rtol=1e-9)
+
+
+def test_buckling_features_are_sharded_and_resume(tmp_path, monkeypatch, caplog):
+    """``buckling_features`` gives the rows of the shipped ``buckling.npz`` (rel 1e-9); a rerun
+    recomputes only a deleted and a damaged shard; a work directory holding another corpus'
+    shard is refused and the shard is left as it was."""
+    import logging
+    from pathlib import Path
+
+    import gnn_truss.fe.buckling as fb
+    from gnn_truss.corpus import buckling_features
+    root = Path(__file__).resolve().parents[1] / "datasets" / "nonlinear"
+    shipped = np.load(root / "buckling.npz")
+    corpus = root / "raw" / "corpus.npz"
+    work = tmp_path / "work"
+    res = buckling_features(corpus, work, shard_size=2, limit=5)
+    assert res["ok"].all() and res["strains"].shape == (5, 3)
+    np.testing.assert_allclose(res["strains"][:, 0], shipped["strains"][:5, 0], rtol=1e-9)
+    np.testing.assert_allclose(res["modulus"], shipped["modulus"][:5], rtol=1e-9)
+    shards = sorted(work.glob("buckling-*.npz"))
+    assert len(shards) == 3
+    computed = []
+    original = fb.buckling_batch
+    monkeypatch.setattr(fb, "buckling_batch",
+                        lambda ts, **kw: (computed.append(len(ts)), original(ts, **kw))[1])
+    shards[0].unlink()
+    shards[2].write_bytes(b"not a zip file")
+    with caplog.at_level(logging.WARNING):
+        again = buckling_features(corpus, work, shard_size=2, limit=5)
+    assert sorted(computed) == [1, 2]  # shard 0 (2 lattices) and the damaged shard 2 (1)
+    assert "recomputing" in caplog.text
+    np.testing.assert_array_equal(again["strains"], res["strains"])
+    before = [p.read_bytes() for p in shards]
+    with pytest.raises(ValueError, match="other lattices"):
+        buckling_features(corpus, work, shard_size=3, limit=5)  # other rows in shard 0
+    assert [p.read_bytes() for p in shards] == before
+    with pytest.raises(ValueError, match="shard_size"):
+        buckling_features(corpus, work, shard_size=0)
+
+
+def test_cli_data_buckle(tmp_path, capsys):
+    from pathlib import Path
+
+    from gnn_truss import cli
+    corpus = Path(__file__).resolve().parents[1] / "datasets" / "nonlinear" / "raw" / "corpus.npz"
+    out = tmp_path / "b.npz"
+    assert cli.main(["data", "buckle", str(corpus), str(out), "--limit", "3", "--shard-size",
+                     "2", "--no-progress"]) == 0
+    z = np.load(out)
+    assert z["strains"].shape == (3, 3) and z["ok"].all()
+    assert (tmp_path / "b_shards" / "buckling-00001.npz").exists()
+    assert "wrote the buckling of 3 lattices" in capsys.readouterr().out
+    assert cli.main(["data", "buckle", str(corpus), str(tmp_path / "b.txt")]) == 2
