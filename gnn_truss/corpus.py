@@ -513,7 +513,8 @@ def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
     Raises:
         ValueError: for bad arguments or a shard of other lattices in ``work``.
     """
-    from .fe.buckling import buckling_batch
+    from .fe.buckling import _check_args, buckling_batch
+    _check_args(2, num_modes, 1e-4)  # num_modes (the rest is fixed here)
     if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) \
             or shard_size < 1:
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")

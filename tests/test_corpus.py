@@ -451,6 +451,8 @@ def test_buckling_features_are_sharded_and_resume(tmp_path, monkeypatch, caplog)
     assert [p.read_bytes() for p in shards] == before
     with pytest.raises(ValueError, match="shard_size"):
         buckling_features(corpus, work, shard_size=0)
+    with pytest.raises(ValueError, match="num_modes"):  # refused even when no shard is computed
+        buckling_features(corpus, work, shard_size=2, limit=5, num_modes=0)
 
 
 def test_cli_data_buckle(tmp_path, capsys):
