@@ -132,7 +132,7 @@ def _cmd_data_buckle(args) -> int:
     res = buckling_features(args.corpus, work, shard_size=args.shard_size,
                             num_modes=args.modes, workers=args.workers, limit=args.limit,
                             progress=not args.no_progress)
-    write_shard(out, {"strains": res["strains"], "modulus": res["modulus"], "ok": res["ok"]})
+    write_shard(out, {k: res[k] for k in ("strains", "modulus", "ok", "row_hash")})
     bad = int((~res["ok"]).sum())
     print(f"wrote the buckling of {len(res['ok'])} lattices to {out} ({bad} could not be "
           f"analysed; shards in {work})")
@@ -371,7 +371,8 @@ def _cmd_evaluate(args) -> int:
                                  split=args.split, limit=args.limit,
                                  fe_check=not args.no_fe, symmetrise=args.symmetrise,
                                  constrained=args.constrained,
-                                 refine_latent=args.refine_latent, refine_lr=args.refine_lr)
+                                 refine_latent=args.refine_latent, refine_lr=args.refine_lr,
+                                 workers=args.workers)
     print(json.dumps(report.get("summary", report), indent=1))
     if baseline is not None:
         a, b = _report_name(report), _report_name(baseline)
@@ -907,6 +908,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", help="checkpoint file (best.pt or last.pt)")
     ev.add_argument("--out", help="output directory (default: evaluation/ beside it)")
     ev.add_argument("--samples", type=int, default=1000, help="latent samples (1000)")
+    ev.add_argument("--workers", type=int, default=None,
+                    help="processes of the FE analyses that give a predictor with lattice "
+                         "features (model.predictor_features) those of each decoded lattice "
+                         "(default: all cores)")
     _add_split_options(ev)
     ev.add_argument("--no-fe", action="store_true",
                     help="skip the FE check in the strict validity")

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from .truss import Truss
 
 __all__ = ["Corpus", "pack_adjacency", "unpack_adjacency", "build_corpus", "load_corpus",
            "write_shard", "read_shard", "save_compact", "unpack_compact", "buckling_features",
+           "row_hashes", "corpus_descriptors",
            "MANIFEST", "ADJ_BYTES"]
 
 log = logging.getLogger(__name__)
@@ -559,4 +561,78 @@ def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
             bar.update(1)
     if bar is not None:
         bar.close()
-    return {"strains": strains, "modulus": modulus, "ok": ok}
+    return {"strains": strains, "modulus": modulus, "ok": ok,
+            "row_hash": row_hashes(c.adj[:n], c.offset[:n])}
+
+
+def row_hashes(adj: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each stored lattice (its packed adjacency bytes and float32 offsets),
+    the key by which per-lattice tables such as ``buckling.npz`` are matched to a corpus.
+
+    Args:
+        adj: uint8 ``[N, 44]`` packed adjacency (:attr:`Corpus.adj`).
+        offset: ``[N, 27]`` offsets (:attr:`Corpus.offset`; compared as float32).
+
+    Returns:
+        uint64 ``[N]``.
+    """
+    adj = np.ascontiguousarray(adj, dtype=np.uint8)
+    offset = np.ascontiguousarray(offset, dtype=np.float32)
+    if adj.ndim != 2 or offset.ndim != 2 or len(adj) != len(offset):
+        raise ValueError(f"need adj [N, {ADJ_BYTES}] and offset [N, 27], got {adj.shape} and "
+                         f"{offset.shape}")
+    out = np.empty(len(adj), dtype=np.uint64)
+    for i in range(len(adj)):
+        h = hashlib.blake2b(adj[i].tobytes(), digest_size=8)
+        h.update(offset[i].tobytes())
+        out[i] = np.frombuffer(h.digest(), dtype=np.uint64)[0]
+    return out
+
+
+def corpus_descriptors(path, corpus) -> np.ndarray:
+    """The buckling descriptors (:func:`gnn_truss.fe.buckling.buckling_descriptors`) of every
+    lattice of ``corpus``, read from a table written by ``gnn-truss data buckle``.
+
+    The table's rows are matched to the corpus by :func:`row_hashes`, so it may hold more
+    lattices than the corpus, in any order (``datasets/nonlinear/buckling.npz`` covers the
+    whole build, of which the shipped curve corpus is the first 15,799 rows).
+
+    Args:
+        path: the ``.npz`` of ``gnn-truss data buckle`` (``strains [M, 3]``, ``modulus [M]``,
+            ``row_hash [M]``).
+        corpus: a loaded :class:`Corpus` (or a path).
+
+    Returns:
+        ``[N, 5]`` float64, row ``i`` for corpus lattice ``i``; NaN rows for lattices the
+        analysis failed on.
+
+    Raises:
+        ValueError: a table without row hashes, or a corpus lattice that is not in it.
+    """
+    from .fe.buckling import buckling_descriptors
+    c = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, quiet=True)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored = {k: z[k] for k in ("strains", "modulus", "row_hash") if k in z.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read the buckling table {path}: {exc}") from exc
+    missing = {"strains", "modulus", "row_hash"} - set(stored)
+    if missing:
+        raise ValueError(f"{path} is not a buckling table of `gnn-truss data buckle`: "
+                         f"{sorted(missing)} missing (a table without 'row_hash' was written "
+                         f"before row hashes; rebuild it)")
+    strains, modulus, keys = stored["strains"], stored["modulus"], stored["row_hash"]
+    if strains.ndim != 2 or strains.shape[1] != 3 or modulus.shape != (len(strains),) \
+            or keys.shape != (len(strains),):
+        raise ValueError(f"{path}: need strains [M, 3], modulus [M] and row_hash [M], got "
+                         f"{strains.shape}, {modulus.shape} and {keys.shape}")
+    desc = buckling_descriptors(strains, modulus)
+    where = {int(k): i for i, k in enumerate(keys)}
+    want = row_hashes(c.adj, c.offset)
+    rows = np.array([where.get(int(k), -1) for k in want], dtype=np.int64)
+    if np.any(rows < 0):
+        bad = np.flatnonzero(rows < 0)
+        raise ValueError(f"{path} lacks {len(bad)} of the corpus' {len(c)} lattices (first: "
+                         f"row {bad[0]}); it was computed for another corpus: run "
+                         f"`gnn-truss data buckle` on this one")
+    return desc[rows]

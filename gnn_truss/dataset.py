@@ -36,13 +36,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.transforms import BaseTransform
 
 from .corpus import Corpus, load_corpus, unpack_adjacency
 from .graph import collated_graphs, truss_to_data
 from .published import PUBLISHED_FILES, import_published
 from .truss import Truss
 
-__all__ = ["TrussDataset", "TargetNormalizer", "split_indices", "PUBLISHED_URL"]
+__all__ = ["TrussDataset", "TargetNormalizer", "split_indices", "PUBLISHED_URL",
+           "AttachFeatures", "attach_features"]
 
 log = logging.getLogger(__name__)
 
@@ -302,3 +304,54 @@ class TrussDataset(InMemoryDataset):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({len(self)}, split={self.split!r}, "
                 f"source={self.source!r}, target={self.target!r})")
+
+
+class AttachFeatures(BaseTransform):
+    """Sets ``data.feat [1, F]`` of each graph to row ``data.idx`` (its corpus index) of a
+    per-lattice table, the input of a predictor with ``model.predictor_features``.
+
+    Args:
+        table: ``[N, F]`` features of the corpus' lattices, row ``i`` for corpus lattice ``i``
+            (:func:`gnn_truss.corpus.corpus_descriptors`).
+    """
+
+    def __init__(self, table):
+        self.table = torch.as_tensor(table, dtype=torch.float32)
+        if self.table.ndim != 2:
+            raise ValueError(f"a feature table is [N, F], got {tuple(self.table.shape)}")
+
+    def forward(self, data):
+        idx = getattr(data, "idx", None)
+        if idx is None:
+            raise ValueError("graphs need their corpus index `idx` to look up their features")
+        if int(idx.max()) >= len(self.table):
+            raise ValueError(f"corpus index {int(idx.max())} beyond the feature table's "
+                             f"{len(self.table)} rows")
+        data.feat = self.table[idx]
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({tuple(self.table.shape)})"
+
+
+def attach_features(datasets, path) -> None:
+    """Give each graph of the datasets (splits of one :class:`TrussDataset` corpus) its
+    buckling descriptors from the table ``path`` of ``gnn-truss data buckle``
+    (:func:`gnn_truss.corpus.corpus_descriptors`, matched by lattice hash), as the transform
+    :class:`AttachFeatures`.
+
+    Raises:
+        ValueError: a table that does not cover the corpus, or a dataset that already has a
+            transform.
+    """
+    from .corpus import corpus_descriptors
+    datasets = list(datasets)
+    if not datasets:
+        return
+    corpus = datasets[0]._read_corpus()
+    table = AttachFeatures(corpus_descriptors(path, corpus))
+    for d in datasets:
+        if d.transform is not None:
+            raise ValueError(f"{d} already has a transform ({d.transform}); cannot attach "
+                             f"features")
+        d.transform = table

@@ -53,6 +53,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -185,13 +186,20 @@ def _relaxed_decode(model, z: torch.Tensor, relax: str):
                                 near_only=getattr(model, "predictor_input", "latent") == "decoded")
 
 
-def predict_relaxed(model, A: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def predict_relaxed(model, A: torch.Tensor, offsets: torch.Tensor,
+                    features: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised prediction ``[k, D]`` for relaxed decoded lattices (``A [k, 27, 27]``,
     ``offsets [k, 27]`` of :meth:`~gnn_truss.nn.TrussVAE.decode_lattice`), differentiable in
     both: re-encode -> predict for a latent predictor (the paper's loop), the predictor on the
-    lattice itself for one that reads decoded lattices (``model.predictor_input: decoded``)."""
+    lattice itself for one that reads decoded lattices (``model.predictor_input: decoded``).
+
+    A predictor with lattice features (``model.predictor_features``) reads ``features
+    [k, F]``; without them they are computed by FE for the thresholded lattices
+    (:meth:`~gnn_truss.nn.TrussVAE.lattice_features`), constants for the gradient."""
     if getattr(model, "predictor_input", "latent") == "decoded":
-        return model.predictor.forward_dense(A, offsets)
+        if getattr(model, "reads_features", False) and features is None:
+            features = model.lattice_features(A, offsets)
+        return model.predictor.forward_dense(A, offsets, features)
     return model.predict(model.encode_dense(A, offsets)[0])
 
 
@@ -300,7 +308,7 @@ def _valid_prediction(objective: Objective, labels: torch.Tensor,
 def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
                      steps: int = 1000, lr: float = 0.01, relax: str = "straight-through",
                      bounds=None, record_every: int = 10,
-                     progress: bool = False) -> OptimizationTrace:
+                     progress: bool = False, feature_every: int = 100) -> OptimizationTrace:
     """Adam on all ``k`` latents at once, minimising the summed predicted score.
 
     Each step evaluates :func:`predict_decoded` at the current ``z`` (step 0 is the start),
@@ -328,6 +336,12 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
             (:func:`trust_region`), or ``None``.
         record_every: record the path every this many steps (the last step always).
         progress: tqdm progress bar on stderr.
+        feature_every: for a predictor with lattice features (``model.predictor_features``:
+            the buckling of the lattice, by FE, about 0.15 s a lattice) the features of each
+            run's decoded lattice are computed at step 0 and every this many steps (and at the
+            last step) and held fixed in between (100: ten analyses per run in 1000 steps;
+            the best iterates are predicted again with their own features when the
+            candidates are collected, and every candidate is FE-verified anyway).
 
     Returns:
         :class:`OptimizationTrace`.
@@ -337,9 +351,14 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
     if _model_target(model) != objective.label:
         raise ValueError(f"objective {objective.spec!r} needs a model trained on "
                          f"{objective.label} labels; this model predicts {_model_target(model)}")
+    if isinstance(feature_every, bool) or not isinstance(feature_every, int) or \
+            feature_every < 1:
+        raise ValueError(f"feature_every must be a positive integer, got {feature_every!r}")
     t0 = time.perf_counter()
     model.eval()
     z = z0.detach().clone().to(_device(model)).requires_grad_(True)
+    reads = getattr(model, "reads_features", False)
+    held = None
     opt = torch.optim.Adam([z], lr=lr)
     k = len(z)
     best_z = z.detach().clone()
@@ -356,7 +375,9 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
     scale = None
     for step in range(steps + 1):
         A, offsets, _ = _relaxed_decode(model, z, relax)
-        y = predict_relaxed(model, A, offsets)
+        if reads and (held is None or step % feature_every == 0 or step == steps):
+            held = model.lattice_features(A, offsets)
+        y = predict_relaxed(model, A, offsets, held)
         labels = normalizer.inverse(y)
         score = objective.score(labels)
         valid = _valid_prediction(objective, labels, score)
@@ -919,7 +940,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                workers: int | None = None, seed: int = 0, polish_generations: int | None = None,
                polish_top: int = 3, polish_children: int = 8, polish_topology_rate: float = 0.5,
                check_seeds: int | None = None, check_top: int = 5,
-               progress: bool = False, encode_refine: int = 0) -> DesignResult:
+               progress: bool = False, encode_refine: int = 0,
+               feature_every: int = 100) -> DesignResult:
     """Inverse design end to end (see the module docstring).
 
     Args:
@@ -969,6 +991,9 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
             parents by this many steps on their own reconstruction loss
             (:func:`gnn_truss.nn.vae.refine_latent`), so that they decode to those lattices
             (one pass decodes about two thirds of the corpus exactly). (default: 0)
+        feature_every: for a predictor with lattice features, the interval of their FE
+            update in the gradient stage (:func:`optimize_latents`; 100). Their analyses
+            use ``workers`` processes.
         progress: progress bar.
 
     Raises:
@@ -977,6 +1002,9 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     """
     if starts < 1:
         raise ValueError(f"starts must be positive, got {starts}")
+    if isinstance(feature_every, bool) or not isinstance(feature_every, int) or \
+            feature_every < 1:
+        raise ValueError(f"feature_every must be a positive integer, got {feature_every!r}")
     from .nn.vae import check_refine
     encode_refine = check_refine(encode_refine, name="encode_refine")
     if _model_target(model) != objective.label:
@@ -1018,8 +1046,11 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     z0 = encode_trusses(model, start_trusses, refine_steps=encode_refine)
     timings["starts"] = time.perf_counter() - t0
     bounds = None if trust_margin is None else trust_region(normalizer, labels, trust_margin)
+    if getattr(model, "reads_features", False):
+        model.feature_workers = workers or (os.cpu_count() or 1)
     trace = optimize_latents(model, normalizer, objective, z0, steps=steps, lr=lr, relax=relax,
-                             bounds=bounds, record_every=record_every, progress=progress)
+                             bounds=bounds, record_every=record_every, progress=progress,
+                             feature_every=feature_every)
     timings["optimize"] = trace.seconds
     t0 = time.perf_counter()
     pool = _collect_candidates(model, normalizer, objective, trace, path_candidates, relax)
@@ -1068,7 +1099,9 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                 "polish_children": polish_children,
                 "polish_topology_rate": polish_topology_rate,
                 "density": density, "seed": seed, "check_seeds": check_seeds,
-                "check_top": check_top, "corpus_size": len(labels)}
+                "check_top": check_top, "corpus_size": len(labels),
+                **({"feature_every": feature_every}
+                   if getattr(model, "reads_features", False) else {})}
     ref_value = float(objective.value(labels[idx[0]][None])[0])
     return DesignResult(objective, idx, labels[idx], int(idx[0]), start_trusses[0],
                         labels[idx[0]], ref_value, trace, cands, num_candidates, settings,
@@ -1557,6 +1590,10 @@ def add_design_arguments(parser) -> None:
                              "(default 2; 0 skips)")
     parser.add_argument("--check-top", type=int, default=5,
                         help="designs in the imperfection check (5)")
+    parser.add_argument("--feature-every", type=int, default=100, metavar="STEPS",
+                        help="a checkpoint whose predictor reads the buckling of the lattice "
+                             "(model.predictor_features): recompute it by FE for each run's "
+                             "decoded lattice every STEPS gradient steps (100)")
     parser.add_argument("--designs", type=int, default=10, help="lattice files written (10)")
     parser.add_argument("--exports", type=int, default=3,
                         help="best designs also exported as JSON + STL to OUT/exports (3)")
@@ -1602,6 +1639,8 @@ def _check_args(args) -> None:
         raise ValueError(f"--check-seeds must be >= 0, got {args.check_seeds}")
     if args.check_top < 1:
         raise ValueError(f"--check-top must be positive, got {args.check_top}")
+    if args.feature_every < 1:
+        raise ValueError(f"--feature-every must be positive, got {args.feature_every}")
     for name in ("designs", "exports"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
@@ -1649,7 +1688,8 @@ def design_main(args) -> int:
                         polish_top=args.polish_top, polish_children=args.polish_children,
                         polish_topology_rate=args.polish_topology_rate,
                         check_seeds=args.check_seeds,
-                        check_top=args.check_top, progress=not args.no_progress)
+                        check_top=args.check_top, progress=not args.no_progress,
+                        feature_every=args.feature_every)
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", objective.spec)
     out = Path(args.out) if args.out else Path("results") / f"design-{safe}"
     labels = corpus.stiffness if objective.label == "stiffness" else corpus.curve

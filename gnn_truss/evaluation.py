@@ -39,6 +39,7 @@ import copy
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -323,9 +324,16 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
     acc: dict = {k: [] for k in keys + tuple(f"{k}_sym" for k in sym_keys)
                  + tuple(f"{k}_ref" for k in ref_keys)
                  + tuple(f"{k}_symref" for k in symref_keys)}
+    feats = getattr(model, "reads_features", False)
+    if feats:
+        acc["feat_ok"] = []
     for b in DataLoader(dataset, batch_size=batch_size):
         b = b.to(device)
         out = model(b, sample=False)
+        if feats:  # which decoded lattices the FE could analyse (cached: no second analysis)
+            A, offsets, _ = model.decode_lattice(out["mu"], near_only=True)
+            f = model.lattice_features(A, offsets)
+            acc["feat_ok"].append(torch.isfinite(f).all(-1).cpu())
         for k in ("mu", "logits", "offsets", "pred"):
             acc[k].append(out[k].cpu())
         for k in ("adj", "offset", "y", target):
@@ -458,7 +466,8 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                         limit: int | None = None, data_overrides: dict | None = None,
                         fe_check: bool = True, seed: int = 0,
                         symmetrise: str | None = None, constrained: bool = False,
-                        refine_latent: int | None = None, refine_lr: float = 0.01) -> dict:
+                        refine_latent: int | None = None, refine_lr: float = 0.01,
+                        workers: int | None = None) -> dict:
     """Evaluate a checkpoint of :func:`gnn_truss.training.train` on a data split.
 
     Rebuilds the model from the config saved in the checkpoint, loads that config's dataset
@@ -504,6 +513,12 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             the refinement's time with ``"axes"``). An encoder for known lattices, not one
             forward pass: the plain metrics stay the model's. (default: ``None``; 0 is off
             too)
+        workers: processes of the finite-element analyses that give a predictor with
+            lattice features (``model.predictor_features``) the features of each decoded
+            lattice (:meth:`~gnn_truss.nn.TrussVAE.lattice_features`; ``None``: all cores).
+            The report's ``"predictor_features"`` block gives the fraction of the one-pass
+            decoded lattices the analysis could handle (the others are read by the
+            predictor's head alone).
 
     Returns:
         The report dict (as written to ``report.json``; non-finite numbers become ``None``).
@@ -528,7 +543,11 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     from .symmetry import allowed_symmetries, check_symmetrise
     check_symmetrise(symmetrise, allow_none=True)
     refine_latent = check_refine(refine_latent, refine_lr) or None
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
     model, ck = load_model(checkpoint_path)
+    model.feature_workers = workers or (os.cpu_count() or 1)
     cfg, datasets = checkpoint_datasets(ck, checkpoint_path, data_overrides)
     target = cfg["data"]["target"]
     names = STIFFNESS_NAMES if target == "stiffness" else CURVE_NAMES
@@ -603,6 +622,9 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         "checkpoint": str(checkpoint_path), "epoch": ck.get("epoch"), "split": split,
         **({"grafted_vae": ck["grafted_vae"]} if ck.get("grafted_vae") else {}),
         "num_lattices": len(data), "target": target, "fingerprint": ck["fingerprint"],
+        **({} if "feat_ok" not in r else {"predictor_features": {
+            "kind": ck["config"]["model"].get("predictor_features"),
+            "analysed_one_pass": float(r["feat_ok"].mean())}}),
         "summary": {  # paper definition | strict definition, side by side
             **_summary(adj, geo, prop),
             **({} if prop_sym is None else {

@@ -57,7 +57,7 @@ __all__ = ["AXIS_PERMUTATIONS", "Z_PRESERVING", "MIRRORS", "node_map", "free_dof
            "stiffness_map", "permute_truss", "permute_stiffness", "permute_data",
            "allowed_permutations", "allowed_symmetries", "RandomAxisPermutation",
            "SYMMETRISATIONS", "check_symmetrise", "symmetrised_outputs",
-           "symmetrised_prediction"]
+           "symmetrised_prediction", "canonical_keys"]
 
 #: All 6 permutations of the axes ``(x, y, z) = (0, 1, 2)``, identity first.
 AXIS_PERMUTATIONS: tuple[tuple[int, int, int], ...] = tuple(itertools.permutations(range(3)))
@@ -326,6 +326,35 @@ def allowed_symmetries(target: str, mirrors: bool = True) -> tuple:
     (48 for ``"stiffness"``, 16 for ``"curve"``; identity first) or with none (6 or 2)."""
     flips = MIRRORS if mirrors else (MIRRORS[0],)
     return tuple((p, f) for p in allowed_permutations(target) for f in flips)
+
+
+def canonical_keys(adj: np.ndarray, offsets: np.ndarray, target: str = "curve",
+                   decimals: int = 6) -> list[bytes]:
+    """A key of each lattice that is the same for all its copies under the symmetries that
+    carry ``target`` over (:func:`allowed_symmetries` with mirrors: 16 for ``"curve"``, 48 for
+    ``"stiffness"``): the smallest byte string of the mapped copies' adjacency bits and
+    offsets (rounded to ``decimals``). Lattices with equal keys have equal labels.
+
+    Args:
+        adj: ``[B, 351]`` upper-triangle adjacency (nonzero = beam).
+        offsets: ``[B, 27]`` free-dof offsets.
+
+    Returns:
+        ``B`` byte strings.
+    """
+    a = np.asarray(adj) != 0
+    x = np.asarray(offsets, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != ds.NUM_PAIRS or x.shape != (len(a), ds.NUM_FREE_DOFS):
+        raise ValueError(f"need adj [B, {ds.NUM_PAIRS}] and offsets [B, {ds.NUM_FREE_DOFS}], "
+                         f"got {a.shape} and {x.shape}")
+    keys = None
+    for perm, flip in allowed_symmetries(target, True):
+        _, dofs, pairs, _, signs = _maps(_check_perm(perm), _check_flip(flip))
+        xa = np.round(x[:, dofs] * signs, decimals).astype(np.float32) + np.float32(0.0)
+        cand = [np.packbits(ai[pairs]).tobytes() + xi.tobytes()
+                for ai, xi in zip(a, xa)]
+        keys = cand if keys is None else [min(k, c) for k, c in zip(keys, cand)]
+    return keys
 
 
 class RandomAxisPermutation(BaseTransform):

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG: dict = {
     "data": {"root": "datasets/default", "source": "corpus", "target": "stiffness",
-             "split_seed": 0, "limit": None},
+             "split_seed": 0, "limit": None, "features": None},
     "model": {"encoder": "gnn", "topology": 8, "shared": 32, "geometry": 8},
     "train": {"epochs": 200, "batch_size": 256, "lr": 1e-3, "lr_min": 1e-5,
               "weight_decay": 0.0, "beta_max": 1.0, "kl_cycles": 4, "kl_ratio": 0.5,
@@ -91,8 +91,9 @@ PROPERTY_LOSSES = ("normalised", "curve_range", "physical")
 #: (:meth:`~gnn_truss.nn.TrussVAE.predict`, for either ``model.predictor_input``);
 #: ``"graph"``: the true graph of each training lattice (only a predictor that reads lattices,
 #: ``model.predictor_input: decoded``; it then learns the property of the lattice it reads, a
-#: surrogate of the FE labels, and costs one sparse GNN pass). Validation always predicts
-#: from the latent mean, as the evaluation does.
+#: surrogate of the FE labels, and costs one sparse GNN pass). Validation predicts from the
+#: latent mean, as the evaluation does, except for a predictor with lattice features
+#: (``model.predictor_features``), which is validated on the true graphs with their features.
 PREDICTOR_ON = ("latent", "graph")
 
 #: parts of a :class:`~gnn_truss.nn.TrussVAE` that ``train.freeze`` can hold fixed
@@ -136,6 +137,15 @@ def validate_config(cfg: dict) -> dict:
             cfg["model"].get("predictor_input", "latent") != "decoded":
         raise ValueError("train.predictor_on 'graph' trains a predictor that reads lattices on "
                          "the true graphs; it needs model.predictor_input 'decoded'")
+    feat = cfg["model"].get("predictor_features")
+    if bool(feat) != bool(cfg["data"]["features"]):
+        raise ValueError("model.predictor_features and data.features go together: the "
+                         "predictor's lattice features (model) are read from the table "
+                         "data.features (e.g. buckling.npz of `gnn-truss data buckle`)")
+    if feat and t["predictor_on"] != "graph":
+        raise ValueError("model.predictor_features needs train.predictor_on 'graph': the "
+                         "features of the decoded training lattices would cost a "
+                         "finite-element analysis per lattice and step")
     if set(frz) == set(FREEZABLE):
         raise ValueError("train.freeze: freezing every part leaves nothing to train")
     if t["predictor_on"] == "graph" and "predictor" in frz:
@@ -374,6 +384,10 @@ def _check_values(cfg: dict) -> None:
         raise ValueError(f"data.source must be one of {list(SOURCES)}, got {d['source']!r}")
     if d["target"] not in TARGETS:
         raise ValueError(f"data.target must be one of {list(TARGETS)}, got {d['target']!r}")
+    if d["features"] is not None and (not isinstance(d["features"], (str, os.PathLike))
+                                      or not str(d["features"])):
+        raise ValueError(f"data.features must be the path of a feature table or null, got "
+                         f"{d['features']!r}")
     for key, v in (("data.root", d["root"]), ("out", cfg["out"])):
         if not isinstance(v, (str, os.PathLike)) or not str(v):
             raise ValueError(f"{key} must be a path, got {v!r}")
@@ -407,7 +421,19 @@ def build_datasets(cfg: dict):
     d = cfg["data"]
     kw = dict(source=d["source"], target=d["target"], split_seed=d["split_seed"],
               limit=d["limit"])
-    return tuple(TrussDataset(d["root"], split=s, **kw) for s in ("train", "val", "test"))
+    out = tuple(TrussDataset(d["root"], split=s, **kw) for s in ("train", "val", "test"))
+    if d.get("features"):
+        from .dataset import attach_features
+        attach_features(out, features_path(cfg))
+    return out
+
+
+def features_path(cfg: dict) -> Path:
+    """The per-lattice feature table of ``data.features`` (relative to ``data.root`` unless
+    absolute)."""
+    d = cfg["data"]
+    p = Path(d["features"])
+    return p if p.is_absolute() else Path(d["root"]) / p
 
 
 def _dist():
@@ -637,10 +663,13 @@ def _evaluate_loss(model, loader, device, beta, pw, normalizer=None, kind="norma
     tot: dict = {}
     n = 0
     correct = 0.0
+    # a predictor with lattice features is validated on the true graphs (their features are
+    # in the table; those of the decoded lattices would cost an FE analysis each)
+    source = "graph" if getattr(model, "reads_features", False) else "latent"
     with torch.no_grad():
         for b in loader:
             b = b.to(device)
-            out = model(b, sample=False)
+            out = model(b, sample=False, predict_from=source)
             parts = model.loss(out, b, beta, pw,
                                _property_term(out, b, normalizer, kind, target, scale))
             for k, v in parts.items():
@@ -736,7 +765,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
     last = out / "last.pt"
     if resume and last.exists():
         ck = load_checkpoint(last, map_location=device)
-        if ck["config"]["model"] != cfg["model"] or ck["config"]["data"] != cfg["data"]:
+        if ck["config"]["model"] != cfg["model"] or \
+                {"features": None, **ck["config"]["data"]} != cfg["data"]:
             raise ValueError(f"{last} was trained with a different model/data config; use "
                              f"another out directory or --no-resume")
         if ck["fingerprint"] != train_ds.fingerprint:
@@ -773,6 +803,10 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         copied, skipped = init_from_checkpoint(model, t["init_from"], cfg["model"])
         log.info("initialised %d tensors from %s (%d left at their initial values: %s)",
                  len(copied), t["init_from"], len(skipped), ", ".join(skipped[:6]))
+    if getattr(model.predictor, "num_features", 0) and not (resume and last.exists()):
+        # standardise the lattice features over the training split (saved with the weights)
+        model.predictor.features.set_normalization(
+            train_ds.transform.table[train_ds._data.idx.cpu()])
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)

@@ -41,7 +41,8 @@ from ..truss import Truss
 from .homogenization import Status, _check_material, homogenize
 from .nonlinear import _Cell, _apply, compression_model
 
-__all__ = ["Buckling", "linear_buckling", "buckling_batch"]
+__all__ = ["Buckling", "linear_buckling", "buckling_batch", "buckling_descriptors",
+           "lattice_descriptors", "DESCRIPTOR_NAMES"]
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +238,63 @@ def _tick(it, bar):
         if bar is not None:
             bar.update(1)
         yield x
+
+
+# --------------------------------------------------------------------------- predictor inputs
+
+#: The five numbers :func:`buckling_descriptors` gives a lattice (natural logarithms; strains
+#: and modulus in units of 1 and ``E_s``).
+DESCRIPTOR_NAMES = ("log_eps1", "log_eps2", "log_eps3", "log_E", "log_E_eps1")
+
+
+def buckling_descriptors(strains, modulus) -> np.ndarray:
+    r"""The buckling of lattices as the inputs of a curve predictor
+    (``model.predictor_features: buckling``): ``[log eps_1, log eps_2, log eps_3, log E,
+    log(E eps_1)]``, the three lowest critical strains, the modulus along the loading axis and
+    the stress at the first critical strain on the linear path.
+
+    A critical strain above 1 (``inf``: a mode that compression does not destabilise) counts as
+    1, the end of any compression curve. A NaN row (the analysis failed) stays NaN.
+
+    Args:
+        strains: ``[N, 3]`` critical strains of :func:`buckling_batch` (``num_modes=3``).
+        modulus: ``[N]`` moduli along the loading axis (``E_s``).
+
+    Returns:
+        ``[N, 5]`` float64.
+
+    Raises:
+        ValueError: for other shapes, or a non-positive strain or modulus.
+    """
+    s = np.asarray(strains, dtype=np.float64)
+    m = np.asarray(modulus, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != 3 or m.shape != (len(s),):
+        raise ValueError(f"need strains [N, 3] and modulus [N], got {s.shape} and {m.shape}")
+    with np.errstate(invalid="ignore"):
+        if np.any(s <= 0) or np.any(m <= 0):
+            raise ValueError("critical strains and moduli must be positive")
+    s = np.minimum(s, 1.0)  # NaN stays NaN
+    m = m[:, None]
+    return np.concatenate([np.log(s), np.log(m), np.log(m * s[:, :1])], axis=1)
+
+
+def lattice_descriptors(trusses, workers: int | None = 1, progress: bool = False,
+                        **kwargs) -> np.ndarray:
+    """:func:`buckling_descriptors` of lattices, from :func:`buckling_batch` (three modes,
+    loading along z, without the design-space validity check, so that a decoded lattice which
+    breaks the design rules but can carry load is still analysed).
+
+    Args:
+        trusses: sequence of :class:`Truss` (or ``(adjacency, offsets)`` pairs).
+        workers, progress: as :func:`buckling_batch`.
+        **kwargs: passed to :func:`linear_buckling` (mesh and material; the defaults are those
+            the shipped ``datasets/nonlinear/buckling.npz`` was computed with).
+
+    Returns:
+        ``[N, 5]`` float64; NaN rows for the lattices the analysis cannot handle (a mechanism,
+        a disconnected cell: the reason is logged).
+    """
+    kwargs.setdefault("validate", False)
+    strains, modulus, _ = buckling_batch(trusses, num_modes=3, workers=workers,
+                                         progress=progress, **kwargs)
+    return buckling_descriptors(strains, modulus)

@@ -12,6 +12,14 @@ Two kinds, chosen by ``model.predictor_input``:
   latent, so the property information does not have to pass the 48-number bottleneck (on the
   shipped corpus a GNN on the lattice reaches a stiffness :math:`R^2` of 0.95-0.97 where the
   MLP on :math:`\mu` stops at 0.89-0.94: ``datasets/checkpoints/default/probes/``).
+
+A curve predictor of the second kind can also read numbers computed for the lattice it reads
+(``model.predictor_features: buckling``, ``num_features`` here): the linearised buckling of the
+cell, :func:`gnn_truss.fe.buckling.buckling_descriptors`. A branch on the readout and the
+standardised numbers adds its output to the linear head; its last layer starts at zero, so a
+predictor warm-started from one without the branch starts from that one's function. The
+curve's knee is set by the cell's buckling, which the curves alone teach the GNN poorly
+(``datasets/checkpoints/nonlinear/probes/README.md``).
 """
 from __future__ import annotations
 
@@ -20,10 +28,13 @@ from torch import nn
 
 from .encoder import TrussGNNEncoder, mlp
 
-__all__ = ["PropertyPredictor", "GraphPropertyPredictor", "PREDICTOR_INPUTS"]
+__all__ = ["PropertyPredictor", "GraphPropertyPredictor", "FeatureBranch", "PREDICTOR_INPUTS",
+           "PREDICTOR_FEATURES"]
 
 #: Values of ``model.predictor_input``.
 PREDICTOR_INPUTS = ("latent", "decoded")
+#: Values of ``model.predictor_features`` (beside ``None``) and the number of inputs each adds.
+PREDICTOR_FEATURES = {"buckling": 5}
 
 
 class PropertyPredictor(nn.Module):
@@ -67,8 +78,89 @@ class GraphPropertyPredictor(TrussGNNEncoder):
     """
 
     def __init__(self, num_targets: int, hidden: int = 64, layers: int = 4, readout: int = 512,
-                 edge_readout: bool = True, physics_readout: bool = True):
+                 edge_readout: bool = True, physics_readout: bool = True,
+                 num_features: int = 0):
         super().__init__(1, 1, hidden=hidden, layers=layers, readout=readout,
                          edge_readout=edge_readout, physics_readout=physics_readout)
         self.heads = nn.Linear(readout, num_targets)
         self.num_targets = int(num_targets)
+        self.num_features = int(num_features)
+        self.features = None
+        if self.num_features:
+            self.features = FeatureBranch(readout, self.num_features, num_targets)
+
+    def forward(self, batch, features: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, num_targets]`` for a PyG batch; a predictor with ``num_features`` reads
+        ``features`` or else the batch's ``feat [B, num_features]``."""
+        if features is None and self.num_features:
+            features = getattr(batch, "feat", None)
+        return self._head(self.graph_embedding(batch), features)
+
+    def forward_dense(self, adj: torch.Tensor, offsets: torch.Tensor,
+                      features: torch.Tensor | None = None, all_pairs: bool = False
+                      ) -> torch.Tensor:
+        """``[B, num_targets]`` for dense lattices (``adj [B, 27, 27]`` or ``[B, 351]``,
+        ``offsets [B, 27]``, as :meth:`dense_embedding`); ``features [B, num_features]`` (raw,
+        not standardised; not differentiated) for a predictor that reads them."""
+        return self._head(self.dense_embedding(adj, offsets, all_pairs), features)
+
+    def _head(self, h: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        y = self.heads(h)
+        if not self.num_features:
+            if features is not None:
+                raise ValueError("this predictor reads no lattice features "
+                                 "(model.predictor_features is not set)")
+            return y
+        if features is None:
+            raise ValueError(f"this predictor reads {self.num_features} features of each "
+                             f"lattice (model.predictor_features); pass features=, e.g. "
+                             f"gnn_truss.fe.buckling.lattice_descriptors(trusses)")
+        return y + self.features(h, features)
+
+
+class FeatureBranch(nn.Module):
+    """``(h [B, width], f [B, num_features]) -> [B, num_targets]``, added to a predictor's
+    linear head.
+
+    ``f`` are raw features; they are standardised with the buffers ``mean`` and ``std``
+    (:meth:`set_normalization`, from the training split; saved with the weights). A lattice with
+    a non-finite feature (its analysis failed) gets no contribution: the prediction falls back
+    on the linear head alone. The last layer starts at zero.
+
+    Args:
+        width: the readout width.
+        num_features: features per lattice.
+        num_targets: outputs.
+        hidden: the width of the two hidden layers (256).
+    """
+
+    def __init__(self, width: int, num_features: int, num_targets: int, hidden: int = 256):
+        super().__init__()
+        self.net = mlp([width + num_features, hidden, hidden, num_targets])
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        self.register_buffer("mean", torch.zeros(num_features))
+        self.register_buffer("std", torch.ones(num_features))
+
+    def set_normalization(self, features) -> None:
+        """Set ``mean`` and ``std`` from raw features ``[N, num_features]`` (rows with a
+        non-finite entry are left out)."""
+        f = torch.as_tensor(features, dtype=torch.float64)
+        f = f[torch.isfinite(f).all(-1)]
+        if len(f) < 2:
+            raise ValueError("need at least two lattices with finite features to standardise "
+                             "them")
+        std = f.std(0)
+        if not bool((std > 0).all()):
+            raise ValueError("a feature is constant over the training lattices")
+        self.mean.copy_(f.mean(0).to(self.mean))
+        self.std.copy_(std.to(self.std))
+
+    def forward(self, h: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        f = torch.as_tensor(features, device=h.device).to(h.dtype).detach()
+        if f.shape != (h.shape[0], len(self.mean)):
+            raise ValueError(f"need features [{h.shape[0]}, {len(self.mean)}], got "
+                             f"{tuple(f.shape)}")
+        ok = torch.isfinite(f).all(-1, keepdim=True)
+        f = torch.where(ok, (f - self.mean) / self.std, torch.zeros_like(f))
+        return self.net(torch.cat([h, f], dim=-1)) * ok.to(h.dtype)

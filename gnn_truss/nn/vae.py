@@ -34,7 +34,8 @@ from torch import nn
 
 from .decoder import AdjacencyDecoder, OffsetDecoder
 from .encoder import MLPEncoder, TrussGNNEncoder
-from .predictor import PREDICTOR_INPUTS, GraphPropertyPredictor, PropertyPredictor
+from .predictor import (PREDICTOR_FEATURES, PREDICTOR_INPUTS, GraphPropertyPredictor,
+                        PropertyPredictor)
 
 __all__ = ["LatentSizes", "TrussVAE", "build_model", "check_model_config", "MODEL_KEYS",
            "RELAXATIONS", "refine_latent", "check_refine"]
@@ -46,7 +47,10 @@ MODEL_KEYS = {"encoder", "topology", "shared", "geometry", "hidden", "layers", "
               "mlp_hidden", "decoder_hidden", "offset_hidden", "predictor_hidden",
               "num_targets", "offset_weight", "edge_readout", "physics_readout",
               "predictor_input", "predictor_gnn_hidden", "predictor_gnn_layers",
-              "predictor_gnn_readout"}
+              "predictor_gnn_readout", "predictor_features"}
+
+#: Lattice features kept by :meth:`TrussVAE.lattice_features` before its cache is cleared.
+FEATURE_CACHE_SIZE = 100_000
 
 #: Relaxations of the decoded adjacency of :meth:`TrussVAE.decode_lattice`.
 RELAXATIONS = ("straight-through", "soft")
@@ -109,6 +113,9 @@ class TrussVAE(nn.Module):
         self.predictor = predictor
         self.sizes = sizes
         self.offset_weight = offset_weight
+        #: processes of the finite-element analyses of :meth:`lattice_features`
+        self.feature_workers = 1
+        self._feature_cache: dict = {}
 
     # ------------------------------------------------------------------ latent
     def merge(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -187,15 +194,72 @@ class TrussVAE(nn.Module):
         """Number of predicted components (9 stiffness, 13 curve points)."""
         return self.predictor.num_targets
 
-    def predict(self, mu: torch.Tensor) -> torch.Tensor:
+    @property
+    def reads_features(self) -> bool:
+        """Whether the predictor reads features of the lattice it predicts for
+        (``model.predictor_features``)."""
+        return getattr(self.predictor, "num_features", 0) > 0
+
+    def lattice_features(self, adj: torch.Tensor, offsets: torch.Tensor,
+                         progress: bool = False) -> torch.Tensor:
+        """The predictor's features of dense lattices, by finite elements
+        (:func:`gnn_truss.fe.buckling.lattice_descriptors`, ``feature_workers`` processes).
+
+        Results are cached under a key shared by the lattice's symmetric copies
+        (:func:`gnn_truss.symmetry.canonical_keys`, offsets to 1e-6), so the copies of a
+        symmetrised prediction and the repeated lattices of a design run are analysed once.
+
+        Args:
+            adj: ``[B, 27, 27]`` or ``[B, 351]`` adjacency (thresholded at 0.5).
+            offsets: ``[B, 27]`` free-dof offsets.
+            progress: a progress bar over the analyses.
+
+        Returns:
+            ``[B, num_features]`` float64 on ``offsets``' device (not differentiable); NaN rows
+            for lattices the analysis cannot handle (read by the predictor's head alone).
+        """
+        from .. import design_space as ds
+        from ..fe.buckling import lattice_descriptors
+        from ..symmetry import canonical_keys
+        if not self.reads_features:
+            raise ValueError("this model's predictor reads no lattice features")
+        a = adj.detach().cpu().numpy() > 0.5
+        if a.ndim == 3:
+            a = a[:, ds.TRIU_I, ds.TRIU_J]
+        x = offsets.detach().cpu().double().numpy()
+        keys = canonical_keys(a, x, "curve")
+        todo = sorted({k: i for i, k in enumerate(keys) if k not in self._feature_cache}.values())
+        if todo:
+            trusses = [(ds.triu_to_adjacency(a[i]), ds.unpack_offsets(x[i])) for i in todo]
+            values = lattice_descriptors(trusses, workers=self.feature_workers,
+                                         progress=progress)
+            if len(self._feature_cache) + len(todo) > FEATURE_CACHE_SIZE:
+                self._feature_cache.clear()
+            self._feature_cache.update({keys[i]: v for i, v in zip(todo, values)})
+        out = np.stack([self._feature_cache[k] for k in keys]) if keys else \
+            np.zeros((0, self.predictor.num_features))
+        return torch.as_tensor(out, dtype=torch.float64, device=offsets.device)
+
+    def predict(self, mu: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised properties ``[B, num_targets]`` of latents ``mu [B, d]``: the MLP on
         ``mu``, or with ``predictor_input="decoded"`` the GNN on the lattice decoded from
         ``mu`` (:meth:`decode_lattice`, straight-through, pairs that can never be beams
-        dropped; differentiable in ``mu``)."""
+        dropped; differentiable in ``mu``).
+
+        A predictor that reads lattice features (``model.predictor_features``) takes
+        ``features [B, num_features]`` of the decoded lattices; without them they are computed
+        here by finite elements (:meth:`lattice_features`, about 0.15 s a lattice), constants
+        for the gradient."""
         if self.predictor_input == "latent":
+            if features is not None:
+                raise ValueError("a latent predictor reads no lattice features")
             return self.predictor(mu)
         A, offsets, _ = self.decode_lattice(mu, near_only=True)
-        return self.predictor.forward_dense(A, offsets)
+        if self.reads_features:
+            if features is None:
+                features = self.lattice_features(A, offsets)
+            return self.predictor.forward_dense(A, offsets, features)
+        return self.predictor.forward_dense(A, offsets, features)
 
     def forward(self, batch, sample: bool = True, predict_from: str = "latent") -> dict:
         """Encode, sample (``sample``; else ``z = mu``), decode and predict.
@@ -380,6 +444,15 @@ def check_model_config(cfg: dict) -> None:
     for key in ("edge_readout", "physics_readout"):
         if not isinstance(cfg.get(key, False), bool):
             raise ValueError(f"model.{key} must be true or false, got {cfg[key]!r}")
+    feat = cfg.get("predictor_features")
+    if feat is not None:
+        if feat not in PREDICTOR_FEATURES:
+            raise ValueError(f"model.predictor_features must be one of "
+                             f"{sorted(PREDICTOR_FEATURES)} or null, got {feat!r}")
+        if inp != "decoded" or cfg.get("num_targets", 9) != 13:
+            raise ValueError(f"model.predictor_features {feat!r} feeds the buckling of the "
+                             f"lattice to a curve predictor: it needs model.predictor_input "
+                             f"'decoded' and model.num_targets 13")
     w = cfg.get("offset_weight", 1.0)
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and
                                                                       math.isfinite(w)):
@@ -415,7 +488,9 @@ def build_model(cfg: dict) -> TrussVAE:
         predictor = GraphPropertyPredictor(cfg.get("num_targets", 9),
                                            hidden=cfg.get("predictor_gnn_hidden", 64),
                                            layers=cfg.get("predictor_gnn_layers", 4),
-                                           readout=cfg.get("predictor_gnn_readout", 512))
+                                           readout=cfg.get("predictor_gnn_readout", 512),
+                                           num_features=PREDICTOR_FEATURES.get(
+                                               cfg.get("predictor_features"), 0))
     else:
         predictor = PropertyPredictor(sizes.total, cfg.get("num_targets", 9),
                                       tuple(cfg.get("predictor_hidden", (256, 256, 256))))
