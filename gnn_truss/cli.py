@@ -342,7 +342,7 @@ def _cmd_compare(args) -> int:
                               constrained=args.constrained, refine_latent=args.refine_latent,
                               refine_lr=args.refine_lr, unseen=args.unseen,
                               data_overrides_b=None if args.corpus_limit_b is None
-                              else {"limit": args.corpus_limit_b})
+                              else {"limit": args.corpus_limit_b}, workers=args.workers)
     sym = "" if not args.symmetrise else f", outputs symmetrised ({args.symmetrise})"
     sym += "" if not args.refine_latent else f", latents refined ({args.refine_latent} steps)"
     sym += ", constrained decoding" if args.constrained else ""
@@ -937,6 +937,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", help="output directory (default: print only)")
     _add_split_options(cp)
     cp.add_argument("--draws", type=int, default=1000, help="bootstrap resamples (1000)")
+    cp.add_argument("--workers", type=int, default=None,
+                    help="processes of the FE analyses of a predictor with lattice features "
+                         "(default: all cores)")
     cp.add_argument("--seed", type=int, default=0, help="resampling seed (0)")
     _add_symmetrise_option(cp, "compare the outputs (adjacency logits, offsets, property) "
                                "averaged over each lattice's symmetric copies")

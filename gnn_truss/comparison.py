@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -308,7 +309,8 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                         data_overrides: dict | None = None,
                         symmetrise: str | None = None, constrained: bool = False,
                         refine_latent: int | None = None, refine_lr: float = 0.01,
-                        unseen: bool = False, data_overrides_b: dict | None = None) -> dict:
+                        unseen: bool = False, data_overrides_b: dict | None = None,
+                        workers: int | None = None) -> dict:
     """Paired comparison of two checkpoints on the same split (module docstring).
 
     Both checkpoints must have been trained on the same data (equal dataset fingerprints) for
@@ -342,6 +344,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
             corpora (a grown corpus, another split), as long as both predict the same target.
             Each model reads the lattices through its own target normaliser. ``limit`` applies
             before the selection.
+        workers: processes of the FE analyses that give a predictor with lattice features
+            (``model.predictor_features``) those of each decoded lattice (``None``: all
+            cores).
 
     Returns:
         ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "unseen",
@@ -369,8 +374,13 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     if data_overrides_b and not unseen:
         raise ValueError("data_overrides_b needs unseen=True (otherwise both checkpoints are "
                          "run on the first one's data)")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
     model_a, ck_a = load_model(checkpoint_a)
     model_b, ck_b = load_model(checkpoint_b)
+    for m in (model_a, model_b):
+        m.feature_workers = workers or (os.cpu_count() or 1)
     if ck_a["fingerprint"] != ck_b["fingerprint"] and not unseen:
         raise ValueError(f"{checkpoint_a} and {checkpoint_b} were trained on different data "
                          f"(fingerprints {ck_a['fingerprint'][:12]} and "

@@ -213,6 +213,8 @@ def test_compare_checkpoints_refuses_other_data_and_bad_arguments(two_runs, tmp_
         compare_checkpoints(a, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="split"):
         compare_checkpoints(a, a, split="bogus")
+    with pytest.raises(ValueError, match="workers"):
+        compare_checkpoints(a, a, workers=0)
     with pytest.raises(ValueError, match="names"):
         compare_checkpoints(a, two_runs / "mlp" / "best.pt", names=["x", "x"], limit=5)
     res = compare_checkpoints(a, a, limit=10, draws=50)  # same folder: named A and B
