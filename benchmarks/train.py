@@ -7,10 +7,14 @@ predict the properties; no gradients, after one untimed warm-up pass), (c) the n
 parameters. A config with ``train.augment`` (``configs/default_augment.yaml``) includes the
 augmentation in (a); ``train.freeze`` and ``train.predictor_on`` are honoured too
 (``configs/default_decoded.yaml``: a frozen VAE, the predictor on the true graphs in (a), on
-the decoded lattice in (b)). One process with ``--threads`` torch threads on the first ``--limit``
-lattices of the shipped corpus.
+the decoded lattice in (b)). For a curve predictor with buckling features
+(``configs/nonlinear_buckling.yaml``) (b) is split in two: the network with the features given,
+and the FE analysis that gives them, timed on ``--fe-lattices`` test lattices on one process
+(a prediction costs both). One process with ``--threads`` torch threads on the first
+``--limit`` lattices of the config's corpus.
 
     python benchmarks/train.py [--limit 8000] [--threads 1] [--batches 30] [--configs ...]
+                               [--fe-lattices 100]
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import torch  # noqa: E402
 
 
-def _throughput(cfg: dict, limit: int, batches: int) -> dict:
+def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100) -> dict:
     from torch_geometric.loader import DataLoader
 
     from gnn_truss.nn import build_model
@@ -67,17 +71,29 @@ def _throughput(cfg: dict, limit: int, batches: int) -> dict:
     model.eval()
     dl = DataLoader(test_ds, batch_size=1024)
     n = 0
+    reads = model.reads_features
+
+    def predict(b, mu):  # with features: those of the batch's lattices, from the table
+        return model.predict(mu, b.feat) if reads else model.predict(mu)
     with torch.no_grad():
         b = next(iter(dl))  # warm-up pass (first-call allocations), not timed
-        model.predict(model.encode(b)[0])
+        predict(b, model.encode(b)[0])
         t0 = time.perf_counter()
         for b in dl:
             mu, _ = model.encode(b)
             model.decode(mu)
-            model.predict(mu)
+            predict(b, mu)
             n += b.num_graphs
         infer_rate = n / (time.perf_counter() - t0)
-    return {"train": train_rate, "infer": infer_rate, "n_infer": n,
+    fe = None
+    if reads:
+        from gnn_truss.fe.buckling import lattice_descriptors
+        from gnn_truss.graph import data_to_truss
+        trusses = [data_to_truss(test_ds[i]) for i in range(min(fe_lattices, len(test_ds)))]
+        t0 = time.perf_counter()
+        lattice_descriptors(trusses, workers=1)
+        fe = (time.perf_counter() - t0) / len(trusses)
+    return {"train": train_rate, "infer": infer_rate, "n_infer": n, "fe_seconds": fe,
             "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -89,6 +105,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=8000, help="corpus lattices loaded (8000)")
     ap.add_argument("--batches", type=int, default=30, help="timed training batches (30)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    ap.add_argument("--fe-lattices", type=int, default=100,
+                    help="test lattices whose buckling features are timed (100)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import yaml
@@ -97,12 +115,17 @@ def main() -> None:
     for path in args.configs:
         with open(path) as fh:
             cfg = yaml.safe_load(fh)
-        r = _throughput(cfg, args.limit, args.batches)
+        r = _throughput(cfg, args.limit, args.batches, args.fe_lattices)
         print(f"{path}: encoder {cfg['model'].get('encoder', 'gnn')}, predictor "
               f"{cfg['model'].get('predictor_input', 'latent')}, {r['params']:,} "
               f"parameters: (a) training {r['train']:.0f} graphs/s "
               f"(batch {cfg.get('train', {}).get('batch_size', 256)}), "
               f"(b) inference {r['infer']:.0f} lattices/s ({r['n_infer']} test lattices)")
+        if r["fe_seconds"] is not None:
+            total = 1.0 / (1.0 / r["infer"] + r["fe_seconds"])
+            print(f"  (b) needs the buckling features of each decoded lattice: FE "
+                  f"{r['fe_seconds']:.3f} s a lattice on one process, so "
+                  f"{total:.1f} lattices/s in all")
 
 
 if __name__ == "__main__":

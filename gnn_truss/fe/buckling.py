@@ -185,7 +185,7 @@ def _batch_item(args):
 
 
 def buckling_batch(trusses, num_modes: int = 3, workers: int | None = 1,
-                   progress: bool = False, **kwargs):
+                   progress: bool = False, warn: bool = True, **kwargs):
     """:func:`linear_buckling` of many lattices.
 
     Args:
@@ -194,6 +194,7 @@ def buckling_batch(trusses, num_modes: int = 3, workers: int | None = 1,
         num_modes: critical strains per lattice.
         workers: processes (default 1; ``None``: all cores).
         progress: show a progress bar.
+        warn: log each failure as a warning (else at debug level).
         **kwargs: passed to :func:`linear_buckling`.
 
     Returns:
@@ -227,7 +228,7 @@ def buckling_batch(trusses, num_modes: int = 3, workers: int | None = 1,
         bar.close()
     for i, (s, m, msg) in enumerate(results):
         if s is None:
-            log.warning("lattice %d: %s", i, msg)
+            log.log(logging.WARNING if warn else logging.DEBUG, "lattice %d: %s", i, msg)
             continue
         strains[i], modulus[i], ok[i] = s, m, True
     return strains, modulus, ok
@@ -292,9 +293,13 @@ def lattice_descriptors(trusses, workers: int | None = 1, progress: bool = False
 
     Returns:
         ``[N, 5]`` float64; NaN rows for the lattices the analysis cannot handle (a mechanism,
-        a disconnected cell: the reason is logged).
+        a disconnected cell: their count is logged at info level, each reason at debug
+        level).
     """
     kwargs.setdefault("validate", False)
-    strains, modulus, _ = buckling_batch(trusses, num_modes=3, workers=workers,
-                                         progress=progress, **kwargs)
+    strains, modulus, ok = buckling_batch(trusses, num_modes=3, workers=workers,
+                                          progress=progress, warn=False, **kwargs)
+    if not ok.all():  # expected for decoded lattices: one line, the reasons at debug level
+        log.info("%d of %d lattices could not be analysed (first: lattice %d); their "
+                 "features are NaN", int((~ok).sum()), len(ok), int(np.flatnonzero(~ok)[0]))
     return buckling_descriptors(strains, modulus)

@@ -205,9 +205,13 @@ class TrussVAE(nn.Module):
         """The predictor's features of dense lattices, by finite elements
         (:func:`gnn_truss.fe.buckling.lattice_descriptors`, ``feature_workers`` processes).
 
-        Results are cached under a key shared by the lattice's symmetric copies
-        (:func:`gnn_truss.symmetry.canonical_keys`, offsets to 1e-6), so the copies of a
-        symmetrised prediction and the repeated lattices of a design run are analysed once.
+        A lattice the analysis cannot handle (typically a decoded lattice with a floating piece)
+        is analysed again after the light repair of decoded lattices
+        (:func:`gnn_truss.exploration.light_repair`: dangling struts and the pieces outside
+        the largest connected one removed; they carry no load). Results are cached under a key
+        shared by the lattice's symmetric copies (:func:`gnn_truss.symmetry.canonical_keys`,
+        offsets to 1e-6), so the copies of a symmetrised prediction and the repeated lattices
+        of a design run are analysed once.
 
         Args:
             adj: ``[B, 27, 27]`` or ``[B, 351]`` adjacency (thresholded at 0.5).
@@ -216,7 +220,8 @@ class TrussVAE(nn.Module):
 
         Returns:
             ``[B, num_features]`` float64 on ``offsets``' device (not differentiable); NaN rows
-            for lattices the analysis cannot handle (read by the predictor's head alone).
+            for lattices the analysis cannot handle even after the repair (read by the
+            predictor's head alone).
         """
         from .. import design_space as ds
         from ..fe.buckling import lattice_descriptors
@@ -233,12 +238,36 @@ class TrussVAE(nn.Module):
             trusses = [(ds.triu_to_adjacency(a[i]), ds.unpack_offsets(x[i])) for i in todo]
             values = lattice_descriptors(trusses, workers=self.feature_workers,
                                          progress=progress)
+            values = self._retry_repaired(trusses, values)
             if len(self._feature_cache) + len(todo) > FEATURE_CACHE_SIZE:
                 self._feature_cache.clear()
             self._feature_cache.update({keys[i]: v for i, v in zip(todo, values)})
         out = np.stack([self._feature_cache[k] for k in keys]) if keys else \
             np.zeros((0, self.predictor.num_features))
         return torch.as_tensor(out, dtype=torch.float64, device=offsets.device)
+
+    def _retry_repaired(self, trusses: list, values: np.ndarray) -> np.ndarray:
+        """Analyse the lattices whose analysis failed again after the light repair
+        (:func:`gnn_truss.exploration.light_repair`: dangling struts and the pieces outside the
+        largest connected one removed; they carry no load)."""
+        from ..exploration import light_repair
+        from ..fe.buckling import lattice_descriptors
+        from ..truss import Truss
+        bad = np.flatnonzero(~np.isfinite(values).all(-1))
+        retry, where = [], []
+        for j in bad:
+            try:
+                t = Truss(np.asarray(trusses[j][0], dtype=bool), trusses[j][1])
+                r = light_repair(t)[0]
+            except ValueError:  # not even a lattice the repair can read
+                continue
+            if r.num_edges and not r == t:
+                retry.append(r)
+                where.append(j)
+        if retry:
+            values = values.copy()
+            values[where] = lattice_descriptors(retry, workers=self.feature_workers)
+        return values
 
     def predict(self, mu: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised properties ``[B, num_targets]`` of latents ``mu [B, d]``: the MLP on
