@@ -716,6 +716,9 @@ def test_corrupt_npy_target_names_the_file(tmp_path):
      "unknown property"),
     (["design", "--objective", "match-stiffness", "--target", "[1, 2, NaN]", "--out", "{tmp}/d",
       "--no-progress"], "NaN or inf"),
+    (["design", "--objective", "match-curve", "--target", "softening", "--feature-every", "0",
+      "--out", "{tmp}/d", "--no-progress"], "--feature-every must be positive"),
+    (["evaluate", "{tmp}/missing.pt", "--workers", "0"], "workers must be"),
 ])
 def test_cli_bad_arguments_give_one_line(tmp_path, capsys, monkeypatch, argv, fragment):
     monkeypatch.chdir(tmp_path)  # default outputs (LABEL.png, ...) would land here
