@@ -284,10 +284,8 @@ class TrussVAE(nn.Module):
                 raise ValueError("a latent predictor reads no lattice features")
             return self.predictor(mu)
         A, offsets, _ = self.decode_lattice(mu, near_only=True)
-        if self.reads_features:
-            if features is None:
-                features = self.lattice_features(A, offsets)
-            return self.predictor.forward_dense(A, offsets, features)
+        if self.reads_features and features is None:
+            features = self.lattice_features(A, offsets)
         return self.predictor.forward_dense(A, offsets, features)
 
     def forward(self, batch, sample: bool = True, predict_from: str = "latent") -> dict:
