@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -358,7 +357,8 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         ValueError: unreadable checkpoints, different data or targets, unknown split.
     """
     from .dataset import TargetNormalizer
-    from .evaluation import CURVE_NAMES, STIFFNESS_NAMES, _finite_or_none, checkpoint_datasets
+    from .evaluation import (CURVE_NAMES, STIFFNESS_NAMES, _finite_or_none, checkpoint_datasets,
+                             feature_workers)
     from .exploration import load_model
 
     splits = ("train", "val", "test")
@@ -374,13 +374,10 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     if data_overrides_b and not unseen:
         raise ValueError("data_overrides_b needs unseen=True (otherwise both checkpoints are "
                          "run on the first one's data)")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+    workers = feature_workers(workers)
     model_a, ck_a = load_model(checkpoint_a)
     model_b, ck_b = load_model(checkpoint_b)
-    for m in (model_a, model_b):
-        m.feature_workers = workers or (os.cpu_count() or 1)
+    model_a.feature_workers = model_b.feature_workers = workers
     if ck_a["fingerprint"] != ck_b["fingerprint"] and not unseen:
         raise ValueError(f"{checkpoint_a} and {checkpoint_b} were trained on different data "
                          f"(fingerprints {ck_a['fingerprint'][:12]} and "

@@ -53,7 +53,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -1002,9 +1001,6 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     """
     if starts < 1:
         raise ValueError(f"starts must be positive, got {starts}")
-    if isinstance(feature_every, bool) or not isinstance(feature_every, int) or \
-            feature_every < 1:
-        raise ValueError(f"feature_every must be a positive integer, got {feature_every!r}")
     from .nn.vae import check_refine
     encode_refine = check_refine(encode_refine, name="encode_refine")
     if _model_target(model) != objective.label:
@@ -1047,7 +1043,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     timings["starts"] = time.perf_counter() - t0
     bounds = None if trust_margin is None else trust_region(normalizer, labels, trust_margin)
     if getattr(model, "reads_features", False):
-        model.feature_workers = workers or (os.cpu_count() or 1)
+        from .evaluation import feature_workers
+        model.feature_workers = feature_workers(workers)
     trace = optimize_latents(model, normalizer, objective, z0, steps=steps, lr=lr, relax=relax,
                              bounds=bounds, record_every=record_every, progress=progress,
                              feature_every=feature_every)

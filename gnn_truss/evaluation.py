@@ -434,6 +434,15 @@ def _nanmin(values: list) -> float:
     return float(np.nanmin(v)) if np.isfinite(v).any() else float("nan")
 
 
+def feature_workers(workers: int | None) -> int:
+    """Processes for the FE analyses of a predictor with lattice features: ``workers``
+    checked, ``None`` -> all cores."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+    return workers or (os.cpu_count() or 1)
+
+
 def checkpoint_datasets(ck: dict, checkpoint_path, data_overrides: dict | None = None):
     """The train / val / test datasets a checkpoint was trained on, checked by fingerprint.
 
@@ -543,11 +552,9 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     from .symmetry import allowed_symmetries, check_symmetrise
     check_symmetrise(symmetrise, allow_none=True)
     refine_latent = check_refine(refine_latent, refine_lr) or None
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+    workers = feature_workers(workers)
     model, ck = load_model(checkpoint_path)
-    model.feature_workers = workers or (os.cpu_count() or 1)
+    model.feature_workers = workers
     cfg, datasets = checkpoint_datasets(ck, checkpoint_path, data_overrides)
     target = cfg["data"]["target"]
     names = STIFFNESS_NAMES if target == "stiffness" else CURVE_NAMES
