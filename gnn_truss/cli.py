@@ -453,7 +453,7 @@ def _add_data_parser(sub) -> None:
                                         "(sharded, resumable)",
                          description="The lowest critical strains under uniaxial compression "
                                      "along z and E3 of every lattice (gnn_truss.fe.buckling), "
-                                     "about 0.15 s a lattice, written in shards to --work; "
+                                     "about 0.05 s a lattice, written in shards to --work; "
                                      "rerunning the command resumes.")
     bk.add_argument("corpus", help="corpus directory or compact .npz")
     bk.add_argument("out", help="output .npz (strains [N, modes], modulus [N], ok [N])")
@@ -869,7 +869,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Graph-based generative design of 3D truss metamaterials.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     p.add_argument("--threads", type=_thread_count, default=None, metavar="N",
-                   help="CPU threads of torch (default: torch's own choice, one per core); "
+                   help="CPU threads of torch and of numpy's and scipy's BLAS (default: "
+                        "the libraries' own choice, one per core; FE worker processes use one "
+                        "each); "
                         "give each of several jobs sharing a machine its share, e.g. "
                         "'gnn-truss --threads 1 train ...': jobs whose threads outnumber the "
                         "cores slow each other down several times")
@@ -1036,7 +1038,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         import torch
 
+        from .threads import limit_blas_threads
+
         torch.set_num_threads(args.threads)
+        limit_blas_threads(args.threads)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -36,6 +36,7 @@ import numpy as np
 
 from . import design_space as ds
 from .generator import GENERATOR_VERSION, GeneratorConfig, generate, shard_rng
+from .threads import single_thread_worker
 from .truss import Truss
 
 __all__ = ["Corpus", "pack_adjacency", "unpack_adjacency", "build_corpus", "load_corpus",
@@ -365,7 +366,8 @@ def _run_jobs(jobs, workers, scheduler):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed as fut_done
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=single_thread_worker) as ex:
         futs = [ex.submit(_build_and_write, j) for j in jobs]
         for f in fut_done(futs):
             yield f.result()

@@ -67,6 +67,7 @@ from .objectives import (_CURVE_POINTS, _NUM_STIFFNESS, PROPERTY_ALIASES, Object
                          _properties_unchecked, canonical_property, curve_target,
                          is_curve_target_name, load_target, parse_objective, property_table)
 from .properties import stiffness_from_vector
+from .threads import single_thread_worker
 from .truss import Truss
 
 __all__ = [
@@ -336,7 +337,7 @@ def optimize_latents(model, normalizer, objective: Objective, z0: torch.Tensor,
         record_every: record the path every this many steps (the last step always).
         progress: tqdm progress bar on stderr.
         feature_every: for a predictor with lattice features (``model.predictor_features``:
-            the buckling of the lattice, by FE, about 0.15 s a lattice) the features of each
+            the buckling of the lattice, by FE, about 0.05 s a lattice) the features of each
             run's decoded lattice are computed at step 0 and every this many steps (and at the
             last step) and held fixed in between (100: ten analyses per run in 1000 steps;
             the best iterates are predicted again with their own features when the
@@ -511,7 +512,8 @@ def _compress_all(trusses, density: float, workers: int, seed: int,
         from concurrent.futures import ProcessPoolExecutor
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         out = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                 initializer=single_thread_worker) as ex:
             for r in ex.map(_compress_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 out.append(r)
                 if bar is not None:

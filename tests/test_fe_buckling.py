@@ -230,3 +230,86 @@ def test_cli_reports_a_lattice_it_cannot_analyse(tmp_path, capsys):
     assert cli.main(["buckle", str(path)]) == 1
     assert "error:" in capsys.readouterr().err
     assert cli.main(["buckle", "sc", "--modes", "1000"]) == 2
+
+
+def _random_pencil(n=60, seed=0):
+    """A sparse positive definite ``K0`` shaped like a cell's stiffness (chains plus a few
+    dense rows and columns) and a sparse symmetric indefinite ``K1``."""
+    import scipy.sparse as sp
+    rng = np.random.default_rng(seed)
+    i = np.arange(n - 1)
+    B = sp.coo_matrix((rng.uniform(0.5, 1.5, n - 1), (i, i + 1)), shape=(n, n)).tocsr()
+    dense_rows = rng.choice(n, 3, replace=False)
+    D = sp.lil_matrix((n, n))
+    for r in dense_rows:
+        D[r, :] = rng.normal(0, 0.1, n)
+    G = (B + D).toarray()
+    K0 = sp.csc_matrix(G @ G.T + np.eye(n))
+    H = sp.random(n, n, density=0.05, random_state=seed).toarray()
+    K1 = sp.csc_matrix(-(H + H.T) - 0.2 * np.eye(n))
+    return K0, K1
+
+
+def test_factor_order_solves_and_critical_count_is_the_inertia():
+    """:func:`elimination_order` puts the sparsest rows first; the factor in that order solves
+    ``K0 x = b`` (rel 1e-10 against the dense solve), and :func:`critical_count` equals the
+    number of negative eigenvalues of the dense ``K0 + s K1`` at every tested strain (the
+    eigenvalues computed by LAPACK, independent of the factor)."""
+    from gnn_truss.fe.buckling import _SymmetricFactor, critical_count, elimination_order
+    K0, K1 = _random_pencil()
+    order = elimination_order(K0)
+    nnz = np.diff(K0.indptr)[order]
+    assert np.all(np.diff(nnz) >= 0)
+    b = np.random.default_rng(1).normal(size=K0.shape[0])
+    x = _SymmetricFactor(K0, order).solve(b)
+    np.testing.assert_allclose(x, np.linalg.solve(K0.toarray(), b), rtol=1e-10, atol=1e-12)
+    mu = _dense_pencil_eigvals(-K1.toarray(), K0.toarray())
+    crit = np.sort(1.0 / mu[mu > 0])
+    assert len(crit) >= 4
+    for s in (0.5 * crit[0], 0.5 * (crit[0] + crit[1]), 0.5 * (crit[2] + crit[3]),
+              1.5 * crit[-1]):
+        dense = int(np.sum(np.linalg.eigvalsh((K0 + s * K1).toarray()) < 0))
+        assert critical_count(K0, K1, s) == dense == int(np.sum(crit < s))
+
+
+def _dense_pencil_eigvals(A, B):
+    import scipy.linalg
+    return scipy.linalg.eigh(A, B, eigvals_only=True)
+
+
+@pytest.mark.parametrize("name,pattern", [
+    ("bcc_2x2x2", [1, 1, 1, 1, 1.347655, 1.347655]),
+    ("octet_2x2x2", [1, 1, 1.08302, 1.08302, 1.08302, 1.08302]),
+])
+def test_repeated_critical_strains_are_all_found(name, pattern):
+    """The 2x2x2 tilings buckle in symmetric families of modes: bcc_2x2x2 four times at its
+    lowest critical strain, octet_2x2x2 twice and then four times (ratios to the lowest from
+    the dense eigensolver, to 1e-6). The Lanczos path must return every copy."""
+    b = linear_buckling(Truss.elementary(name), num_modes=6)
+    np.testing.assert_allclose(b.strains / b.strains[0], pattern, rtol=2e-6)
+
+
+def test_a_copy_missed_by_lanczos_is_caught_by_the_sturm_check(monkeypatch):
+    """If the Lanczos iteration returns only three of the four equal lowest eigenvalues of
+    bcc_2x2x2 (simulated by dropping one copy from ARPACK's first answer), the inertia of the
+    tangent just above them shows four critical strains, the iteration is repeated, and the
+    four equal strains come back."""
+    import gnn_truss.fe.buckling as buckling
+    real = buckling.spla.eigsh
+    calls = []
+
+    def lossy(*args, **kwargs):
+        mu = np.sort(real(*args, **kwargs))[::-1]
+        calls.append(kwargs["k"])
+        if len(calls) == 1:  # drop a copy of the top eigenvalue, pad with a tiny one
+            mu = np.append(mu[1:], 1e-12)
+        return mu
+
+    monkeypatch.setattr(buckling.spla, "eigsh", lossy)
+    s = linear_buckling(Truss.elementary("bcc_2x2x2"), num_modes=4).strains
+    assert len(calls) == 2 and calls[1] > calls[0]
+    np.testing.assert_allclose(s, s[0], rtol=1e-9)
+    monkeypatch.setattr(buckling, "critical_count", lambda *a, **k: 0)  # the check off
+    calls.clear()
+    s = linear_buckling(Truss.elementary("bcc_2x2x2"), num_modes=4).strains
+    assert len(calls) == 1 and s[3] > 1.3 * s[0]  # the missed copy: the next family instead

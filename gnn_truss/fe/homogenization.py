@@ -38,6 +38,7 @@ import scipy.linalg
 
 from ..cell import PeriodicTruss
 from ..geometry import num_components
+from ..threads import single_thread_worker
 from ..truss import Truss, radius_for_density
 from .assembly import (SECTOR_LOADS, SECTOR_PIN, SECTORS, affine_displacements, octant_system,
                        periodic_system,
@@ -450,7 +451,8 @@ def homogenize_batch(trusses, density: float = 0.15, E: float = 1.0, nu: float =
         # fork (as torch's DataLoader does on Linux): workers start in milliseconds and set
         # their own torch thread count to one; elsewhere spawn.
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                 initializer=single_thread_worker) as ex:
             for res in ex.map(_batch_worker, jobs):
                 parts.append(res)
                 if bar:

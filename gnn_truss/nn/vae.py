@@ -277,7 +277,7 @@ class TrussVAE(nn.Module):
 
         A predictor that reads lattice features (``model.predictor_features``) takes
         ``features [B, num_features]`` of the decoded lattices; without them they are computed
-        here by finite elements (:meth:`lattice_features`, about 0.15 s a lattice), constants
+        here by finite elements (:meth:`lattice_features`, about 0.05 s a lattice), constants
         for the gradient."""
         if self.predictor_input == "latent":
             if features is not None:
