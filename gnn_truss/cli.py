@@ -342,7 +342,8 @@ def _cmd_compare(args) -> int:
                               constrained=args.constrained, refine_latent=args.refine_latent,
                               refine_lr=args.refine_lr, unseen=args.unseen,
                               data_overrides_b=None if args.corpus_limit_b is None
-                              else {"limit": args.corpus_limit_b}, workers=args.workers)
+                              else {"limit": args.corpus_limit_b}, workers=args.workers,
+                              progress=not args.no_progress)
     sym = "" if not args.symmetrise else f", outputs symmetrised ({args.symmetrise})"
     sym += "" if not args.refine_latent else f", latents refined ({args.refine_latent} steps)"
     sym += ", constrained decoding" if args.constrained else ""
@@ -372,7 +373,7 @@ def _cmd_evaluate(args) -> int:
                                  fe_check=not args.no_fe, symmetrise=args.symmetrise,
                                  constrained=args.constrained,
                                  refine_latent=args.refine_latent, refine_lr=args.refine_lr,
-                                 workers=args.workers)
+                                 workers=args.workers, progress=not args.no_progress)
     print(json.dumps(report.get("summary", report), indent=1))
     if baseline is not None:
         a, b = _report_name(report), _report_name(baseline)
@@ -924,6 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "outputs averaged over each lattice's symmetric copies")
     _add_constrained_option(ev, "also report the adjacency metrics of")
     _add_refine_option(ev, "also report every reconstruction and property metric at")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
 
     cp = sub.add_parser("compare", help="paired comparison of two checkpoints on the test "
@@ -943,6 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="processes of the FE analyses of a predictor with lattice features "
                          "(default: all cores)")
     cp.add_argument("--seed", type=int, default=0, help="resampling seed (0)")
+    cp.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_symmetrise_option(cp, "compare the outputs (adjacency logits, offsets, property) "
                                "averaged over each lattice's symmetric copies")
     _add_constrained_option(cp, "decode both models' adjacency as")

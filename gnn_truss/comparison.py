@@ -280,10 +280,10 @@ def _unseen_subset(data, datasets_a: dict, datasets_b: dict):
 
 def _model_outputs(model, data, target: str, norm, symmetrise=None,
                    constrained: bool = False, refine_latent: int | None = None,
-                   refine_lr: float = 0.01) -> dict:
+                   refine_lr: float = 0.01, progress: bool = False) -> dict:
     from .evaluation import _run_split
     r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm,
-                   refine_steps=refine_latent, refine_lr=refine_lr)
+                   refine_steps=refine_latent, refine_lr=refine_lr, progress=progress)
     if refine_latent and symmetrise is not None:  # each copy refined, then averaged
         out = {"logits": r["logits_symref"], "adj": r["adj"], "offsets": r["offsets_symref"],
                "offset": r["offset"], "pred": r["pred_symref"], "true": r[target]}
@@ -309,7 +309,7 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                         symmetrise: str | None = None, constrained: bool = False,
                         refine_latent: int | None = None, refine_lr: float = 0.01,
                         unseen: bool = False, data_overrides_b: dict | None = None,
-                        workers: int | None = None) -> dict:
+                        workers: int | None = None, progress: bool = False) -> dict:
     """Paired comparison of two checkpoints on the same split (module docstring).
 
     Both checkpoints must have been trained on the same data (equal dataset fingerprints) for
@@ -346,6 +346,7 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         workers: processes of the FE analyses that give a predictor with lattice features
             (``model.predictor_features``) those of each decoded lattice (``None``: all
             cores).
+        progress: a progress bar over the split's lattices for each model, on stderr.
 
     Returns:
         ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "unseen",
@@ -421,7 +422,7 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         norm = TargetNormalizer.from_dict(ck["normalizer"])
         stats.append(paired_statistics(
             _model_outputs(model, data, target, norm, symmetrise, constrained,
-                           refine_latent, refine_lr),
+                           refine_latent, refine_lr, progress),
             target, label_names))
     metrics = paired_bootstrap(stats[0], stats[1], names=names, draws=draws, seed=seed,
                                level=level)

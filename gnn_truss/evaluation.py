@@ -305,7 +305,7 @@ def _split_hashes(dataset) -> set:
 @torch.no_grad()
 def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=None,
                normalizer=None, refine_steps: int | None = None,
-               refine_lr: float = 0.01) -> dict:
+               refine_lr: float = 0.01, progress: bool = False) -> dict:
     """The model's outputs on a dataset, in order; with ``symmetrise`` also ``"pred_sym"``
     (physical units), ``"logits_sym"`` and ``"offsets_sym"``, the outputs averaged over the
     symmetric copies (:func:`gnn_truss.symmetry.symmetrised_outputs`, needs ``normalizer``);
@@ -313,7 +313,7 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
     (normalised), the outputs at the latents refined from the means
     (:func:`gnn_truss.nn.vae.refine_latent`); with both, also ``"pred_symref"`` (physical
     units), ``"logits_symref"`` and ``"offsets_symref"``, the outputs at each copy's refined
-    latent averaged over the copies."""
+    latent averaged over the copies. ``progress``: a bar over the lattices on stderr."""
     from torch_geometric.loader import DataLoader
     device = next(model.parameters()).device
     from .symmetry import symmetrised_outputs
@@ -327,6 +327,10 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
     feats = getattr(model, "reads_features", False)
     if feats:
         acc["feat_ok"] = []
+    bar = None
+    if progress:
+        from .progress import progress_bar
+        bar = progress_bar(total=len(dataset), desc="evaluate", unit="lattice")
     for b in DataLoader(dataset, batch_size=batch_size):
         b = b.to(device)
         out = model(b, sample=False)
@@ -354,6 +358,10 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
                                       refine_steps=refine_steps, refine_lr=refine_lr)
             for k in symref_keys:
                 acc[f"{k}_symref"].append(sym[k].cpu())
+        if bar is not None:
+            bar.update(b.num_graphs)
+    if bar is not None:
+        bar.close()
     return {k: torch.cat(v).double() for k, v in acc.items()}
 
 
@@ -476,7 +484,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                         fe_check: bool = True, seed: int = 0,
                         symmetrise: str | None = None, constrained: bool = False,
                         refine_latent: int | None = None, refine_lr: float = 0.01,
-                        workers: int | None = None) -> dict:
+                        workers: int | None = None, progress: bool = False) -> dict:
     """Evaluate a checkpoint of :func:`gnn_truss.training.train` on a data split.
 
     Rebuilds the model from the config saved in the checkpoint, loads that config's dataset
@@ -528,6 +536,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             The report's ``"predictor_features"`` block gives the fraction of the one-pass
             decoded lattices the analysis could handle (the others are read by the
             predictor's head alone).
+        progress: a progress bar over the split's lattices on stderr.
 
     Returns:
         The report dict (as written to ``report.json``; non-finite numbers become ``None``).
@@ -565,7 +574,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     if len(data) == 0:
         raise ValueError(f"split {split!r} is empty")
     r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm,
-                   refine_steps=refine_latent, refine_lr=refine_lr)
+                   refine_steps=refine_latent, refine_lr=refine_lr, progress=progress)
     pred_phys = norm.inverse(r["pred"])
     true_phys = r[target]
     adj = adjacency_metrics(r["logits"], r["adj"])

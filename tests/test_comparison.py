@@ -280,13 +280,17 @@ def test_compare_cli(two_runs, tmp_path, capsys):
     from gnn_truss.cli import main
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
                  "--names", "GNN", "MLP", "--draws", "50", "--out", str(tmp_path)]) == 0
-    printed = capsys.readouterr().out
+    cap = capsys.readouterr()
+    printed = cap.out
+    assert cap.err.count("evaluate: 100%") == 2  # a progress bar per model
     assert "| metric | GNN | MLP | GNN - MLP | 95 % interval | verdict |" in printed
     assert (tmp_path / "paired.md").read_text() in printed
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
                  "--draws", "20", "--limit", "10", "--symmetrise", "axes",
-                 "--constrained"]) == 0
-    printed = capsys.readouterr().out
+                 "--constrained", "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    printed = cap.out
+    assert "evaluate:" not in cap.err
     assert "outputs symmetrised (axes), constrained decoding" in printed
     assert main(["compare", str(two_runs / "gnn" / "best.pt"), str(two_runs / "mlp" / "best.pt"),
                  "--draws", "20", "--limit", "10", "--refine-latent", "3",

@@ -506,13 +506,18 @@ def test_evaluate_cli_with_baseline_writes_comparison(trained, tmp_path, capsys)
                  "0", "--baseline", str(base / "report.json"), "--constrained"]) == 0
     table = (out / "comparison.md").read_text()
     assert table.startswith("| metric | this | baseline | best |")
-    assert "| exact-lattice match |" in table and table in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "| exact-lattice match |" in table and table in cap.out
+    assert "evaluate: 100%" in cap.err  # the progress bar over the split, on stderr
     assert "| exact-lattice match, constrained |" in table
     assert "adjacency_constrained" in json.loads((out / "report.json").read_text())
     (tmp_path / "bad.json").write_text("{}")
     assert main(["evaluate", str(trained / "run" / "last.pt"), "--baseline",
                  str(tmp_path / "bad.json")]) == 2
     assert "not a report.json" in capsys.readouterr().err
+    assert main(["evaluate", str(trained / "run" / "last.pt"), "--out", str(tmp_path / "q"),
+                 "--samples", "0", "--no-progress"]) == 0
+    assert "evaluate:" not in capsys.readouterr().err
 
 
 def test_latent_figure_is_coloured_by_the_fe_bulk_modulus(tmp_path):
