@@ -243,15 +243,34 @@ def critical_count(K0, K1, strain: float, order=None) -> int:
 STURM_MARGIN = 1e-6
 
 
+def _multiplicities(K0, K1, strains, total, order):
+    """Complete a list of critical strains whose distinct values are all known but some of
+    whose copies are missing: the multiplicity of each distinct value is the number of
+    critical strains in a band of relative width :data:`STURM_MARGIN` around it (two inertia
+    counts). Returns the completed ascending strains, or ``None`` if the bands do not hold
+    all ``total`` critical strains (a distinct value is missing too)."""
+    values = []
+    for e in np.sort(strains):
+        if not values or e > values[-1] * (1 + STURM_MARGIN):
+            values.append(e)
+    counts = [critical_count(K0, K1, v * (1 + STURM_MARGIN), order)
+              - critical_count(K0, K1, v * (1 - STURM_MARGIN), order) for v in values]
+    if sum(counts) != total or min(counts) < 1:
+        return None
+    return np.repeat(values, counts)
+
+
 def _lanczos_complete(K0, K1, k, order, solve):
     """The ``k`` largest eigenvalues ``mu`` of ``-K1 phi = mu K0 phi`` by Lanczos iteration
     (ARPACK, seeded start), checked for completeness by :func:`critical_count`.
 
-    A single-vector Krylov method can miss a copy of a repeated eigenvalue (symmetric modes of
-    a symmetric cell, a triple one in about one corpus lattice in 40). Three modes more than
-    asked are computed; if the tangent just above the ``k``-th critical strain has more
-    negative eigenvalues than critical strains were found below it, the iteration is repeated
-    asking for that many, and if it still falls short the dense solver decides.
+    A single-vector Krylov method can miss copies of a repeated eigenvalue (symmetric modes of
+    a symmetric cell: a triple one in about one corpus lattice in 40, six equal ones in some).
+    Three modes more than asked are computed. If the tangent just above the ``k``-th critical
+    strain has more negative eigenvalues than critical strains were found below it, the
+    multiplicity of each value found is counted by inertia (:func:`_multiplicities`); if that
+    does not account for all of them, the iteration is repeated asking for more modes, and
+    if it still falls short the dense solver decides.
     """
     n = K0.shape[0]
     Minv = spla.LinearOperator(K0.shape, matvec=solve, dtype=float)
@@ -266,17 +285,21 @@ def _lanczos_complete(K0, K1, k, order, solve):
         if len(pos) == 0:
             return mu[:k]
         strain = (1.0 / pos[min(k, len(pos)) - 1]) * (1 + STURM_MARGIN)
-        found = int(np.count_nonzero(pos >= 1.0 / strain))
+        below = 1.0 / pos[pos >= 1.0 / strain]
         try:
-            missing = critical_count(K0, K1, strain, order) - found
+            total = critical_count(K0, K1, strain, order)
+            if total <= len(below):
+                return mu[:k]
+            log.debug("Lanczos missed %d copies of repeated critical strains",
+                      total - len(below))
+            filled = _multiplicities(K0, K1, below, total, order)
         except RuntimeError:  # a zero pivot: the check cannot decide, the dense solver does
             break
-        if missing <= 0:
-            return mu[:k]
-        log.debug("Lanczos missed %d repeated critical strain(s); asking for more", missing)
-        if m + missing >= n - 1:
+        if filled is not None:
+            return np.sort(1.0 / filled)[::-1][:k]
+        if m + total - len(below) >= n - 1:
             break
-        m = m + missing + 2
+        m = m + total - len(below) + 2
     mu = scipy.linalg.eigh(A.toarray(), K0.toarray(), eigvals_only=True,
                            subset_by_index=[n - k, n - 1])
     return np.sort(mu)[::-1]
