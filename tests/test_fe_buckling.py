@@ -332,3 +332,26 @@ def test_a_value_missed_by_lanczos_makes_it_iterate_again(monkeypatch):
     s = linear_buckling(Truss.elementary("bcc_2x2x2"), num_modes=6).strains
     assert len(calls) == 2 and calls[1] > calls[0]
     np.testing.assert_allclose(s / s[0], [1, 1, 1, 1, 1 / ref, 1 / ref], rtol=2e-6)
+
+
+def test_strut_forces_of_the_pre_buckling_state(random_lattices):
+    """Simple cubic under z compression: each z strut carries ``-E A`` per unit strain (its
+    length shrinks with the applied stretch, the lateral stretches stay 1 since no strut
+    couples them) and the x and y struts nothing. Any lattice: the axial strain energy of the
+    struts, ``sum N^2 L / (2 E A)``, is a part of the cell's strain energy ``E3 V / 2`` per unit
+    strain squared (equal for SC, where nothing bends)."""
+    t = Truss.elementary("sc")
+    b = linear_buckling(t)
+    pt = t.periodic()
+    EA = np.pi * t.radius(0.15) ** 2
+    along_z = np.abs(pt.chords[:, 2]) > 0
+    np.testing.assert_allclose(b.strut_forces[along_z] / EA, -1.0, rtol=1e-6)
+    assert np.all(np.abs(b.strut_forces[~along_z]) < 1e-9 * EA)
+    for lat in [t, *random_lattices]:
+        b = linear_buckling(lat)
+        pt = lat.periodic()
+        EA = np.pi * lat.radius(0.15) ** 2
+        L = np.linalg.norm(pt.chords, axis=1)
+        share = np.sum(b.strut_forces**2 * L / (2 * EA)) / (0.5 * b.modulus * pt.volume)
+        assert 0.0 < share <= 1.0 + 1e-6
+    assert share < 0.99  # a random lattice bends too

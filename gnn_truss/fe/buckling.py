@@ -66,6 +66,11 @@ class Buckling:
         modulus: Young's modulus along the loading axis, ``1 / S_aa`` of the linear
             homogenisation, in units of ``E_s``: the initial slope of the compression curve.
         axis: loading axis (0, 1, 2).
+        strut_forces: ``[S]`` axial force of each strut of the periodic truss
+            (:meth:`~gnn_truss.truss.Truss.periodic` edge order) in the pre-buckling state per
+            unit compressive strain, tension positive, in units of ``E_s`` times length
+            squared (``E A`` times the strut's mean axial strain over ``delta``): which struts
+            carry the load.
 
     Above :data:`DENSE_LIMIT` free dofs the eigenproblem is solved by Lanczos iteration
     (ARPACK, seeded start vector, three modes more than asked), and the count of the critical
@@ -77,6 +82,7 @@ class Buckling:
     strains: np.ndarray
     modulus: float
     axis: int = 2
+    strut_forces: np.ndarray | None = None
 
     @property
     def stresses(self) -> np.ndarray:
@@ -158,6 +164,11 @@ def linear_buckling(truss: Truss, axis: int = 2, num_modes: int = 3, density: fl
         raise ValueError(f"the pre-buckling state at strain {delta:g} did not converge in "
                          f"{PRESTRESS_ITER} iterations (residual {rn:.3g}, tolerance "
                          f"{tol:.3g}); try a smaller delta")
+    _, ends = cell.positions(w, Fd)
+    stretch = (np.linalg.norm(ends[:, 1] - ends[:, 0], axis=1)
+               / np.linalg.norm(cell.ends0[:, 1] - cell.ends0[:, 0], axis=1) - 1.0)
+    strut_forces = (E * np.pi * model.radius**2 / delta
+                    * stretch.reshape(-1, model.elements_per_strut).mean(1))
     _, Ke1, _ = cell.residual_tangent(w, R, Fd)
     K1 = (cell.sparse_tangent(Ke1)[free][:, free] - K0) / delta
     K1 = (0.5 * (K1 + K1.T)).tocsc()
@@ -172,7 +183,8 @@ def linear_buckling(truss: Truss, axis: int = 2, num_modes: int = 3, density: fl
     pos = mu > 1e-9 * max(scale, 1e-300)
     strains[:k][pos] = 1.0 / mu[pos]
     modulus = 1.0 / float(np.linalg.inv(lin.C)[axis, axis])
-    return Buckling(strains=np.sort(strains), modulus=modulus, axis=axis)
+    return Buckling(strains=np.sort(strains), modulus=modulus, axis=axis,
+                    strut_forces=strut_forces)
 
 
 def elimination_order(K) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""Probe (session 31, not shipped): do critical strains 4..8 carry curve information that the
-shipped G (which reads eps_1..3, E3, E3 eps_1) lacks? An MLP on [G's normalised prediction on the
-true graph, f5, extra] fitted on the train split (early stop on val), test NRMSE; control
-without extra."""
+"""Probe (session 31, not shipped): do critical strains 4..8 (argument: an 8-mode table of
+`gnn-truss data buckle --modes 8`), or the per-strut Euler estimates (argument: the .npy of
+`strut_table.py`), carry curve information that the shipped G (which reads eps_1..3, E3,
+E3 eps_1) lacks? An MLP on [G's normalised prediction on the true graph, f5, extra] fitted on
+the train split (early stop on val), test NRMSE; control without extra."""
 import sys
 import numpy as np
 import torch
@@ -29,13 +30,16 @@ def run(ds):
             torch.cat(F).double())
 
 out = {s: run(dsets[s]) for s in ("train", "val", "test")}
-t8 = np.load(sys.argv[1])
-corpus = load_corpus("datasets/nonlinear/raw/corpus.npz", quiet=True)
-assert np.array_equal(t8["row_hash"], row_hashes(corpus.adj, corpus.offset))
-s8 = np.minimum(t8["strains"], 1.0)
-extra_all = np.log(s8[:, 3:] / s8[:, :1])                    # log eps_k / eps_1, k = 4..8
-near = (s8 <= 1.1 * s8[:, :1]).sum(1, keepdims=True)          # modes within 10 % of eps_1
-extra_all = np.concatenate([extra_all, np.log(near)], 1)
+if sys.argv[1].endswith(".npy"):  # per-strut estimates, row i = corpus lattice i
+    extra_all = np.load(sys.argv[1])
+else:
+    t8 = np.load(sys.argv[1])
+    corpus = load_corpus("datasets/nonlinear/raw/corpus.npz", quiet=True)
+    assert np.array_equal(t8["row_hash"], row_hashes(corpus.adj, corpus.offset))
+    s8 = np.minimum(t8["strains"], 1.0)
+    extra_all = np.log(s8[:, 3:] / s8[:, :1])                 # log eps_k / eps_1, k = 4..8
+    near = (s8 <= 1.1 * s8[:, :1]).sum(1, keepdims=True)       # modes within 10 % of eps_1
+    extra_all = np.concatenate([extra_all, np.log(near)], 1)
 print("extra columns", extra_all.shape[1], "NaN rows", int(np.isnan(extra_all).any(1).sum()))
 
 def inputs(s, use_extra):
