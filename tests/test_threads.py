@@ -1,6 +1,8 @@
 """Tests of :mod:`gnn_truss.threads`: the BLAS thread limits of the FE workers and of
 ``gnn-truss --threads``. On this machine numpy and scipy each load their own OpenBLAS."""
+import functools
 import multiprocessing as mp
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -58,6 +60,31 @@ def test_fe_workers_run_with_one_thread(restore_blas):
         torch_threads, blas = ex.submit(_worker_threads).result()
     assert torch_threads == 1 and blas and set(blas.values()) == {1}
     assert set(blas_threads().values()) == {2}  # the parent is left alone
+
+
+def _mark_worker(folder):
+    """A stand-in initializer: leaves a file named by the worker's pid."""
+    open(os.path.join(folder, f"worker-{os.getpid()}"), "w").close()
+
+
+@pytest.mark.parametrize("module", ["gnn_truss.fe.buckling", "gnn_truss.fe.homogenization"])
+def test_fe_pools_start_their_workers_with_the_initializer(module, tmp_path, monkeypatch):
+    """The FE batch functions start their worker processes through
+    :func:`single_thread_worker` (replaced here by a marker, which each worker runs once);
+    the parent process runs no initializer."""
+    import importlib
+
+    from gnn_truss.truss import Truss
+    mod = importlib.import_module(module)
+    monkeypatch.setattr(mod, "single_thread_worker",
+                        functools.partial(_mark_worker, str(tmp_path)))
+    lattices = [Truss.elementary(n) for n in ("sc", "bcc", "octet")]
+    if module.endswith("buckling"):
+        mod.buckling_batch(lattices, workers=2)
+    else:
+        mod.homogenize_batch(lattices, workers=2, group_size=1)
+    marks = [p.name for p in tmp_path.iterdir()]
+    assert marks and f"worker-{os.getpid()}" not in marks
 
 
 @needs_openblas

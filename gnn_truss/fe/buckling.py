@@ -234,8 +234,8 @@ class _SymmetricFactor:
 
 def critical_count(K0, K1, strain: float, order=None) -> int:
     """The number of critical strains below ``strain``: the negative eigenvalues of the tangent
-    ``K0 + strain K1`` (Sylvester's law of inertia; the Sturm-sequence check of buckling
-    eigensolvers, e.g. Bathe, *Finite Element Procedures*, section 11.2.5).
+    ``K0 + strain K1`` (Sylvester's law of inertia: the Sturm-sequence check of buckling and
+    vibration eigensolvers).
 
     Args:
         K0: ``[n, n]`` sparse positive definite stiffness.
@@ -277,7 +277,8 @@ def _lanczos_complete(K0, K1, k, order, solve):
     (ARPACK, seeded start), checked for completeness by :func:`critical_count`.
 
     A single-vector Krylov method can miss copies of a repeated eigenvalue (symmetric modes of
-    a symmetric cell: a triple one in about one corpus lattice in 40, six equal ones in some).
+    a symmetric cell: with two extra modes and ARPACK's default subspace, 0.57 % of the curve
+    corpus' lattices lost one among their three lowest).
     Three modes more than asked are computed. If the tangent just above the ``k``-th critical
     strain has more negative eigenvalues than critical strains were found below it, the
     multiplicity of each value found is counted by inertia (:func:`_multiplicities`); if that
@@ -307,8 +308,8 @@ def _lanczos_complete(K0, K1, k, order, solve):
             filled = _multiplicities(K0, K1, below, total, order)
         except RuntimeError:  # a zero pivot: the check cannot decide, the dense solver does
             break
-        if filled is not None:
-            return np.sort(1.0 / filled)[::-1][:k]
+        if filled is not None:  # the non-positive ones after them, should fewer than k be
+            return np.concatenate([np.sort(1.0 / filled)[::-1], mu[mu <= 0]])[:k]
         if m + total - len(below) >= n - 1:
             break
         m = m + total - len(below) + 2
