@@ -478,6 +478,30 @@ def test_shifted_cholesky_solver_matches_dense_solve():
     np.testing.assert_allclose(A @ d, b, rtol=0, atol=1e-9 * np.abs(b).max())
 
 
+@pytest.mark.parametrize("name", ["sc", "sc_2x2x2"])
+def test_factorisation_matches_dense_solve_and_reuses_the_mesh_indices(name):
+    """``factorize`` solves the assembled free tangent (unshifted LU); the condensed solver's
+    index arrays are built once per cell and reused; a mesh it could not condense is
+    remembered as such and solved by sparse LU."""
+    from gnn_truss.fe.nonlinear import _CondensedSolver
+
+    cell, w, R, lat, Fd = _straight_state(name, 0.06)
+    _, K, _ = cell.residual_tangent(w, R, Fd)
+    A = _dense_free_tangent(cell, K)
+    b = np.random.default_rng(1).normal(size=A.shape[0])
+    assert isinstance(cell.factorize(K), _CondensedSolver)
+    st = cell._condensed
+    assert isinstance(st, dict)
+    for _ in range(2):
+        d = cell.factorize(K).solve(b)
+        np.testing.assert_allclose(A @ d, b, rtol=0, atol=1e-9 * np.abs(b).max())
+        assert cell._condensed is st
+    cell._condensed = "unexpected strut structure"  # as a failed structure check leaves it
+    lu = cell.factorize(K)
+    assert not isinstance(lu, _CondensedSolver)
+    np.testing.assert_allclose(A @ lu.solve(b), b, rtol=0, atol=1e-9 * np.abs(b).max())
+
+
 @pytest.mark.parametrize("name, eps", [("sc", 0.14), ("sc_2x2x2", 0.06)])
 def test_descent_leaves_an_unstable_equilibrium_for_a_stable_one(name, eps):
     """From the straight (unstable) state the energy descent ends at an equilibrium with a

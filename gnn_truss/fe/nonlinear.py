@@ -258,7 +258,7 @@ class _Cell:
             f, K = element_forces_and_tangent(ends, Re, self.beams)
         else:
             f, K = element_forces(ends, Re, self.beams), None
-        fG = np.einsum("mi,mik->mk", f, self.G)
+        fG = np.matmul(f[:, None, :], self.G)[:, 0]
         fe = np.concatenate([f, fG], axis=1)  # [M, 14]
         r = np.bincount(self.dofs.ravel(), weights=fe.ravel(), minlength=self.ndof)
         # nominal stress along the loading axis: (1/V) sum f . dx/dF_aa
@@ -267,8 +267,8 @@ class _Cell:
             self.model.volume
         if not tangent:
             return r, None, Paa
-        KG = np.einsum("mij,mjk->mik", K, self.G)
-        GKG = np.einsum("mji,mjk->mik", self.G, KG)
+        KG = np.matmul(K, self.G)
+        GKG = np.matmul(self.G.transpose(0, 2, 1), KG)
         Ke = np.concatenate([np.concatenate([K, KG], axis=2),
                              np.concatenate([KG.transpose(0, 2, 1), GKG], axis=2)], axis=1)
         return r, Ke, Paa
@@ -339,6 +339,59 @@ class NotPositiveDefinite(np.linalg.LinAlgError):
     """The tangent is not positive definite (the state is not a stable equilibrium)."""
 
 
+def _condensed_structure(cell: "_Cell") -> dict:
+    """Index arrays of :class:`_CondensedSolver` for one cell, computed once and kept on it
+    (they depend on the mesh only, not on the state).
+
+    Keys: ``S`` struts, ``ni`` interior dofs per strut, ``nl = 14 + ni`` local dofs per strut,
+    ``nb`` reduced dofs (lattice-node dofs and the two stretches), ``gl [S, nl]`` global dof of
+    each local dof, ``red [S, 14]`` reduced dof of each boundary dof, ``flat`` the flat index
+    into ``[S, nl, nl]`` of every entry of the ``[M, 14, 14]`` element tangents, ``flat_red``
+    the flat index into ``[nb, nb]`` of every entry of the ``[S, 14, 14]`` strut blocks.
+
+    Raises:
+        np.linalg.LinAlgError: if the mesh does not have the strut structure.
+    """
+    st = getattr(cell, "_condensed", None)
+    if isinstance(st, str):  # the structure check failed before
+        raise np.linalg.LinAlgError(st)
+    if st is not None:
+        return st
+    model = cell.model
+    m = model.elements_per_strut
+    S = len(model.elements) // m
+    n_lat = model.num_lattice_nodes
+    el = model.elements.reshape(S, m, 2)
+    first, last = el[:, 0, 0], el[:, -1, 1]
+    if np.any(first == last) or np.any(first >= n_lat) or np.any(last >= n_lat):
+        cell._condensed = "unexpected strut structure"
+        raise np.linalg.LinAlgError(cell._condensed)
+    ni = 6 * (m - 1)
+    six = np.arange(6)
+    # global dofs of each strut's local dofs: [i (6), j (6), F (2), interior (ni)]
+    interior = n_lat + np.arange(S)[:, None] * (m - 1) + np.arange(m - 1)[None, :]
+    gl = np.concatenate([6 * first[:, None] + six, 6 * last[:, None] + six,
+                         np.full((S, 2), 6 * cell.N) + np.arange(2),
+                         (6 * interior[:, :, None] + six).reshape(S, ni)], axis=1)
+    nl = 14 + ni
+    if cell.ndof * S >= 5e7:
+        cell._condensed = "model too large for the condensed solver"
+        raise np.linalg.LinAlgError(cell._condensed)
+    lookup = np.full((S, cell.ndof), -1, dtype=np.int64)  # local index of every element dof
+    lookup[np.arange(S)[:, None], gl] = np.arange(nl)
+    strut = np.repeat(np.arange(S), m)
+    loc = lookup[strut[:, None], cell.dofs]  # [M, 14]
+    flat = ((strut[:, None, None] * nl + loc[:, :, None]) * nl + loc[:, None, :]).ravel()
+    # reduced dofs: lattice-node dofs then the two stretches
+    nb = 6 * n_lat + 2
+    red = np.where(gl[:, :14] < 6 * cell.N, gl[:, :14], gl[:, :14] - 6 * cell.N + 6 * n_lat)
+    flat_red = (red[:, :, None] * nb + red[:, None, :]).ravel()
+    st = {"S": S, "ni": ni, "nl": nl, "nb": nb, "gl": gl, "red": red, "flat": flat,
+          "flat_red": flat_red}
+    cell._condensed = st
+    return st
+
+
 class _CondensedSolver:
     """Newton solves with the interior nodes of each strut condensed out.
 
@@ -352,31 +405,10 @@ class _CondensedSolver:
 
     def __init__(self, cell: "_Cell", Ke: np.ndarray, shift: np.ndarray | None = None,
                  cholesky: bool = False):
-        model = cell.model
-        m = model.elements_per_strut
-        S = len(model.elements) // m
-        n_lat = model.num_lattice_nodes
-        el = model.elements.reshape(S, m, 2)
-        first, last = el[:, 0, 0], el[:, -1, 1]
-        if np.any(first == last) or np.any(first >= n_lat) or np.any(last >= n_lat):
-            raise np.linalg.LinAlgError("unexpected strut structure")
-        ni = 6 * (m - 1)
-        six = np.arange(6)
-        # global dofs of each strut's local dofs: [i (6), j (6), F (2), interior (ni)]
-        interior = n_lat + np.arange(S)[:, None] * (m - 1) + np.arange(m - 1)[None, :]
-        gl = np.concatenate([6 * first[:, None] + six, 6 * last[:, None] + six,
-                             np.full((S, 2), 6 * cell.N) + np.arange(2),
-                             (6 * interior[:, :, None] + six).reshape(S, ni)], axis=1)
-        nl = 14 + ni
-        # local index of every element dof
-        lookup = np.full((S, cell.ndof), -1, dtype=np.int64) if cell.ndof * S < 5e7 else None
-        if lookup is None:
-            raise np.linalg.LinAlgError("model too large for the condensed solver")
-        lookup[np.arange(S)[:, None], gl] = np.arange(nl)
-        strut = np.repeat(np.arange(S), m)
-        loc = lookup[strut[:, None], cell.dofs]  # [M, 14]
-        flat = ((strut[:, None, None] * nl + loc[:, :, None]) * nl + loc[:, None, :]).ravel()
-        Ks = np.bincount(flat, weights=Ke.ravel(), minlength=S * nl * nl).reshape(S, nl, nl)
+        st = _condensed_structure(cell)
+        S, ni, nl, nb, gl, red = st["S"], st["ni"], st["nl"], st["nb"], st["gl"], st["red"]
+        n_lat = cell.model.num_lattice_nodes
+        Ks = np.bincount(st["flat"], weights=Ke.ravel(), minlength=S * nl * nl).reshape(S, nl, nl)
         KII, KIB, KBB = Ks[:, 14:, 14:], Ks[:, 14:, :14], Ks[:, :14, :14]
         if shift is not None:  # K + diag(shift) (interior dofs belong to one strut only)
             KII = KII + shift[gl[:, 14:]][:, :, None] * np.eye(ni)
@@ -388,11 +420,8 @@ class _CondensedSolver:
         self.Kinv = np.linalg.inv(KII)
         self.XK = self.Kinv @ KIB
         Sred = KBB - KIB.transpose(0, 2, 1) @ self.XK
-        # reduced dofs: lattice-node dofs then the two stretches
-        nb = 6 * n_lat + 2
-        red = np.where(gl[:, :14] < 6 * cell.N, gl[:, :14], gl[:, :14] - 6 * cell.N + 6 * n_lat)
-        flat = ((red[:, :, None]) * nb + red[:, None, :]).ravel()
-        Kred = np.bincount(flat, weights=Sred.ravel(), minlength=nb * nb).reshape(nb, nb)
+        Kred = np.bincount(st["flat_red"], weights=Sred.ravel(),
+                           minlength=nb * nb).reshape(nb, nb)
         if shift is not None:
             lat_dofs = 6 * n_lat
             Kred[np.arange(lat_dofs), np.arange(lat_dofs)] += shift[:lat_dofs]
@@ -422,8 +451,8 @@ class _CondensedSolver:
         b = np.zeros(cell.ndof)
         b[cell.free] = b_free
         bI = b[self.gl[:, 14:]]  # [S, ni]
-        Xb = np.einsum("sij,sj->si", self.Kinv, bI)
-        corr = np.einsum("sji,sj->si", self.KIB, Xb)  # K_BI K_II^-1 b_I, [S, 14]
+        Xb = np.matmul(self.Kinv, bI[:, :, None])[:, :, 0]
+        corr = np.matmul(Xb[:, None, :], self.KIB)[:, 0]  # K_BI K_II^-1 b_I, [S, 14]
         bB = np.zeros(self.nb)
         lat_dofs = 6 * cell.model.num_lattice_nodes
         bB[:lat_dofs] = b[:lat_dofs]
@@ -435,7 +464,7 @@ class _CondensedSolver:
             dB[self.free_red] = torch.cholesky_solve(rhs, self.chol)[:, 0].numpy()
         else:
             dB[self.free_red] = torch.linalg.lu_solve(*self.lu, rhs)[:, 0].numpy()
-        dI = Xb - np.einsum("sij,sj->si", self.XK, dB[self.red])
+        dI = Xb - np.matmul(self.XK, dB[self.red][:, :, None])[:, :, 0]
         d = np.zeros(cell.ndof)
         d[:lat_dofs] = dB[:lat_dofs]
         d[6 * cell.N:] = dB[lat_dofs:]
