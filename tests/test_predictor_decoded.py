@@ -123,6 +123,26 @@ def test_decode_lattice_relaxations():
         model.decode_lattice(z, "hard")
 
 
+def test_predictor_dropout_acts_in_training_only(trusses):
+    """``model.predictor_dropout`` drops readout units of G in training; in evaluation G is
+    the same function as without it (same weights), so a warm start keeps the function."""
+    batch = Batch.from_data_list([truss_to_data(t) for t in trusses])
+    plain = build_model(DECODED)
+    drop = build_model({**DECODED, "predictor_dropout": 0.5})
+    drop.load_state_dict(plain.state_dict())  # no parameters added
+    G0, G1 = plain.predictor, drop.predictor
+    with torch.no_grad():
+        y0 = G0.eval()(batch)
+        assert torch.equal(G1.eval()(batch), y0)
+        torch.manual_seed(0)
+        a = G1.train()(batch)
+        b = G1(batch)
+        assert torch.equal(G0.train()(batch), y0)  # no dropout: training mode changes nothing
+    assert not torch.allclose(a, y0) and not torch.allclose(a, b)  # random masks
+    with pytest.raises(ValueError, match="dropout"):
+        GraphPropertyPredictor(9, dropout=1.0)
+
+
 def test_num_targets_of_both_predictors():
     assert build_model(SMALL).num_targets == 9
     assert build_model({**DECODED, "num_targets": 13}).num_targets == 13
@@ -136,6 +156,10 @@ def test_num_targets_of_both_predictors():
     ({"predictor_input": "decoded", "predictor_gnn_hidden": 0}, "model.predictor_gnn_hidden"),
     ({"predictor_input": "decoded", "predictor_gnn_readout": 2.5},
      "model.predictor_gnn_readout"),
+    ({"predictor_input": "decoded", "predictor_dropout": 1.0}, "model.predictor_dropout"),
+    ({"predictor_input": "decoded", "predictor_dropout": -0.1}, "model.predictor_dropout"),
+    ({"predictor_input": "decoded", "predictor_dropout": True}, "model.predictor_dropout"),
+    ({"predictor_dropout": 0.1}, "model.predictor_dropout"),  # the latent MLP has none
 ])
 def test_build_model_rejects_bad_predictor_settings(extra, match):
     with pytest.raises(ValueError, match=match):

@@ -75,13 +75,21 @@ class GraphPropertyPredictor(TrussGNNEncoder):
             ``model.predictor_gnn_hidden``, ``_layers`` and ``_readout`` and always reads the
             adjacency and the physics features, whatever the encoder's ``edge_readout`` and
             ``physics_readout``).
+        num_features: lattice features read by a :class:`FeatureBranch` (0: none).
+        dropout: dropout probability on the readout ``[B, readout]`` before the head and the
+            feature branch, in training only (``model.predictor_dropout``, default 0). It adds
+            no parameters, so a predictor warm-started from one without it starts from that
+            one's function.
     """
 
     def __init__(self, num_targets: int, hidden: int = 64, layers: int = 4, readout: int = 512,
                  edge_readout: bool = True, physics_readout: bool = True,
-                 num_features: int = 0):
+                 num_features: int = 0, dropout: float = 0.0):
         super().__init__(1, 1, hidden=hidden, layers=layers, readout=readout,
                          edge_readout=edge_readout, physics_readout=physics_readout)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.dropout = nn.Dropout(float(dropout)) if dropout else None
         self.heads = nn.Linear(readout, num_targets)
         self.num_targets = int(num_targets)
         self.num_features = int(num_features)
@@ -105,6 +113,8 @@ class GraphPropertyPredictor(TrussGNNEncoder):
         return self._head(self.dense_embedding(adj, offsets, all_pairs), features)
 
     def _head(self, h: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        if self.dropout is not None:
+            h = self.dropout(h)
         y = self.heads(h)
         if not self.num_features:
             if features is not None:

@@ -47,7 +47,7 @@ MODEL_KEYS = {"encoder", "topology", "shared", "geometry", "hidden", "layers", "
               "mlp_hidden", "decoder_hidden", "offset_hidden", "predictor_hidden",
               "num_targets", "offset_weight", "edge_readout", "physics_readout",
               "predictor_input", "predictor_gnn_hidden", "predictor_gnn_layers",
-              "predictor_gnn_readout", "predictor_features"}
+              "predictor_gnn_readout", "predictor_features", "predictor_dropout"}
 
 #: Lattice features kept by :meth:`TrussVAE.lattice_features` before its cache is cleared.
 FEATURE_CACHE_SIZE = 100_000
@@ -455,11 +455,15 @@ def check_model_config(cfg: dict) -> None:
     for key in ("predictor_gnn_hidden", "predictor_gnn_layers", "predictor_gnn_readout"):
         if key in cfg and not (_is_int(cfg[key]) and cfg[key] >= 1):
             raise ValueError(f"model.{key} must be a positive integer, got {cfg[key]!r}")
+    p = cfg.get("predictor_dropout", 0.0)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"model.predictor_dropout must be a probability in [0, 1), got {p!r}")
     inp = cfg.get("predictor_input", "latent")
     if inp not in PREDICTOR_INPUTS:
         raise ValueError(f"model.predictor_input must be one of {list(PREDICTOR_INPUTS)}, got "
                          f"{inp!r}")
-    gnn_keys = sorted(k for k in cfg if k.startswith("predictor_gnn_"))
+    gnn_keys = sorted(k for k in cfg if k.startswith("predictor_gnn_")
+                      or k == "predictor_dropout")
     if inp == "latent" and gnn_keys:
         raise ValueError(f"model.{gnn_keys[0]} sets up the GNN predictor of "
                          f"model.predictor_input 'decoded'; this config predicts from the "
@@ -517,7 +521,8 @@ def build_model(cfg: dict) -> TrussVAE:
                                            layers=cfg.get("predictor_gnn_layers", 4),
                                            readout=cfg.get("predictor_gnn_readout", 512),
                                            num_features=PREDICTOR_FEATURES.get(
-                                               cfg.get("predictor_features"), 0))
+                                               cfg.get("predictor_features"), 0),
+                                           dropout=cfg.get("predictor_dropout", 0.0))
     else:
         predictor = PropertyPredictor(sizes.total, cfg.get("num_targets", 9),
                                       tuple(cfg.get("predictor_hidden", (256, 256, 256))))
