@@ -546,6 +546,15 @@ def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
                     saved = {k: z[k] for k in ("digest", "strains", "modulus", "ok")}
             except Exception as exc:  # damaged or partial file: recompute it
                 log.warning("recomputing %s: %s", path, exc)
+            k = len(saved["ok"]) if saved is not None else 0
+            if saved is not None and k < sl.stop - sl.start and \
+                    str(saved["digest"]) == _rows_digest(c.adj[sl.start:sl.start + k],
+                                                         c.offset[sl.start:sl.start + k]) and \
+                    not any(work.glob(f"buckling-{start // shard_size + 1:05d}.npz")):
+                # the partial last shard of this corpus before it grew: complete it
+                log.warning("recomputing %s: %d of its rows stored, %d now (the corpus grew)",
+                            path, k, sl.stop - sl.start)
+                saved = None
             if saved is not None and str(saved["digest"]) != digest:
                 raise ValueError(f"{path} holds the buckling of other lattices (another corpus "
                                  f"or shard size); use another work directory")

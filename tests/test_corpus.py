@@ -418,7 +418,8 @@ def test_shipped_buckling_features_are_the_fe_of_the_build():
 def test_buckling_features_are_sharded_and_resume(tmp_path, monkeypatch, caplog):
     """``buckling_features`` gives the rows of the shipped ``buckling.npz`` (rel 1e-9); a rerun
     recomputes only a deleted and a damaged shard; a work directory holding another corpus'
-    shard is refused and the shard is left as it was."""
+    shard is refused and the shard is left as it was; when the corpus has grown, its partial
+    last shard is completed."""
     import logging
     from pathlib import Path
 
@@ -449,6 +450,15 @@ def test_buckling_features_are_sharded_and_resume(tmp_path, monkeypatch, caplog)
     with pytest.raises(ValueError, match="other lattices"):
         buckling_features(corpus, work, shard_size=3, limit=5)  # other rows in shard 0
     assert [p.read_bytes() for p in shards] == before
+    # the corpus grows past its partial last shard (rows 4..5 of shard 2 hold row 4 only):
+    # that shard is completed, the others are kept
+    computed.clear()
+    with caplog.at_level(logging.WARNING):
+        grown = buckling_features(corpus, work, shard_size=2, limit=6)
+    assert computed == [2] and "the corpus grew" in caplog.text
+    assert [p.read_bytes() for p in shards[:2]] == before[:2]
+    np.testing.assert_array_equal(grown["strains"][:5], res["strains"])
+    np.testing.assert_allclose(grown["modulus"][5], shipped["modulus"][5], rtol=1e-9)
     with pytest.raises(ValueError, match="shard_size"):
         buckling_features(corpus, work, shard_size=0)
     with pytest.raises(ValueError, match="num_modes"):  # refused even when no shard is computed
