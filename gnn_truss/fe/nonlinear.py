@@ -236,6 +236,9 @@ class _Cell:
         rows = np.repeat(self.dofs, 14, axis=1)
         cols = np.tile(self.dofs, (1, 14))
         self.rows, self.cols = rows.ravel(), cols.ravel()
+        #: index arrays of the condensed solver (:func:`_condensed_structure`), or the reason
+        #: this mesh cannot be condensed; built on first use
+        self._condensed: dict | str | None = None
 
     def positions(self, w, Fd):
         """``[N, 3]`` node positions and ``[M, 2, 3]`` element end positions."""
@@ -352,7 +355,7 @@ def _condensed_structure(cell: "_Cell") -> dict:
     Raises:
         np.linalg.LinAlgError: if the mesh does not have the strut structure.
     """
-    st = getattr(cell, "_condensed", None)
+    st = cell._condensed
     if isinstance(st, str):  # the structure check failed before
         raise np.linalg.LinAlgError(st)
     if st is not None:
