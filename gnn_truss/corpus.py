@@ -547,10 +547,10 @@ def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
             except Exception as exc:  # damaged or partial file: recompute it
                 log.warning("recomputing %s: %s", path, exc)
             k = len(saved["ok"]) if saved is not None else 0
-            if saved is not None and k < sl.stop - sl.start and \
+            is_last = not (work / f"buckling-{start // shard_size + 1:05d}.npz").exists()
+            if saved is not None and k < sl.stop - sl.start and is_last and \
                     str(saved["digest"]) == _rows_digest(c.adj[sl.start:sl.start + k],
-                                                         c.offset[sl.start:sl.start + k]) and \
-                    not any(work.glob(f"buckling-{start // shard_size + 1:05d}.npz")):
+                                                         c.offset[sl.start:sl.start + k]):
                 # the partial last shard of this corpus before it grew: complete it
                 log.warning("recomputing %s: %d of its rows stored, %d now (the corpus grew)",
                             path, k, sl.stop - sl.start)
