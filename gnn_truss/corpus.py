@@ -387,7 +387,11 @@ def load_corpus(path, limit: int | None = None, quiet: bool = False) -> Corpus:
         c = Corpus(d["adj"], d["offset"], d["stiffness"].astype(np.float64),
                    d["curve"].astype(np.float64) if "curve" in d else None, meta)
         c.validate_arrays()
-        return c if limit is None else c.subset(slice(0, limit))
+        if limit is None or limit >= len(c):
+            return c
+        # the record (shard counts, ...) describes the whole file: say this is its first part
+        return Corpus(c.adj[:limit], c.offset[:limit], c.stiffness[:limit],
+                      None if c.curve is None else c.curve[:limit], {**meta, "limit": int(limit)})
     if not (path / MANIFEST).exists():
         raise ValueError(f"{path} is not a corpus (no {MANIFEST} and not a compact .npz file)")
     meta = _read_json(path / MANIFEST, "corpus manifest")

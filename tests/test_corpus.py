@@ -331,6 +331,10 @@ def test_save_compact_round_trip(built, tmp_path):
     small = load_corpus(save_compact(c, tmp_path / "f32.npz", stiffness_dtype=np.float32))
     assert np.array_equal(small.stiffness, c.stiffness.astype(np.float32).astype(np.float64))
     assert np.array_equal(load_corpus(p, limit=4).adj, c.adj[:4])
+    # as for a build directory, a cut corpus records its limit, a whole one not
+    assert load_corpus(p, limit=4).meta["limit"] == 4
+    assert "limit" not in load_corpus(p, limit=len(c)).meta
+    assert load_corpus(p, limit=4).meta["seed"] == c.meta["seed"]
 
 
 def test_unpack_compact_resumes_a_build_as_if_it_had_never_been_packed(built, tmp_path):
