@@ -15,6 +15,7 @@ import yaml
 from gnn_truss.corpus import load_corpus, save_compact
 from gnn_truss.training import (
     DEFAULT_CONFIG,
+    WeightAverage,
     kl_beta,
     load_checkpoint,
     load_config,
@@ -88,6 +89,8 @@ def test_validate_config_rejects_unknown_keys_naming_them(cfg, key):
     ({"kl_ratio": "half"}, "kl_ratio"), ({"augment": "rotations"}, "augment"),
     ({"augment": True}, "augment"), ({"num_workers": -1}, "num_workers"),
     ({"num_workers": 2.5}, "num_workers"), ({"device": "gpu9"}, "device"),
+    ({"ema_decay": 1.0}, "ema_decay"), ({"ema_decay": 0}, "ema_decay"),
+    ({"ema_decay": True}, "ema_decay"), ({"ema_decay": "slow"}, "ema_decay"),
 ])
 def test_validate_config_rejects_bad_values(train_kw, key):
     with pytest.raises(ValueError, match=f"train.{key}"):
@@ -1060,3 +1063,92 @@ def test_resume_with_a_changed_latent_option_warns(data_root, tmp_path, caplog):
         train(tiny_cfg(data_root, out, epochs=2, sample_latent=False), progress=False)
     assert "train.sample_latent False (it was trained with True)" in caplog.text
     assert len(read_rows(out / "metrics.csv")) == 2  # resumed, not restarted
+
+
+# ------------------------------------------------------------------ weight average
+
+
+def test_weight_average_by_hand():
+    """The average follows w_avg <- d w_avg + (1 - d) w with d = min(decay, (1+n)/(10+n)),
+    skips frozen parameters, and applied() lends the averages and restores the weights."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    net[1].bias.requires_grad_(False)
+    ema = WeightAverage(net, 0.5)
+    assert set(ema.shadow) == {"0.weight", "0.bias", "1.weight"}
+    w0 = net[0].weight.detach().clone()
+    expect = w0.clone()
+    rng = np.random.default_rng(0)
+    for n in range(1, 5):  # d = min(0.5, (1+n)/(10+n)): 2/11, 3/12, 4/13, 5/14
+        with torch.no_grad():
+            net[0].weight.copy_(torch.tensor(rng.normal(size=(3, 2)), dtype=torch.float32))
+        ema.update(net)
+        d = min(0.5, (1 + n) / (10 + n))
+        expect = d * expect + (1 - d) * net[0].weight.detach()
+    assert ema.updates == 4
+    torch.testing.assert_close(ema.shadow["0.weight"], expect)
+    own = net[0].weight.detach().clone()
+    with ema.applied(net):
+        torch.testing.assert_close(net[0].weight.detach(), expect)
+    assert torch.equal(net[0].weight.detach(), own)  # restored
+    with pytest.raises(RuntimeError, match="boom"), ema.applied(net):
+        raise RuntimeError("boom")
+    assert torch.equal(net[0].weight.detach(), own)  # restored after an error too
+    again = WeightAverage(net, 0.5)
+    again.load_state_dict(ema.state_dict())
+    assert again.updates == 4 and torch.equal(again.shadow["0.weight"], ema.shadow["0.weight"])
+    net[1].weight.requires_grad_(False)
+    with pytest.raises(ValueError, match="other parameters"):
+        WeightAverage(net, 0.5).load_state_dict(ema.state_dict())
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="decay"):
+            WeightAverage(net, bad)
+
+
+def test_train_ema_validates_and_keeps_the_averaged_weights(data_root, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_cfg(data_root, out, epochs=1, ema_decay=0.9), progress=False)
+    last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
+    assert best["epoch"] == last["epoch"] == 0
+    shadow = last["ema"]["shadow"]
+    steps = len(read_rows(out / "metrics.csv")) * 3  # 3 full batches of 64 an epoch
+    assert last["ema"]["updates"] == steps
+    moved = 0
+    for name, value in best["model"].items():
+        if name in shadow:  # the averaged weights are the ones best.pt keeps
+            assert torch.equal(value, shadow[name]), name
+            moved += not torch.equal(value, last["model"][name])
+        else:  # buffers: the model's own
+            assert torch.equal(value, last["model"][name]), name
+    assert moved > 0  # and they are not the last iterate
+    # the validation row is that of the averaged weights
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import _evaluate_loss, build_datasets
+    from torch_geometric.loader import DataLoader
+    cfg = validate_config(tiny_cfg(data_root, out, epochs=1, ema_decay=0.9))
+    tr, va, _ = build_datasets(cfg)
+    model = build_model(cfg["model"])
+    model.load_state_dict(best["model"])
+    res = _evaluate_loss(model, DataLoader(va, batch_size=1024), torch.device("cpu"),
+                         cfg["train"]["beta_max"], 1.0, tr.normalizer)
+    row = read_rows(out / "metrics.csv")[0]
+    assert float(row["val_score"]) == pytest.approx(res["score"], rel=1e-6)
+
+
+def test_ema_run_resumed_equals_an_uninterrupted_one(data_root, tmp_path, caplog):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(tiny_cfg(data_root, whole, epochs=2, ema_decay=0.9), progress=False)
+    train(tiny_cfg(data_root, parts, epochs=2, ema_decay=0.9, time_limit_minutes=1e-9),
+          progress=False)
+    train(tiny_cfg(data_root, parts, epochs=2, ema_decay=0.9), progress=False)
+    a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(parts / "last.pt")
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 6  # 3 steps an epoch
+    for k, v in a["ema"]["shadow"].items():
+        assert torch.equal(v, b["ema"]["shadow"][k]), k
+    # a run without an average, resumed with one, says where the average starts
+    plain = tmp_path / "plain"
+    train(tiny_cfg(data_root, plain, epochs=1), progress=False)
+    with caplog.at_level("WARNING", logger="gnn_truss.training"):
+        train(tiny_cfg(data_root, plain, epochs=2, ema_decay=0.9), progress=False)
+    assert "holds no weight average" in caplog.text
+    assert "train.ema_decay 0.9 (it was trained with None)" in caplog.text
