@@ -576,7 +576,8 @@ def _novelty_reference(args, ck) -> tuple:
         match = corpus_fingerprint(c, data.get("target", "stiffness"), limit) == ck["fingerprint"]
     except ValueError:
         match = False
-    canon, topo = corpus_hashes(c, split_seed=data.get("split_seed", 0), limit=limit)
+    canon, topo = corpus_hashes(c, split_seed=data.get("split_seed", 0), limit=limit,
+                                split_by=data.get("split_by", "permutation"))
     if not match:
         log.warning("%s is not the corpus the checkpoint was trained on (fingerprint "
                     "mismatch): novelty is measured against its train split anyway", path)

@@ -384,12 +384,13 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                          f"(fingerprints {ck_a['fingerprint'][:12]} and "
                          f"{ck_b['fingerprint'][:12]}); compare them on the lattices neither "
                          f"saw with unseen=True (gnn-truss compare --unseen)")
-    split_keys = ("split_seed", "split_fractions")
-    split_a = [ck_a["config"]["data"].get(k) for k in split_keys]
-    split_b = [ck_b["config"]["data"].get(k) for k in split_keys]
+    split_keys = {"split_seed": None, "split_fractions": None, "split_by": "permutation"}
+    split_a = [ck_a["config"]["data"].get(k, v) for k, v in split_keys.items()]
+    split_b = [ck_b["config"]["data"].get(k, v) for k, v in split_keys.items()]
     if split_a != split_b and not unseen:
         raise ValueError(f"{checkpoint_a} and {checkpoint_b} split the data differently "
-                         f"(split_seed, split_fractions: {split_a} and {split_b}), so one "
+                         f"(split_seed, split_fractions, split_by: {split_a} and {split_b}), "
+                         f"so one "
                          f"model's test lattices are the other's training lattices; compare "
                          f"them on the lattices neither saw with unseen=True (gnn-truss "
                          f"compare --unseen)")

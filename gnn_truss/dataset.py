@@ -43,7 +43,8 @@ from .graph import collated_graphs, truss_to_data
 from .published import PUBLISHED_FILES, import_published
 from .truss import Truss
 
-__all__ = ["TrussDataset", "TargetNormalizer", "split_indices", "PUBLISHED_URL",
+__all__ = ["TrussDataset", "TargetNormalizer", "split_indices", "split_by_content",
+           "corpus_split", "SPLIT_BY", "PUBLISHED_URL",
            "AttachFeatures", "attach_features"]
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,13 @@ log = logging.getLogger(__name__)
 #: Landing page of the published dataset (the archive is fetched from here by ``download()``).
 PUBLISHED_URL = "https://doi.org/10.3929/ethz-b-000618078"
 SPLITS = ("train", "val", "test")
+#: how a corpus is split (``data.split_by``): ``"permutation"``, a seeded permutation of the
+#: corpus' indices (:func:`split_indices`; exact fractions, but a corpus that grows is split
+#: anew), or ``"content"``, each lattice by a seeded hash of its stored arrays
+#: (:func:`split_by_content`; fractions only on average, but a lattice keeps its split when
+#: the corpus grows, so a model trained on the smaller corpus never saw the larger one's
+#: validation and test lattices)
+SPLIT_BY = ("permutation", "content")
 SOURCES = ("corpus", "published")
 TARGETS = ("stiffness", "curve")
 
@@ -103,14 +111,63 @@ class TargetNormalizer:
 
 def split_indices(n: int, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
     """Disjoint train/val/test index arrays covering ``range(n)`` (seeded permutation)."""
-    f = np.asarray(fractions, dtype=float)
-    if f.shape != (3,) or np.any(f < 0) or not np.isclose(f.sum(), 1.0):
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, "
-                         f"got {fractions}")
+    f = _check_fractions(fractions)
     perm = np.random.default_rng(seed).permutation(n)
     a = int(round(f[0] * n))
     b = a + int(round(f[1] * n))
     return {"train": np.sort(perm[:a]), "val": np.sort(perm[a:b]), "test": np.sort(perm[b:])}
+
+
+def _check_fractions(fractions) -> np.ndarray:
+    f = np.asarray(fractions, dtype=float)
+    if f.shape != (3,) or np.any(f < 0) or not np.isclose(f.sum(), 1.0):
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, "
+                         f"got {fractions}")
+    return f
+
+
+def split_by_content(keys: np.ndarray, seed: int = 0,
+                     fractions=(0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
+    """Disjoint train/val/test index arrays covering ``range(N)``, each lattice assigned by its
+    content alone.
+
+    Each key is mixed with the seed (the SplitMix64 finaliser) into a number ``u`` uniform in
+    [0, 1); a lattice goes to train if ``u < f_train``, to val if ``u < f_train + f_val``, else
+    to test. So a lattice's split does not depend on the other lattices: appending lattices to
+    a corpus leaves every old lattice where it was, and the fractions hold on average only
+    (binomial scatter, about ``sqrt(f (1 - f) / N)``).
+
+    Args:
+        keys: uint64 ``[N]`` hashes of the lattices (:func:`gnn_truss.corpus.row_hashes` of the
+            stored adjacency and offsets).
+        seed: integer; another seed gives an independent split.
+        fractions: train / val / test fractions (non-negative, summing to 1).
+    """
+    f = _check_fractions(fractions)
+    x = np.asarray(keys, dtype=np.uint64).copy()
+    with np.errstate(over="ignore"):
+        x ^= np.uint64((int(seed) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    u = (x >> np.uint64(11)).astype(np.float64) / float(2 ** 53)
+    a, b = f[0], f[0] + f[1]
+    return {"train": np.flatnonzero(u < a), "val": np.flatnonzero((u >= a) & (u < b)),
+            "test": np.flatnonzero(u >= b)}
+
+
+def corpus_split(corpus: Corpus, seed: int = 0, fractions=(0.8, 0.1, 0.1),
+                 split_by: str = "permutation") -> dict[str, np.ndarray]:
+    """The train/val/test indices of a corpus as :class:`TrussDataset` draws them
+    (``split_by``: one of :data:`SPLIT_BY`)."""
+    if split_by == "permutation":
+        return split_indices(len(corpus), seed, fractions)
+    if split_by == "content":
+        from .corpus import row_hashes
+        return split_by_content(row_hashes(corpus.adj, corpus.offset), seed, fractions)
+    raise ValueError(f"split_by must be one of {list(SPLIT_BY)}, got {split_by!r}")
 
 
 class TrussDataset(InMemoryDataset):
@@ -121,8 +178,9 @@ class TrussDataset(InMemoryDataset):
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
         source: ``"corpus"`` or ``"published"``.
         target: ``"stiffness"`` or ``"curve"``.
-        split_seed: seed of the split permutation.
+        split_seed: seed of the split.
         split_fractions: train / val / test fractions.
+        split_by: ``"permutation"`` (default) or ``"content"``, see :data:`SPLIT_BY`.
         limit: use only the first ``limit`` lattices of the corpus.
         transform, pre_transform, pre_filter: PyG hooks.
         force_reload: reprocess even if processed files exist.
@@ -135,7 +193,8 @@ class TrussDataset(InMemoryDataset):
     def __init__(self, root, split: str = "train", source: str = "corpus",
                  target: str = "stiffness", split_seed: int = 0,
                  split_fractions=(0.8, 0.1, 0.1), limit: int | None = None, transform=None,
-                 pre_transform=None, pre_filter=None, force_reload: bool = False):
+                 pre_transform=None, pre_filter=None, force_reload: bool = False,
+                 split_by: str = "permutation"):
         if split not in SPLITS + ("all",):
             raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
         if source not in SOURCES:
@@ -145,7 +204,10 @@ class TrussDataset(InMemoryDataset):
         if limit is not None and (isinstance(limit, bool) or
                                   not isinstance(limit, (int, np.integer)) or limit < 1):
             raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+        if split_by not in SPLIT_BY:
+            raise ValueError(f"split_by must be one of {list(SPLIT_BY)}, got {split_by!r}")
         self.split, self.source, self.target = split, source, target
+        self.split_by = split_by
         self.split_seed, self.split_fractions = split_seed, tuple(split_fractions)
         self.limit = limit
         split_indices(1, split_seed, split_fractions)  # validates the fractions early
@@ -178,7 +240,7 @@ class TrussDataset(InMemoryDataset):
     def processed_file_names(self):
         tag = (f"{self.source}_{self.target}_s{self.split_seed}_"
                f"{'-'.join(f'{f:g}' for f in self.split_fractions)}_n{self.limit or 'all'}_"
-               f"{self._raw_key()}")
+               f"{'c_' if self.split_by == 'content' else ''}{self._raw_key()}")
         return [f"{tag}_{s}.pt" for s in SPLITS + ("all",)] + [f"{tag}_meta.json"]
 
     def _raw_ready(self) -> bool:
@@ -229,7 +291,7 @@ class TrussDataset(InMemoryDataset):
             raise ValueError(f"corpus in {self.raw_dir} has no '{self.target}' labels")
         if len(corpus) == 0:
             raise ValueError(f"corpus in {self.raw_dir} is empty")
-        splits = split_indices(len(corpus), self.split_seed, self.split_fractions)
+        splits = corpus_split(corpus, self.split_seed, self.split_fractions, self.split_by)
         norm = TargetNormalizer.fit(labels[splits["train"]] if len(splits["train"]) else labels)
         keep = np.ones(len(corpus), dtype=bool)
         if self.pre_filter is None and self.pre_transform is None:
@@ -255,6 +317,7 @@ class TrussDataset(InMemoryDataset):
                 "num_lattices": len(corpus), "target": self.target,
                 "split_sizes": {s: int(keep[splits[s]].sum()) for s in SPLITS},
                 "split_seed": self.split_seed, "split_fractions": list(self.split_fractions),
+                "split_by": self.split_by,
                 "corpus_meta": corpus.meta or {}}
         Path(self.processed_paths[-1]).write_text(json.dumps(meta, indent=1))
 

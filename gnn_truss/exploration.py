@@ -173,23 +173,26 @@ def topology_hash(truss: Truss) -> str:
 
 
 def corpus_hashes(corpus, split_seed: int = 0, limit: int | None = None,
-                  split: str | None = "train") -> tuple[set, set]:
+                  split: str | None = "train",
+                  split_by: str = "permutation") -> tuple[set, set]:
     """Canonical and topology hashes of one split of a corpus, as the dataset makes it.
 
     Args:
         corpus: a :class:`~gnn_truss.corpus.Corpus`.
-        split_seed, limit: as in the training config's ``data`` section (the first ``limit``
-            lattices, then the seeded 0.8 / 0.1 / 0.1 split of
-            :func:`gnn_truss.dataset.split_indices`).
+        split_seed, limit, split_by: as in the training config's ``data`` section (the
+            first ``limit`` lattices, then the seeded 0.8 / 0.1 / 0.1 split of
+            :func:`gnn_truss.dataset.corpus_split`).
         split: ``"train"``, ``"val"``, ``"test"`` or ``None`` for the whole corpus.
 
     Returns:
         ``(canonical hashes, topology hashes)`` (sets of hex strings).
     """
     from .corpus import unpack_adjacency
-    from .dataset import split_indices
+    from .dataset import corpus_split
     n = len(corpus) if limit is None else min(limit, len(corpus))
-    idx = np.arange(n) if split is None else split_indices(n, split_seed)[split]
+    idx = np.arange(n) if split is None else corpus_split(
+        corpus if n == len(corpus) else corpus.subset(slice(0, n)), split_seed,
+        split_by=split_by)[split]
     canon, topo = set(), set()
     for s in range(0, len(idx), 4096):  # same bytes as Truss.canonical_hash / topology_hash
         rows = idx[s:s + 4096]

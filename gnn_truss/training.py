@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG: dict = {
     "data": {"root": "datasets/default", "source": "corpus", "target": "stiffness",
-             "split_seed": 0, "limit": None, "features": None},
+             "split_seed": 0, "split_by": "permutation", "limit": None, "features": None},
     "model": {"encoder": "gnn", "topology": 8, "shared": 32, "geometry": 8},
     "train": {"epochs": 200, "batch_size": 256, "lr": 1e-3, "lr_min": 1e-5,
               "weight_decay": 0.0, "beta_max": 1.0, "kl_cycles": 4, "kl_ratio": 0.5,
@@ -385,7 +385,11 @@ def _check_values(cfg: dict) -> None:
         raise ValueError(f"data.limit must be a positive integer or null, got {d['limit']!r}")
     if not _is_int(d["split_seed"]):
         raise ValueError(f"data.split_seed must be an integer, got {d['split_seed']!r}")
-    from .dataset import SOURCES, TARGETS
+    from .dataset import SOURCES, SPLIT_BY, TARGETS
+    if d["split_by"] not in SPLIT_BY:
+        raise ValueError(f"data.split_by must be one of {list(SPLIT_BY)} (a seeded permutation "
+                         f"of the indices, or each lattice by a hash of its content, which "
+                         f"keeps its split when the corpus grows), got {d['split_by']!r}")
     if d["source"] not in SOURCES:
         raise ValueError(f"data.source must be one of {list(SOURCES)}, got {d['source']!r}")
     if d["target"] not in TARGETS:
@@ -492,7 +496,7 @@ def build_datasets(cfg: dict):
     from .dataset import TrussDataset
     d = cfg["data"]
     kw = dict(source=d["source"], target=d["target"], split_seed=d["split_seed"],
-              limit=d["limit"])
+              limit=d["limit"], split_by=d.get("split_by", "permutation"))
     out = tuple(TrussDataset(d["root"], split=s, **kw) for s in ("train", "val", "test"))
     if d.get("features"):
         from .dataset import attach_features
@@ -839,7 +843,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
     if resume and last.exists():
         ck = load_checkpoint(last, map_location=device)
         if ck["config"]["model"] != cfg["model"] or \
-                {"features": None, **ck["config"]["data"]} != cfg["data"]:
+                {"features": None, "split_by": "permutation",
+                 **ck["config"]["data"]} != cfg["data"]:
             raise ValueError(f"{last} was trained with a different model/data config; use "
                              f"another out directory or --no-resume")
         if ck["fingerprint"] != train_ds.fingerprint:

@@ -402,6 +402,29 @@ def test_compare_other_split_seed_needs_unseen_and_uses_both_splits(two_runs, tm
     assert f"({res['excluded']} left out as seen)" in paired_table(res)
 
 
+def test_compare_other_split_mode_needs_unseen(two_runs, tmp_path):
+    """A content split (data.split_by) of the same corpus is another split: refused without
+    --unseen; with it, the second model's training and validation lattices are left out; a
+    checkpoint written before data.split_by existed counts as a permutation split."""
+    from gnn_truss.corpus import load_corpus
+    from gnn_truss.dataset import corpus_split, split_indices
+    a = two_runs / "gnn" / "best.pt"
+    b = train_tiny_mlp(tmp_path / "content", root=str(two_runs / "data"), limit=300,
+                       split_by="content")
+    with pytest.raises(ValueError, match="split_by"):
+        compare_checkpoints(a, b)
+    corpus = load_corpus(two_runs / "data" / "raw" / "corpus.npz", limit=300)
+    s1 = corpus_split(corpus, split_by="content")
+    seen = set(s1["train"]) | set(s1["val"])
+    expected = [i for i in split_indices(300, 0)["test"] if i not in seen]
+    res = compare_checkpoints(a, b, draws=20, unseen=True)
+    assert res["num_lattices"] == len(expected)
+    old = torch.load(a, weights_only=True)
+    old["config"]["data"].pop("split_by", None)
+    torch.save(old, tmp_path / "old.pt")
+    assert compare_checkpoints(tmp_path / "old.pt", a, draws=20)["num_lattices"] == 30
+
+
 def test_lattice_keys_ignore_stored_precision_and_signed_zeros(two_runs):
     """A lattice read with float64 offsets (as the published import stores them) or with a
     -0.0 offset has the key of its float32 copy."""

@@ -95,6 +95,61 @@ def test_limit(root):
     assert d.meta["num_lattices"] == 10
 
 
+def test_split_by_content_is_a_pure_function_of_each_key():
+    """Disjoint and covering; the fractions hold within binomial scatter; a key's split does not
+    depend on the other keys (so a grown corpus keeps every old lattice's split); another seed
+    gives another split; the same fraction checks as split_indices."""
+    from gnn_truss.dataset import split_by_content
+    keys = np.random.default_rng(0).integers(0, 2**63, size=20000, dtype=np.uint64)
+    s = split_by_content(keys, seed=0)
+    assert sorted(np.concatenate(list(s.values())).tolist()) == list(range(len(keys)))
+    for name, f in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
+        sd = np.sqrt(f * (1 - f) * len(keys))
+        assert abs(len(s[name]) - f * len(keys)) < 4 * sd, name
+    small = split_by_content(keys[:5000], seed=0)  # the first 5,000 before the corpus grew
+    for name in ("train", "val", "test"):
+        assert np.array_equal(small[name], s[name][s[name] < 5000]), name
+    shuffled = np.random.default_rng(1).permutation(len(keys))
+    moved = split_by_content(keys[shuffled], seed=0)  # order does not matter either
+    assert np.array_equal(np.sort(shuffled[moved["test"]]), s["test"])
+    other = split_by_content(keys, seed=1)
+    overlap = len(np.intersect1d(other["test"], s["test"])) / len(s["test"])
+    assert overlap < 0.2  # about 0.1 for independent splits
+    assert len(split_by_content(keys, fractions=(1.0, 0.0, 0.0))["train"]) == len(keys)
+    for bad in [(0.8, 0.1), (0.8, 0.3, 0.1)]:
+        with pytest.raises(ValueError, match="fractions"):
+            split_by_content(keys, fractions=bad)
+
+
+def test_content_split_of_a_grown_corpus_keeps_every_lattice_in_its_split(tmp_path,
+                                                                          corpus_file, corpus):
+    """TrussDataset(split_by="content"): the first 25 lattices of the corpus (limit) and all 40
+    put each of the 25 in the same split; its processed files sit beside the permutation
+    split's; the meta records the mode."""
+    from gnn_truss.corpus import row_hashes
+    from gnn_truss.dataset import corpus_split, split_by_content
+    root = make_root(tmp_path / "ds", corpus_file)
+    where = {}
+    for limit in (25, None):
+        for s in ("train", "val", "test"):
+            d = TrussDataset(root, split=s, split_by="content", limit=limit)
+            assert d.meta["split_by"] == "content"
+            for i in idx(d):
+                where.setdefault(int(i), set()).add(s)
+    assert len(where) == N and all(len(v) == 1 for v in where.values())
+    expect = split_by_content(row_hashes(corpus.adj, corpus.offset), 0)
+    assert np.array_equal(idx(TrussDataset(root, split="test", split_by="content")),
+                          expect["test"])
+    assert np.array_equal(corpus_split(corpus, split_by="content")["val"], expect["val"])
+    perm = TrussDataset(root, split="test")  # the default is unchanged
+    assert perm.meta["split_by"] == "permutation"
+    assert np.array_equal(idx(perm), split_indices(N)["test"])
+    with pytest.raises(ValueError, match="split_by"):
+        TrussDataset(root, split_by="random")
+    with pytest.raises(ValueError, match="split_by"):
+        corpus_split(corpus, split_by="random")
+
+
 def test_split_indices():
     s = split_indices(10, seed=1, fractions=(0.6, 0.2, 0.2))
     assert [len(s[k]) for k in ("train", "val", "test")] == [6, 2, 2]

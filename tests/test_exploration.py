@@ -487,6 +487,14 @@ def test_corpus_hashes_match_the_truss_hashes():
     assert topo == {topology_hash(c.truss(i)) for i in range(len(c))}
     train, _ = corpus_hashes(c, split_seed=0)
     assert train < canon and len(train) == 4  # 0.8 of 5
+    from gnn_truss.dataset import corpus_split
+    for seed in (0, 1, 2):  # the content split's training lattices (data.split_by: content)
+        rows = corpus_split(c, seed, split_by="content")["train"]
+        assert corpus_hashes(c, split_seed=seed, split_by="content")[0] == \
+            {c.truss(int(i)).canonical_hash() for i in rows}
+    first = corpus_split(c.subset(slice(0, 3)), 0, split_by="content")["test"]
+    assert corpus_hashes(c, limit=3, split="test", split_by="content")[0] == \
+        {c.truss(int(i)).canonical_hash() for i in first}
     assert len(corpus_fingerprint(c)) == 40
     with pytest.raises(ValueError, match="no 'curve' labels"):
         corpus_fingerprint(c, target="curve")

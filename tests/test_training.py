@@ -1152,3 +1152,33 @@ def test_ema_run_resumed_equals_an_uninterrupted_one(data_root, tmp_path, caplog
         train(tiny_cfg(data_root, plain, epochs=2, ema_decay=0.9), progress=False)
     assert "holds no weight average" in caplog.text
     assert "train.ema_decay 0.9 (it was trained with None)" in caplog.text
+
+
+# ------------------------------------------------------------------ content split
+
+
+def test_data_split_by_content_trains_and_old_checkpoints_resume(data_root, tmp_path):
+    """data.split_by: checked; a content-split run trains on the content split's lattices; a
+    last.pt whose config predates the key (no data.split_by) resumes as a permutation split."""
+    from gnn_truss.dataset import corpus_split
+    with pytest.raises(ValueError, match="data.split_by"):
+        validate_config({"data": {"split_by": "hash"}})
+    assert validate_config({})["data"]["split_by"] == "permutation"
+    cfg = tiny_cfg(data_root, tmp_path / "content", epochs=1)
+    cfg["data"]["split_by"] = "content"
+    train(cfg, progress=False)
+    from gnn_truss.training import build_datasets
+    tr, va, te = build_datasets(validate_config(cfg))
+    split = corpus_split(load_corpus(data_root / "raw" / "corpus.npz", limit=300),
+                         split_by="content")
+    for d, name in ((tr, "train"), (va, "val"), (te, "test")):
+        assert sorted(int(g.idx) for g in d) == split[name].tolist(), name
+    assert load_checkpoint(tmp_path / "content" / "best.pt")["config"]["data"]["split_by"] \
+        == "content"
+    out = tmp_path / "old"
+    train(tiny_cfg(data_root, out, epochs=1), progress=False)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    del ck["config"]["data"]["split_by"]  # as written before data.split_by existed
+    torch.save(ck, out / "last.pt")
+    assert train(tiny_cfg(data_root, out, epochs=2), progress=False)["epochs_done"] == 2
+    assert len(read_rows(out / "metrics.csv")) == 2  # resumed, not refused or restarted
