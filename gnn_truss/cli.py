@@ -370,6 +370,8 @@ def _cmd_evaluate(args) -> int:
                              f"'gnn-truss evaluate'")
     report = evaluate_checkpoint(args.checkpoint, out, n_samples=args.samples,
                                  split=args.split, limit=args.limit,
+                                 data_overrides=None if args.corpus_limit is None
+                                 else {"limit": args.corpus_limit},
                                  fe_check=not args.no_fe, symmetrise=args.symmetrise,
                                  constrained=args.constrained,
                                  refine_latent=args.refine_latent, refine_lr=args.refine_lr,
@@ -919,6 +921,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_options(ev)
     ev.add_argument("--no-fe", action="store_true",
                     help="skip the FE check in the strict validity")
+    ev.add_argument("--corpus-limit", type=int, metavar="N",
+                    help="read the checkpoint's data as the first N lattices of its corpus (a "
+                         "checkpoint trained before its corpus grew; the dataset fingerprint "
+                         "confirms it)")
     ev.add_argument("--baseline", metavar="REPORT",
                     help="report.json of another model on the same split: also write "
                          "OUT/comparison.md, the two side by side")

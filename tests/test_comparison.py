@@ -381,6 +381,24 @@ def test_compare_unseen_with_a_checkpoint_of_a_corpus_that_grew(two_runs, tmp_pa
     assert f"{res['num_lattices']} lattices" in capsys.readouterr().out
 
 
+def test_evaluate_a_checkpoint_of_a_corpus_that_grew(tmp_path, capsys):
+    """A checkpoint trained on a 250-lattice corpus that then grew to 300: evaluate refuses
+    its grown data (fingerprint) and, with --corpus-limit 250, evaluates its own test split."""
+    from gnn_truss.cli import main
+    from gnn_truss.dataset import split_indices
+    root = tmp_path / "grown"
+    (root / "raw").mkdir(parents=True)
+    save_compact(load_corpus(SHIPPED, limit=250), root / "raw" / "corpus.npz")
+    b = train_tiny_mlp(tmp_path / "b", root=str(root))
+    save_compact(load_corpus(SHIPPED, limit=300), root / "raw" / "corpus.npz")  # it grew
+    args = ["evaluate", str(b), "--samples", "0", "--no-progress", "--out", str(tmp_path / "e")]
+    assert main(args) == 2
+    assert "trained on different data" in capsys.readouterr().err
+    assert main(args + ["--corpus-limit", "250"]) == 0
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["num_lattices"] == len(split_indices(250, 0)["test"])
+
+
 def test_compare_other_split_seed_needs_unseen_and_uses_both_splits(two_runs, tmp_path):
     """The same corpus split with another seed has the same fingerprint, but one model's test
     lattices are the other's training lattices: the plain comparison refuses, the unseen one
