@@ -390,10 +390,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     if split_a != split_b and not unseen:
         raise ValueError(f"{checkpoint_a} and {checkpoint_b} split the data differently "
                          f"(split_seed, split_fractions, split_by: {split_a} and {split_b}), "
-                         f"so one "
-                         f"model's test lattices are the other's training lattices; compare "
-                         f"them on the lattices neither saw with unseen=True (gnn-truss "
-                         f"compare --unseen)")
+                         f"so one model's test lattices are the other's training lattices; "
+                         f"compare them on the lattices neither saw with unseen=True "
+                         f"(gnn-truss compare --unseen)")
     target = ck_a["config"]["data"]["target"]
     if ck_b["config"]["data"]["target"] != target:
         raise ValueError(f"the checkpoints predict different targets ({target} and "

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -390,8 +390,7 @@ def load_corpus(path, limit: int | None = None, quiet: bool = False) -> Corpus:
         if limit is None or limit >= len(c):
             return c
         # the record (shard counts, ...) describes the whole file: say this is its first part
-        return Corpus(c.adj[:limit], c.offset[:limit], c.stiffness[:limit],
-                      None if c.curve is None else c.curve[:limit], {**meta, "limit": int(limit)})
+        return replace(c.subset(slice(0, limit)), meta={**meta, "limit": int(limit)})
     if not (path / MANIFEST).exists():
         raise ValueError(f"{path} is not a corpus (no {MANIFEST} and not a compact .npz file)")
     meta = _read_json(path / MANIFEST, "corpus manifest")

@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 __all__ = ["DEFAULT_CONFIG", "FREEZABLE", "AUGMENTATIONS", "load_config", "validate_config",
-           "kl_beta", "train", "WeightAverage", "load_checkpoint", "build_datasets", "init_from_checkpoint",
-           "graft_vae"]
+           "kl_beta", "train", "WeightAverage", "load_checkpoint", "build_datasets",
+           "init_from_checkpoint", "graft_vae"]
 
 log = logging.getLogger(__name__)
 
