@@ -44,7 +44,7 @@ from .published import PUBLISHED_FILES, import_published
 from .truss import Truss
 
 __all__ = ["TrussDataset", "TargetNormalizer", "split_indices", "split_by_content",
-           "corpus_split", "SPLIT_BY", "PUBLISHED_URL",
+           "corpus_split", "parse_split_by", "split_keeping_prefix", "SPLIT_BY", "PUBLISHED_URL",
            "AttachFeatures", "attach_features"]
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,10 @@ SPLITS = ("train", "val", "test")
 #: anew), or ``"content"``, each lattice by a seeded hash of its stored arrays
 #: (:func:`split_by_content`; fractions only on average, but a lattice keeps its split when
 #: the corpus grows, so a model trained on the smaller corpus never saw the larger one's
-#: validation and test lattices)
-SPLIT_BY = ("permutation", "content")
+#: validation and test lattices), or ``"prefix:N"``, the first ``N`` lattices as the
+#: permutation split of a corpus of ``N`` and the rest by content (:func:`split_keeping_prefix`:
+#: a corpus that was split by permutation grows without moving any of its lattices)
+SPLIT_BY = ("permutation", "content", "prefix:N")
 SOURCES = ("corpus", "published")
 TARGETS = ("stiffness", "curve")
 
@@ -158,16 +160,56 @@ def split_by_content(keys: np.ndarray, seed: int = 0,
             "test": np.flatnonzero(u >= b)}
 
 
+def parse_split_by(split_by) -> tuple[str, int | None]:
+    """``(mode, N)`` of a ``split_by`` value (one of :data:`SPLIT_BY`; ``N`` is ``None``
+    except for ``"prefix:N"``); a clear ``ValueError`` for anything else."""
+    if split_by in ("permutation", "content"):
+        return split_by, None
+    if isinstance(split_by, str) and split_by.startswith("prefix:"):
+        n = split_by[len("prefix:"):]
+        if n.isdigit() and int(n) > 0:
+            return "prefix", int(n)
+    raise ValueError(f"split_by must be 'permutation', 'content' or 'prefix:N' with N a "
+                     f"positive integer (the size of the corpus whose permutation split the "
+                     f"first N lattices keep), got {split_by!r}")
+
+
+def split_keeping_prefix(keys: np.ndarray, prefix: int, seed: int = 0,
+                         fractions=(0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
+    """Train/val/test indices of a grown corpus whose first ``prefix`` lattices keep the split
+    :func:`split_indices` gave them when the corpus had ``prefix`` lattices.
+
+    The lattices from ``prefix`` on are assigned by :func:`split_by_content` (their own
+    content and the seed), so they too keep their split when the corpus grows further. A
+    model trained on the permutation split of the first ``prefix`` lattices has therefore
+    never seen the validation or test lattices of any grown corpus split this way.
+
+    Args:
+        keys: uint64 ``[N]`` hashes of the lattices (only rows ``prefix:`` are read).
+        prefix: the size of the corpus whose permutation split is kept, ``<= N``.
+        seed, fractions: as in :func:`split_indices` (the same for both parts).
+    """
+    n = len(keys)
+    if prefix > n:
+        raise ValueError(f"split_by 'prefix:{prefix}' keeps the split of the first {prefix} "
+                         f"lattices, but the corpus has only {n}")
+    head = split_indices(prefix, seed, fractions)
+    tail = split_by_content(np.asarray(keys)[prefix:], seed, fractions)
+    return {s: np.concatenate([head[s], tail[s] + prefix]) for s in SPLITS}
+
+
 def corpus_split(corpus: Corpus, seed: int = 0, fractions=(0.8, 0.1, 0.1),
                  split_by: str = "permutation") -> dict[str, np.ndarray]:
     """The train/val/test indices of a corpus as :class:`TrussDataset` draws them
     (``split_by``: one of :data:`SPLIT_BY`)."""
-    if split_by == "permutation":
+    mode, prefix = parse_split_by(split_by)
+    if mode == "permutation":
         return split_indices(len(corpus), seed, fractions)
-    if split_by == "content":
-        from .corpus import row_hashes
-        return split_by_content(row_hashes(corpus.adj, corpus.offset), seed, fractions)
-    raise ValueError(f"split_by must be one of {list(SPLIT_BY)}, got {split_by!r}")
+    from .corpus import row_hashes
+    keys = row_hashes(corpus.adj, corpus.offset)
+    if mode == "content":
+        return split_by_content(keys, seed, fractions)
+    return split_keeping_prefix(keys, prefix, seed, fractions)
 
 
 class TrussDataset(InMemoryDataset):
@@ -180,7 +222,8 @@ class TrussDataset(InMemoryDataset):
         target: ``"stiffness"`` or ``"curve"``.
         split_seed: seed of the split.
         split_fractions: train / val / test fractions.
-        split_by: ``"permutation"`` (default) or ``"content"``, see :data:`SPLIT_BY`.
+        split_by: ``"permutation"`` (default), ``"content"`` or ``"prefix:N"``, see
+            :data:`SPLIT_BY`.
         limit: use only the first ``limit`` lattices of the corpus.
         transform, pre_transform, pre_filter: PyG hooks.
         force_reload: reprocess even if processed files exist.
@@ -204,8 +247,7 @@ class TrussDataset(InMemoryDataset):
         if limit is not None and (isinstance(limit, bool) or
                                   not isinstance(limit, (int, np.integer)) or limit < 1):
             raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-        if split_by not in SPLIT_BY:
-            raise ValueError(f"split_by must be one of {list(SPLIT_BY)}, got {split_by!r}")
+        parse_split_by(split_by)
         self.split, self.source, self.target = split, source, target
         self.split_by = split_by
         self.split_seed, self.split_fractions = split_seed, tuple(split_fractions)
@@ -240,8 +282,12 @@ class TrussDataset(InMemoryDataset):
     def processed_file_names(self):
         tag = (f"{self.source}_{self.target}_s{self.split_seed}_"
                f"{'-'.join(f'{f:g}' for f in self.split_fractions)}_n{self.limit or 'all'}_"
-               f"{'c_' if self.split_by == 'content' else ''}{self._raw_key()}")
+               f"{self._split_tag()}{self._raw_key()}")
         return [f"{tag}_{s}.pt" for s in SPLITS + ("all",)] + [f"{tag}_meta.json"]
+
+    def _split_tag(self) -> str:
+        mode, prefix = parse_split_by(self.split_by)
+        return {"permutation": "", "content": "c_", "prefix": f"p{prefix}_"}[mode]
 
     def _raw_ready(self) -> bool:
         raw = Path(self.raw_dir)

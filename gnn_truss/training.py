@@ -385,11 +385,18 @@ def _check_values(cfg: dict) -> None:
         raise ValueError(f"data.limit must be a positive integer or null, got {d['limit']!r}")
     if not _is_int(d["split_seed"]):
         raise ValueError(f"data.split_seed must be an integer, got {d['split_seed']!r}")
-    from .dataset import SOURCES, SPLIT_BY, TARGETS
-    if d["split_by"] not in SPLIT_BY:
-        raise ValueError(f"data.split_by must be one of {list(SPLIT_BY)} (a seeded permutation "
-                         f"of the indices, or each lattice by a hash of its content, which "
-                         f"keeps its split when the corpus grows), got {d['split_by']!r}")
+    from .dataset import SOURCES, TARGETS, parse_split_by
+    try:
+        _, prefix = parse_split_by(d["split_by"])
+    except ValueError:
+        raise ValueError(f"data.split_by must be 'permutation' (a seeded permutation of the "
+                         f"indices), 'content' (each lattice by a hash of its content, which "
+                         f"keeps its split when the corpus grows) or 'prefix:N' (the first N "
+                         f"lattices keep their permutation split, the rest by content), got "
+                         f"{d['split_by']!r}") from None
+    if prefix is not None and d["limit"] is not None and d["limit"] < prefix:
+        raise ValueError(f"data.split_by {d['split_by']!r} keeps the split of the first "
+                         f"{prefix} lattices, but data.limit is {d['limit']}")
     if d["source"] not in SOURCES:
         raise ValueError(f"data.source must be one of {list(SOURCES)}, got {d['source']!r}")
     if d["target"] not in TARGETS:

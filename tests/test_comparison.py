@@ -443,6 +443,26 @@ def test_compare_other_split_mode_needs_unseen(two_runs, tmp_path):
     assert compare_checkpoints(tmp_path / "old.pt", a, draws=20)["num_lattices"] == 30
 
 
+def test_prefix_split_successor_is_clean_against_its_warm_start(two_runs, tmp_path):
+    """A model trained on the permutation split of the first 200 lattices and one trained on
+    all 300 with split_by "prefix:200": the second one's test split holds none of the first
+    one's training or validation lattices, so --unseen leaves none out, and it keeps the first
+    one's 20 test lattices."""
+    from gnn_truss.corpus import load_corpus
+    from gnn_truss.dataset import corpus_split, split_indices
+    root = str(two_runs / "data")
+    old = train_tiny_mlp(tmp_path / "old", root=root, limit=200)
+    new = train_tiny_mlp(tmp_path / "new", root=root, limit=300, split_by="prefix:200")
+    with pytest.raises(ValueError, match="--unseen"):
+        compare_checkpoints(new, old)  # other data and split: only with unseen
+    res = compare_checkpoints(new, old, draws=20, unseen=True,
+                              data_overrides_b={"limit": 200})
+    test = corpus_split(load_corpus(two_runs / "data" / "raw" / "corpus.npz", limit=300),
+                        split_by="prefix:200")["test"]
+    assert res["excluded"] == 0 and res["num_lattices"] == len(test)
+    assert set(split_indices(200, 0)["test"]) <= set(test.tolist())
+
+
 def test_lattice_keys_ignore_stored_precision_and_signed_zeros(two_runs):
     """A lattice read with float64 offsets (as the published import stores them) or with a
     -0.0 offset has the key of its float32 copy."""

@@ -150,6 +150,41 @@ def test_content_split_of_a_grown_corpus_keeps_every_lattice_in_its_split(tmp_pa
         corpus_split(corpus, split_by="random")
 
 
+def test_prefix_split_keeps_the_permutation_split_of_the_smaller_corpus(tmp_path,
+                                                                         corpus_file, corpus):
+    """split_by="prefix:25" on the 40-lattice corpus: lattices 0-24 sit exactly where the
+    permutation split of the 25-lattice corpus (limit=25) put them, lattices 25-39 where the
+    content split puts them; its files sit beside the others'; a prefix larger than the corpus
+    and malformed values are refused by name."""
+    from gnn_truss.corpus import row_hashes
+    from gnn_truss.dataset import (corpus_split, parse_split_by, split_by_content,
+                                   split_keeping_prefix)
+    root = make_root(tmp_path / "ds", corpus_file)
+    keys = row_hashes(corpus.adj, corpus.offset)
+    content = split_by_content(keys, 0)
+    for s in ("train", "val", "test"):
+        small = idx(TrussDataset(root, split=s, limit=25))  # permutation split of 25
+        grown = TrussDataset(root, split=s, split_by="prefix:25")
+        assert grown.meta["split_by"] == "prefix:25"
+        got = idx(grown)
+        assert np.array_equal(got[got < 25], small), s
+        assert np.array_equal(got[got >= 25], content[s][content[s] >= 25]), s
+        assert np.array_equal(corpus_split(corpus, split_by="prefix:25")[s], got)
+    assert len(TrussDataset(root, split="all", split_by="prefix:25")) == N
+    # the whole corpus as the prefix is the permutation split
+    for s, v in split_keeping_prefix(keys, N, 3).items():
+        assert np.array_equal(v, split_indices(N, 3)[s]), s
+    assert parse_split_by("prefix:15799") == ("prefix", 15799)
+    assert parse_split_by("content") == ("content", None)
+    for bad in ("prefix:", "prefix:0", "prefix:-3", "prefix:1.5", "prefix", 7, None):
+        with pytest.raises(ValueError, match="prefix:N"):
+            parse_split_by(bad)
+    with pytest.raises(ValueError, match="only 40"):
+        TrussDataset(root, split="test", split_by=f"prefix:{N + 1}")
+    with pytest.raises(ValueError, match="only 20"):
+        TrussDataset(root, split="test", split_by="prefix:25", limit=20)
+
+
 def test_split_indices():
     s = split_indices(10, seed=1, fractions=(0.6, 0.2, 0.2))
     assert [len(s[k]) for k in ("train", "val", "test")] == [6, 2, 2]

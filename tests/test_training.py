@@ -1163,6 +1163,12 @@ def test_data_split_by_content_trains_and_old_checkpoints_resume(data_root, tmp_
     from gnn_truss.dataset import corpus_split
     with pytest.raises(ValueError, match="data.split_by"):
         validate_config({"data": {"split_by": "hash"}})
+    with pytest.raises(ValueError, match="data.split_by"):
+        validate_config({"data": {"split_by": "prefix:x"}})
+    with pytest.raises(ValueError, match="data.limit is 100"):
+        validate_config({"data": {"split_by": "prefix:200", "limit": 100}})
+    assert validate_config({"data": {"split_by": "prefix:200"}})["data"]["split_by"] \
+        == "prefix:200"
     assert validate_config({})["data"]["split_by"] == "permutation"
     cfg = tiny_cfg(data_root, tmp_path / "content", epochs=1)
     cfg["data"]["split_by"] = "content"
