@@ -167,8 +167,8 @@ def parse_split_by(split_by) -> tuple[str, int | None]:
         return split_by, None
     if isinstance(split_by, str) and split_by.startswith("prefix:"):
         n = split_by[len("prefix:"):]
-        if n.isdigit() and int(n) > 0:
-            return "prefix", int(n)
+        if n.isascii() and n.isdigit() and n == str(int(n)) and int(n) > 0:
+            return "prefix", int(n)  # one spelling per split: no leading zeros
     raise ValueError(f"split_by must be 'permutation', 'content' or 'prefix:N' with N a "
                      f"positive integer (the size of the corpus whose permutation split the "
                      f"first N lattices keep), got {split_by!r}")

@@ -176,7 +176,8 @@ def test_prefix_split_keeps_the_permutation_split_of_the_smaller_corpus(tmp_path
         assert np.array_equal(v, split_indices(N, 3)[s]), s
     assert parse_split_by("prefix:15799") == ("prefix", 15799)
     assert parse_split_by("content") == ("content", None)
-    for bad in ("prefix:", "prefix:0", "prefix:-3", "prefix:1.5", "prefix", 7, None):
+    for bad in ("prefix:", "prefix:0", "prefix:-3", "prefix:1.5", "prefix:025", "prefix:\u00b2",
+                "prefix", 7, None):
         with pytest.raises(ValueError, match="prefix:N"):
             parse_split_by(bad)
     with pytest.raises(ValueError, match="only 40"):
