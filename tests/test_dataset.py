@@ -171,6 +171,11 @@ def test_prefix_split_keeps_the_permutation_split_of_the_smaller_corpus(tmp_path
         assert np.array_equal(got[got >= 25], content[s][content[s] >= 25]), s
         assert np.array_equal(corpus_split(corpus, split_by="prefix:25")[s], got)
     assert len(TrussDataset(root, split="all", split_by="prefix:25")) == N
+    # its processed files do not replace the permutation split's of the same corpus and limit
+    perm = TrussDataset(root, split="test")
+    assert np.array_equal(idx(perm), split_indices(N)["test"])
+    assert np.array_equal(idx(TrussDataset(root, split="test", split_by="prefix:25")),
+                          corpus_split(corpus, split_by="prefix:25")["test"])
     # the whole corpus as the prefix is the permutation split
     for s, v in split_keeping_prefix(keys, N, 3).items():
         assert np.array_equal(v, split_indices(N, 3)[s]), s
