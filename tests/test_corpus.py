@@ -399,8 +399,9 @@ def test_shipped_curve_build_extends_the_shipped_curve_corpus():
 def test_shipped_buckling_features_are_the_fe_of_the_build():
     """datasets/nonlinear/buckling.npz holds gnn_truss.fe.buckling.linear_buckling (3 modes) of
     the lattices of build.npz, row for row: recomputed for four rows (the softest lattice, whose
-    pre-buckling state converges slowest, and the last lattice of the build, past the shipped corpus, among
-    them); the modulus column is E3 of the stored linear stiffness labels (rel 1e-9)."""
+    pre-buckling state converges slowest, and the last lattice of the build, past the shipped
+    corpus, among them); the modulus column is E3 of the stored linear stiffness labels
+    (rel 1e-9)."""
     from pathlib import Path
 
     from gnn_truss.fe.buckling import linear_buckling
