@@ -688,8 +688,8 @@ def test_match_curve_end_to_end(corpus, tmp_path):
     norm = TargetNormalizer.fit(curves)
     target = 1.3 * curves[np.argmax(curves[:, -1])]
     obj = parse_objective("match-curve", target.tolist())
-    res = run_design(model, norm, cor, obj, starts=2, steps=5, workers=1)
-    assert res.num_candidates == 2  # best iterates only for curves
+    res = run_design(model, norm, cor, obj, starts=2, steps=5, workers=1, refine_rounds=0)
+    assert res.num_candidates == 2  # best iterates only (no path snapshots for curves)
     for c in res.candidates:
         if c.status == "ok":
             ref = compress_truss(c.truss)
@@ -764,7 +764,8 @@ def test_design_main_named_curve_target(corpus, tmp_path, capsys):
     rc = design_main(_args("--checkpoint", str(tmp_path / "curve.pt"), "--objective",
                            "match-curve", "--target", "softening", "--starts", "2", "--steps",
                            "2", "--out", str(tmp_path / "out"), "--workers", "1",
-                           "--no-progress", "--no-figures", "--exports", "0"))
+                           "--refine-rounds", "0", "--no-progress", "--no-figures",
+                           "--exports", "0"))
     assert rc == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["objective"] == "match-curve softening"
@@ -786,6 +787,43 @@ def test_refine_candidates_progress_bar_reports_rounds_and_changes_nothing(
     assert "refine max-E22" in err and "2/2" in err and f"verified={m}" in err
     assert m == n and [c.truss.canonical_hash() for c in shown] == \
         [c.truss.canonical_hash() for c in quiet]
+
+
+def test_curve_design_refines_by_default_and_never_ends_worse(corpus, monkeypatch):
+    """Curve objectives run CURVE_REFINE_ROUNDS rounds of FE-guided refinement by default,
+    each verifying at most 20 new lattices; the refined lattices join the ranking, so the
+    best design is at least as good as the gradient stage's (nonlinear FE faked)."""
+    from gnn_truss import design
+    from gnn_truss.fe.nonlinear import LABEL_STRAINS
+    monkeypatch.setattr(design, "_compress_one", _fake_curve)
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "num_targets": 13}).eval()
+    curves = corpus.stiffness[:, 5:6] * LABEL_STRAINS[None]
+    cor = Corpus(corpus.adj, corpus.offset, corpus.stiffness, curves, {})
+    norm = TargetNormalizer.fit(curves)
+    obj = parse_objective("match-curve", (LABEL_STRAINS * 30.0).tolist())
+    kw = dict(starts=3, steps=3, workers=1, check_seeds=0)
+    res = design.run_design(model, norm, cor, obj, **kw)
+    assert design.CURVE_REFINE_ROUNDS == 3
+    assert res.settings["refine_rounds"] == 3 and res.settings["refine_verify"] == 20
+    refined = [c for c in res.candidates if c.source == "refine"]
+    assert refined and {c.step for c in refined} <= {4, 5, 6}
+    per_round = [sum(c.step == s for c in refined) for s in (4, 5, 6)]
+    assert max(per_round) <= 20 and res.num_candidates == 3 + len(refined)
+    plain = design.run_design(model, norm, cor, obj, refine_rounds=0, **kw)
+    assert plain.settings["refine_rounds"] == 0 and plain.num_candidates == 3
+    assert res.best.fe_score <= plain.best.fe_score
+    scores = [c.fe_score for c in res.candidates if c.status == "ok"]
+    assert scores == sorted(scores)  # one ranking, refined and gradient-stage together
+
+
+def _fake_curve(job):
+    """Stands in for the nonlinear FE: a linear curve whose slope grows with the lattice's
+    strut count and total offset, so that distinct lattices score differently."""
+    from gnn_truss.fe.nonlinear import LABEL_STRAINS
+    truss, density, seed = job
+    slope = truss.num_edges + 10.0 * float(np.abs(truss.offsets).sum())
+    return slope * LABEL_STRAINS, ""
 
 
 def _fake_compress(job):
