@@ -79,7 +79,7 @@ __all__ = [
     "imperfection_check",
     "DesignResult", "improvement_percent", "run_design", "path_axes", "axis_values",
     "write_design",
-    "load_design_model",
+    "load_design_model", "ensemble_predictors",
     "default_corpus_path", "add_design_arguments", "design_main",
 ]
 
@@ -1519,6 +1519,53 @@ def load_design_model(checkpoint, device: str = "cpu"):
     return model, TargetNormalizer.from_dict(ck["normalizer"]), ck
 
 
+def ensemble_predictors(model, normalizer, others):
+    """Make ``model`` predict with the mean of its predictor and those of ``others``
+    (:class:`~gnn_truss.nn.predictor.PredictorEnsemble`, in physical units, normalised by
+    ``normalizer``), for inverse design whose optimiser cannot exploit the errors of one
+    predictor alone. ``model`` is changed in place and returned.
+
+    The members must share ``model``'s encoder and decoders bit for bit (so that a latent
+    decodes to the same lattice for all of them), e.g. curve predictors trained on top of the
+    same frozen VAE (``model.predictor_input: decoded``), and predict the same targets.
+
+    Args:
+        model: :class:`~gnn_truss.nn.TrussVAE` (of :func:`load_design_model`).
+        normalizer: its :class:`~gnn_truss.dataset.TargetNormalizer`.
+        others: ``(model, normalizer)`` pairs or ``(model, normalizer, name)`` triples.
+
+    Raises:
+        ValueError: a member with other encoder or decoder weights, another predictor input,
+            other targets or other lattice features.
+    """
+    from .nn.predictor import PredictorEnsemble
+    if not others:
+        return model
+    mine = {n: v for n, v in model.state_dict().items() if not n.startswith("predictor.")}
+    members, norms = [model.predictor], [normalizer]
+    for i, other in enumerate(others):
+        m, norm = other[0], other[1]
+        name = other[2] if len(other) > 2 else f"member {i + 1}"
+        if getattr(m, "predictor_input", "latent") != getattr(model, "predictor_input",
+                                                              "latent"):
+            raise ValueError(f"{name}: its predictor reads the "
+                             f"{getattr(m, 'predictor_input', 'latent')} input, the design "
+                             f"model's the {getattr(model, 'predictor_input', 'latent')}")
+        theirs = {n: v for n, v in m.state_dict().items() if not n.startswith("predictor.")}
+        differ = sorted(n for n in set(mine) | set(theirs)
+                        if n not in mine or n not in theirs or mine[n].shape != theirs[n].shape
+                        or not torch.equal(mine[n], theirs[n].to(mine[n].device)))
+        if differ:
+            raise ValueError(f"{name}: an ensemble member must share the design model's "
+                             f"encoder and decoders, but {len(differ)} tensors differ (e.g. "
+                             f"{differ[0]})")
+        members.append(m.predictor.to(_device(model)))
+        norms.append(norm)
+    model.predictor = PredictorEnsemble(members, norms)
+    model.eval()
+    return model
+
+
 def default_corpus_path(ck) -> Path:
     data = ck["config"]["data"]
     raw = Path(data["root"]) / "raw"
@@ -1542,6 +1589,10 @@ def add_design_arguments(parser) -> None:
                              "(30 %% above its stiffest curve), softening")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                         help=f"trained model (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--ensemble", nargs="+", default=None, metavar="CHECKPOINT",
+                        help="predict with the mean of the checkpoint's predictor and these "
+                             "checkpoints' (in physical units); they must share its encoder "
+                             "and decoders, e.g. curve predictors trained on the same VAE")
     parser.add_argument("--corpus", default=None,
                         help="FE-labelled corpus (default: ROOT/raw/corpus.npz of the "
                              "checkpoint's data.root)")
@@ -1669,6 +1720,9 @@ def design_main(args) -> int:
         raise ValueError(f"objective {objective.spec!r} needs a model trained on "
                          f"{objective.label} labels, but {args.checkpoint} predicts "
                          f"{_model_target(model)}")
+    if getattr(args, "ensemble", None):
+        ensemble_predictors(model, normalizer, [
+            (*load_design_model(p, args.device)[:2], p) for p in args.ensemble])
     corpus_path = Path(args.corpus) if args.corpus else default_corpus_path(ck)
     if not corpus_path.exists():
         raise ValueError(f"corpus not found: {corpus_path}")
@@ -1695,6 +1749,8 @@ def design_main(args) -> int:
                         check_seeds=args.check_seeds,
                         check_top=args.check_top, progress=not args.no_progress,
                         feature_every=args.feature_every)
+    if getattr(args, "ensemble", None):
+        result.settings["ensemble"] = [str(args.checkpoint), *map(str, args.ensemble)]
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", objective.spec)
     out = Path(args.out) if args.out else Path("results") / f"design-{safe}"
     labels = corpus.stiffness if objective.label == "stiffness" else corpus.curve

@@ -998,3 +998,114 @@ def test_design_with_a_predictor_that_reads_the_decoded_lattice(corpus, model_an
     assert any(c.status == "ok" and np.isfinite(c.fe_score) for c in result.candidates)
     assert all(c.status in ("ok", "invalid", "mechanism", "disconnected", "singular")
                for c in result.candidates)
+
+
+# --------------------------------------------------------------------------- predictor ensembles
+
+def _sibling(model, seed):
+    """A copy of ``model`` with the same encoder and decoders and a predictor re-drawn with
+    ``seed``: a second predictor trained on the same VAE."""
+    import copy
+    other = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in other.predictor.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    return other.eval()
+
+
+def test_ensemble_predicts_the_physical_mean_of_its_members(corpus, model_and_norm):
+    """predict_decoded of an ensemble is the mean of the members' own predict_decoded, each
+    through its own normaliser (physical units), for the decoded-lattice and the latent
+    predictor; the gradient flows to z through every member."""
+    from gnn_truss.design import ensemble_predictors
+    _, norm = model_and_norm
+    norm2 = TargetNormalizer.fit(corpus.stiffness * 3.0 + 1e-3)
+    for config in (DECODED, SMALL):
+        torch.manual_seed(0)
+        first = build_model(config).eval()
+        second, third = _sibling(first, 1), _sibling(first, 2)
+        z = torch.randn(5, first.sizes.total)
+        with torch.no_grad():
+            want = (predict_decoded(first, norm, z) + predict_decoded(second, norm2, z)
+                    + predict_decoded(third, norm, z)) / 3
+            alone = predict_decoded(second, norm2, z)
+        ens = ensemble_predictors(first, norm, [(second, norm2), (third, norm, "third")])
+        assert ens is first and len(ens.predictor.members) == 3
+        zg = z.clone().requires_grad_(True)
+        got = predict_decoded(ens, norm, zg)
+        assert torch.allclose(got.detach(), want, rtol=1e-4, atol=1e-10)
+        assert not torch.allclose(want, alone, rtol=1e-2)  # the members do differ
+        got.sum().backward()
+        assert zg.grad is not None and torch.isfinite(zg.grad).all() and zg.grad.abs().sum() > 0
+        spread = ens.predictor.member_predictions(z) if config is SMALL else None
+        if spread is not None:  # latent predictor: members read mu
+            assert spread.shape == (3, 5, 9)
+            assert torch.allclose(spread.mean(0), norm.inverse(ens.predictor(z)), rtol=1e-4)
+
+
+def test_ensemble_design_run_verifies_every_candidate(corpus, model_and_norm):
+    from gnn_truss.design import ensemble_predictors
+    _, norm = model_and_norm
+    torch.manual_seed(0)
+    base = build_model(DECODED).eval()
+    model = ensemble_predictors(base, norm, [(_sibling(base, 3), norm)])
+    torch.manual_seed(0)
+    ref = build_model(DECODED).eval()
+    assert all(torch.equal(v, ref.state_dict()[n]) for n, v in model.state_dict().items()
+               if not n.startswith("predictor."))
+    result = run_design(model, norm, corpus, parse_objective("max-E22"), starts=3, steps=6,
+                        lr=0.05, path_candidates=2, refine_rounds=0, workers=1,
+                        polish_generations=0)
+    ok = [c for c in result.candidates if c.status == "ok"]
+    assert ok and all(np.isfinite(c.fe_score) for c in ok)
+    for c in ok[:3]:  # the ranking reads the FE, not the ensemble
+        fe = homogenize(c.truss)
+        assert np.allclose(c.label, fe.S, rtol=1e-8, atol=1e-12)
+
+
+def test_ensemble_refuses_members_that_do_not_fit(corpus, model_and_norm):
+    from gnn_truss.design import ensemble_predictors
+    from gnn_truss.nn.predictor import PredictorEnsemble
+    _, norm = model_and_norm
+    torch.manual_seed(0)
+    base = build_model(DECODED).eval()
+    foreign = build_model(DECODED).eval()  # another draw of the encoder and decoders
+    with pytest.raises(ValueError, match="other.pt: an ensemble member must share .* encoder"):
+        ensemble_predictors(base, norm, [(foreign, norm, "other.pt")])
+    torch.manual_seed(0)
+    latent = build_model(SMALL).eval()
+    with pytest.raises(ValueError, match="reads the latent input"):
+        ensemble_predictors(base, norm, [(latent, norm)])
+    curve = build_model({**DECODED, "num_targets": 13}).eval()
+    with pytest.raises(ValueError, match="one kind with the same targets"):
+        PredictorEnsemble([base.predictor, curve.predictor], [norm, norm])
+    with pytest.raises(ValueError, match="one normaliser per member"):
+        PredictorEnsemble([base.predictor], [norm, norm])
+    with pytest.raises(ValueError, match="normalisers of \\[9\\] components"):
+        PredictorEnsemble([curve.predictor], [norm])
+    assert ensemble_predictors(base, norm, []) is base and not \
+        isinstance(base.predictor, PredictorEnsemble)
+
+
+def test_design_main_ensemble_option(cli_files, model_and_norm, tmp_path):
+    """--ensemble loads the other checkpoints, records the members in the summary, and
+    refuses a checkpoint with other encoder weights by name."""
+    model, norm = model_and_norm
+    d = cli_files
+    ck = torch.load(d / "model.pt", weights_only=True)
+    torch.save({**ck, "model": _sibling(model, 5).state_dict()}, tmp_path / "sib.pt")
+    torch.manual_seed(7)
+    torch.save({**ck, "model": build_model(SMALL).state_dict()}, tmp_path / "foreign.pt")
+    rc = design_main(_args("--checkpoint", str(d / "model.pt"), "--ensemble",
+                           str(tmp_path / "sib.pt"), "--objective", "max-E22", "--starts", "2",
+                           "--steps", "3", "--out", str(tmp_path / "out"), "--workers", "1",
+                           "--refine-rounds", "0", "--polish-generations", "0",
+                           "--no-progress", "--no-figures", "--exports", "0"))
+    assert rc == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["settings"]["ensemble"] == [str(d / "model.pt"), str(tmp_path / "sib.pt")]
+    with pytest.raises(ValueError, match="foreign.pt: an ensemble member must share"):
+        design_main(_args("--checkpoint", str(d / "model.pt"), "--ensemble",
+                          str(tmp_path / "foreign.pt"), "--objective", "max-E22",
+                          "--out", str(tmp_path / "bad"), "--no-progress"))

@@ -20,6 +20,10 @@ standardised numbers adds its output to the linear head; its last layer starts a
 predictor warm-started from one without the branch starts from that one's function. The
 curve's knee is set by the cell's buckling, which the curves alone teach the GNN poorly
 (``datasets/checkpoints/nonlinear/probes/README.md``).
+
+:class:`PredictorEnsemble` averages several trained predictors of the same kind, each with its
+own target normalisation, in physical units (inverse design with ``gnn-truss design
+--ensemble``: an optimiser that exploits one predictor's errors meets the others').
 """
 from __future__ import annotations
 
@@ -28,8 +32,8 @@ from torch import nn
 
 from .encoder import TrussGNNEncoder, mlp
 
-__all__ = ["PropertyPredictor", "GraphPropertyPredictor", "FeatureBranch", "PREDICTOR_INPUTS",
-           "PREDICTOR_FEATURES"]
+__all__ = ["PropertyPredictor", "GraphPropertyPredictor", "FeatureBranch", "PredictorEnsemble",
+           "PREDICTOR_INPUTS", "PREDICTOR_FEATURES"]
 
 #: Values of ``model.predictor_input``.
 PREDICTOR_INPUTS = ("latent", "decoded")
@@ -174,3 +178,64 @@ class FeatureBranch(nn.Module):
         ok = torch.isfinite(f).all(-1, keepdim=True)
         f = torch.where(ok, (f - self.mean) / self.std, torch.zeros_like(f))
         return self.net(torch.cat([h, f], dim=-1)) * ok.to(h.dtype)
+
+
+class PredictorEnsemble(nn.Module):
+    """Several predictors of one kind read as one: the mean of their physical predictions,
+    returned normalised by the first member's normaliser.
+
+    ``y = T_0(mean_m T_m^-1(P_m(x)))``, with ``P_m`` the members and ``T_m`` their
+    :class:`~gnn_truss.dataset.TargetNormalizer` (asinh transforms, so the mean is taken in
+    physical units, not in each member's normalised space). Differentiable in the input like
+    the members; ``forward`` and ``forward_dense`` pass their arguments (a latent, a PyG batch,
+    a dense lattice, lattice features) to every member unchanged.
+
+    Args:
+        members: predictors (:class:`PropertyPredictor` or :class:`GraphPropertyPredictor`),
+            all with the same ``num_targets`` and ``num_features``; the first one's normaliser
+            is the ensemble's.
+        normalizers: one :class:`~gnn_truss.dataset.TargetNormalizer` per member.
+
+    Raises:
+        ValueError: fewer than one member, a normaliser count that does not match, or members
+            that predict different targets or read different features.
+    """
+
+    def __init__(self, members, normalizers):
+        super().__init__()
+        members, normalizers = list(members), list(normalizers)
+        if not members or len(members) != len(normalizers):
+            raise ValueError(f"need one normaliser per member and at least one member, got "
+                             f"{len(members)} members and {len(normalizers)} normalisers")
+        kinds = {(type(m).__name__, int(m.num_targets), int(getattr(m, "num_features", 0)))
+                 for m in members}
+        if len(kinds) != 1:
+            raise ValueError(f"ensemble members must be predictors of one kind with the same "
+                             f"targets and lattice features, got {sorted(kinds)}")
+        widths = {len(n.mean) for n in normalizers}
+        if widths != {members[0].num_targets}:
+            raise ValueError(f"normalisers of {sorted(widths)} components for predictors of "
+                             f"{members[0].num_targets} targets")
+        self.members = nn.ModuleList(members)
+        self.normalizers = normalizers
+        self.num_targets = int(members[0].num_targets)
+        self.num_features = int(getattr(members[0], "num_features", 0))
+
+    def _mean(self, ys) -> torch.Tensor:
+        physical = torch.stack([n.inverse(y) for n, y in zip(self.normalizers, ys)])
+        return self.normalizers[0].transform(physical.mean(0))
+
+    def member_predictions(self, *args, dense: bool = False, **kwargs) -> torch.Tensor:
+        """``[M, B, num_targets]``: each member's prediction in physical units (their spread
+        says how far the members disagree)."""
+        ys = [m.forward_dense(*args, **kwargs) if dense else m(*args, **kwargs)
+              for m in self.members]
+        return torch.stack([n.inverse(y) for n, y in zip(self.normalizers, ys)])
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """``[B, num_targets]`` normalised as the first member's, for what the members read."""
+        return self._mean([m(*args, **kwargs) for m in self.members])
+
+    def forward_dense(self, *args, **kwargs) -> torch.Tensor:
+        """``[B, num_targets]`` for dense lattices (graph predictors only)."""
+        return self._mean([m.forward_dense(*args, **kwargs) for m in self.members])

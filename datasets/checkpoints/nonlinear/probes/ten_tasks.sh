@@ -6,10 +6,12 @@
 #   python datasets/checkpoints/nonlinear/probes/ten_tasks_table.py 'runs/des_TAG_*' ...
 # Needs runs/heldout (heldout_targets.py datasets/nonlinear/raw/corpus.npz runs/heldout --n 8)
 # and runs/c25098.npz (gnn-truss data pack --limit 25098 datasets/nonlinear/build.npz ...);
-# both are made here when missing. DRY=1 prints the commands only.
+# both are made here when missing. DRY=1 prints the commands only. SEED=S runs the search with
+# seed S (default 0) into runs/des_TAG_NAME_sS; TASKS="t1 stiff1.3" runs only the tasks named.
 set -e
 set -f  # the named targets hold a '*'
 ck=${1:?checkpoint}; tag=${2:?tag}; shift 2; extra="$*"
+seed=${SEED:-0}; suffix=""; [ "$seed" = 0 ] || suffix=_s$seed
 P=datasets/checkpoints/nonlinear/probes
 H=runs/heldout; C=runs/c25098.npz
 if [ -z "$DRY" ]; then
@@ -19,10 +21,11 @@ if [ -z "$DRY" ]; then
 fi
 lane() {
   while read -r name target corpus; do
-    out=runs/des_${tag}_$name
+    [ -z "$TASKS" ] || [[ " $TASKS " == *" $name "* ]] || continue
+    out=runs/des_${tag}_$name$suffix
     [ -f $out/summary.json ] && continue
-    cmd="gnn-truss --threads 1 design --objective match-curve --target $target --checkpoint $ck --corpus $corpus --workers 1 --seed 0 --no-progress --out $out $extra"
-    if [ -n "$DRY" ]; then echo "$cmd"; else $cmd > logs/des_${tag}_$name.log 2>&1; fi
+    cmd="gnn-truss --threads 1 design --objective match-curve --target $target --checkpoint $ck --corpus $corpus --workers 1 --seed $seed --no-progress --out $out $extra"
+    if [ -n "$DRY" ]; then echo "$cmd"; else $cmd > logs/des_${tag}_$name$suffix.log 2>&1; fi
   done
 }
 lane <<L1 &
