@@ -225,13 +225,6 @@ class PredictorEnsemble(nn.Module):
         physical = torch.stack([n.inverse(y) for n, y in zip(self.normalizers, ys)])
         return self.normalizers[0].transform(physical.mean(0))
 
-    def member_predictions(self, *args, dense: bool = False, **kwargs) -> torch.Tensor:
-        """``[M, B, num_targets]``: each member's prediction in physical units (their spread
-        says how far the members disagree)."""
-        ys = [m.forward_dense(*args, **kwargs) if dense else m(*args, **kwargs)
-              for m in self.members]
-        return torch.stack([n.inverse(y) for n, y in zip(self.normalizers, ys)])
-
     def forward(self, *args, **kwargs) -> torch.Tensor:
         """``[B, num_targets]`` normalised as the first member's, for what the members read."""
         return self._mean([m(*args, **kwargs) for m in self.members])
