@@ -922,6 +922,14 @@ def _refine_round(model, normalizer, objective, top, seen: set, reference_label,
     return new, sec
 
 
+def start_noise_draw(shape, sigma: float, seed: int) -> torch.Tensor:
+    """``sigma * N(0, I)`` of ``shape`` (float32) from its own generator seeded by ``seed``:
+    the perturbation of the start latents in :func:`run_design`, independent of the global
+    torch state."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return sigma * torch.randn(tuple(shape), generator=gen, dtype=torch.float32)
+
+
 def _start_candidates(objective: Objective, trusses, labels: np.ndarray) -> list:
     """The start lattices as :class:`Candidate` s (``source="start"``, step 0) with their
     corpus FE labels (``C`` is not needed and left NaN)."""
@@ -946,7 +954,7 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                polish_top: int = 3, polish_children: int = 8, polish_topology_rate: float = 0.5,
                check_seeds: int | None = None, check_top: int = 5,
                progress: bool = False, encode_refine: int = 0,
-               feature_every: int = 100) -> DesignResult:
+               feature_every: int = 100, start_noise: float = 0.0) -> DesignResult:
     """Inverse design end to end (see the module docstring).
 
     Args:
@@ -1001,6 +1009,11 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
         feature_every: for a predictor with lattice features, the interval of their FE
             update in the gradient stage (:func:`optimize_latents`; 100). Their analyses
             use ``workers`` processes.
+        start_noise: standard deviation (in latent units, i.e. prior standard deviations) of
+            Gaussian noise added to the start latents, drawn from ``seed`` (0.0: the starts
+            are the encoded means and the gradient stage does not depend on ``seed``). With
+            noise, runs with different seeds take different Adam paths from the same starts,
+            so several seeds give a sample of the search instead of a single draw.
         progress: progress bar.
 
     Raises:
@@ -1041,6 +1054,9 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     if not (0.0 <= polish_topology_rate <= 1.0):
         raise ValueError(f"polish_topology_rate must lie in [0, 1], got "
                          f"{polish_topology_rate!r}")
+    if isinstance(start_noise, bool) or not isinstance(start_noise, (int, float)) or \
+            not (math.isfinite(start_noise) and start_noise >= 0):
+        raise ValueError(f"start_noise must be a finite number >= 0, got {start_noise!r}")
     record_every = record_every or max(1, steps // 100)
     torch.manual_seed(seed)
     timings = {}
@@ -1048,6 +1064,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
     idx = select_starts(objective, labels, starts)
     start_trusses = [corpus.truss(int(i)) for i in idx]
     z0 = encode_trusses(model, start_trusses, refine_steps=encode_refine)
+    if start_noise:
+        z0 = z0 + start_noise_draw(z0.shape, start_noise, seed).to(z0)
     timings["starts"] = time.perf_counter() - t0
     bounds = None if trust_margin is None else trust_region(normalizer, labels, trust_margin)
     if getattr(model, "reads_features", False):
@@ -1104,7 +1122,8 @@ def run_design(model, normalizer, corpus, objective: Objective, starts: int = 10
                 "polish_children": polish_children,
                 "polish_topology_rate": polish_topology_rate,
                 "density": density, "seed": seed, "check_seeds": check_seeds,
-                "check_top": check_top, "corpus_size": len(labels),
+                "check_top": check_top, "start_noise": float(start_noise),
+                "corpus_size": len(labels),
                 **({"feature_every": feature_every}
                    if getattr(model, "reads_features", False) else {})}
     ref_value = float(objective.value(labels[idx[0]][None])[0])
@@ -1604,6 +1623,11 @@ def add_design_arguments(parser) -> None:
                              "refinement parents by STEPS steps on their own reconstruction "
                              "loss, so that they decode to those lattices (0; 100 is a good "
                              "value, about a second)")
+    parser.add_argument("--start-noise", type=float, default=0.0, metavar="SIGMA",
+                        help="add Gaussian noise of standard deviation SIGMA (latent units) "
+                             "to the start latents, drawn from --seed, so that runs with "
+                             "different seeds take different paths (0: the gradient stage "
+                             "does not depend on the seed)")
     parser.add_argument("--relax", choices=("straight-through", "soft"),
                         default="straight-through", help="adjacency relaxation in the loop")
     parser.add_argument("--trust-margin", type=float, default=2.0,
@@ -1697,6 +1721,8 @@ def _check_args(args) -> None:
         raise ValueError(f"--check-top must be positive, got {args.check_top}")
     if args.feature_every < 1:
         raise ValueError(f"--feature-every must be positive, got {args.feature_every}")
+    if not (args.start_noise >= 0 and math.isfinite(args.start_noise)):
+        raise ValueError(f"--start-noise must be a finite number >= 0, got {args.start_noise}")
     for name in ("designs", "exports"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
@@ -1748,7 +1774,7 @@ def design_main(args) -> int:
                         polish_topology_rate=args.polish_topology_rate,
                         check_seeds=args.check_seeds,
                         check_top=args.check_top, progress=not args.no_progress,
-                        feature_every=args.feature_every)
+                        feature_every=args.feature_every, start_noise=args.start_noise)
     if getattr(args, "ensemble", None):
         result.settings["ensemble"] = [str(args.checkpoint), *map(str, args.ensemble)]
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", objective.spec)
