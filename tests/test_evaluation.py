@@ -627,15 +627,15 @@ def test_shipped_decoded_checkpoint_is_the_default_vae_with_a_lattice_predictor(
 def test_shipped_curve_checkpoint_is_the_default_vae_with_a_lattice_curve_predictor():
     """datasets/checkpoints/nonlinear: the encoder and decoders are the shipped default's
     (frozen), it was trained on the whole shipped curve corpus (its fingerprint) with the
-    buckling features of its lattices, and on 120 test-split lattices (built straight from the
-    corpus file) its curve predicted from the latent mean through the decoded lattice and that
-    lattice's buckling (FE, about 20 s) has a mean NRMSE below 7.5 % against the FE curves
-    (6.67 % on these 120, 6.79 % on the 1,580 of the split; 7.27 % and 7.99 % for the curve
-    checkpoint before, without the features), far below predicting every lattice's curve as
-    the training mean curve."""
+    prefix split that keeps the previous release's test lattices in the test split, and on 120
+    test-split lattices spread over the split (built straight from the corpus file) its curve
+    predicted from the latent mean through the decoded lattice and that lattice's buckling (FE,
+    about 20 s) has a mean NRMSE below 7.5 % against the FE curves (6.16 % on these 120,
+    6.60 % on the 2,931 of the split), far below predicting every lattice's curve as the
+    training mean curve."""
     from torch_geometric.data import Batch
 
-    from gnn_truss.dataset import split_indices
+    from gnn_truss.dataset import corpus_split, split_indices
     from gnn_truss.exploration import corpus_fingerprint, load_model
     from gnn_truss.graph import truss_to_data
     ckpts = SHIPPED.parents[2] / "checkpoints"
@@ -647,10 +647,16 @@ def test_shipped_curve_checkpoint_is_the_default_vae_with_a_lattice_curve_predic
     vae = {n: v for n, v in curve_model.state_dict().items() if not n.startswith("predictor.")}
     assert len(vae) > 20 and all(torch.equal(v, theirs[n]) for n, v in vae.items())
     corpus = load_corpus(SHIPPED.parents[2] / "nonlinear" / "raw" / "corpus.npz")
-    assert len(corpus) == 15799 and ck["config"]["data"]["limit"] is None
+    data = ck["config"]["data"]
+    assert len(corpus) == 29698 and data["limit"] is None
+    assert data["root"] == "datasets/nonlinear" and data["split_by"] == "prefix:15799"
     assert ck["fingerprint"] == corpus_fingerprint(corpus, "curve")
-    split = split_indices(len(corpus), ck["config"]["data"]["split_seed"])
-    idx = split["test"][:120]
+    split = corpus_split(corpus, data["split_seed"], split_by=data["split_by"])
+    old = split_indices(15799, data["split_seed"])  # the previous release's split
+    for s in ("train", "val", "test"):
+        assert np.array_equal(np.sort(split[s][split[s] < 15799]), np.sort(old[s])), s
+    idx = split["test"][::24][:120]
+    assert len(idx) == 120 and idx.max() >= 15799 and idx.min() < 15799
     b = Batch.from_data_list([truss_to_data(corpus.truss(int(i))) for i in idx])
     true = corpus.curve[idx].astype(np.float64)
     with torch.no_grad():

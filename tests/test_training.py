@@ -165,6 +165,33 @@ def test_nonlinear_config_copies_the_shipped_default_encoder_whole():
     assert sorted(skipped) == [f"{last}.bias", f"{last}.weight"]
 
 
+def test_nonlinear_prefix_config_is_the_shipped_curve_checkpoints():
+    """configs/nonlinear_prefix.yaml is the last stage of the shipped curve checkpoint's chain:
+    its data, model and train sections are exactly those the checkpoint stores, so training it
+    (after the chain's earlier stages) reads the shipped corpus with the checkpoint's split."""
+    cfg = load_config(REPO / "configs" / "nonlinear_prefix.yaml")
+    ck = load_checkpoint(REPO / "datasets" / "checkpoints" / "nonlinear" / "model.pt")
+    for section in ("data", "model", "train"):
+        assert cfg[section] == ck["config"][section], section
+    assert cfg["data"]["root"] == "datasets/nonlinear" and cfg["data"]["limit"] is None
+
+
+FOR_OLDER = ("nonlinear_decoded", "nonlinear_buckling")
+
+
+@pytest.mark.parametrize("name", FOR_OLDER)
+def test_configs_of_earlier_curve_checkpoints_read_their_corpus(name):
+    """The curve checkpoints before session 40 trained on the first 15,799 curves: their
+    configs keep reading those (data.limit), whose fingerprint is the one they recorded."""
+    from gnn_truss.corpus import load_corpus
+    from gnn_truss.exploration import corpus_fingerprint
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    assert cfg["data"]["limit"] == 15799
+    corpus = load_corpus(REPO / cfg["data"]["root"] / "raw" / "corpus.npz", quiet=True)
+    assert corpus_fingerprint(corpus, "curve", cfg["data"]["limit"]) == \
+        "2a5b8238623a19747df70788283fddca5562724b"
+
+
 # ------------------------------------------------------------------ training
 def test_tiny_training_run_writes_metrics_and_checkpoints(data_root, tmp_path):
     summary = train(tiny_cfg(data_root, tmp_path / "run"), progress=False)

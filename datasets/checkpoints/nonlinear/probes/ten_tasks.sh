@@ -5,7 +5,7 @@
 #   bash datasets/checkpoints/nonlinear/probes/ten_tasks.sh CHECKPOINT TAG [extra design args]
 #   python datasets/checkpoints/nonlinear/probes/ten_tasks_table.py 'runs/des_TAG_*' ...
 # Needs runs/heldout (heldout_targets.py datasets/nonlinear/raw/corpus.npz runs/heldout --n 8)
-# and runs/c25098.npz (gnn-truss data pack --limit 25098 datasets/nonlinear/build.npz ...);
+# and runs/c25098.npz (gnn-truss data pack --limit 25098 datasets/nonlinear/raw/corpus.npz ...);
 # both are made here when missing. DRY=1 prints the commands only. SEED=S runs the search with
 # seed S (default 0) into runs/des_TAG_NAME_sS; TASKS="t1 stiff1.3" runs only the tasks named.
 set -e
@@ -16,7 +16,7 @@ P=datasets/checkpoints/nonlinear/probes
 H=runs/heldout; C=runs/c25098.npz
 if [ -z "$DRY" ]; then
   [ -f $H/target_5.npy ] || python $P/heldout_targets.py datasets/nonlinear/raw/corpus.npz $H --n 8
-  [ -f $C ] || gnn-truss data pack --limit 25098 datasets/nonlinear/build.npz $C
+  [ -f $C ] || gnn-truss data pack --limit 25098 datasets/nonlinear/raw/corpus.npz $C
   mkdir -p logs
 fi
 lane() {

@@ -1,0 +1,42 @@
+"""Make the shipped curve checkpoint from the last stage of the G3 chain (session 40).
+
+``rebuild_g3.sh`` trains G3 into ``runs/nl_pfx3_drop/best.pt``, on a copy of the corpus in
+``runs/nl_pfx3``. This script writes it to ``datasets/checkpoints/nonlinear/model.pt`` with the
+config's ``data.root`` pointed at the shipped corpus (``datasets/nonlinear``, the same 29,698
+lattices) and ``out`` at the shipped folder; weights, normaliser, epoch and fingerprint are
+copied unchanged. Before writing, it checks that the dataset at the new root has the
+checkpoint's fingerprint, so the relocated checkpoint reads exactly the data it was trained on.
+
+    python datasets/checkpoints/nonlinear/probes/ship_g3.py [SOURCE] [DEST]
+"""
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+
+from gnn_truss.evaluation import checkpoint_datasets
+from gnn_truss.training import load_checkpoint
+
+ROOT = "datasets/nonlinear"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("source", nargs="?", default="runs/nl_pfx3_drop/best.pt")
+    p.add_argument("dest", nargs="?", default="datasets/checkpoints/nonlinear/model.pt")
+    args = p.parse_args()
+    ck = load_checkpoint(args.source)
+    out = copy.deepcopy(ck)
+    out["config"]["data"]["root"] = ROOT
+    out["config"]["out"] = str(Path(args.dest).parent)
+    # raises ValueError on a fingerprint mismatch
+    checkpoint_datasets(out, args.dest)
+    keep = ("model", "epoch", "config", "normalizer", "fingerprint")
+    torch.save({k: out[k] for k in keep}, args.dest)
+    print(f"{args.source} -> {args.dest}: epoch {out['epoch']}, fingerprint "
+          f"{out['fingerprint'][:12]}, data.root {ROOT}")
+
+
+if __name__ == "__main__":
+    main()
