@@ -475,8 +475,32 @@ def checkpoint_datasets(ck: dict, checkpoint_path, data_overrides: dict | None =
     if ck["fingerprint"] != datasets["train"].fingerprint:
         raise ValueError(f"{checkpoint_path} was trained on different data: fingerprint "
                          f"{ck['fingerprint'][:12]} != dataset {cfg['data']['root']} "
-                         f"(limit {cfg['data']['limit']}) {datasets['train'].fingerprint[:12]}")
+                         f"(limit {cfg['data']['limit']}) {datasets['train'].fingerprint[:12]}"
+                         f"; {_grown_corpus_hint(ck, cfg)}")
     return cfg, datasets
+
+
+def _grown_corpus_hint(ck: dict, cfg: dict) -> str:
+    """What to do about a fingerprint mismatch: the prefix of the checkpoint's corpus that
+    holds its data, when one is found (:func:`gnn_truss.exploration.fingerprint_prefix`)."""
+    generic = ("if its corpus has grown since, pass --corpus-limit N (compare: "
+               "--corpus-limit-b N; config: data.limit) with N the lattices it was trained on")
+    data = cfg["data"]
+    if data.get("source", "corpus") != "corpus":
+        return generic
+    try:
+        from .corpus import load_corpus
+        from .exploration import fingerprint_prefix
+        raw = Path(data["root"]) / "raw"
+        path = raw / "corpus.npz" if (raw / "corpus.npz").exists() else raw / "corpus"
+        n = fingerprint_prefix(load_corpus(path, quiet=True), ck["fingerprint"],
+                               data.get("target", "stiffness"))
+    except Exception:  # the hint must never hide the error it explains
+        return generic
+    if n is None:
+        return generic
+    return (f"its data are the first {n} lattices of that corpus, which has grown since: "
+            f"pass --corpus-limit {n} (compare: --corpus-limit-b {n}; config: data.limit: {n})")
 
 
 def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: str = "test",

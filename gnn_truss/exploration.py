@@ -43,7 +43,7 @@ from .properties import property_names
 from .truss import Truss
 
 __all__ = ["GROUPS", "PATH_PROPERTIES", "RepairReport", "light_repair", "topology_hash",
-           "corpus_hashes", "corpus_fingerprint", "load_model", "encode_lattices",
+           "corpus_hashes", "corpus_fingerprint", "fingerprint_prefix", "load_model", "encode_lattices",
            "encode_lattice", "decode_latents", "reconstruct_lattices", "lerp", "slerp",
            "group_slice", "axis_sensitivity", "LatentPath", "evaluate_path", "interpolate", "traverse",
            "SampleResult", "sample"]
@@ -827,3 +827,30 @@ def corpus_fingerprint(corpus, target: str = "stiffness", limit: int | None = No
     h.update(np.ascontiguousarray(c.offset).tobytes())
     h.update(np.ascontiguousarray(labels).tobytes())
     return h.hexdigest()
+
+
+def fingerprint_prefix(corpus, fingerprint: str, target: str = "stiffness",
+                       max_candidates: int = 1000) -> int | None:
+    """The number ``N`` of first lattices of ``corpus`` whose fingerprint
+    (:func:`corpus_fingerprint`) is ``fingerprint``, or ``None``: how a checkpoint trained
+    before its corpus grew finds its data again (``data.limit: N``).
+
+    Corpora grow by whole shards, so the candidates are the ends of the shards recorded in
+    ``corpus.meta["shards"]`` (their ``labelled`` counts, in shard order), each checked by
+    its fingerprint; a corpus without that record has no candidates. At most
+    ``max_candidates`` are hashed, the last first (all 297 shard ends of the shipped curve
+    corpus in 0.7 s).
+    """
+    shards = (corpus.meta or {}).get("shards")
+    if not isinstance(shards, dict) or (target != "stiffness" and corpus.curve is None):
+        return None
+    try:
+        counts = [int(shards[k]["labelled"]) for k in sorted(shards, key=int)]
+    except (KeyError, TypeError, ValueError):
+        return None
+    ends = np.cumsum(counts)
+    cands = [int(n) for n in ends if 0 < n < len(corpus)][-max_candidates:]
+    for n in reversed(cands):  # a grown corpus most often lost only its last shards
+        if corpus_fingerprint(corpus, target, n) == fingerprint:
+            return n
+    return None

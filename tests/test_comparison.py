@@ -381,6 +381,45 @@ def test_compare_unseen_with_a_checkpoint_of_a_corpus_that_grew(two_runs, tmp_pa
     assert f"{res['num_lattices']} lattices" in capsys.readouterr().out
 
 
+def test_fingerprint_prefix_finds_the_shard_end_that_holds_a_checkpoints_data():
+    """fingerprint_prefix checks the ends of the recorded shards (in shard order, whatever the
+    order of the meta keys) and returns the one whose fingerprint matches; a prefix that ends
+    inside a shard, other labels, or a corpus without a shard record give None."""
+    from gnn_truss.exploration import corpus_fingerprint, fingerprint_prefix
+    c = load_corpus(SHIPPED, limit=12)
+    c.meta = {"shards": {"1": {"labelled": 4}, "0": {"labelled": 3}, "2": {"labelled": 5}}}
+    for n in (3, 7):
+        assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", n)) == n
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 5)) is None
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness")) is None  # not a prefix
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 7), "curve") is None
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 7), max_candidates=1) == 7
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 3), max_candidates=1) is None
+    c.meta = {}
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 7)) is None
+    c.meta = {"shards": {"0": {"generated": 3}}}
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 3)) is None
+
+
+def test_evaluate_names_the_corpus_limit_of_a_grown_corpus(tmp_path, capsys):
+    """When the grown corpus records its shards, the fingerprint error names the prefix that
+    holds the checkpoint's data, so the user can pass it as it stands."""
+    from gnn_truss.cli import main
+    root = tmp_path / "grown"
+    (root / "raw").mkdir(parents=True)
+    save_compact(load_corpus(SHIPPED, limit=250), root / "raw" / "corpus.npz")
+    b = train_tiny_mlp(tmp_path / "b", root=str(root))
+    grown = load_corpus(SHIPPED, limit=300)
+    grown.meta = {"shards": {"0": {"labelled": 200}, "1": {"labelled": 50},
+                             "2": {"labelled": 50}}}
+    save_compact(grown, root / "raw" / "corpus.npz")  # it grew by one shard
+    args = ["evaluate", str(b), "--samples", "0", "--no-progress", "--out", str(tmp_path / "e")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "trained on different data" in err and "first 250 lattices" in err
+    assert "--corpus-limit 250" in err
+
+
 def test_evaluate_a_checkpoint_of_a_corpus_that_grew(tmp_path, capsys):
     """A checkpoint trained on a 250-lattice corpus that then grew to 300: evaluate refuses
     its grown data (fingerprint) and, with --corpus-limit 250, evaluates its own test split."""
