@@ -483,8 +483,10 @@ def checkpoint_datasets(ck: dict, checkpoint_path, data_overrides: dict | None =
 def _grown_corpus_hint(ck: dict, cfg: dict) -> str:
     """What to do about a fingerprint mismatch: the prefix of the checkpoint's corpus that
     holds its data, when one is found (:func:`gnn_truss.exploration.fingerprint_prefix`)."""
-    generic = ("if its corpus has grown since, pass --corpus-limit N (compare: "
-               "--corpus-limit-b N; config: data.limit) with N the lattices it was trained on")
+    how = ("gnn-truss evaluate --corpus-limit {n}; gnn-truss compare --corpus-limit-b {n} when "
+           "it is the second checkpoint; config: data.limit: {n}")
+    generic = (f"if its corpus has grown since, read its first N lattices, N the number it "
+               f"was trained on ({how.format(n='N')})")
     data = cfg["data"]
     if data.get("source", "corpus") != "corpus":
         return generic
@@ -493,14 +495,17 @@ def _grown_corpus_hint(ck: dict, cfg: dict) -> str:
         from .exploration import fingerprint_prefix
         raw = Path(data["root"]) / "raw"
         path = raw / "corpus.npz" if (raw / "corpus.npz").exists() else raw / "corpus"
-        n = fingerprint_prefix(load_corpus(path, quiet=True), ck["fingerprint"],
-                               data.get("target", "stiffness"))
+        corpus = load_corpus(path, quiet=True)
+        n = fingerprint_prefix(corpus, ck["fingerprint"], data.get("target", "stiffness"))
     except Exception:  # the hint must never hide the error it explains
         return generic
     if n is None:
         return generic
+    if n == len(corpus):
+        return (f"its data are all {n} lattices of that corpus: read them without a limit "
+                f"(drop --corpus-limit / data.limit)")
     return (f"its data are the first {n} lattices of that corpus, which has grown since: "
-            f"pass --corpus-limit {n} (compare: --corpus-limit-b {n}; config: data.limit: {n})")
+            f"read those ({how.format(n=n)})")
 
 
 def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: str = "test",

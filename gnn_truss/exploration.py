@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -830,20 +831,40 @@ def corpus_fingerprint(corpus, target: str = "stiffness", limit: int | None = No
 
 
 def fingerprint_prefix(corpus, fingerprint: str, target: str = "stiffness",
-                       max_candidates: int = 1000) -> int | None:
+                       budget_s: float = 5.0) -> int | None:
     """The number ``N`` of first lattices of ``corpus`` whose fingerprint
     (:func:`corpus_fingerprint`) is ``fingerprint``, or ``None``: how a checkpoint trained
     before its corpus grew finds its data again (``data.limit: N``).
 
     Corpora grow by whole shards, so the candidates are the ends of the shards recorded in
-    ``corpus.meta["shards"]`` (their ``labelled`` counts, in shard order), each checked by
-    its fingerprint; a corpus without that record has no candidates. At most
-    ``max_candidates`` are hashed, the last first (all 297 shard ends of the shipped curve
-    corpus in 0.7 s).
+    ``corpus.meta["shards"]`` (their ``labelled`` counts, in shard order) and the whole
+    corpus. Packing drops lattices repeated across shards, which moves the ends after a
+    repeat down by up to the number dropped (the labelled total minus ``len(corpus)``), so
+    each end is tried with those shifts too. Candidates are hashed from the last one down
+    until ``budget_s`` seconds have passed (all 297 shard ends of the shipped curve corpus
+    take 0.7 s); a corpus without a shard record, or without ``target`` labels, gives
+    ``None``.
     """
+    labels = corpus.stiffness if target == "stiffness" else corpus.curve
     shards = (corpus.meta or {}).get("shards")
-    if not isinstance(shards, dict) or (target != "stiffness" and corpus.curve is None):
+    if labels is None or not isinstance(shards, dict):
         return None
+    try:
+        counts = [int(shards[k]["labelled"]) for k in sorted(shards, key=int)]
+    except (KeyError, TypeError, ValueError):
+        return None
+    n_all = len(corpus)
+    dropped = max(0, int(np.sum(counts)) - n_all)
+    cands = {n_all}
+    for end in np.cumsum(counts):
+        cands.update(int(end) - k for k in range(dropped + 1))
+    deadline = time.monotonic() + budget_s
+    for n in sorted((n for n in cands if 0 < n <= n_all), reverse=True):
+        if corpus_fingerprint(corpus, target, n) == fingerprint:
+            return n
+        if time.monotonic() > deadline:
+            break
+    return None
     try:
         counts = [int(shards[k]["labelled"]) for k in sorted(shards, key=int)]
     except (KeyError, TypeError, ValueError):

@@ -383,18 +383,21 @@ def test_compare_unseen_with_a_checkpoint_of_a_corpus_that_grew(two_runs, tmp_pa
 
 def test_fingerprint_prefix_finds_the_shard_end_that_holds_a_checkpoints_data():
     """fingerprint_prefix checks the ends of the recorded shards (in shard order, whatever the
-    order of the meta keys) and returns the one whose fingerprint matches; a prefix that ends
-    inside a shard, other labels, or a corpus without a shard record give None."""
+    order of the meta keys), shifted down by up to the lattices packing dropped as repeats,
+    and the whole corpus; a prefix that ends inside a shard, missing labels, or a corpus
+    without a shard record give None."""
     from gnn_truss.exploration import corpus_fingerprint, fingerprint_prefix
     c = load_corpus(SHIPPED, limit=12)
     c.meta = {"shards": {"1": {"labelled": 4}, "0": {"labelled": 3}, "2": {"labelled": 5}}}
-    for n in (3, 7):
+    for n in (3, 7, 12):
         assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", n)) == n
     assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 5)) is None
-    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness")) is None  # not a prefix
     assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 7), "curve") is None
-    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 7), max_candidates=1) == 7
-    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 3), max_candidates=1) is None
+    assert fingerprint_prefix(c, "0" * 40, budget_s=0.0) is None
+    # one repeat dropped on packing (13 labelled, 12 kept): the ends may sit one lower
+    c.meta = {"shards": {"0": {"labelled": 3}, "1": {"labelled": 5}, "2": {"labelled": 5}}}
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 7)) == 7
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 5)) is None
     c.meta = {}
     assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 7)) is None
     c.meta = {"shards": {"0": {"generated": 3}}}
@@ -418,6 +421,11 @@ def test_evaluate_names_the_corpus_limit_of_a_grown_corpus(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trained on different data" in err and "first 250 lattices" in err
     assert "--corpus-limit 250" in err
+    # the opposite slip: a limit on a checkpoint trained on the whole corpus
+    c = train_tiny_mlp(tmp_path / "c", root=str(root))
+    assert main(["evaluate", str(c), "--samples", "0", "--no-progress", "--corpus-limit", "250",
+                 "--out", str(tmp_path / "e2")]) == 2
+    assert "all 300 lattices" in capsys.readouterr().err
 
 
 def test_evaluate_a_checkpoint_of_a_corpus_that_grew(tmp_path, capsys):

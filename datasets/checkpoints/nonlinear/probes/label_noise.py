@@ -19,7 +19,7 @@ from gnn_truss.fe.nonlinear import compress_truss
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 60
 seeds = [int(s) for s in sys.argv[2:]] or [1]
-corpus = load_corpus("datasets/nonlinear/raw/corpus.npz")
+corpus = load_corpus("datasets/nonlinear/raw/corpus.npz", limit=15799)  # the corpus of the probe
 idx = split_indices(len(corpus), 0)["test"][:n]
 t0 = time.time()
 rows = []

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Probe helper (session 37): rebuild the 29,698-curve G of session 36 (runs/nl_pfx3_drop/best.pt)
-# through its four probe configs, each step skipped once done, so it resumes after a stop:
+# through its four stages, each step skipped once done, so it resumes after a stop:
 #   bash datasets/checkpoints/nonlinear/probes/rebuild_g3.sh   (about 70 min on two threads)
 # Since session 40 this G is the shipped curve checkpoint (ship_g3.py writes it there). Its first
 # stage starts from the curve checkpoint shipped before it (git 7ac7454), read from git here.
@@ -9,7 +9,7 @@ P=datasets/checkpoints/nonlinear/probes
 B=datasets/nonlinear/raw/corpus.npz
 G0=runs/nonlinear_g_shipped.pt
 mkdir -p runs
-[ -f $G0 ] || git show 7ac7454:datasets/checkpoints/nonlinear/model.pt > $G0
+[ -s $G0 ] || { git show 7ac7454:datasets/checkpoints/nonlinear/model.pt > $G0.tmp && mv $G0.tmp $G0; }
 [ -f runs/nlb_drop/best.pt.done ] || { gnn-truss --threads 2 train --config $P/nonlinear_dropout.yaml --init-from $G0; touch runs/nlb_drop/best.pt.done; }
 for spec in "nl_pfx 24098 nonlinear_prefix_dropout nl_pfx_drop" "nl_pfx2 25098 nonlinear_prefix_dropout2 nl_pfx2_drop"; do
   set -- $spec

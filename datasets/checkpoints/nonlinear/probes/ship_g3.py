@@ -1,9 +1,11 @@
 """Make the shipped curve checkpoint from the last stage of the G3 chain (session 40).
 
-``rebuild_g3.sh`` trains G3 into ``runs/nl_pfx3_drop/best.pt``, on a copy of the corpus in
-``runs/nl_pfx3``. This script writes it to ``datasets/checkpoints/nonlinear/model.pt`` with the
-config's ``data.root`` pointed at the shipped corpus (``datasets/nonlinear``, the same 29,698
-lattices) and ``out`` at the shipped folder; weights, normaliser, epoch and fingerprint are
+``rebuild_g3.sh`` trains G3 into ``runs/nl_pfx3_drop/best.pt`` (the shipped file came from the
+session-37 run, which read a copy of the corpus in ``runs/nl_pfx3``; the script now reads
+``datasets/nonlinear`` itself). This script writes it to
+``datasets/checkpoints/nonlinear/model.pt`` with the config's ``data.root`` pointed at the
+shipped corpus (``datasets/nonlinear``, the same 29,698 lattices) and ``out`` at the shipped
+folder; weights, normaliser, epoch and fingerprint are
 copied unchanged. Before writing, it checks that the dataset at the new root has the
 checkpoint's fingerprint, so the relocated checkpoint reads exactly the data it was trained on.
 
@@ -13,10 +15,8 @@ import argparse
 import copy
 from pathlib import Path
 
-import torch
-
 from gnn_truss.evaluation import checkpoint_datasets
-from gnn_truss.training import load_checkpoint
+from gnn_truss.training import _atomic_save, load_checkpoint
 
 ROOT = "datasets/nonlinear"
 
@@ -33,7 +33,7 @@ def main() -> None:
     # raises ValueError on a fingerprint mismatch
     checkpoint_datasets(out, args.dest)
     keep = ("model", "epoch", "config", "normalizer", "fingerprint")
-    torch.save({k: out[k] for k in keep}, args.dest)
+    _atomic_save({k: out[k] for k in keep}, Path(args.dest))  # never a half-written file
     print(f"{args.source} -> {args.dest}: epoch {out['epoch']}, fingerprint "
           f"{out['fingerprint'][:12]}, data.root {ROOT}")
 

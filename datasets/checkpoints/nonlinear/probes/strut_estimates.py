@@ -41,7 +41,7 @@ def feats(args):
                      np.log(es[0] / min(b.strains[0], 1.0))])
 
 if __name__ == "__main__":
-    c = load_corpus("datasets/nonlinear/raw/corpus.npz", quiet=True)
+    c = load_corpus("datasets/nonlinear/raw/corpus.npz", limit=15799, quiet=True)  # the corpus of the probe
     items = [(c.truss(i).adjacency, c.truss(i).offsets) for i in range(len(c))]
     with ProcessPoolExecutor(2, initializer=single_thread_worker) as ex:
         out = np.array(list(ex.map(feats, items, chunksize=32)))
