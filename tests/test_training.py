@@ -176,6 +176,19 @@ def test_nonlinear_prefix_config_is_the_shipped_curve_checkpoints():
     assert cfg["data"]["root"] == "datasets/nonlinear" and cfg["data"]["limit"] is None
 
 
+def test_nonlinear_mlp_baseline_config_reads_the_shipped_curve_checkpoints_data():
+    """configs/nonlinear_mlp.yaml, the paper's MLP baseline for the curves, trains on exactly
+    the data and split of the shipped curve checkpoint (so `compare` pairs their test
+    lattices), with the same curve loss and symmetries, from the shipped MLP baseline VAE."""
+    mlp = load_config(REPO / "configs" / "nonlinear_mlp.yaml")
+    gnn = load_config(REPO / "configs" / "nonlinear_prefix.yaml")
+    assert mlp["model"]["encoder"] == "mlp" and mlp["model"]["num_targets"] == 13
+    assert {**gnn["data"], "features": None} == mlp["data"]
+    for key in ("property_loss", "augment", "freeze"):
+        assert mlp["train"][key] == gnn["train"][key], key
+    assert mlp["train"]["init_from"] == "datasets/checkpoints/default/mlp_baseline.pt"
+
+
 FOR_OLDER = ("nonlinear_decoded", "nonlinear_buckling")
 
 
