@@ -44,10 +44,10 @@ from .properties import property_names
 from .truss import Truss
 
 __all__ = ["GROUPS", "PATH_PROPERTIES", "RepairReport", "light_repair", "topology_hash",
-           "corpus_hashes", "corpus_fingerprint", "fingerprint_prefix", "load_model", "encode_lattices",
-           "encode_lattice", "decode_latents", "reconstruct_lattices", "lerp", "slerp",
-           "group_slice", "axis_sensitivity", "LatentPath", "evaluate_path", "interpolate", "traverse",
-           "SampleResult", "sample"]
+           "corpus_hashes", "corpus_fingerprint", "fingerprint_prefix", "load_model",
+           "encode_lattices", "encode_lattice", "decode_latents", "reconstruct_lattices", "lerp",
+           "slerp", "group_slice", "axis_sensitivity", "LatentPath", "evaluate_path",
+           "interpolate", "traverse", "SampleResult", "sample"]
 
 log = logging.getLogger(__name__)
 
@@ -864,14 +864,4 @@ def fingerprint_prefix(corpus, fingerprint: str, target: str = "stiffness",
             return n
         if time.monotonic() > deadline:
             break
-    return None
-    try:
-        counts = [int(shards[k]["labelled"]) for k in sorted(shards, key=int)]
-    except (KeyError, TypeError, ValueError):
-        return None
-    ends = np.cumsum(counts)
-    cands = [int(n) for n in ends if 0 < n < len(corpus)][-max_candidates:]
-    for n in reversed(cands):  # a grown corpus most often lost only its last shards
-        if corpus_fingerprint(corpus, target, n) == fingerprint:
-            return n
     return None

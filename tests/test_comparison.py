@@ -393,7 +393,9 @@ def test_fingerprint_prefix_finds_the_shard_end_that_holds_a_checkpoints_data():
         assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", n)) == n
     assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 5)) is None
     assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 7), "curve") is None
-    assert fingerprint_prefix(c, "0" * 40, budget_s=0.0) is None
+    # the time budget: with none left after the first candidate (the whole corpus), the
+    # shard end 3 is never reached
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 3), budget_s=0.0) is None
     # one repeat dropped on packing (13 labelled, 12 kept): the ends may sit one lower
     c.meta = {"shards": {"0": {"labelled": 3}, "1": {"labelled": 5}, "2": {"labelled": 5}}}
     assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 7)) == 7

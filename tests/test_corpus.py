@@ -403,8 +403,8 @@ def test_shipped_buckling_features_are_the_fe_of_the_build():
     """datasets/nonlinear/buckling.npz holds gnn_truss.fe.buckling.linear_buckling (3 modes) of
     the lattices of the shipped curve corpus, row for row: recomputed for four rows (the
     softest lattice, whose pre-buckling state converges slowest, and the last lattice, past the
-    previous release's 15,799, among them); the modulus column is E3 of the stored linear stiffness labels
-    (rel 1e-9)."""
+    previous release's 15,799, among them); the modulus column is E3 of the stored linear
+    stiffness labels (rel 1e-9)."""
     from pathlib import Path
 
     from gnn_truss.fe.buckling import linear_buckling
