@@ -496,7 +496,8 @@ def _grown_corpus_hint(ck: dict, cfg: dict) -> str:
         raw = Path(data["root"]) / "raw"
         path = raw / "corpus.npz" if (raw / "corpus.npz").exists() else raw / "corpus"
         corpus = load_corpus(path, quiet=True)
-        n = fingerprint_prefix(corpus, ck["fingerprint"], data.get("target", "stiffness"))
+        n = fingerprint_prefix(corpus, ck["fingerprint"], data.get("target", "stiffness"),
+                               first=ck.get("num_lattices"))
     except Exception:  # the hint must never hide the error it explains
         return generic
     if n is None:

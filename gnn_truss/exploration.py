@@ -831,7 +831,7 @@ def corpus_fingerprint(corpus, target: str = "stiffness", limit: int | None = No
 
 
 def fingerprint_prefix(corpus, fingerprint: str, target: str = "stiffness",
-                       budget_s: float = 5.0) -> int | None:
+                       budget_s: float = 5.0, first: int | None = None) -> int | None:
     """The number ``N`` of first lattices of ``corpus`` whose fingerprint
     (:func:`corpus_fingerprint`) is ``fingerprint``, or ``None``: how a checkpoint trained
     before its corpus grew finds its data again (``data.limit: N``).
@@ -843,11 +843,17 @@ def fingerprint_prefix(corpus, fingerprint: str, target: str = "stiffness",
     each end is tried with those shifts too. Candidates are hashed from the last one down
     until ``budget_s`` seconds have passed (all 297 shard ends of the shipped curve corpus
     take 0.7 s); a corpus without a shard record, or without ``target`` labels, gives
-    ``None``.
+    ``None``. ``first``, the number of lattices a checkpoint records it was trained on
+    (``num_lattices``, saved since session 41), is tried before any shard end.
     """
     labels = corpus.stiffness if target == "stiffness" else corpus.curve
+    if labels is None:
+        return None
+    if first is not None and 0 < int(first) <= len(corpus) and \
+            corpus_fingerprint(corpus, target, int(first)) == fingerprint:
+        return int(first)
     shards = (corpus.meta or {}).get("shards")
-    if labels is None or not isinstance(shards, dict):
+    if not isinstance(shards, dict):
         return None
     try:
         counts = [int(shards[k]["labelled"]) for k in sorted(shards, key=int)]

@@ -976,7 +976,9 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                   "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
                   "bad_epochs": bad_epochs, "config": cfg,
                   "normalizer": train_ds.normalizer.to_dict(),
-                  "fingerprint": train_ds.fingerprint, "rng": torch.get_rng_state(),
+                  "fingerprint": train_ds.fingerprint,
+                  "num_lattices": int(train_ds.meta["num_lattices"]),
+                  "rng": torch.get_rng_state(),
                   "loader_rng": gen.get_state()}
             if device.type == "cuda":
                 ck["cuda_rng"] = torch.cuda.get_rng_state(device)
@@ -985,7 +987,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
             _atomic_save(ck, last)
             if improved:
                 _atomic_save({"model": validated, **{k: ck[k] for k in (
-                    "epoch", "config", "normalizer", "fingerprint")}}, out / "best.pt")
+                    "epoch", "config", "normalizer", "fingerprint", "num_lattices")}},
+                             out / "best.pt")
             if bar:
                 bar.set_postfix(val_exact=f"{va['exact']:.3f}", val_prop=f"{va['property']:.3f}",
                                 beta=f"{beta:.2f}", refresh=False)  # drawn by update()

@@ -366,6 +366,7 @@ def test_compare_unseen_with_a_checkpoint_of_a_corpus_that_grew(two_runs, tmp_pa
     (root / "raw").mkdir(parents=True)
     save_compact(load_corpus(SHIPPED, limit=250), root / "raw" / "corpus.npz")
     b = train_tiny_mlp(tmp_path / "b", root=str(root))
+    assert torch.load(b, weights_only=True)["num_lattices"] == 250  # what it was trained on
     save_compact(load_corpus(SHIPPED, limit=300), root / "raw" / "corpus.npz")  # it grew
     a = two_runs / "gnn" / "best.pt"
     with pytest.raises(ValueError, match="trained on different data"):
@@ -404,6 +405,11 @@ def test_fingerprint_prefix_finds_the_shard_end_that_holds_a_checkpoints_data():
     assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 7)) is None
     c.meta = {"shards": {"0": {"generated": 3}}}
     assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 3)) is None
+    # a checkpoint's recorded num_lattices is tried first, shard record or not, and only
+    # returned when that prefix has the fingerprint
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 5), first=5) == 5
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 5), first=6) is None
+    assert fingerprint_prefix(c, corpus_fingerprint(c, "stiffness", 5), first=40) is None
 
 
 def test_evaluate_names_the_corpus_limit_of_a_grown_corpus(tmp_path, capsys):
@@ -439,10 +445,14 @@ def test_evaluate_a_checkpoint_of_a_corpus_that_grew(tmp_path, capsys):
     (root / "raw").mkdir(parents=True)
     save_compact(load_corpus(SHIPPED, limit=250), root / "raw" / "corpus.npz")
     b = train_tiny_mlp(tmp_path / "b", root=str(root))
-    save_compact(load_corpus(SHIPPED, limit=300), root / "raw" / "corpus.npz")  # it grew
+    assert torch.load(b, weights_only=True)["num_lattices"] == 250  # what it was trained on
+    grown = load_corpus(SHIPPED, limit=300)
+    grown.meta = {}  # no shard record: the hint comes from the checkpoint's num_lattices
+    save_compact(grown, root / "raw" / "corpus.npz")  # it grew
     args = ["evaluate", str(b), "--samples", "0", "--no-progress", "--out", str(tmp_path / "e")]
     assert main(args) == 2
-    assert "trained on different data" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "trained on different data" in err and "--corpus-limit 250" in err
     assert main(args + ["--corpus-limit", "250"]) == 0
     report = json.loads((tmp_path / "e" / "report.json").read_text())
     assert report["num_lattices"] == len(split_indices(250, 0)["test"])
