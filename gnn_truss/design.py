@@ -1595,6 +1595,21 @@ def default_corpus_path(ck) -> Path:
                      f"pass --corpus PATH")
 
 
+def _note_grown_corpus(ck: dict, corpus_path, n_corpus: int) -> None:
+    """Say on stderr when the checkpoint's own corpus has grown past the lattices it was
+    trained on (``num_lattices`` of the checkpoint, else ``data.limit``): the dataset best and
+    the refinement parents then come from all ``n_corpus`` lattices, on purpose."""
+    n = ck.get("num_lattices") or ck["config"]["data"].get("limit")
+    if n is None or int(n) >= n_corpus:
+        return
+    n = int(n)
+    print(f"note: {corpus_path} holds {n_corpus} lattices, {n_corpus - n} more than the {n} "
+          f"this checkpoint was trained on; the dataset best is taken over all of them (to "
+          f"compare with its own data: gnn-truss data pack --limit {n} {corpus_path} own.npz, then "
+          f"--corpus own.npz)",
+          file=sys.stderr)
+
+
 def add_design_arguments(parser) -> None:
     """Arguments of ``gnn-truss design`` (see :func:`design_main`)."""
     parser.add_argument("--objective", required=True,
@@ -1753,6 +1768,8 @@ def design_main(args) -> int:
     if not corpus_path.exists():
         raise ValueError(f"corpus not found: {corpus_path}")
     corpus = load_corpus(corpus_path, quiet=True)
+    if not args.corpus:
+        _note_grown_corpus(ck, corpus_path, len(corpus))
     if named:
         if corpus.curve is None:
             raise ValueError(f"--target {args.target!r} needs a corpus with compression "

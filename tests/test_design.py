@@ -702,6 +702,41 @@ def test_design_main_writes_results(cli_files, capsys):
     assert (d / "out" / "table.csv").exists() and (d / "out" / "dataset_best.json").exists()
 
 
+def test_design_main_notes_a_corpus_grown_past_the_checkpoints_data(cli_files, corpus,
+                                                                    capsys, monkeypatch):
+    """A checkpoint that records fewer lattices than its corpus now holds gets a note on
+    stderr naming both numbers and the command to rebuild its own prefix; one trained on the
+    whole corpus, or run with --corpus, gets none. (The design itself is stopped right after
+    the corpus is read: the note is all this test checks.)"""
+    import gnn_truss.design as design_mod
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(design_mod, "run_design", stop)
+    d = cli_files
+    ck = torch.load(d / "model.pt", weights_only=True)
+    argv = ["--objective", "min-nu21", "--no-progress", "--no-figures"]
+    own = str(d / "data" / "raw" / "corpus.npz")
+    for n, extra, noted in ((len(corpus) - 3, [], True), (len(corpus), [], False),
+                            (len(corpus) - 3, ["--corpus", own], False)):
+        torch.save({**ck, "num_lattices": n}, d / f"n{n}.pt")
+        with pytest.raises(Stop):
+            design_main(_args("--checkpoint", str(d / f"n{n}.pt"), *argv, *extra))
+        err = capsys.readouterr().err
+        assert (f"{len(corpus)} lattices, 3 more than the {n}" in err) == noted
+        assert (f"data pack --limit {n}" in err) == noted
+    # a checkpoint from before num_lattices was saved: its data.limit is used
+    cfg = {**ck["config"], "data": {**ck["config"]["data"], "limit": len(corpus) - 1}}
+    torch.save({**ck, "config": cfg}, d / "limit.pt")
+    with pytest.raises(Stop):
+        design_main(_args("--checkpoint", str(d / "limit.pt"), *argv))
+    assert f"1 more than the {len(corpus) - 1}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--objective", "max-E2", "--checkpoint", "nope.pt"], "checkpoint not found"),
     (["--objective", "max-E99"], "unknown property"),
