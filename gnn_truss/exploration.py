@@ -836,15 +836,17 @@ def fingerprint_prefix(corpus, fingerprint: str, target: str = "stiffness",
     (:func:`corpus_fingerprint`) is ``fingerprint``, or ``None``: how a checkpoint trained
     before its corpus grew finds its data again (``data.limit: N``).
 
-    Corpora grow by whole shards, so the candidates are the ends of the shards recorded in
-    ``corpus.meta["shards"]`` (their ``labelled`` counts, in shard order) and the whole
-    corpus. Packing drops lattices repeated across shards, which moves the ends after a
+    ``first``, the number of lattices a checkpoint records it was trained on
+    (``num_lattices``, which :func:`gnn_truss.training.train` saves), is tried first and
+    returned when that prefix has the fingerprint. Otherwise, as for checkpoints that do not
+    record it: corpora grow by whole shards, so the candidates are the ends of the shards
+    recorded in ``corpus.meta["shards"]`` (their ``labelled`` counts, in shard order) and the
+    whole corpus. Packing drops lattices repeated across shards, which moves the ends after a
     repeat down by up to the number dropped (the labelled total minus ``len(corpus)``), so
     each end is tried with those shifts too. Candidates are hashed from the last one down
     until ``budget_s`` seconds have passed (all 297 shard ends of the shipped curve corpus
-    take 0.7 s); a corpus without a shard record, or without ``target`` labels, gives
-    ``None``. ``first``, the number of lattices a checkpoint records it was trained on
-    (``num_lattices``, saved since session 41), is tried before any shard end.
+    take 0.7 s). A corpus without ``target`` labels gives ``None``, and so does one without a
+    shard record unless ``first`` matched.
     """
     labels = corpus.stiffness if target == "stiffness" else corpus.curve
     if labels is None:

@@ -414,12 +414,16 @@ def test_fingerprint_prefix_finds_the_shard_end_that_holds_a_checkpoints_data():
 
 def test_evaluate_names_the_corpus_limit_of_a_grown_corpus(tmp_path, capsys):
     """When the grown corpus records its shards, the fingerprint error names the prefix that
-    holds the checkpoint's data, so the user can pass it as it stands."""
+    holds the checkpoint's data, so the user can pass it as it stands, also for a checkpoint
+    that does not record num_lattices (written before training saved it)."""
     from gnn_truss.cli import main
     root = tmp_path / "grown"
     (root / "raw").mkdir(parents=True)
     save_compact(load_corpus(SHIPPED, limit=250), root / "raw" / "corpus.npz")
     b = train_tiny_mlp(tmp_path / "b", root=str(root))
+    old = torch.load(b, weights_only=True)
+    del old["num_lattices"]  # the hint must come from the shard ends
+    torch.save(old, b)
     grown = load_corpus(SHIPPED, limit=300)
     grown.meta = {"shards": {"0": {"labelled": 200}, "1": {"labelled": 50},
                              "2": {"labelled": 50}}}

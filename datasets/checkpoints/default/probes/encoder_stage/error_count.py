@@ -2,7 +2,7 @@
 means decoded at logit 0): wrong entries per lattice, false positives and negatives, error rate
 per pair length, confidence of the wrong entries. Run from the repository root (session 41;
 about 1 min on one thread). Output: error_count_results.txt."""
-import numpy as np, torch, os
+import numpy as np, torch
 torch.set_num_threads(1)
 from torch_geometric.loader import DataLoader
 from gnn_truss.exploration import load_model
