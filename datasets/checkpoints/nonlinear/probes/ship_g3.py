@@ -6,7 +6,8 @@ session-37 run, which read a copy of the corpus in ``runs/nl_pfx3``; the script 
 ``datasets/checkpoints/nonlinear/model.pt`` with the config's ``data.root`` pointed at the
 shipped corpus (``datasets/nonlinear``, the same 29,698 lattices) and ``out`` at the shipped
 folder; weights, normaliser, epoch and fingerprint are
-copied unchanged. Before writing, it checks that the dataset at the new root has the
+copied unchanged, and so is ``num_lattices`` where the source has it (checkpoints
+written since session 41). Before writing, it checks that the dataset at the new root has the
 checkpoint's fingerprint, so the relocated checkpoint reads exactly the data it was trained on.
 
     python datasets/checkpoints/nonlinear/probes/ship_g3.py [SOURCE] [DEST]
@@ -32,8 +33,8 @@ def main() -> None:
     out["config"]["out"] = str(Path(args.dest).parent)
     # raises ValueError on a fingerprint mismatch
     checkpoint_datasets(out, args.dest)
-    keep = ("model", "epoch", "config", "normalizer", "fingerprint")
-    _atomic_save({k: out[k] for k in keep}, Path(args.dest))  # never a half-written file
+    keep = ("model", "epoch", "config", "normalizer", "fingerprint", "num_lattices")
+    _atomic_save({k: out[k] for k in keep if k in out}, Path(args.dest))  # never a half-written file
     print(f"{args.source} -> {args.dest}: epoch {out['epoch']}, fingerprint "
           f"{out['fingerprint'][:12]}, data.root {ROOT}")
 
