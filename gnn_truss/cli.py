@@ -131,11 +131,12 @@ def _cmd_data_buckle(args) -> int:
     work = Path(args.work) if args.work else out.with_name(out.stem + "_shards")
     res = buckling_features(args.corpus, work, shard_size=args.shard_size,
                             num_modes=args.modes, workers=args.workers, limit=args.limit,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, reuse=args.reuse)
     write_shard(out, {k: res[k] for k in ("strains", "modulus", "ok", "row_hash")})
     bad = int((~res["ok"]).sum())
+    took = f"{res['reused']} rows taken from {args.reuse}; " if args.reuse else ""
     print(f"wrote the buckling of {len(res['ok'])} lattices to {out} ({bad} could not be "
-          f"analysed; shards in {work})")
+          f"analysed; {took}shards in {work})")
     return 0
 
 
@@ -465,6 +466,10 @@ def _add_data_parser(sub) -> None:
     bk.add_argument("--modes", type=int, default=3, help="critical strains per lattice (3)")
     bk.add_argument("--workers", type=int, default=1, help="processes (1)")
     bk.add_argument("--limit", type=int, help="only the first LIMIT lattices")
+    bk.add_argument("--reuse", metavar="TABLE",
+                    help="an earlier table of this command (it may be OUT itself): the "
+                         "lattices it holds are taken from it, matched by their hash, and only "
+                         "the others analysed, e.g. to extend a table to a grown corpus")
     bk.add_argument("--no-progress", action="store_true", help="no progress bar")
     bk.set_defaults(func=_cmd_data_buckle)
     u = dsub.add_parser("unpack", help="rebuild the build directory of a packed corpus, to "

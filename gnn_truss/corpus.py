@@ -41,7 +41,7 @@ from .truss import Truss
 
 __all__ = ["Corpus", "pack_adjacency", "unpack_adjacency", "build_corpus", "load_corpus",
            "write_shard", "read_shard", "save_compact", "unpack_compact", "buckling_features",
-           "row_hashes", "corpus_descriptors",
+           "row_hashes", "corpus_descriptors", "read_buckling_table",
            "MANIFEST", "ADJ_BYTES"]
 
 log = logging.getLogger(__name__)
@@ -495,7 +495,7 @@ def _rows_digest(adj: np.ndarray, offset: np.ndarray) -> str:
 
 def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
                       workers: int | None = 1, limit: int | None = None,
-                      progress: bool = False) -> dict:
+                      progress: bool = False, reuse=None) -> dict:
     """Linearised buckling (:func:`gnn_truss.fe.buckling.linear_buckling`) of every lattice of
     a corpus, written in shards and resumable.
 
@@ -512,13 +512,20 @@ def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
         workers: processes per shard (see :func:`~gnn_truss.fe.buckling.buckling_batch`).
         limit: only the first ``limit`` lattices.
         progress: a progress bar over the shards.
+        reuse: a table of an earlier ``gnn-truss data buckle`` run (path of its ``.npz``, with
+            ``num_modes`` strains): a shard that has to be computed takes the rows of its
+            lattices that the table holds (matched by :func:`row_hashes`, any order; rows that
+            failed there are analysed again) and analyses only the others, so a table extends
+            to a grown corpus without redoing the lattices it covers.
 
     Returns:
-        ``{"strains": [N, num_modes], "modulus": [N], "ok": [N]}``; rows that could not be
-        analysed are NaN with ``ok`` False (their reason is logged).
+        ``{"strains": [N, num_modes], "modulus": [N], "ok": [N], "row_hash": [N],
+        "reused": int}``; rows that could not be analysed are NaN with ``ok`` False (their
+        reason is logged); ``reused`` counts the rows taken from ``reuse`` in this call.
 
     Raises:
-        ValueError: for bad arguments or a shard of other lattices in ``work``.
+        ValueError: for bad arguments, an unreadable ``reuse`` table or one with another
+            number of modes, or a shard of other lattices in ``work``.
     """
     from .fe.buckling import _check_args, buckling_batch
     _check_args(2, num_modes, 1e-4)  # num_modes (the rest is fixed here)
@@ -526,8 +533,16 @@ def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
             or shard_size < 1:
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
     _check_limit(limit)
+    table = None
+    if reuse is not None:
+        t = read_buckling_table(reuse, num_modes=num_modes)
+        where = {}
+        for i in np.flatnonzero(t["ok"]):  # the first good row of each lattice
+            where.setdefault(int(t["row_hash"][i]), int(i))
+        table = (where, t["strains"], t["modulus"])
     c = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, limit=limit, quiet=True)
     n = len(c) if limit is None else min(limit, len(c))
+    reused = 0
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     strains = np.full((n, num_modes), np.nan)
@@ -566,8 +581,21 @@ def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
                             saved["strains"].shape[-1], num_modes)
                 saved = None
         if saved is None:
-            s, m, good = buckling_batch([c.truss(i) for i in range(sl.start, sl.stop)],
-                                        num_modes=num_modes, workers=workers)
+            k = sl.stop - sl.start
+            s, m, good = np.full((k, num_modes), np.nan), np.full(k, np.nan), np.zeros(k, bool)
+            todo = np.arange(k)
+            if table is not None:
+                where, t_strains, t_modulus = table
+                rows = np.array([where.get(int(h), -1)
+                                 for h in row_hashes(c.adj[sl], c.offset[sl])])
+                hit = rows >= 0
+                s[hit], m[hit], good[hit] = t_strains[rows[hit]], t_modulus[rows[hit]], True
+                todo = np.flatnonzero(~hit)
+                reused += int(hit.sum())
+            if len(todo):
+                s[todo], m[todo], good[todo] = buckling_batch(
+                    [c.truss(sl.start + int(i)) for i in todo], num_modes=num_modes,
+                    workers=workers)
             saved = {"strains": s, "modulus": m, "ok": good, "digest": np.array(digest)}
             write_shard(path, saved)
         strains[sl], modulus[sl], ok[sl] = saved["strains"], saved["modulus"], saved["ok"]
@@ -576,7 +604,7 @@ def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
     if bar is not None:
         bar.close()
     return {"strains": strains, "modulus": modulus, "ok": ok,
-            "row_hash": row_hashes(c.adj[:n], c.offset[:n])}
+            "row_hash": row_hashes(c.adj[:n], c.offset[:n]), "reused": reused}
 
 
 def row_hashes(adj: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -603,6 +631,45 @@ def row_hashes(adj: np.ndarray, offset: np.ndarray) -> np.ndarray:
     return out
 
 
+def read_buckling_table(path, num_modes: int | None = None) -> dict:
+    """Read and check a table written by ``gnn-truss data buckle``.
+
+    Args:
+        path: the ``.npz``.
+        num_modes: the number of critical strains per lattice the table must hold (any when
+            ``None``).
+
+    Returns:
+        ``{"strains": [M, K], "modulus": [M], "ok": [M] bool, "row_hash": [M] uint64}``
+        (``ok`` is derived from finite strains for a table written without it).
+
+    Raises:
+        ValueError: an unreadable file, a missing array, inconsistent shapes or another
+            number of modes, naming the problem.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored = {k: z[k] for k in ("strains", "modulus", "ok", "row_hash") if k in z.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read the buckling table {path}: {exc}") from exc
+    missing = {"strains", "modulus", "row_hash"} - set(stored)
+    if missing:
+        raise ValueError(f"{path} is not a buckling table of `gnn-truss data buckle`: "
+                         f"{sorted(missing)} missing (a table without 'row_hash' was written "
+                         f"before row hashes; rebuild it)")
+    strains, modulus, keys = stored["strains"], stored["modulus"], stored["row_hash"]
+    if strains.ndim != 2 or modulus.shape != (len(strains),) or keys.shape != (len(strains),) \
+            or (num_modes is not None and strains.shape[1] != num_modes):
+        want = "M, K" if num_modes is None else f"M, {num_modes}"
+        raise ValueError(f"{path}: need strains [{want}], modulus [M] and row_hash [M], got "
+                         f"{strains.shape}, {modulus.shape} and {keys.shape}")
+    ok = stored.get("ok")
+    if ok is None or ok.shape != (len(strains),):
+        ok = np.isfinite(strains).all(1) & np.isfinite(modulus)
+    stored["ok"] = ok.astype(bool)
+    return stored
+
+
 def corpus_descriptors(path, corpus) -> np.ndarray:
     """The buckling descriptors (:func:`gnn_truss.fe.buckling.buckling_descriptors`) of every
     lattice of ``corpus``, read from a table written by ``gnn-truss data buckle``.
@@ -626,21 +693,8 @@ def corpus_descriptors(path, corpus) -> np.ndarray:
     """
     from .fe.buckling import buckling_descriptors
     c = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, quiet=True)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            stored = {k: z[k] for k in ("strains", "modulus", "row_hash") if k in z.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read the buckling table {path}: {exc}") from exc
-    missing = {"strains", "modulus", "row_hash"} - set(stored)
-    if missing:
-        raise ValueError(f"{path} is not a buckling table of `gnn-truss data buckle`: "
-                         f"{sorted(missing)} missing (a table without 'row_hash' was written "
-                         f"before row hashes; rebuild it)")
+    stored = read_buckling_table(path, num_modes=3)
     strains, modulus, keys = stored["strains"], stored["modulus"], stored["row_hash"]
-    if strains.ndim != 2 or strains.shape[1] != 3 or modulus.shape != (len(strains),) \
-            or keys.shape != (len(strains),):
-        raise ValueError(f"{path}: need strains [M, 3], modulus [M] and row_hash [M], got "
-                         f"{strains.shape}, {modulus.shape} and {keys.shape}")
     desc = buckling_descriptors(strains, modulus)
     where = {int(k): i for i, k in enumerate(keys)}
     want = row_hashes(c.adj, c.offset)

@@ -473,6 +473,45 @@ def test_buckling_features_are_sharded_and_resume(tmp_path, monkeypatch, caplog)
         buckling_features(corpus, work, shard_size=2, limit=5, num_modes=0)
 
 
+def test_buckling_features_reuse_an_earlier_table(tmp_path, monkeypatch):
+    """With ``reuse``, a shard takes the rows of its lattices that an earlier table holds
+    (matched by hash, in any order) and analyses only the rest; a row that failed there is
+    analysed again; a table with another number of modes, or no table, is refused."""
+    from pathlib import Path
+
+    import gnn_truss.fe.buckling as fb
+    from gnn_truss.corpus import buckling_features, row_hashes, write_shard
+    root = Path(__file__).resolve().parents[1] / "datasets" / "nonlinear"
+    shipped = dict(np.load(root / "buckling.npz"))
+    corpus = load_corpus(root / "raw" / "corpus.npz", limit=5)
+    order = np.array([2, 0, 1])  # rows 0..2 of the shipped table, shuffled
+    table = write_shard(tmp_path / "old.npz", {k: v[order] for k, v in shipped.items()})
+    computed = []
+    original = fb.buckling_batch
+    monkeypatch.setattr(fb, "buckling_batch",
+                        lambda ts, **kw: (computed.append(len(ts)), original(ts, **kw))[1])
+    res = buckling_features(corpus, tmp_path / "w1", shard_size=2, reuse=table)
+    assert computed == [1, 1] and res["reused"] == 3  # rows 3 and 4 only, in shards 1 and 2
+    assert res["ok"].all()
+    np.testing.assert_array_equal(res["strains"][:3], shipped["strains"][:3])
+    np.testing.assert_array_equal(res["modulus"][:3], shipped["modulus"][:3])
+    np.testing.assert_allclose(res["strains"][3:, 0], shipped["strains"][3:5, 0], rtol=1e-9)
+    np.testing.assert_array_equal(res["row_hash"], row_hashes(corpus.adj, corpus.offset))
+    # a row that failed in the earlier table is analysed again
+    failed = {k: v[order].copy() for k, v in shipped.items()}
+    failed["ok"][2] = False  # row 1 of the corpus
+    failed["strains"][2] = np.nan
+    computed.clear()
+    again = buckling_features(corpus, tmp_path / "w2", shard_size=2,
+                              reuse=write_shard(tmp_path / "failed.npz", failed))
+    assert computed == [1, 1, 1] and again["reused"] == 2
+    np.testing.assert_allclose(again["strains"], res["strains"], rtol=1e-9)
+    with pytest.raises(ValueError, match=r"need strains \[M, 2\]"):
+        buckling_features(corpus, tmp_path / "w3", num_modes=2, reuse=table)
+    with pytest.raises(ValueError, match="cannot read the buckling table"):
+        buckling_features(corpus, tmp_path / "w3", reuse=tmp_path / "missing.npz")
+
+
 def test_cli_data_buckle(tmp_path, capsys):
     from pathlib import Path
 
@@ -485,4 +524,10 @@ def test_cli_data_buckle(tmp_path, capsys):
     assert z["strains"].shape == (3, 3) and z["ok"].all()
     assert (tmp_path / "b_shards" / "buckling-00001.npz").exists()
     assert "wrote the buckling of 3 lattices" in capsys.readouterr().out
+    # extended in place to 4 lattices: the 3 rows of the table are reused
+    assert cli.main(["data", "buckle", str(corpus), str(out), "--limit", "4", "--reuse",
+                     str(out), "--work", str(tmp_path / "w"), "--no-progress"]) == 0
+    assert "3 rows taken from" in capsys.readouterr().out
+    z4 = np.load(out)
+    assert z4["strains"].shape == (4, 3) and np.array_equal(z4["strains"][:3], z["strains"])
     assert cli.main(["data", "buckle", str(corpus), str(tmp_path / "b.txt")]) == 2
