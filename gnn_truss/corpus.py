@@ -644,8 +644,9 @@ def read_buckling_table(path, num_modes: int | None = None) -> dict:
         (``ok`` is derived from finite strains for a table written without it).
 
     Raises:
-        ValueError: an unreadable file, a missing array, inconsistent shapes or another
-            number of modes, naming the problem.
+        ValueError: an unreadable file, a missing array, inconsistent shapes or types (hashes
+            other than uint64, ``ok`` not boolean) or another number of modes, naming the
+            problem.
     """
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -663,10 +664,15 @@ def read_buckling_table(path, num_modes: int | None = None) -> dict:
         want = "M, K" if num_modes is None else f"M, {num_modes}"
         raise ValueError(f"{path}: need strains [{want}], modulus [M] and row_hash [M], got "
                          f"{strains.shape}, {modulus.shape} and {keys.shape}")
+    if keys.dtype != np.uint64:
+        raise ValueError(f"{path}: row_hash must be the uint64 hashes of row_hashes, got "
+                         f"{keys.dtype}")
     ok = stored.get("ok")
-    if ok is None or ok.shape != (len(strains),):
+    if ok is None:  # derived for a table written without it
         ok = np.isfinite(strains).all(1) & np.isfinite(modulus)
-    stored["ok"] = ok.astype(bool)
+    elif ok.shape != (len(strains),) or ok.dtype != bool:
+        raise ValueError(f"{path}: need ok [M] of booleans, got {ok.dtype} {ok.shape}")
+    stored["ok"] = ok
     return stored
 
 

@@ -510,6 +510,17 @@ def test_buckling_features_reuse_an_earlier_table(tmp_path, monkeypatch):
         buckling_features(corpus, tmp_path / "w3", num_modes=2, reuse=table)
     with pytest.raises(ValueError, match="cannot read the buckling table"):
         buckling_features(corpus, tmp_path / "w3", reuse=tmp_path / "missing.npz")
+    signed = {k: v[order] for k, v in shipped.items()}
+    signed["row_hash"] = signed["row_hash"].astype(np.int64)  # would silently match nothing
+    with pytest.raises(ValueError, match="uint64"):
+        buckling_features(corpus, tmp_path / "w3", reuse=write_shard(tmp_path / "s.npz", signed))
+    # a table written without `ok`: its finite rows count as analysed
+    no_ok = {k: v[order] for k, v in shipped.items() if k != "ok"}
+    computed.clear()
+    third = buckling_features(corpus, tmp_path / "w4", shard_size=2,
+                              reuse=write_shard(tmp_path / "no_ok.npz", no_ok))
+    assert computed == [1, 1] and third["reused"] == 3
+    np.testing.assert_array_equal(third["modulus"], res["modulus"])
 
 
 def test_cli_data_buckle(tmp_path, capsys):
@@ -524,10 +535,16 @@ def test_cli_data_buckle(tmp_path, capsys):
     assert z["strains"].shape == (3, 3) and z["ok"].all()
     assert (tmp_path / "b_shards" / "buckling-00001.npz").exists()
     assert "wrote the buckling of 3 lattices" in capsys.readouterr().out
-    # extended in place to 4 lattices: the 3 rows of the table are reused
-    assert cli.main(["data", "buckle", str(corpus), str(out), "--limit", "4", "--reuse",
-                     str(out), "--work", str(tmp_path / "w"), "--no-progress"]) == 0
-    assert "3 rows taken from" in capsys.readouterr().out
+    # extended in place to 4 lattices in the same work folder: shard 0 is kept, the partial
+    # shard 1 is completed with its row 2 taken from the table and row 3 analysed
+    assert cli.main(["data", "buckle", str(corpus), str(out), "--limit", "4", "--shard-size",
+                     "2", "--reuse", str(out), "--no-progress"]) == 0
+    assert "1 rows taken from" in capsys.readouterr().out
     z4 = np.load(out)
     assert z4["strains"].shape == (4, 3) and np.array_equal(z4["strains"][:3], z["strains"])
+    # a fresh work folder takes all 4 rows from the table
+    assert cli.main(["data", "buckle", str(corpus), str(tmp_path / "c.npz"), "--limit", "4",
+                     "--reuse", str(out), "--no-progress"]) == 0
+    assert "4 rows taken from" in capsys.readouterr().out
+    assert np.array_equal(np.load(tmp_path / "c.npz")["strains"], z4["strains"])
     assert cli.main(["data", "buckle", str(corpus), str(tmp_path / "b.txt")]) == 2

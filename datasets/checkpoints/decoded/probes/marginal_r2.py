@@ -6,7 +6,8 @@ checkpoint (one encoder pass, one decoder pass each time), G is read on
 - ``soft``: the adjacency probabilities themselves (G's dense form accepts weights in [0, 1]);
 - ``marginal K``: the mean of G over K adjacencies drawn entry by entry from the decoder's
   Bernoulli probabilities (seeded), a prediction averaged over what the decoder is unsure of;
-- ``oracle``: G on the true graph of each lattice the one pass decodes wrongly (the bound).
+- ``oracle``: G on the true lattice (graph and offsets) of each lattice the one pass decodes
+  wrongly (the bound).
 
 R^2 per component (C11 ... C66) over all lattices, and the one pass on the exactly and the
 wrongly decoded ones.
