@@ -536,9 +536,7 @@ def buckling_features(corpus, work, shard_size: int = 500, num_modes: int = 3,
     table = None
     if reuse is not None:
         t = read_buckling_table(reuse, num_modes=num_modes)
-        where = {}
-        for i in np.flatnonzero(t["ok"]):  # the first good row of each lattice
-            where.setdefault(int(t["row_hash"][i]), int(i))
+        where = {h: i for h, i in _table_rows(t).items() if t["ok"][i]}
         table = (where, t["strains"], t["modulus"])
     c = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, limit=limit, quiet=True)
     n = len(c) if limit is None else min(limit, len(c))
@@ -676,12 +674,24 @@ def read_buckling_table(path, num_modes: int | None = None) -> dict:
     return stored
 
 
+def _table_rows(table: dict) -> dict:
+    """``{row hash: row}`` of a buckling table: for a lattice listed more than once, its first
+    analysed row (``ok``), else its first row."""
+    where = {}
+    for i, (k, good) in enumerate(zip(table["row_hash"].tolist(), table["ok"].tolist())):
+        j = where.get(k)
+        if j is None or (good and not table["ok"][j]):
+            where[k] = i
+    return where
+
+
 def corpus_descriptors(path, corpus) -> np.ndarray:
     """The buckling descriptors (:func:`gnn_truss.fe.buckling.buckling_descriptors`) of every
     lattice of ``corpus``, read from a table written by ``gnn-truss data buckle``.
 
     The table's rows are matched to the corpus by :func:`row_hashes`, so it may hold more
-    lattices than the corpus, in any order (``datasets/nonlinear/buckling.npz`` covers all
+    lattices than the corpus, in any order (a lattice listed twice reads its first analysed
+    row) (``datasets/nonlinear/buckling.npz`` covers all
     29,698 lattices of the shipped curve corpus, and so every prefix of it that
     ``data.limit`` reads).
 
@@ -700,9 +710,8 @@ def corpus_descriptors(path, corpus) -> np.ndarray:
     from .fe.buckling import buckling_descriptors
     c = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, quiet=True)
     stored = read_buckling_table(path, num_modes=3)
-    strains, modulus, keys = stored["strains"], stored["modulus"], stored["row_hash"]
-    desc = buckling_descriptors(strains, modulus)
-    where = {int(k): i for i, k in enumerate(keys)}
+    desc = buckling_descriptors(stored["strains"], stored["modulus"])
+    where = _table_rows(stored)
     want = row_hashes(c.adj, c.offset)
     rows = np.array([where.get(int(k), -1) for k in want], dtype=np.int64)
     if np.any(rows < 0):

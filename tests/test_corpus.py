@@ -514,6 +514,17 @@ def test_buckling_features_reuse_an_earlier_table(tmp_path, monkeypatch):
     signed["row_hash"] = signed["row_hash"].astype(np.int64)  # would silently match nothing
     with pytest.raises(ValueError, match="uint64"):
         buckling_features(corpus, tmp_path / "w3", reuse=write_shard(tmp_path / "s.npz", signed))
+    # a lattice listed twice, analysed and then failed (a table of two runs): the analysed
+    # row is read, by reuse and by corpus_descriptors alike
+    from gnn_truss.corpus import corpus_descriptors
+    twice = {k: np.concatenate([shipped[k][1:2], failed[k]]) for k in shipped}
+    twice_path = write_shard(tmp_path / "twice.npz", twice)
+    computed.clear()
+    fourth = buckling_features(corpus, tmp_path / "w5", shard_size=2, reuse=twice_path)
+    assert computed == [1, 1] and fourth["reused"] == 3
+    np.testing.assert_array_equal(fourth["strains"][1], shipped["strains"][1])
+    desc = corpus_descriptors(twice_path, load_corpus(root / "raw" / "corpus.npz", limit=3))
+    assert np.isfinite(desc).all()
     # a table written without `ok`: its finite rows count as analysed
     no_ok = {k: v[order] for k, v in shipped.items() if k != "ok"}
     computed.clear()
