@@ -50,7 +50,8 @@ from .geometry import num_components
 from .truss import Truss
 
 __all__ = ["STIFFNESS_NAMES", "CURVE_NAMES", "adjacency_metrics", "position_r2",
-           "r2_per_component", "nrmse_curves", "decode_trusses", "sample_validity",
+           "r2_per_component", "nrmse_curves", "property_by_reconstruction",
+           "decode_trusses", "sample_validity",
            "evaluate_checkpoint", "checkpoint_datasets", "compare_reports",
            "COMPARED_METRICS"]
 
@@ -194,6 +195,48 @@ def nrmse_curves(pred, true) -> float:
 
 
 # --------------------------------------------------------------------------- sampling
+
+def property_by_reconstruction(logits, true_adj, pred, true, names, target: str) -> dict:
+    """The property metrics split by whether the one pass reconstructs each lattice's
+    adjacency exactly: how much of the property error the reconstruction causes, and how much
+    the predictor makes on lattices it decodes right.
+
+    Args:
+        logits: ``[B, 351]`` adjacency logits (an entry is predicted present where > 0).
+        true_adj: ``[B, 351]`` 0/1 true adjacency.
+        pred, true: ``[B, D]`` properties in physical units.
+        names: the ``D`` component names.
+        target: ``"stiffness"`` or ``"curve"`` (curves add the NRMSE).
+
+    Returns:
+        ``{"fraction_exact": float, "exact": block, "wrong": block}``, each block
+        ``{"num_lattices", "r2" (per component), "r2_mean", "r2_min"}`` and for curves
+        ``"nrmse"``; the R^2 of a block is over that block's lattices (its own mean), NaN
+        for a block of fewer than 2 lattices.
+    """
+    lo, adj = _np(logits), _np(true_adj)
+    if lo.shape != adj.shape or lo.ndim != 2:
+        raise ValueError(f"logits and true_adj must both be [B, 351], got {lo.shape} and "
+                         f"{adj.shape}")
+    p, t = _np(pred), _np(true)
+    if p.shape != t.shape or p.ndim != 2 or len(p) != len(lo):
+        raise ValueError(f"pred and true must both be [B, D] with B = {len(lo)}, got "
+                         f"{p.shape} and {t.shape}")
+    exact = ((lo > 0) == (adj > 0.5)).all(axis=1)
+    out: dict = {"fraction_exact": float(exact.mean()) if len(exact) else float("nan")}
+    for name, rows in (("exact", exact), ("wrong", ~exact)):
+        n = int(rows.sum())
+        if n >= 2:
+            r2 = r2_per_component(p[rows], t[rows], names)
+        else:
+            r2 = {k: float("nan") for k in names}
+        block = {"num_lattices": n, "r2": r2, "r2_mean": _nanmean(r2),
+                 "r2_min": _nanmin(list(r2.values()))}
+        if target == "curve":
+            block["nrmse"] = nrmse_curves(p[rows], t[rows]) if n else float("nan")
+        out[name] = block
+    return out
+
 
 def decode_trusses(logits, offsets, constrained: bool = False) -> list[Truss]:
     """Trusses from decoder outputs: adjacency ``logit > 0``; offsets cast to float64, clipped to
@@ -570,6 +613,9 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
 
     Returns:
         The report dict (as written to ``report.json``; non-finite numbers become ``None``).
+        Besides the blocks above it holds ``"property_by_reconstruction"``: the one-pass
+        property metrics on the lattices whose adjacency the one pass reconstructs exactly
+        and on the others (:func:`property_by_reconstruction`).
 
     Raises:
         ValueError: unreadable or foreign checkpoint, weights not matching the saved model
@@ -610,6 +656,8 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     adj = adjacency_metrics(r["logits"], r["adj"])
     geo = position_r2(r["offsets"], r["offset"], r["adj"])
     prop = _property_metrics(pred_phys, true_phys, r["pred"], r["y"], names, target)
+    prop_split = property_by_reconstruction(r["logits"], r["adj"], pred_phys, true_phys, names,
+                                            target)
     prop_sym = adj_sym = geo_sym = None
     if symmetrise is not None:
         tag = {"symmetrise": symmetrise,
@@ -694,6 +742,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                                      ref_blocks["property_symmetrised_refined"]).items()}),
         },
         "adjacency": adj, "geometry": geo, "property": prop,
+        "property_by_reconstruction": prop_split,
         **({} if prop_sym is None else {"adjacency_symmetrised": adj_sym,
                                         "geometry_symmetrised": geo_sym,
                                         "property_symmetrised": prop_sym}),

@@ -285,6 +285,43 @@ def test_evaluate_checkpoint_writes_report_and_figures(trained):
     p, t = pred.double().numpy()[:, 0], b.stiffness.double().numpy()[:, 0]
     expected = 1 - np.sum((t - p) ** 2) / np.sum((t - t.mean()) ** 2)
     assert rep["property"]["r2"]["C11"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    split = rep["property_by_reconstruction"]
+    assert split["exact"]["num_lattices"] + split["wrong"]["num_lattices"] == 30
+    assert split["fraction_exact"] == pytest.approx(rep["adjacency"]["exact_match"])
+
+
+def test_property_by_reconstruction_splits_on_exact_adjacency():
+    """Lattices 0-3 decoded exactly, 4-6 with one wrong entry: each block's R^2 is that of
+    its own lattices, computed here by hand; a block of one lattice is NaN."""
+    from gnn_truss.evaluation import property_by_reconstruction
+    rng = np.random.default_rng(0)
+    adj = (rng.random((7, 351)) < 0.1).astype(float)
+    logits = np.where(adj > 0, 2.0, -2.0)
+    logits[4:, 7] *= -1  # one entry wrong in each of the last three
+    true = rng.normal(size=(7, 2))
+    pred = true + rng.normal(scale=0.1, size=(7, 2))
+    pred[4:] += 1.0  # the wrongly decoded ones predicted worse
+    out = property_by_reconstruction(logits, adj, pred, true, ("a", "b"), "stiffness")
+    assert out["fraction_exact"] == pytest.approx(4 / 7)
+    for name, rows in (("exact", slice(0, 4)), ("wrong", slice(4, 7))):
+        blk = out[name]
+        assert blk["num_lattices"] == rows.stop - rows.start
+        for k, key in enumerate("ab"):
+            t, p = true[rows, k], pred[rows, k]
+            want = 1 - np.sum((t - p) ** 2) / np.sum((t - t.mean()) ** 2)
+            assert blk["r2"][key] == pytest.approx(want, rel=1e-12)
+        assert blk["r2_min"] == min(blk["r2"].values()) and "nrmse" not in blk
+    assert out["exact"]["r2_min"] > out["wrong"]["r2_min"]
+    curves = property_by_reconstruction(logits[3:5], adj[3:5], np.abs(pred[3:5]) + 1,
+                                        np.abs(true[3:5]) + 1, ("a", "b"), "curve")
+    assert curves["exact"]["num_lattices"] == 1 and np.isnan(curves["exact"]["r2"]["a"])
+    t, p = np.abs(true[3]) + 1, np.abs(pred[3]) + 1
+    want = np.sqrt(np.mean((p - t) ** 2)) / (t.max() - t.min())
+    assert curves["exact"]["nrmse"] == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="logits and true_adj"):
+        property_by_reconstruction(logits[:, :10], adj, pred, true, ("a", "b"), "stiffness")
+    with pytest.raises(ValueError, match="pred and true"):
+        property_by_reconstruction(logits, adj, pred[:3], true[:3], ("a", "b"), "stiffness")
 
 
 def _model_norm_test_batch(checkpoint, data_root):
