@@ -45,6 +45,7 @@ NODE_TYPE_COLORS = {"vertex": "#1f77b4", "edge": "#2ca02c", "face": "#ff7f0e",
 
 _STRUT_COLOR = "#3b5b92"
 _WIRE_COLOR = "#9a9a9a"
+_HIGHLIGHT_COLOR = "#d1603d"
 _SEG_TOL = 1e-7  # clipping / deduplication tolerance, cell units (as cell.py's wrap keys)
 # Strut line width in points = _LW_SCALE * radius / (side of the drawn box), clipped to
 # _LW_RANGE: proportional to the radius, not to scale (true scale hides thin-strut lattices).
@@ -771,18 +772,20 @@ def _parity_r2(true: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _no_minor_labels(ax) -> None:
-    """Log axes labelled at 1, 2, 5 x 10^k in plain numbers (the default minor labels of a
-    range of one or two decades overlap)."""
+    """Log axes labelled in plain numbers at 1, 2, 5 x 10^k over up to 1.6 decades, 1, 3 x 10^k
+    up to 2 decades and 10^k beyond (the default minor labels of a range of one or two decades
+    overlap, and so do 1 and 3 x 10^-4 over more than two)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         decades = np.log10(max(lim) / min(lim)) if min(lim) > 0 else np.inf
-        subs = (1.0, 2.0, 5.0) if decades <= 1.6 else (1.0,) if decades > 3 else (1.0, 3.0)
+        subs = (1.0, 2.0, 5.0) if decades <= 1.6 else (1.0,) if decades > 2 else (1.0, 3.0)
         axis.set_major_locator(LogLocator(base=10, subs=subs))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(NullFormatter())
 
 
-def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: int = 3):
+def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: int = 3,
+                highlight=None, labels: tuple[str, str] = ("exact", "other")):
     """Parity plots, predicted vs true, one panel per component (3 x 3 for the 9 stiffness
     components), with :math:`R^2 = 1 - SS_{res}/SS_{tot}` in each title.
 
@@ -792,6 +795,12 @@ def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: i
         path: where to save the figure, or ``None``.
         title: figure title (default: none).
         ncols: panels per row (3).
+        highlight: optional ``[N]`` booleans splitting the points in two colours, drawn with
+            a legend ``labels`` (``(for True, for False)``), the True points over the others;
+            e.g. whether the one pass
+            reconstructed the lattice exactly (``gnn-truss evaluate`` passes it). The
+            :math:`R^2` in the titles stays that of all points.
+        labels: legend entries of ``highlight``.
 
     A panel uses log-log axes when every true and predicted value in it is positive, linear
     axes otherwise; the dashed line is ``pred = true``.
@@ -805,6 +814,11 @@ def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: i
     if t.shape != p.shape or t.ndim != 2 or t.shape[1] != len(names):
         raise ValueError(f"true and pred must both be [N, {len(names)}], got {t.shape} and "
                          f"{p.shape}")
+    if highlight is not None:
+        highlight = np.asarray(highlight)
+        if highlight.shape != (len(t),) or highlight.dtype != bool:
+            raise ValueError(f"highlight must be [{len(t)}] booleans, got {highlight.dtype} "
+                             f"{highlight.shape}")
     n = len(names)
     ncols = max(1, min(int(ncols), n))
     nrows = -(-n // ncols)
@@ -814,7 +828,16 @@ def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: i
         for k, (ax, name) in enumerate(zip(axes.flat, names)):
             ok = np.isfinite(t[:, k]) & np.isfinite(p[:, k])
             x, y = t[ok, k], p[ok, k]
-            ax.scatter(x, y, s=5, alpha=0.5, color=_STRUT_COLOR, edgecolors="none")
+            if highlight is None:
+                ax.scatter(x, y, s=5, alpha=0.5, color=_STRUT_COLOR, edgecolors="none")
+            else:  # the True group drawn over the other: its outliers stand out
+                h = highlight[ok]
+                for m, lab, col in ((h, labels[0], _STRUT_COLOR),
+                                    (~h, labels[1], _HIGHLIGHT_COLOR)):
+                    ax.scatter(x[m], y[m], s=5, alpha=0.5, color=col, edgecolors="none",
+                               label=f"{lab} ({int(m.sum())})", zorder=3 if m is h else 2)
+                if k == 0:
+                    ax.legend(loc="upper left", fontsize="small", markerscale=2)
             if len(x):
                 lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
                 ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)

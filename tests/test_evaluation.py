@@ -486,6 +486,21 @@ def test_plot_parity_log_axes_only_for_positive_components(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0
     with pytest.raises(ValueError):
         plot_parity(true, true, ["only one"])
+    # labels do not crowd: over 2.6 decades only the powers of ten are labelled
+    wide = np.column_stack([np.geomspace(5e-5, 2e-2, 50), np.geomspace(5e-5, 2e-2, 50)])
+    fig = plot_parity(wide, wide, ["C44", "C55"])
+    fig.canvas.draw()
+    ticks = [v for v in fig.axes[0].get_xticks() if 5e-5 <= v <= 2e-2]
+    assert np.allclose(np.log10(ticks), np.round(np.log10(ticks)))  # 1e-4, 1e-3, 1e-2
+    mask = np.arange(50) < 35
+    fig = plot_parity(true, true * 1.1, ["C11", "C12"], highlight=mask, labels=("ok", "bad"))
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["ok (35)", "bad (15)"]
+    assert fig.axes[1].get_legend() is None and "R^2" in fig.axes[1].get_title()
+    with pytest.raises(ValueError, match="highlight"):
+        plot_parity(true, true, ["C11", "C12"], highlight=mask[:10])
+    with pytest.raises(ValueError, match="highlight"):
+        plot_parity(true, true, ["C11", "C12"], highlight=mask.astype(int))
 
 
 # ------------------------------------------------------------------ side by side
