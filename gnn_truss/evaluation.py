@@ -50,7 +50,8 @@ from .geometry import num_components
 from .truss import Truss
 
 __all__ = ["STIFFNESS_NAMES", "CURVE_NAMES", "adjacency_metrics", "position_r2",
-           "r2_per_component", "nrmse_curves", "property_by_reconstruction",
+           "r2_per_component", "nrmse_curves", "exactly_reconstructed",
+           "property_by_reconstruction",
            "decode_trusses", "sample_validity",
            "evaluate_checkpoint", "checkpoint_datasets", "compare_reports",
            "COMPARED_METRICS"]
@@ -196,6 +197,21 @@ def nrmse_curves(pred, true) -> float:
 
 # --------------------------------------------------------------------------- sampling
 
+def exactly_reconstructed(logits, true_adj) -> np.ndarray:
+    """``[B]`` bool: the lattices whose 351 adjacency entries are all decoded right (logit > 0
+    where the true entry is 1), the lattices counted by ``exact_match``.
+
+    Args:
+        logits: ``[B, 351]`` adjacency logits.
+        true_adj: ``[B, 351]`` 0/1 true adjacency.
+    """
+    lo, adj = _np(logits), _np(true_adj)
+    if lo.shape != adj.shape or lo.ndim != 2 or lo.shape[1] != ds.NUM_PAIRS:
+        raise ValueError(f"logits and true_adj must both be [B, {ds.NUM_PAIRS}], got "
+                         f"{lo.shape} and {adj.shape}")
+    return ((lo > 0) == (adj > 0.5)).all(axis=1)
+
+
 def property_by_reconstruction(logits, true_adj, pred, true, names, target: str) -> dict:
     """The property metrics split by whether the one pass reconstructs each lattice's
     adjacency exactly: how much of the property error the reconstruction causes, and how much
@@ -210,19 +226,20 @@ def property_by_reconstruction(logits, true_adj, pred, true, names, target: str)
 
     Returns:
         ``{"fraction_exact": float, "exact": block, "wrong": block}``, each block
-        ``{"num_lattices", "r2" (per component), "r2_mean", "r2_min"}`` and for curves
-        ``"nrmse"``; the R^2 of a block is over that block's lattices (its own mean), NaN
-        for a block of fewer than 2 lattices.
+        ``{"num_lattices", "r2" (per component), "r2_mean", "r2_min", "rmse" (per
+        component, physical units)}`` and for curves ``"nrmse"``; the R^2 of a block is over
+        that block's lattices (its own mean and spread, so two blocks' R^2 also differ when
+        their lattices spread differently; the RMSE does not depend on that), NaN for a block
+        of fewer than 2 lattices (RMSE: of none).
     """
-    lo, adj = _np(logits), _np(true_adj)
-    if lo.shape != adj.shape or lo.ndim != 2:
-        raise ValueError(f"logits and true_adj must both be [B, 351], got {lo.shape} and "
-                         f"{adj.shape}")
+    if target not in ("stiffness", "curve"):
+        raise ValueError(f"target must be 'stiffness' or 'curve', got {target!r}")
+    exact = exactly_reconstructed(logits, true_adj)
     p, t = _np(pred), _np(true)
-    if p.shape != t.shape or p.ndim != 2 or len(p) != len(lo):
-        raise ValueError(f"pred and true must both be [B, D] with B = {len(lo)}, got "
+    names = list(names)
+    if p.shape != t.shape or p.shape != (len(exact), len(names)):
+        raise ValueError(f"pred and true must both be [{len(exact)}, {len(names)}], got "
                          f"{p.shape} and {t.shape}")
-    exact = ((lo > 0) == (adj > 0.5)).all(axis=1)
     out: dict = {"fraction_exact": float(exact.mean()) if len(exact) else float("nan")}
     for name, rows in (("exact", exact), ("wrong", ~exact)):
         n = int(rows.sum())
@@ -230,8 +247,11 @@ def property_by_reconstruction(logits, true_adj, pred, true, names, target: str)
             r2 = r2_per_component(p[rows], t[rows], names)
         else:
             r2 = {k: float("nan") for k in names}
+        rmse = np.sqrt(np.mean((p[rows] - t[rows]) ** 2, axis=0)) if n else \
+            np.full(len(names), np.nan)
         block = {"num_lattices": n, "r2": r2, "r2_mean": _nanmean(r2),
-                 "r2_min": _nanmin(list(r2.values()))}
+                 "r2_min": _nanmin(list(r2.values())),
+                 "rmse": {k: float(v) for k, v in zip(names, rmse)}}
         if target == "curve":
             block["nrmse"] = nrmse_curves(p[rows], t[rows]) if n else float("nan")
         out[name] = block
@@ -565,7 +585,8 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     computes every metric of the module docstring, plus :func:`sample_validity` of
     ``n_samples`` prior samples (novelty against the training split). Writes
     ``out_dir/report.json``, ``out_dir/parity.png`` (predicted vs true property per component;
-    the lattices the one pass reconstructs exactly and the others in two colours),
+    the lattices the one pass reconstructs exactly in blue over the others in orange; the
+    symmetrised parity plot, one colour),
     ``out_dir/reconstruction.png`` and ``out_dir/latent.png`` (latent means, PCA, coloured by a
     property).
 
@@ -704,9 +725,9 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                 constrained=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    exact = ((r["logits"] > 0) == (r["adj"] > 0.5)).all(-1).numpy()
     plot_parity(true_phys.numpy(), pred_phys.numpy(), names, out / "parity.png",
-                highlight=exact, labels=("reconstructed exactly", "not"))
+                highlight=exactly_reconstructed(r["logits"], r["adj"]),
+                labels=("reconstructed exactly", "not"))
     figures = ["parity.png", "reconstruction.png", "latent.png"]
     if prop_sym is not None:
         plot_parity(true_phys.numpy(), r["pred_sym"].numpy(), names,

@@ -796,8 +796,8 @@ def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: i
         title: figure title (default: none).
         ncols: panels per row (3).
         highlight: optional ``[N]`` booleans splitting the points in two colours, drawn with
-            a legend ``labels`` (``(for True, for False)``), the True points over the others;
-            e.g. whether the one pass
+            a legend ``labels`` (``(for True, for False)``, each with its number of rows), the
+            True points over the others; e.g. whether the one pass
             reconstructed the lattice exactly (``gnn-truss evaluate`` passes it). The
             :math:`R^2` in the titles stays that of all points.
         labels: legend entries of ``highlight``.
@@ -832,10 +832,11 @@ def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: i
                 ax.scatter(x, y, s=5, alpha=0.5, color=_STRUT_COLOR, edgecolors="none")
             else:  # the True group drawn over the other: its outliers stand out
                 h = highlight[ok]
-                for m, lab, col in ((h, labels[0], _STRUT_COLOR),
-                                    (~h, labels[1], _HIGHLIGHT_COLOR)):
+                for m, lab, count, col, z in (
+                        (h, labels[0], highlight.sum(), _STRUT_COLOR, 3),
+                        (~h, labels[1], (~highlight).sum(), _HIGHLIGHT_COLOR, 2)):
                     ax.scatter(x[m], y[m], s=5, alpha=0.5, color=col, edgecolors="none",
-                               label=f"{lab} ({int(m.sum())})", zorder=3 if m is h else 2)
+                               label=f"{lab} ({int(count)})", zorder=z)
                 if k == 0:
                     ax.legend(loc="upper left", fontsize="small", markerscale=2)
             if len(x):
@@ -844,7 +845,7 @@ def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: i
                 if lo > 0:
                     ax.set_xscale("log")
                     ax.set_yscale("log")
-                    _no_minor_labels(ax)  # less than a decade: minor labels pile up
+                    _no_minor_labels(ax)  # the default minor labels pile up
             ax.set_title(f"{name}   $R^2$ = {_parity_r2(x, y):.4f}")
             ax.set_xlabel("true")
             ax.set_ylabel("predicted")

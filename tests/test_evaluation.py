@@ -288,6 +288,28 @@ def test_evaluate_checkpoint_writes_report_and_figures(trained):
     split = rep["property_by_reconstruction"]
     assert split["exact"]["num_lattices"] + split["wrong"]["num_lattices"] == 30
     assert split["fraction_exact"] == pytest.approx(rep["adjacency"]["exact_match"])
+    # the block is in physical units and on the right lattices: the group holding all of
+    # them (this tiny model decodes none, or all, exactly) has the report's own R^2
+    whole = [g for g in ("exact", "wrong") if split[g]["num_lattices"] == 30]
+    if whole:
+        assert split[whole[0]]["r2"] == pytest.approx(rep["property"]["r2"])
+    else:
+        from gnn_truss.evaluation import property_by_reconstruction
+        logits = model(b, sample=False)["logits"].detach()
+        again = property_by_reconstruction(logits, b.adj, pred, b.stiffness, STIFFNESS_NAMES,
+                                           "stiffness")
+        assert again["exact"]["r2"] == pytest.approx(split["exact"]["r2"], rel=1e-4)
+
+
+def test_evaluate_colours_the_parity_plot_by_reconstruction(trained, tmp_path, monkeypatch):
+    import gnn_truss.plotting as plotting
+    seen = []
+    original = plotting.plot_parity
+    monkeypatch.setattr(plotting, "plot_parity",
+                        lambda *a, **kw: (seen.append(kw), original(*a, **kw))[1])
+    rep = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, n_samples=0, limit=10)
+    assert len(seen) == 1 and seen[0]["highlight"].shape == (10,)
+    assert seen[0]["highlight"].mean() == pytest.approx(rep["adjacency"]["exact_match"])
 
 
 def test_property_by_reconstruction_splits_on_exact_adjacency():
@@ -303,6 +325,10 @@ def test_property_by_reconstruction_splits_on_exact_adjacency():
     pred[4:] += 1.0  # the wrongly decoded ones predicted worse
     out = property_by_reconstruction(logits, adj, pred, true, ("a", "b"), "stiffness")
     assert out["fraction_exact"] == pytest.approx(4 / 7)
+    as_torch = property_by_reconstruction(torch.tensor(logits, dtype=torch.float32),
+                                          torch.tensor(adj > 0), torch.tensor(pred),
+                                          torch.tensor(true), ("a", "b"), "stiffness")
+    assert as_torch == out
     for name, rows in (("exact", slice(0, 4)), ("wrong", slice(4, 7))):
         blk = out[name]
         assert blk["num_lattices"] == rows.stop - rows.start
@@ -310,6 +336,7 @@ def test_property_by_reconstruction_splits_on_exact_adjacency():
             t, p = true[rows, k], pred[rows, k]
             want = 1 - np.sum((t - p) ** 2) / np.sum((t - t.mean()) ** 2)
             assert blk["r2"][key] == pytest.approx(want, rel=1e-12)
+            assert blk["rmse"][key] == pytest.approx(np.sqrt(np.mean((t - p) ** 2)))
         assert blk["r2_min"] == min(blk["r2"].values()) and "nrmse" not in blk
     assert out["exact"]["r2_min"] > out["wrong"]["r2_min"]
     curves = property_by_reconstruction(logits[3:5], adj[3:5], np.abs(pred[3:5]) + 1,
@@ -318,8 +345,18 @@ def test_property_by_reconstruction_splits_on_exact_adjacency():
     t, p = np.abs(true[3]) + 1, np.abs(pred[3]) + 1
     want = np.sqrt(np.mean((p - t) ** 2)) / (t.max() - t.min())
     assert curves["exact"]["nrmse"] == pytest.approx(want, rel=1e-12)
+    none_exact = property_by_reconstruction(logits[4:], adj[4:], pred[4:], true[4:], "ab",
+                                            "stiffness")
+    assert none_exact["exact"]["num_lattices"] == 0 and none_exact["fraction_exact"] == 0
+    assert np.isnan(none_exact["exact"]["r2_min"]) and np.isnan(none_exact["exact"]["rmse"]["a"])
+    with pytest.raises(ValueError, match="logits and true_adj"):
+        property_by_reconstruction(logits[:, :10], adj[:, :10], pred, true, "ab", "stiffness")
     with pytest.raises(ValueError, match="logits and true_adj"):
         property_by_reconstruction(logits[:, :10], adj, pred, true, ("a", "b"), "stiffness")
+    with pytest.raises(ValueError, match="pred and true"):
+        property_by_reconstruction(logits, adj, pred, true, ("a", "b", "c"), "stiffness")
+    with pytest.raises(ValueError, match="target"):
+        property_by_reconstruction(logits, adj, pred, true, ("a", "b"), "strength")
     with pytest.raises(ValueError, match="pred and true"):
         property_by_reconstruction(logits, adj, pred[:3], true[:3], ("a", "b"), "stiffness")
 
@@ -491,11 +528,17 @@ def test_plot_parity_log_axes_only_for_positive_components(tmp_path):
     fig = plot_parity(wide, wide, ["C44", "C55"])
     fig.canvas.draw()
     ticks = [v for v in fig.axes[0].get_xticks() if 5e-5 <= v <= 2e-2]
-    assert np.allclose(np.log10(ticks), np.round(np.log10(ticks)))  # 1e-4, 1e-3, 1e-2
+    assert np.allclose(ticks, [1e-4, 1e-3, 1e-2])
     mask = np.arange(50) < 35
-    fig = plot_parity(true, true * 1.1, ["C11", "C12"], highlight=mask, labels=("ok", "bad"))
+    gap = true.copy()
+    gap[3, 0] = np.nan  # dropped from panel 0: the colours must follow the finite rows
+    fig = plot_parity(gap, true * 1.1, ["C11", "C12"], highlight=mask, labels=("ok", "bad"))
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend == ["ok (35)", "bad (15)"]
+    assert legend == ["ok (35)", "bad (15)"]  # rows, not the panel's points
+    blue, orange = fig.axes[0].collections[:2]
+    assert len(blue.get_offsets()) == 34 and len(orange.get_offsets()) == 15
+    assert blue.get_zorder() > orange.get_zorder()
+    np.testing.assert_allclose(orange.get_offsets()[:, 0], true[35:, 0])
     assert fig.axes[1].get_legend() is None and "R^2" in fig.axes[1].get_title()
     with pytest.raises(ValueError, match="highlight"):
         plot_parity(true, true, ["C11", "C12"], highlight=mask[:10])
