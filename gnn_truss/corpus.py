@@ -690,10 +690,9 @@ def corpus_descriptors(path, corpus) -> np.ndarray:
     lattice of ``corpus``, read from a table written by ``gnn-truss data buckle``.
 
     The table's rows are matched to the corpus by :func:`row_hashes`, so it may hold more
-    lattices than the corpus, in any order (a lattice listed twice reads its first analysed
-    row) (``datasets/nonlinear/buckling.npz`` covers all
-    29,698 lattices of the shipped curve corpus, and so every prefix of it that
-    ``data.limit`` reads).
+    lattices than the corpus, in any order; a lattice listed twice reads its first analysed
+    row. ``datasets/nonlinear/buckling.npz`` covers all 29,698 lattices of the shipped curve
+    corpus, and so every prefix of it that ``data.limit`` reads.
 
     Args:
         path: the ``.npz`` of ``gnn-truss data buckle`` (``strains [M, 3]``, ``modulus [M]``,

@@ -302,14 +302,29 @@ def test_evaluate_checkpoint_writes_report_and_figures(trained):
 
 
 def test_evaluate_colours_the_parity_plot_by_reconstruction(trained, tmp_path, monkeypatch):
+    """The plot's colours and the report's split are the same mask, the one
+    exactly_reconstructed gives for the run's logits (here replaced by a known pattern, since
+    the tiny model decodes no lattice exactly)."""
+    import gnn_truss.evaluation as evaluation
     import gnn_truss.plotting as plotting
-    seen = []
+    seen, logits_seen = [], []
     original = plotting.plot_parity
     monkeypatch.setattr(plotting, "plot_parity",
                         lambda *a, **kw: (seen.append(kw), original(*a, **kw))[1])
+    pattern = np.arange(10) % 3 == 0  # 4 of 10 "exact"
+    real = evaluation.exactly_reconstructed
+
+    def fake(logits, adj):
+        logits_seen.append(real(logits, adj))  # still checks the shapes
+        return pattern.copy()
+    monkeypatch.setattr(evaluation, "exactly_reconstructed", fake)
     rep = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, n_samples=0, limit=10)
-    assert len(seen) == 1 and seen[0]["highlight"].shape == (10,)
-    assert seen[0]["highlight"].mean() == pytest.approx(rep["adjacency"]["exact_match"])
+    assert len(seen) == 1 and np.array_equal(seen[0]["highlight"], pattern)
+    assert seen[0]["labels"] == ("reconstructed exactly", "not")
+    split = rep["property_by_reconstruction"]
+    assert split["exact"]["num_lattices"] == 4 and split["wrong"]["num_lattices"] == 6
+    assert len(logits_seen) == 2 and logits_seen[0].shape == (10,)
+    assert split["fraction_exact"] == pytest.approx(0.4)
 
 
 def test_property_by_reconstruction_splits_on_exact_adjacency():
