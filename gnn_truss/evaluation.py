@@ -727,7 +727,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     out.mkdir(parents=True, exist_ok=True)
     plot_parity(true_phys.numpy(), pred_phys.numpy(), names, out / "parity.png",
                 highlight=exactly_reconstructed(r["logits"], r["adj"]),
-                labels=("reconstructed exactly", "not"))
+                labels=("reconstructed exactly", "not reconstructed exactly"))
     figures = ["parity.png", "reconstruction.png", "latent.png"]
     if prop_sym is not None:
         plot_parity(true_phys.numpy(), r["pred_sym"].numpy(), names,

@@ -837,8 +837,6 @@ def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: i
                         (~h, labels[1], (~highlight).sum(), _HIGHLIGHT_COLOR, 2)):
                     ax.scatter(x[m], y[m], s=5, alpha=0.5, color=col, edgecolors="none",
                                label=f"{lab} ({int(count)})", zorder=z)
-                if k == 0:
-                    ax.legend(loc="upper left", fontsize="small", markerscale=2)
             if len(x):
                 lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
                 ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
@@ -851,6 +849,10 @@ def plot_parity(true, pred, names, path=None, title: str | None = None, ncols: i
             ax.set_ylabel("predicted")
         for ax in axes.flat[n:]:
             ax.set_axis_off()
+        if highlight is not None:  # one legend for all panels, below them, off the data
+            handles, entries = axes.flat[0].get_legend_handles_labels()
+            fig.legend(handles, entries, loc="outside lower center", ncols=2,
+                       markerscale=3, frameon=False)
         if title:
             fig.suptitle(title)
         return _finish(fig, path)

@@ -320,7 +320,7 @@ def test_evaluate_colours_the_parity_plot_by_reconstruction(trained, tmp_path, m
     monkeypatch.setattr(evaluation, "exactly_reconstructed", fake)
     rep = evaluate_checkpoint(trained / "run" / "best.pt", tmp_path, n_samples=0, limit=10)
     assert len(seen) == 1 and np.array_equal(seen[0]["highlight"], pattern)
-    assert seen[0]["labels"] == ("reconstructed exactly", "not")
+    assert seen[0]["labels"] == ("reconstructed exactly", "not reconstructed exactly")
     split = rep["property_by_reconstruction"]
     assert split["exact"]["num_lattices"] == 4 and split["wrong"]["num_lattices"] == 6
     assert len(logits_seen) == 2 and logits_seen[0].shape == (10,)
@@ -548,13 +548,18 @@ def test_plot_parity_log_axes_only_for_positive_components(tmp_path):
     gap = true.copy()
     gap[3, 0] = np.nan  # dropped from panel 0: the colours must follow the finite rows
     fig = plot_parity(gap, true * 1.1, ["C11", "C12"], highlight=mask, labels=("ok", "bad"))
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["ok (35)", "bad (15)"]  # rows, not the panel's points
+    fig.canvas.draw()  # the legend lies below the panels, over none of the points
+    box = fig.legends[0].get_window_extent()
+    assert all(box.y1 <= ax.get_window_extent().y0 for ax in fig.axes)
     blue, orange = fig.axes[0].collections[:2]
     assert len(blue.get_offsets()) == 34 and len(orange.get_offsets()) == 15
     assert blue.get_zorder() > orange.get_zorder()
     np.testing.assert_allclose(orange.get_offsets()[:, 0], true[35:, 0])
-    assert fig.axes[1].get_legend() is None and "R^2" in fig.axes[1].get_title()
+    assert "R^2" in fig.axes[1].get_title()
+    assert plot_parity(true, true, ["C11", "C12"]).legends == []  # no mask, no legend
     with pytest.raises(ValueError, match="highlight"):
         plot_parity(true, true, ["C11", "C12"], highlight=mask[:10])
     with pytest.raises(ValueError, match="highlight"):
