@@ -376,7 +376,8 @@ def _cmd_evaluate(args) -> int:
                                  fe_check=not args.no_fe, symmetrise=args.symmetrise,
                                  constrained=args.constrained,
                                  refine_latent=args.refine_latent, refine_lr=args.refine_lr,
-                                 workers=args.workers, progress=not args.no_progress)
+                                 workers=args.workers, progress=not args.no_progress,
+                                 symmetrise_predictor=args.symmetrise_predictor)
     print(json.dumps(report.get("summary", report), indent=1))
     if baseline is not None:
         a, b = _report_name(report), _report_name(baseline)
@@ -937,6 +938,12 @@ def build_parser() -> argparse.ArgumentParser:
                                "outputs averaged over each lattice's symmetric copies")
     _add_constrained_option(ev, "also report the adjacency metrics of")
     _add_refine_option(ev, "also report every reconstruction and property metric at")
+    ev.add_argument("--symmetrise-predictor", choices=("axes", "axes_mirrors"), default=None,
+                    help="a checkpoint whose predictor reads the decoded lattice: also report "
+                         "the one pass with the predictor averaged over the symmetric copies "
+                         "of the decoded lattice ('axes': 6 / 2 for curves; 'axes_mirrors': "
+                         "48 / 16), one encoder and decoder pass "
+                         "(gnn_truss.symmetry.symmetrised_decoded_prediction)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -368,7 +368,8 @@ def _split_hashes(dataset) -> set:
 @torch.no_grad()
 def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=None,
                normalizer=None, refine_steps: int | None = None,
-               refine_lr: float = 0.01, progress: bool = False) -> dict:
+               refine_lr: float = 0.01, progress: bool = False,
+               symmetrise_predictor=None) -> dict:
     """The model's outputs on a dataset, in order; with ``symmetrise`` also ``"pred_sym"``
     (physical units), ``"logits_sym"`` and ``"offsets_sym"``, the outputs averaged over the
     symmetric copies (:func:`gnn_truss.symmetry.symmetrised_outputs`, needs ``normalizer``);
@@ -376,11 +377,17 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
     (normalised), the outputs at the latents refined from the means
     (:func:`gnn_truss.nn.vae.refine_latent`); with both, also ``"pred_symref"`` (physical
     units), ``"logits_symref"`` and ``"offsets_symref"``, the outputs at each copy's refined
-    latent averaged over the copies. ``progress``: a bar over the lattices on stderr."""
+    latent averaged over the copies. With ``symmetrise_predictor`` (a predictor of the
+    decoded lattice) also ``"pred_gsym"`` (physical units): the predictor averaged over the
+    symmetric copies of the one-pass decoded lattice
+    (:func:`gnn_truss.symmetry.symmetrised_decoded_prediction`). ``progress``: a bar over the
+    lattices on stderr."""
     from torch_geometric.loader import DataLoader
     device = next(model.parameters()).device
-    from .symmetry import symmetrised_outputs
+    from .symmetry import symmetrised_decoded_prediction, symmetrised_outputs
     keys = ("mu", "logits", "offsets", "pred", "adj", "offset", "y", target)
+    if symmetrise_predictor is not None:
+        keys = keys + ("pred_gsym",)
     sym_keys = ("pred", "logits", "offsets") if symmetrise is not None else ()
     ref_keys = ("pred", "logits", "offsets") if refine_steps else ()
     symref_keys = sym_keys if refine_steps else ()
@@ -397,10 +404,15 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
     for b in DataLoader(dataset, batch_size=batch_size):
         b = b.to(device)
         out = model(b, sample=False)
+        f = None
         if feats:  # which decoded lattices the FE could analyse (cached: no second analysis)
             A, offsets, _ = model.decode_lattice(out["mu"], near_only=True)
             f = model.lattice_features(A, offsets)
             acc["feat_ok"].append(torch.isfinite(f).all(-1).cpu())
+        if symmetrise_predictor is not None:  # one decode, the predictor on every copy
+            with torch.no_grad():
+                acc["pred_gsym"].append(symmetrised_decoded_prediction(
+                    model, out["mu"], normalizer, target, symmetrise_predictor, f).cpu())
         for k in ("mu", "logits", "offsets", "pred"):
             acc[k].append(out[k].cpu())
         for k in ("adj", "offset", "y", target):
@@ -577,7 +589,8 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
                         fe_check: bool = True, seed: int = 0,
                         symmetrise: str | None = None, constrained: bool = False,
                         refine_latent: int | None = None, refine_lr: float = 0.01,
-                        workers: int | None = None, progress: bool = False) -> dict:
+                        workers: int | None = None, progress: bool = False,
+                        symmetrise_predictor: str | None = None) -> dict:
     """Evaluate a checkpoint of :func:`gnn_truss.training.train` on a data split.
 
     Rebuilds the model from the config saved in the checkpoint, loads that config's dataset
@@ -632,6 +645,13 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
             decoded lattices the analysis could handle (the others are read by the
             predictor's head alone).
         progress: a progress bar over the split's lattices on stderr.
+        symmetrise_predictor: for a checkpoint whose predictor reads the decoded lattice
+            (``model.predictor_input: decoded``), also report under
+            ``"property_predictor_symmetrised"`` the one pass with the predictor averaged over
+            the symmetric copies of the decoded lattice (``"axes"`` or ``"axes_mirrors"``;
+            :func:`gnn_truss.symmetry.symmetrised_decoded_prediction`: one encoder and decoder
+            pass, |G| predictor passes), with its split by reconstruction
+            (``"by_reconstruction"``). (default: ``None``)
 
     Returns:
         The report dict (as written to ``report.json``; non-finite numbers become ``None``).
@@ -658,9 +678,15 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     from .nn.vae import check_refine
     from .symmetry import allowed_symmetries, check_symmetrise
     check_symmetrise(symmetrise, allow_none=True)
+    check_symmetrise(symmetrise_predictor, allow_none=True)
     refine_latent = check_refine(refine_latent, refine_lr) or None
     workers = feature_workers(workers)
     model, ck = load_model(checkpoint_path)
+    if symmetrise_predictor is not None and model.predictor_input != "decoded":
+        raise ValueError(f"symmetrise_predictor: the predictor of {checkpoint_path} reads the "
+                         f"latent (model.predictor_input {model.predictor_input!r}), not the "
+                         f"decoded lattice; use symmetrise to average the whole model over "
+                         f"the copies")
     model.feature_workers = workers
     cfg, datasets = checkpoint_datasets(ck, checkpoint_path, data_overrides)
     target = cfg["data"]["target"]
@@ -672,7 +698,8 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     if len(data) == 0:
         raise ValueError(f"split {split!r} is empty")
     r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm,
-                   refine_steps=refine_latent, refine_lr=refine_lr, progress=progress)
+                   refine_steps=refine_latent, refine_lr=refine_lr, progress=progress,
+                   symmetrise_predictor=symmetrise_predictor)
     pred_phys = norm.inverse(r["pred"])
     true_phys = r[target]
     adj = adjacency_metrics(r["logits"], r["adj"])
@@ -767,6 +794,14 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         },
         "adjacency": adj, "geometry": geo, "property": prop,
         "property_by_reconstruction": prop_split,
+        **({} if symmetrise_predictor is None else {"property_predictor_symmetrised": {
+            "symmetrise": symmetrise_predictor,
+            "num_symmetries": len(allowed_symmetries(target,
+                                                     symmetrise_predictor == "axes_mirrors")),
+            **_property_metrics(r["pred_gsym"], true_phys, norm.transform(r["pred_gsym"]),
+                                r["y"], names, target),
+            "by_reconstruction": property_by_reconstruction(
+                r["logits"], r["adj"], r["pred_gsym"], true_phys, names, target)}}),
         **({} if prop_sym is None else {"adjacency_symmetrised": adj_sym,
                                         "geometry_symmetrised": geo_sym,
                                         "property_symmetrised": prop_sym}),

@@ -31,7 +31,10 @@ predicted label back to the lattice's own axes and averages them (the group aver
 predictor; a model that is only approximately invariant gets better on average, and costs a
 forward pass per symmetry). :func:`symmetrised_outputs` does the same for the reconstruction:
 the adjacency logits and offsets of every copy, mapped back and averaged, are an exactly
-equivariant self-ensemble of the autoencoder.
+equivariant self-ensemble of the autoencoder. :func:`symmetrised_dense_prediction` averages a
+graph predictor alone over the copies of dense lattices (:func:`permute_dense`), and
+:func:`symmetrised_decoded_prediction` applies it to the lattice a model decodes from a latent:
+one encoder and decoder pass, an exactly invariant property predictor.
 
 A permutation ``p`` is a tuple of the axes ``(0, 1, 2)``; :data:`AXIS_PERMUTATIONS` lists all 6
 (identity first), :data:`Z_PRESERVING` the 2 that keep z. A reflection ``flip`` is a tuple of
@@ -308,6 +311,109 @@ def permute_data(data, perm, normalizer=None, target: str = "stiffness", flip=No
         y64 = torch.gather(y.double(), 1, comps)
         out.y = ((y64 * std[comps] + mean[comps] - mean) / std).to(y.dtype)
     return out
+
+
+def permute_dense(adj: torch.Tensor, offsets: torch.Tensor, perm, flip=None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense lattices mapped by one symmetry, as :func:`permute_truss` maps a truss.
+
+    Args:
+        adj: ``[B, 27, 27]`` adjacency or ``[B, 351]`` upper triangles (any values: 0/1,
+            probabilities or logits; differentiable).
+        offsets: ``[B, 27]`` free-dof offsets.
+        perm, flip: the symmetry (:func:`permute_truss`).
+
+    Returns:
+        ``(adj, offsets)`` of the transformed lattices, in the input shapes: the entry of node
+        pair ``(i, j)`` moved to the pair of the mapped nodes, each free dof to its new dof
+        with the reflection's sign.
+    """
+    nodes, dofs, pairs, _, signs = _maps(_check_perm(perm), _check_flip(flip))
+    if offsets.dim() != 2 or offsets.shape[-1] != ds.NUM_FREE_DOFS:
+        raise ValueError(f"offsets must be [B, {ds.NUM_FREE_DOFS}], got "
+                         f"{tuple(offsets.shape)}")
+    dev = offsets.device
+    if adj.dim() == 3 and adj.shape[1:] == (ds.NUM_NODES, ds.NUM_NODES):
+        inv = torch.as_tensor(np.argsort(nodes), device=dev)
+        new_adj = adj[:, inv][:, :, inv]  # new[nodes[i], nodes[j]] = old[i, j]
+    elif adj.dim() == 2 and adj.shape[1] == ds.NUM_PAIRS:
+        new_adj = adj[:, torch.as_tensor(np.argsort(pairs), device=dev)]
+    else:
+        raise ValueError(f"adj must be [B, {ds.NUM_NODES}, {ds.NUM_NODES}] or "
+                         f"[B, {ds.NUM_PAIRS}], got {tuple(adj.shape)}")
+    sign = torch.as_tensor(np.array(signs), dtype=offsets.dtype, device=dev)
+    new_off = (offsets * sign)[:, torch.as_tensor(np.argsort(dofs), device=dev)]
+    return new_adj, new_off
+
+
+def symmetrised_dense_prediction(predictor, adj: torch.Tensor, offsets: torch.Tensor,
+                                 normalizer, target: str = "stiffness",
+                                 symmetrise: str = "axes", features=None) -> torch.Tensor:
+    r"""A graph predictor averaged over the symmetric copies of dense lattices:
+    :math:`\frac{1}{|G|} \sum_g g^{-1} G(g L)`, exactly invariant (stiffness: equivariant,
+    the components re-indexed with the axes).
+
+    Args:
+        predictor: a :class:`~gnn_truss.nn.predictor.GraphPropertyPredictor` (its
+            ``forward_dense(adj, offsets, features)`` gives normalised properties).
+        adj, offsets: ``[B, 27, 27]`` (or ``[B, 351]``) and ``[B, 27]`` dense lattices.
+        normalizer: the checkpoint's :class:`~gnn_truss.dataset.TargetNormalizer` (the copies
+            are averaged in physical units).
+        target: ``"stiffness"`` or ``"curve"`` (the group, :func:`allowed_symmetries`).
+        symmetrise: ``"axes"`` (6 or 2 permutations) or ``"axes_mirrors"`` (48 or 16).
+        features: ``[B, num_features]`` lattice features for a predictor that reads them;
+            they must be invariant under the group (the buckling features of a curve are).
+
+    Returns:
+        ``[B, K]`` float64 in physical units (stiffness in ``E_s``), differentiable.
+    """
+    check_symmetrise(symmetrise)
+    if normalizer is None:
+        raise ValueError("symmetrised_dense_prediction needs the checkpoint's normalizer")
+    ops = allowed_symmetries(target, symmetrise == "axes_mirrors")
+    total = None
+    for perm, flip in ops:
+        a, o = permute_dense(adj, offsets, perm, flip)
+        pred = normalizer.inverse(predictor.forward_dense(a, o, features).double())
+        if target == "stiffness":  # the copy's C9 is c[..., src]: put it back
+            back = torch.as_tensor(np.argsort(stiffness_map(perm)), device=pred.device)
+            pred = pred[:, back]
+        total = pred if total is None else total + pred
+    return total / len(ops)
+
+
+def symmetrised_decoded_prediction(model, mu: torch.Tensor, normalizer,
+                                   target: str = "stiffness", symmetrise: str = "axes",
+                                   features=None) -> torch.Tensor:
+    """The prediction of a model whose predictor reads the decoded lattice
+    (``model.predictor_input: decoded``), averaged over the symmetric copies of that lattice.
+
+    One decoder pass (:meth:`~gnn_truss.nn.TrussVAE.decode_lattice`, as
+    :meth:`~gnn_truss.nn.TrussVAE.predict`), then :func:`symmetrised_dense_prediction`: unlike
+    :func:`symmetrised_outputs` no copy is encoded or decoded again, so the reconstruction is
+    the one pass's and only the predictor's own symmetry error is averaged out.
+
+    Args:
+        model: a :class:`~gnn_truss.nn.TrussVAE` with ``predictor_input="decoded"``.
+        mu: ``[B, d]`` latents.
+        normalizer, target, symmetrise: as :func:`symmetrised_dense_prediction`.
+        features: ``[B, num_features]`` features of the decoded lattices for a predictor that
+            reads them (``None``: computed by finite elements,
+            :meth:`~gnn_truss.nn.TrussVAE.lattice_features`, once for all copies).
+
+    Returns:
+        ``[B, K]`` float64, physical units; with the identity alone it is
+        ``normalizer.inverse(model.predict(mu))``.
+    """
+    if getattr(model, "predictor_input", None) != "decoded":
+        raise ValueError("symmetrised_decoded_prediction needs a model whose predictor reads "
+                         "the decoded lattice (model.predictor_input 'decoded'); for a latent "
+                         "predictor use symmetrised_prediction")
+    adj, offsets, _ = model.decode_lattice(mu, near_only=True)
+    if model.reads_features and features is None:
+        features = model.lattice_features(adj, offsets)
+    return symmetrised_dense_prediction(model.predictor, adj, offsets, normalizer, target,
+                                        symmetrise, features)
 
 
 def allowed_permutations(target: str) -> tuple[tuple[int, int, int], ...]:

@@ -633,6 +633,10 @@ def test_evaluate_cli_with_baseline_writes_comparison(trained, tmp_path, capsys)
     assert main(["evaluate", str(trained / "run" / "last.pt"), "--out", str(tmp_path / "q"),
                  "--samples", "0", "--no-progress"]) == 0
     assert "evaluate:" not in capsys.readouterr().err
+    # the predictor-only average needs a predictor of the decoded lattice: a clear refusal
+    assert main(["evaluate", str(trained / "run" / "last.pt"), "--out", str(tmp_path / "g"),
+                 "--samples", "0", "--no-progress", "--symmetrise-predictor", "axes"]) == 2
+    assert "reads the latent" in capsys.readouterr().err
 
 
 def test_latent_figure_is_coloured_by_the_fe_bulk_modulus(tmp_path):
@@ -702,6 +706,27 @@ def test_evaluate_a_decoded_predictor_scores_the_decoded_latent_mean(trained, tm
         on_graph = r2(model.predictor(b))
     assert rep["property"]["r2"]["C11"] == pytest.approx(decoded, rel=1e-4, abs=1e-6)
     assert decoded != pytest.approx(on_graph, rel=1e-4)
+    # the predictor alone averaged over the copies of the one decoded lattice
+    from gnn_truss.symmetry import symmetrised_decoded_prediction
+    rep_g = evaluate_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "eval_g", n_samples=0,
+                                symmetrise_predictor="axes")
+    block = rep_g["property_predictor_symmetrised"]
+    assert block["symmetrise"] == "axes" and block["num_symmetries"] == 6
+    with torch.no_grad():
+        sym = symmetrised_decoded_prediction(model, model.encode(b)[0], norm, "stiffness")
+    p = sym.numpy()[:, 0]
+    assert block["r2"]["C11"] == pytest.approx(
+        1 - np.sum((t - p) ** 2) / np.sum((t - t.mean()) ** 2), rel=1e-4, abs=1e-6)
+    assert block["r2"]["C11"] != pytest.approx(decoded, rel=1e-4)
+    split = block["by_reconstruction"]
+    assert split["exact"]["num_lattices"] + split["wrong"]["num_lattices"] == len(t)
+    assert rep_g["property"] == rep["property"]  # the plain one pass is left alone
+    with pytest.raises(ValueError, match="reads the latent"):
+        evaluate_checkpoint(trained / "run" / "best.pt", tmp_path / "eval_l", n_samples=0,
+                            symmetrise_predictor="axes")
+    with pytest.raises(ValueError, match="symmetrise"):
+        evaluate_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "eval_x", n_samples=0,
+                            symmetrise_predictor="all")
 
 
 def test_shipped_decoded_checkpoint_is_the_default_vae_with_a_lattice_predictor():

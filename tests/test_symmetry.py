@@ -547,3 +547,98 @@ def test_symmetrised_refined_outputs_are_the_average_of_refined_copies(norm):
     m = _grid_map(p, (0, 0, 0))
     np.testing.assert_allclose(_square(moved["logits"].numpy())[:, m][:, :, m],
                                _square(got["logits"].numpy()), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ the predictor alone
+def _dense(trusses):
+    adj = torch.tensor(np.stack([t.adjacency for t in trusses]), dtype=torch.float32)
+    off = torch.tensor(np.stack([t.free_offsets for t in trusses]), dtype=torch.float32)
+    return adj, off
+
+
+@pytest.mark.parametrize("p, f", [((0, 1, 2), (0, 0, 0)), ((1, 2, 0), (0, 0, 0)),
+                                  ((2, 1, 0), (1, 0, 1)), ((0, 2, 1), (0, 1, 0))])
+def test_permute_dense_equals_the_permuted_lattice(p, f):
+    from gnn_truss.symmetry import permute_dense
+    trusses = [octet_with_sc(30), perturbed("sc_2x2x2", 31), perturbed("octet_2x2x2", 32)]
+    adj, off = _dense(trusses)
+    got_adj, got_off = permute_dense(adj, off, p, f)
+    ref_adj, ref_off = _dense([permute_truss(t, p, f) for t in trusses])
+    assert torch.equal(got_adj, ref_adj)
+    torch.testing.assert_close(got_off, ref_off, rtol=0, atol=1e-7)
+    # the 351 upper triangles map the same way, and so do the graphs' own fields
+    ti, tj = torch.as_tensor(ds.TRIU_I.copy()), torch.as_tensor(ds.TRIU_J.copy())
+    triu, _ = permute_dense(adj[:, ti, tj], off, p, f)
+    assert torch.equal(triu, ref_adj[:, ti, tj])
+    g = permute_data(Batch.from_data_list([truss_to_data(t) for t in trusses]), p, flip=f)
+    assert torch.equal(triu, g.adj.view(len(trusses), -1))
+    with pytest.raises(ValueError, match="adj must be"):
+        permute_dense(adj[:, :5], off, p, f)
+    with pytest.raises(ValueError, match="offsets must be"):
+        permute_dense(adj, off[:, :5], p, f)
+
+
+def test_symmetrised_dense_prediction_is_the_group_average_and_invariant(norm):
+    from gnn_truss.nn import GraphPropertyPredictor
+    from gnn_truss.symmetry import permute_dense, symmetrised_dense_prediction
+    torch.manual_seed(0)
+    net = GraphPropertyPredictor(9, hidden=16, layers=2, readout=32, edge_readout=True,
+                                 physics_readout=True).eval()
+    trusses = [octet_with_sc(40), perturbed("sc_2x2x2", 41)]
+    adj, off = _dense(trusses)
+    for mode, n in (("axes", 6), ("axes_mirrors", 48)):
+        with torch.no_grad():
+            got = symmetrised_dense_prediction(net, adj, off, norm, "stiffness", mode)
+        assert got.shape == (2, 9) and got.dtype == torch.float64
+        # by hand, on the sparse graphs of the transformed lattices built from scratch
+        acc = np.zeros((2, 9))
+        for p, f in allowed_symmetries("stiffness", mode == "axes_mirrors"):
+            gb = Batch.from_data_list([truss_to_data(permute_truss(t, p, f)) for t in trusses])
+            with torch.no_grad():
+                pred = norm.inverse(net(gb).double()).numpy()
+            acc += permute_stiffness(pred, _inverse(p))
+        np.testing.assert_allclose(got.numpy(), acc / n, rtol=1e-5, atol=1e-9)
+        with torch.no_grad():
+            plain = norm.inverse(net.forward_dense(adj, off).double()).numpy()
+        assert not np.allclose(got.numpy(), plain, rtol=1e-3)  # G alone is not invariant
+        for p, f in (((1, 2, 0), (1, 0, 1)), ((2, 1, 0), (0, 0, 0))):
+            if mode == "axes" and any(f):
+                continue
+            with torch.no_grad():
+                moved = symmetrised_dense_prediction(net, *permute_dense(adj, off, p, f), norm,
+                                                     "stiffness", mode)
+            np.testing.assert_allclose(moved.numpy(), permute_stiffness(got.numpy(), p),
+                                       rtol=1e-5, atol=1e-9)
+    # curves: the 16 copies that keep z, the prediction itself invariant
+    curve_norm = TargetNormalizer.fit(np.linspace(1e-4, 1e-3, 13)[None] * np.arange(1, 6)[:, None])
+    cnet = GraphPropertyPredictor(13, hidden=16, layers=2, readout=32).eval()
+    with torch.no_grad():
+        c = symmetrised_dense_prediction(cnet, adj, off, curve_norm, "curve", "axes_mirrors")
+        c2 = symmetrised_dense_prediction(cnet, *permute_dense(adj, off, (1, 0, 2), (1, 1, 0)),
+                                          curve_norm, "curve", "axes_mirrors")
+    torch.testing.assert_close(c, c2, rtol=1e-5, atol=1e-12)
+    with pytest.raises(ValueError, match="symmetrise"):
+        symmetrised_dense_prediction(net, adj, off, norm, "stiffness", "mirrors")
+    with pytest.raises(ValueError, match="normalizer"):
+        symmetrised_dense_prediction(net, adj, off, None, "stiffness", "axes")
+
+
+def test_symmetrised_decoded_prediction_reads_the_one_decoded_lattice(norm):
+    from gnn_truss.nn import build_model
+    from gnn_truss.symmetry import (symmetrised_decoded_prediction,
+                                    symmetrised_dense_prediction)
+    torch.manual_seed(0)
+    model = build_model({"encoder": "gnn", "topology": 4, "shared": 8, "geometry": 4,
+                         "hidden": 16, "layers": 2, "readout": 32, "num_targets": 9,
+                         "predictor_input": "decoded", "predictor_gnn_hidden": 16,
+                         "predictor_gnn_layers": 2, "predictor_gnn_readout": 32}).eval()
+    mu = torch.randn(5, 4 + 8 + 4)
+    with torch.no_grad():
+        got = symmetrised_decoded_prediction(model, mu, norm, "stiffness", "axes")
+        adj, off, _ = model.decode_lattice(mu, near_only=True)
+        ref = symmetrised_dense_prediction(model.predictor, adj, off, norm, "stiffness", "axes")
+        plain = norm.inverse(model.predict(mu).double())
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert got.shape == (5, 9) and not torch.allclose(got, plain, rtol=1e-3)
+    with pytest.raises(ValueError, match="predictor_input 'decoded'"):
+        symmetrised_decoded_prediction(_tiny_model(9), mu[:, :16], norm)
