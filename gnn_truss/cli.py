@@ -344,8 +344,11 @@ def _cmd_compare(args) -> int:
                               refine_lr=args.refine_lr, unseen=args.unseen,
                               data_overrides_b=None if args.corpus_limit_b is None
                               else {"limit": args.corpus_limit_b}, workers=args.workers,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress,
+                              symmetrise_predictor=args.symmetrise_predictor)
     sym = "" if not args.symmetrise else f", outputs symmetrised ({args.symmetrise})"
+    sym += ("" if not args.symmetrise_predictor
+            else f", predictor symmetrised ({args.symmetrise_predictor})")
     sym += "" if not args.refine_latent else f", latents refined ({args.refine_latent} steps)"
     sym += ", constrained decoding" if args.constrained else ""
     sym += ", lattices neither checkpoint saw in training" if args.unseen else ""
@@ -404,6 +407,16 @@ def _add_symmetrise_option(parser, what: str) -> None:
                         help=f"{what}: 'axes' (6 axis permutations; the 2 keeping z for "
                              f"curves) or 'axes_mirrors' (with the reflections: 48 / 16); one "
                              f"forward pass each (gnn_truss.symmetry.symmetrised_outputs)")
+
+
+def _add_symmetrise_predictor_option(parser, what: str) -> None:
+    parser.add_argument("--symmetrise-predictor", choices=("axes", "axes_mirrors"),
+                        default=None,
+                        help=f"checkpoints whose predictor reads the decoded lattice: {what} "
+                             f"the one pass with the predictor averaged over the symmetric "
+                             f"copies of the decoded lattice ('axes': 6 / 2 for curves; "
+                             f"'axes_mirrors': 48 / 16), one encoder and decoder pass "
+                             f"(gnn_truss.symmetry.symmetrised_decoded_prediction)")
 
 
 def _add_refine_option(parser, what: str) -> None:
@@ -938,12 +951,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "outputs averaged over each lattice's symmetric copies")
     _add_constrained_option(ev, "also report the adjacency metrics of")
     _add_refine_option(ev, "also report every reconstruction and property metric at")
-    ev.add_argument("--symmetrise-predictor", choices=("axes", "axes_mirrors"), default=None,
-                    help="a checkpoint whose predictor reads the decoded lattice: also report "
-                         "the one pass with the predictor averaged over the symmetric copies "
-                         "of the decoded lattice ('axes': 6 / 2 for curves; 'axes_mirrors': "
-                         "48 / 16), one encoder and decoder pass "
-                         "(gnn_truss.symmetry.symmetrised_decoded_prediction)")
+    _add_symmetrise_predictor_option(ev, "also report")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
 
@@ -969,6 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "averaged over each lattice's symmetric copies")
     _add_constrained_option(cp, "decode both models' adjacency as")
     _add_refine_option(cp, "compare both models' outputs at")
+    _add_symmetrise_predictor_option(cp, "compare")
     cp.add_argument("--unseen", action="store_true",
                     help="checkpoints trained on different corpora (e.g. a grown one): compare "
                          "on the lattices of the first one's split that neither was trained "

@@ -224,6 +224,11 @@ def paired_table(result: dict) -> str:
         lines += ["", f"Outputs symmetrised ({result['symmetrise']}): the adjacency logits, "
                       f"offsets and property predictions averaged over each lattice's "
                       f"symmetric copies (gnn_truss.symmetry.symmetrised_outputs)."]
+    if result.get("symmetrise_predictor"):
+        lines += ["", f"Property predictions of the one pass with each predictor averaged "
+                      f"over the symmetric copies of the decoded lattice "
+                      f"({result['symmetrise_predictor']}; "
+                      f"gnn_truss.symmetry.symmetrised_decoded_prediction)."]
     if result.get("refine_latent"):
         lines += ["", f"Outputs at latents refined from the means by "
                       f"{result['refine_latent']} Adam steps (step size "
@@ -280,11 +285,16 @@ def _unseen_subset(data, datasets_a: dict, datasets_b: dict):
 
 def _model_outputs(model, data, target: str, norm, symmetrise=None,
                    constrained: bool = False, refine_latent: int | None = None,
-                   refine_lr: float = 0.01, progress: bool = False) -> dict:
+                   refine_lr: float = 0.01, progress: bool = False,
+                   symmetrise_predictor=None) -> dict:
     from .evaluation import _run_split
     r = _run_split(model, data, target, symmetrise=symmetrise, normalizer=norm,
-                   refine_steps=refine_latent, refine_lr=refine_lr, progress=progress)
-    if refine_latent and symmetrise is not None:  # each copy refined, then averaged
+                   refine_steps=refine_latent, refine_lr=refine_lr, progress=progress,
+                   symmetrise_predictor=symmetrise_predictor)
+    if symmetrise_predictor is not None:  # the one pass, the predictor over the copies
+        out = {"logits": r["logits"], "adj": r["adj"], "offsets": r["offsets"],
+               "offset": r["offset"], "pred": r["pred_gsym"], "true": r[target]}
+    elif refine_latent and symmetrise is not None:  # each copy refined, then averaged
         out = {"logits": r["logits_symref"], "adj": r["adj"], "offsets": r["offsets_symref"],
                "offset": r["offset"], "pred": r["pred_symref"], "true": r[target]}
     elif refine_latent:
@@ -309,7 +319,8 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
                         symmetrise: str | None = None, constrained: bool = False,
                         refine_latent: int | None = None, refine_lr: float = 0.01,
                         unseen: bool = False, data_overrides_b: dict | None = None,
-                        workers: int | None = None, progress: bool = False) -> dict:
+                        workers: int | None = None, progress: bool = False,
+                        symmetrise_predictor: str | None = None) -> dict:
     """Paired comparison of two checkpoints on the same split (module docstring).
 
     Both checkpoints must have been trained on the same data (equal dataset fingerprints) for
@@ -347,10 +358,16 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
             (``model.predictor_features``) those of each decoded lattice (``None``: all
             cores).
         progress: a progress bar over the split's lattices for each model, on stderr.
+        symmetrise_predictor: for two checkpoints whose predictors read the decoded lattice,
+            compare the one pass with each predictor averaged over the symmetric copies of
+            the decoded lattice (``"axes"`` or ``"axes_mirrors"``,
+            :func:`gnn_truss.symmetry.symmetrised_decoded_prediction`); the reconstruction
+            metrics stay the plain one pass's. Not with ``symmetrise`` or ``refine_latent``.
 
     Returns:
         ``{"names", "checkpoints", "split", "num_lattices", "target", "fingerprint", "unseen",
-        "draws", "seed", "level", "symmetrise", "constrained", "refine_latent", "metrics":
+        "draws", "seed", "level", "symmetrise", "constrained", "refine_latent",
+        "symmetrise_predictor", "metrics":
         paired_bootstrap(...)}``, with ``"refine_lr"`` when refining and, with ``unseen``,
         ``"fingerprint_b"`` and ``"excluded"`` (the split's lattices left out as seen).
 
@@ -370,8 +387,13 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         raise ValueError(f"limit must be an integer >= 2 or None, got {limit!r}")
     from .symmetry import check_symmetrise
     check_symmetrise(symmetrise, allow_none=True)
+    check_symmetrise(symmetrise_predictor, allow_none=True)
     from .nn.vae import check_refine
     refine_latent = check_refine(refine_latent, refine_lr) or None
+    if symmetrise_predictor is not None and (symmetrise is not None or refine_latent):
+        raise ValueError("symmetrise_predictor averages the predictor over the copies of the "
+                         "one-pass decoded lattice; it does not combine with symmetrise or "
+                         "refine_latent")
     if data_overrides_b and not unseen:
         raise ValueError("data_overrides_b needs unseen=True (otherwise both checkpoints are "
                          "run on the first one's data)")
@@ -379,6 +401,12 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     model_a, ck_a = load_model(checkpoint_a)
     model_b, ck_b = load_model(checkpoint_b)
     model_a.feature_workers = model_b.feature_workers = workers
+    if symmetrise_predictor is not None:
+        for path, m in ((checkpoint_a, model_a), (checkpoint_b, model_b)):
+            if m.predictor_input != "decoded":
+                raise ValueError(f"symmetrise_predictor: the predictor of {path} reads the "
+                                 f"latent (model.predictor_input {m.predictor_input!r}), not "
+                                 f"the decoded lattice")
     if ck_a["fingerprint"] != ck_b["fingerprint"] and not unseen:
         raise ValueError(f"{checkpoint_a} and {checkpoint_b} were trained on different data "
                          f"(fingerprints {ck_a['fingerprint'][:12]} and "
@@ -422,7 +450,7 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
         norm = TargetNormalizer.from_dict(ck["normalizer"])
         stats.append(paired_statistics(
             _model_outputs(model, data, target, norm, symmetrise, constrained,
-                           refine_latent, refine_lr, progress),
+                           refine_latent, refine_lr, progress, symmetrise_predictor),
             target, label_names))
     metrics = paired_bootstrap(stats[0], stats[1], names=names, draws=draws, seed=seed,
                                level=level)
@@ -435,6 +463,7 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
               "level": level, "symmetrise": symmetrise, "constrained": bool(constrained),
               "refine_latent": refine_latent,
               **({} if refine_latent is None else {"refine_lr": refine_lr}),
+              "symmetrise_predictor": symmetrise_predictor,
               "metrics": metrics}
     if out_dir is not None:
         out = Path(out_dir)

@@ -246,6 +246,39 @@ def test_compare_checkpoints_symmetrised_matches_the_symmetrised_reports(two_run
         compare_checkpoints(a, b, symmetrise="mirrors")
 
 
+def test_compare_with_the_predictor_symmetrised_matches_the_report(two_runs, tmp_path):
+    """--symmetrise-predictor: the property metrics are those of evaluate's
+    property_predictor_symmetrised block, the reconstruction the plain one pass's."""
+    m = {k: v for k, v in TINY.items() if k != "predictor_hidden"}
+    m.update(encoder="gnn", predictor_input="decoded", predictor_gnn_hidden=16,
+             predictor_gnn_layers=2, predictor_gnn_readout=32)
+    cfg = {"data": {"root": str(two_runs / "data"), "limit": 300}, "model": m,
+           "train": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": 0,
+                     "predictor_on": "graph", "init_from": str(two_runs / "gnn" / "best.pt"),
+                     "freeze": ["encoder", "adj_decoder", "offset_decoder"]},
+           "out": str(tmp_path / "dec")}
+    train(cfg, progress=False)
+    d, a = tmp_path / "dec" / "best.pt", two_runs / "gnn" / "best.pt"
+    res = compare_checkpoints(d, d, draws=50, symmetrise_predictor="axes", names=["s", "t"])
+    plain = compare_checkpoints(d, d, draws=50, names=["s", "t"])
+    rep = evaluate_checkpoint(d, tmp_path / "e", n_samples=0, symmetrise_predictor="axes")
+    assert res["symmetrise_predictor"] == "axes" and plain["symmetrise_predictor"] is None
+    for c in STIFFNESS_NAMES:
+        assert res["metrics"][f"R^2 {c}"]["a"] == pytest.approx(
+            rep["property_predictor_symmetrised"]["r2"][c], rel=1e-6)
+        assert res["metrics"][f"R^2 {c}"]["a"] != pytest.approx(
+            plain["metrics"][f"R^2 {c}"]["a"], rel=1e-6)
+    assert res["metrics"]["exact-lattice match"] == plain["metrics"]["exact-lattice match"]
+    assert "predictor averaged" in paired_table(res)
+    assert "predictor averaged" not in paired_table(plain)
+    with pytest.raises(ValueError, match="reads the latent"):
+        compare_checkpoints(d, a, symmetrise_predictor="axes")
+    with pytest.raises(ValueError, match="does not combine"):
+        compare_checkpoints(d, d, symmetrise_predictor="axes", symmetrise="axes")
+    with pytest.raises(ValueError, match="symmetrise"):
+        compare_checkpoints(d, d, symmetrise_predictor="all")
+
+
 def test_compare_checkpoints_constrained_matches_the_constrained_reports(two_runs, tmp_path):
     a, b = two_runs / "gnn" / "best.pt", two_runs / "mlp" / "best.pt"
     res = compare_checkpoints(a, b, draws=50, constrained=True)
