@@ -410,9 +410,8 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
             f = model.lattice_features(A, offsets)
             acc["feat_ok"].append(torch.isfinite(f).all(-1).cpu())
         if symmetrise_predictor is not None:  # one decode, the predictor on every copy
-            with torch.no_grad():
-                acc["pred_gsym"].append(symmetrised_decoded_prediction(
-                    model, out["mu"], normalizer, target, symmetrise_predictor, f).cpu())
+            acc["pred_gsym"].append(symmetrised_decoded_prediction(
+                model, out["mu"], normalizer, target, symmetrise_predictor, f).cpu())
         for k in ("mu", "logits", "offsets", "pred"):
             acc[k].append(out[k].cpu())
         for k in ("adj", "offset", "y", target):
