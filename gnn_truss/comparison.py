@@ -402,11 +402,9 @@ def compare_checkpoints(checkpoint_a, checkpoint_b, out_dir=None, names=None,
     model_b, ck_b = load_model(checkpoint_b)
     model_a.feature_workers = model_b.feature_workers = workers
     if symmetrise_predictor is not None:
+        from .symmetry import require_decoded_predictor
         for path, m in ((checkpoint_a, model_a), (checkpoint_b, model_b)):
-            if m.predictor_input != "decoded":
-                raise ValueError(f"symmetrise_predictor: the predictor of {path} reads the "
-                                 f"latent (model.predictor_input {m.predictor_input!r}), not "
-                                 f"the decoded lattice")
+            require_decoded_predictor(m, f"symmetrise_predictor, {path}")
     if ck_a["fingerprint"] != ck_b["fingerprint"] and not unseen:
         raise ValueError(f"{checkpoint_a} and {checkpoint_b} were trained on different data "
                          f"(fingerprints {ck_a['fingerprint'][:12]} and "

@@ -681,11 +681,9 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
     refine_latent = check_refine(refine_latent, refine_lr) or None
     workers = feature_workers(workers)
     model, ck = load_model(checkpoint_path)
-    if symmetrise_predictor is not None and model.predictor_input != "decoded":
-        raise ValueError(f"symmetrise_predictor: the predictor of {checkpoint_path} reads the "
-                         f"latent (model.predictor_input {model.predictor_input!r}), not the "
-                         f"decoded lattice; use symmetrise to average the whole model over "
-                         f"the copies")
+    if symmetrise_predictor is not None:
+        from .symmetry import require_decoded_predictor
+        require_decoded_predictor(model, f"symmetrise_predictor, {checkpoint_path}")
     model.feature_workers = workers
     cfg, datasets = checkpoint_datasets(ck, checkpoint_path, data_overrides)
     target = cfg["data"]["target"]

@@ -313,6 +313,23 @@ def permute_data(data, perm, normalizer=None, target: str = "stiffness", flip=No
     return out
 
 
+def _stiffness_back(pred: torch.Tensor, perm) -> torch.Tensor:
+    """``[B, 9]`` stiffness predicted for the copy permuted by ``perm`` (whose C9 is
+    ``c[..., stiffness_map(perm)]``), put back on the lattice's own axes."""
+    return pred[:, torch.as_tensor(np.argsort(stiffness_map(perm)), device=pred.device)]
+
+
+def require_decoded_predictor(model, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` unless the model's predictor reads the decoded
+    lattice (``model.predictor_input: decoded``), which the predictor-only symmetrisation
+    needs."""
+    kind = getattr(model, "predictor_input", None)
+    if kind != "decoded":
+        raise ValueError(f"{what}: the predictor reads the latent (model.predictor_input "
+                         f"{kind!r}), not the decoded lattice (predictor_input 'decoded'); "
+                         f"symmetrise averages the whole model over the copies instead")
+
+
 def permute_dense(adj: torch.Tensor, offsets: torch.Tensor, perm, flip=None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense lattices mapped by one symmetry, as :func:`permute_truss` maps a truss.
@@ -375,9 +392,8 @@ def symmetrised_dense_prediction(predictor, adj: torch.Tensor, offsets: torch.Te
     for perm, flip in ops:
         a, o = permute_dense(adj, offsets, perm, flip)
         pred = normalizer.inverse(predictor.forward_dense(a, o, features).double())
-        if target == "stiffness":  # the copy's C9 is c[..., src]: put it back
-            back = torch.as_tensor(np.argsort(stiffness_map(perm)), device=pred.device)
-            pred = pred[:, back]
+        if target == "stiffness":
+            pred = _stiffness_back(pred, perm)
         total = pred if total is None else total + pred
     return total / len(ops)
 
@@ -405,10 +421,7 @@ def symmetrised_decoded_prediction(model, mu: torch.Tensor, normalizer,
         ``[B, K]`` float64, physical units; with the identity alone it is
         ``normalizer.inverse(model.predict(mu))``.
     """
-    if getattr(model, "predictor_input", None) != "decoded":
-        raise ValueError("symmetrised_decoded_prediction needs a model whose predictor reads "
-                         "the decoded lattice (model.predictor_input 'decoded'); for a latent "
-                         "predictor use symmetrised_prediction")
+    require_decoded_predictor(model, "symmetrised_decoded_prediction")
     adj, offsets, _ = model.decode_lattice(mu, near_only=True)
     if model.reads_features and features is None:
         features = model.lattice_features(adj, offsets)
@@ -576,7 +589,7 @@ def symmetrised_outputs(model, data, normalizer, target: str = "stiffness",
             if normalizer is not None:
                 pred = normalizer.inverse(out["pred"].double())
                 if target == "stiffness":  # the copy's C9 is c[..., src]: put it back
-                    pred = pred[:, torch.tensor(np.argsort(stiffness_map(perm)), device=device)]
+                    pred = _stiffness_back(pred, perm)
                 back["pred"] = pred
             for k, v in back.items():
                 total[k] = v if k not in total else total[k] + v

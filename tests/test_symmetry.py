@@ -641,4 +641,4 @@ def test_symmetrised_decoded_prediction_reads_the_one_decoded_lattice(norm):
     torch.testing.assert_close(got, ref, rtol=0, atol=0)
     assert got.shape == (5, 9) and not torch.allclose(got, plain, rtol=1e-3)
     with pytest.raises(ValueError, match="predictor_input 'decoded'"):
-        symmetrised_decoded_prediction(_tiny_model(9), mu[:, :16], norm)
+        symmetrised_decoded_prediction(_tiny_model(9), mu, norm)
