@@ -691,7 +691,7 @@ def corpus_descriptors(path, corpus) -> np.ndarray:
 
     The table's rows are matched to the corpus by :func:`row_hashes`, so it may hold more
     lattices than the corpus, in any order; a lattice listed twice reads its first analysed
-    row. ``datasets/nonlinear/buckling.npz`` covers all 29,698 lattices of the shipped curve
+    row. ``datasets/nonlinear/buckling.npz`` covers all 39,996 lattices of the shipped curve
     corpus, and so every prefix of it that ``data.limit`` reads.
 
     Args:

@@ -379,16 +379,19 @@ def test_save_compact_round_trip_with_curves(tmp_path):
 def test_shipped_curve_corpus_extends_the_previous_release():
     """datasets/nonlinear/raw/corpus.npz grew at its end only: its first 15,799 lattices are
     the corpus of the previous release (their curve fingerprint is the one the previous curve
-    checkpoint, git 4f6e96b, recorded), and all 29,698 are unique lattices with finite, positive
-    curves and the build parameters in the metadata."""
+    checkpoint, git 4f6e96b, recorded), its first 29,698 the corpus of sessions 40-43 (the
+    fingerprint G3, git 06fdd57, recorded), and all 39,996 are unique lattices with finite,
+    positive curves and the build parameters in the metadata."""
     from pathlib import Path
 
     from gnn_truss.exploration import corpus_fingerprint
     root = Path(__file__).resolve().parents[1] / "datasets" / "nonlinear"
     corpus = load_corpus(root / "raw" / "corpus.npz")
-    assert len(corpus) == 29698
+    assert len(corpus) == 39996
     assert corpus_fingerprint(corpus, "curve", limit=15799) == \
         "2a5b8238623a19747df70788283fddca5562724b"
+    assert corpus_fingerprint(corpus, "curve", limit=29698) == \
+        "eda385816e0d4b020d1b582ff57a7f60d9a4316f"
     assert corpus_fingerprint(corpus, "curve") != corpus_fingerprint(corpus, "curve", 15799)
     assert np.isfinite(corpus.curve).all() and (corpus.curve > 0).all()
     rows = {bytes(a) + bytes(o) for a, o in zip(corpus.adj, corpus.offset)}

@@ -770,9 +770,9 @@ def test_shipped_curve_checkpoint_is_the_default_vae_with_a_lattice_curve_predic
     prefix split that keeps the previous release's test lattices in the test split, and on 120
     test-split lattices spread over the split (built straight from the corpus file) its curve
     predicted from the latent mean through the decoded lattice and that lattice's buckling (FE,
-    about 20 s) has a mean NRMSE below 7.5 % against the FE curves (6.16 % on these 120,
-    6.60 % on the 2,931 of the split), far below predicting every lattice's curve as the
-    training mean curve."""
+    about 20 s) has a mean NRMSE below 7.5 % against the FE curves (6.00 % on these 120,
+    6.50 % on the 3,924 of the split), far below predicting every lattice's curve as the
+    training mean curve (26.4 %)."""
     from torch_geometric.data import Batch
 
     from gnn_truss.dataset import corpus_split, split_indices
@@ -788,7 +788,7 @@ def test_shipped_curve_checkpoint_is_the_default_vae_with_a_lattice_curve_predic
     assert len(vae) > 20 and all(torch.equal(v, theirs[n]) for n, v in vae.items())
     corpus = load_corpus(SHIPPED.parents[2] / "nonlinear" / "raw" / "corpus.npz")
     data = ck["config"]["data"]
-    assert len(corpus) == 29698 and data["limit"] is None
+    assert len(corpus) == 39996 and data["limit"] is None
     assert data["root"] == "datasets/nonlinear" and data["split_by"] == "prefix:15799"
     assert ck["fingerprint"] == corpus_fingerprint(corpus, "curve")
     split = corpus_split(corpus, data["split_seed"], split_by=data["split_by"])
@@ -808,3 +808,23 @@ def test_shipped_curve_checkpoint_is_the_default_vae_with_a_lattice_curve_predic
     mean_curve = corpus.curve[split["train"]].mean(0)
     baseline = float(np.mean(np.sqrt(np.mean((mean_curve - true) ** 2, 1)) / rng))
     assert nrmse < 0.5 * baseline
+
+
+@pytest.mark.parametrize("name", ["default", "decoded", "nonlinear"])
+def test_shipped_report_is_the_evaluation_of_the_shipped_checkpoint(name):
+    """Each shipped report.json was written by `gnn-truss evaluate` for the checkpoint beside it:
+    the same training epoch and dataset fingerprint, and as many lattices as that checkpoint's
+    test split holds (so a checkpoint replaced without re-running its evaluation is caught)."""
+    from gnn_truss.dataset import corpus_split
+    from gnn_truss.training import load_checkpoint
+    d = SHIPPED.parents[2] / "checkpoints" / name
+    rep = json.loads((d / "report.json").read_text())
+    ck = load_checkpoint(d / "model.pt")
+    assert rep["checkpoint"] == f"datasets/checkpoints/{name}/model.pt"
+    assert rep["epoch"] == ck["epoch"] and rep["fingerprint"] == ck["fingerprint"]
+    data = ck["config"]["data"]
+    corpus = load_corpus(SHIPPED.parents[3] / data["root"] / "raw" / "corpus.npz", quiet=True)
+    assert data.get("limit") is None  # each reads its whole corpus
+    split = corpus_split(corpus, data["split_seed"],
+                         split_by=data.get("split_by") or "permutation")
+    assert rep["split"] == "test" and rep["num_lattices"] == len(split["test"])

@@ -145,7 +145,7 @@ def test_corpus_descriptors_match_rows_by_hash(tmp_path):
 
 def test_shipped_table_covers_the_shipped_curve_corpus():
     table = corpus_descriptors(TABLE, load_corpus(NONLINEAR, quiet=True))
-    assert table.shape == (29698, 5)
+    assert table.shape == (39996, 5)
     assert np.isfinite(table).all(1).mean() > 0.999
 
 

@@ -165,15 +165,20 @@ def test_nonlinear_config_copies_the_shipped_default_encoder_whole():
     assert sorted(skipped) == [f"{last}.bias", f"{last}.weight"]
 
 
-def test_nonlinear_prefix_config_is_the_shipped_curve_checkpoints():
-    """configs/nonlinear_prefix.yaml is the last stage of the shipped curve checkpoint's chain:
+def test_nonlinear_grown_config_is_the_shipped_curve_checkpoints():
+    """configs/nonlinear_grown.yaml is the last stage of the shipped curve checkpoint's chain:
     its data, model and train sections are exactly those the checkpoint stores, so training it
-    (after the chain's earlier stages) reads the shipped corpus with the checkpoint's split."""
-    cfg = load_config(REPO / "configs" / "nonlinear_prefix.yaml")
+    (from G3, configs/nonlinear_prefix.yaml) reads the whole shipped corpus with the
+    checkpoint's split."""
+    cfg = load_config(REPO / "configs" / "nonlinear_grown.yaml")
     ck = load_checkpoint(REPO / "datasets" / "checkpoints" / "nonlinear" / "model.pt")
     for section in ("data", "model", "train"):
         assert cfg[section] == ck["config"][section], section
     assert cfg["data"]["root"] == "datasets/nonlinear" and cfg["data"]["limit"] is None
+    assert cfg["train"]["init_from"] == "runs/nonlinear_g3.pt"
+    g3 = load_config(REPO / "configs" / "nonlinear_prefix.yaml")  # the stage before
+    assert {**g3["data"], "limit": None} == cfg["data"] and g3["model"] == cfg["model"]
+    assert cfg["out"] != g3["out"] and g3["out"] == "runs/nl_pfx3_drop"
 
 
 def test_nonlinear_mlp_baseline_config_reads_the_shipped_curve_checkpoints_data():
@@ -181,7 +186,7 @@ def test_nonlinear_mlp_baseline_config_reads_the_shipped_curve_checkpoints_data(
     the data and split of the shipped curve checkpoint (so `compare` pairs their test
     lattices), with the same curve loss and symmetries, from the shipped MLP baseline VAE."""
     mlp = load_config(REPO / "configs" / "nonlinear_mlp.yaml")
-    gnn = load_config(REPO / "configs" / "nonlinear_prefix.yaml")
+    gnn = load_config(REPO / "configs" / "nonlinear_grown.yaml")
     assert mlp["model"]["encoder"] == "mlp" and mlp["model"]["num_targets"] == 13
     assert {**gnn["data"], "features": None} == mlp["data"]
     for key in ("property_loss", "augment", "freeze"):
@@ -189,20 +194,26 @@ def test_nonlinear_mlp_baseline_config_reads_the_shipped_curve_checkpoints_data(
     assert mlp["train"]["init_from"] == "datasets/checkpoints/default/mlp_baseline.pt"
 
 
-FOR_OLDER = ("nonlinear_decoded", "nonlinear_buckling")
+FOR_OLDER = {  # config: (data.limit, the fingerprint its checkpoint recorded)
+    "nonlinear_decoded": (15799, "2a5b8238623a19747df70788283fddca5562724b"),
+    "nonlinear_buckling": (15799, "2a5b8238623a19747df70788283fddca5562724b"),
+    "nonlinear_prefix": (29698, "eda385816e0d4b020d1b582ff57a7f60d9a4316f"),  # G3
+}
 
 
-@pytest.mark.parametrize("name", FOR_OLDER)
+@pytest.mark.parametrize("name", sorted(FOR_OLDER))
 def test_configs_of_earlier_curve_checkpoints_read_their_corpus(name):
-    """The curve checkpoints before session 40 trained on the first 15,799 curves: their
-    configs keep reading those (data.limit), whose fingerprint is the one they recorded."""
+    """The curve checkpoints before session 40 trained on the first 15,799 curves, the one of
+    sessions 40-43 (G3) on the first 29,698: their configs keep reading those (data.limit),
+    whose fingerprint is the one they recorded (G3's: git 06fdd57)."""
     from gnn_truss.corpus import load_corpus
     from gnn_truss.exploration import corpus_fingerprint
+    limit, fingerprint = FOR_OLDER[name]
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
-    assert cfg["data"]["limit"] == 15799
+    assert cfg["data"]["limit"] == limit
     corpus = load_corpus(REPO / cfg["data"]["root"] / "raw" / "corpus.npz", quiet=True)
-    assert corpus_fingerprint(corpus, "curve", cfg["data"]["limit"]) == \
-        "2a5b8238623a19747df70788283fddca5562724b"
+    assert len(corpus) > limit
+    assert corpus_fingerprint(corpus, "curve", cfg["data"]["limit"]) == fingerprint
 
 
 # ------------------------------------------------------------------ training

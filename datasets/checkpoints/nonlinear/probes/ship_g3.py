@@ -1,11 +1,12 @@
-"""Make the shipped curve checkpoint from the last stage of the G3 chain (session 40).
+"""Make the shipped curve checkpoint from the last stage of its chain (sessions 40 and 44).
 
-``rebuild_g3.sh`` trains G3 into ``runs/nl_pfx3_drop/best.pt`` (the shipped file came from the
-session-37 run, which read a copy of the corpus in ``runs/nl_pfx3``; the script now reads
-``datasets/nonlinear`` itself). This script writes it to
+``rebuild_g3.sh`` trains G3 into ``runs/nl_pfx3_drop/best.pt`` (shipped in sessions 40-43; that
+file came from the session-37 run, which read a copy of the corpus in ``runs/nl_pfx3``) and
+then G5, the shipped one since session 44, into ``runs/nl_g5/best.pt`` (``python ship_g3.py
+runs/nl_g5/best.pt``, the default SOURCE). This script writes SOURCE to
 ``datasets/checkpoints/nonlinear/model.pt`` with the config's ``data.root`` pointed at the
-shipped corpus (``datasets/nonlinear``, the same 29,698 lattices) and ``out`` at the shipped
-folder; weights, normaliser, epoch and fingerprint are
+shipped corpus (``datasets/nonlinear``; ``data.limit`` selects the lattices a checkpoint
+trained on) and ``out`` at the shipped folder; weights, normaliser, epoch and fingerprint are
 copied unchanged, and so is ``num_lattices`` where the source has it (checkpoints
 written since session 41). Before writing, it checks that the dataset at the new root has the
 checkpoint's fingerprint, so the relocated checkpoint reads exactly the data it was trained on.
@@ -24,7 +25,7 @@ ROOT = "datasets/nonlinear"
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("source", nargs="?", default="runs/nl_pfx3_drop/best.pt")
+    p.add_argument("source", nargs="?", default="runs/nl_g5/best.pt")
     p.add_argument("dest", nargs="?", default="datasets/checkpoints/nonlinear/model.pt")
     args = p.parse_args()
     ck = load_checkpoint(args.source)
