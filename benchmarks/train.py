@@ -11,10 +11,14 @@ the decoded lattice in (b)). For a curve predictor with buckling features
 (``configs/nonlinear_buckling.yaml``) (b) is split in two: the network with the features given,
 and the FE analysis that gives them, timed on ``--fe-lattices`` test lattices on one process
 (a prediction costs both). One process with ``--threads`` torch threads on the first
-``--limit`` lattices of the config's corpus.
+``--limit`` lattices of the config's corpus. The batches come from the loader training
+uses (``--loader sliced``: :class:`gnn_truss.loader.CollatedLoader`, cut from the split's
+collated storage) or from PyG's ``DataLoader`` (``--loader pyg``, which collates each batch
+graph by graph, as training did before): the same batches, so the difference between the two
+is the collation's cost.
 
     python benchmarks/train.py [--limit 8000] [--threads 1] [--batches 30] [--configs ...]
-                               [--fe-lattices 100]
+                               [--fe-lattices 100] [--loader sliced|pyg]
 """
 from __future__ import annotations
 
@@ -28,9 +32,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import torch  # noqa: E402
 
 
-def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100) -> dict:
+def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100,
+                loader: str = "sliced") -> dict:
     from torch_geometric.loader import DataLoader
 
+    from gnn_truss.loader import CollatedLoader
     from gnn_truss.nn import build_model
     from gnn_truss.training import build_datasets, validate_config
 
@@ -43,8 +49,9 @@ def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100) -> 
         getattr(model, part).requires_grad_(False)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=t["lr"])
     gen = torch.Generator().manual_seed(0)
-    dl = DataLoader(train_ds, batch_size=t["batch_size"], shuffle=True, generator=gen,
-                    drop_last=True)
+    Loader = CollatedLoader if loader == "sliced" else DataLoader
+    dl = Loader(train_ds, batch_size=t["batch_size"], shuffle=True, generator=gen,
+                drop_last=True)
     augment = None
     if t["augment"]:  # the training loop's random axis permutation (and mirror), per batch
         from gnn_truss.symmetry import RandomAxisPermutation
@@ -69,7 +76,7 @@ def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100) -> 
                 break
     train_rate = seen / (time.perf_counter() - t0)
     model.eval()
-    dl = DataLoader(test_ds, batch_size=1024)
+    dl = Loader(test_ds, batch_size=1024)
     n = 0
     reads = model.reads_features
 
@@ -107,15 +114,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     ap.add_argument("--fe-lattices", type=int, default=100,
                     help="test lattices whose buckling features are timed (100)")
+    ap.add_argument("--loader", choices=("sliced", "pyg"), default="sliced",
+                    help="batches sliced from the collated storage, as training does "
+                         "(default), or collated graph by graph by PyG's DataLoader")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import yaml
 
-    print(f"# graph VAE throughput, {args.threads} torch thread(s), CPU")
+    print(f"# graph VAE throughput, {args.threads} torch thread(s), CPU, {args.loader} "
+          f"batches")
     for path in args.configs:
         with open(path) as fh:
             cfg = yaml.safe_load(fh)
-        r = _throughput(cfg, args.limit, args.batches, args.fe_lattices)
+        r = _throughput(cfg, args.limit, args.batches, args.fe_lattices, args.loader)
         print(f"{path}: encoder {cfg['model'].get('encoder', 'gnn')}, predictor "
               f"{cfg['model'].get('predictor_input', 'latent')}, {r['params']:,} "
               f"parameters: (a) training {r['train']:.0f} graphs/s "

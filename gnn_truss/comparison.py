@@ -259,9 +259,9 @@ def lattice_keys(dataset) -> list[bytes]:
     Returns:
         ``len(dataset)`` byte strings.
     """
-    from torch_geometric.loader import DataLoader
+    from .loader import make_loader
     keys: list[bytes] = []
-    for b in DataLoader(dataset, batch_size=4096):
+    for b in make_loader(dataset, batch_size=4096):
         adj = np.packbits(_np(b.adj).astype(bool), axis=1)
         off = _np(b.offset64).astype(np.float32) + np.float32(0.0)  # -0.0 -> 0.0
         keys += [a.tobytes() + o.tobytes() for a, o in zip(adj, off)]

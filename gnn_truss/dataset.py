@@ -436,7 +436,7 @@ class AttachFeatures(BaseTransform):
         if int(idx.max()) >= len(self.table):
             raise ValueError(f"corpus index {int(idx.max())} beyond the feature table's "
                              f"{len(self.table)} rows")
-        data.feat = self.table[idx]
+        data.feat = self.table[idx.cpu()].to(idx.device)
         return data
 
     def __repr__(self) -> str:

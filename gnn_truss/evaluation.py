@@ -382,7 +382,7 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
     symmetric copies of the one-pass decoded lattice
     (:func:`gnn_truss.symmetry.symmetrised_decoded_prediction`). ``progress``: a bar over the
     lattices on stderr."""
-    from torch_geometric.loader import DataLoader
+    from .loader import make_loader
     device = next(model.parameters()).device
     from .symmetry import symmetrised_decoded_prediction, symmetrised_outputs
     keys = ("mu", "logits", "offsets", "pred", "adj", "offset", "y", target)
@@ -401,7 +401,7 @@ def _run_split(model, dataset, target: str, batch_size: int = 256, symmetrise=No
     if progress:
         from .progress import progress_bar
         bar = progress_bar(total=len(dataset), desc="evaluate", unit="lattice")
-    for b in DataLoader(dataset, batch_size=batch_size):
+    for b in make_loader(dataset, batch_size=batch_size):
         b = b.to(device)
         out = model(b, sample=False)
         f = None

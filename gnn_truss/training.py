@@ -694,8 +694,8 @@ def physical_scale(dataset, target: str) -> torch.Tensor:
     Raises:
         ValueError: a NaN/inf label, or a component without spread (zero deviation).
     """
-    from torch_geometric.loader import DataLoader
-    rows = [getattr(b, target).double() for b in DataLoader(dataset, batch_size=8192)]
+    from .loader import make_loader
+    rows = [getattr(b, target).double() for b in make_loader(dataset, batch_size=8192)]
     values = torch.cat(rows)
     if not torch.isfinite(values).all():
         raise ValueError(f"train.property_loss 'physical' needs every training lattice's "
@@ -793,8 +793,7 @@ def _dist_initialized() -> bool:
 
 
 def _train(cfg: dict, resume: bool, progress: bool) -> dict:
-    from torch_geometric.loader import DataLoader
-
+    from .loader import make_loader
     from .nn import build_model
     cfg = validate_config(cfg)
     t = cfg["train"]
@@ -818,15 +817,17 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
                                      seed=t["seed"])
     gen = torch.Generator().manual_seed(t["seed"])
-    # Worker processes only collate: the batches, their order and the augmentation (drawn in
-    # this process) are those of num_workers 0, so a run's numbers do not depend on it.
-    # (Persistent workers would draw the loader's seed once, not every epoch, and so change
-    # the shuffle order from the second epoch on.)
+    # With num_workers 0 the batches are sliced from the split's collated storage
+    # (gnn_truss.loader.CollatedLoader: PyG's batches, bit for bit, without its per-graph
+    # collation). Worker processes only collate: the batches, their order and the
+    # augmentation (drawn in this process) are those of num_workers 0, so a run's numbers do
+    # not depend on it. (Persistent workers would draw the loader's seed once, not every
+    # epoch, and so change the shuffle order from the second epoch on.)
     loader_opts = {"num_workers": t["num_workers"], "pin_memory": device.type == "cuda"}
-    train_dl = DataLoader(train_ds, batch_size=t["batch_size"], shuffle=sampler is None,
-                          sampler=sampler, generator=gen if sampler is None else None,
-                          drop_last=True, **loader_opts)
-    val_dl = DataLoader(val_ds, batch_size=1024, **loader_opts)
+    train_dl = make_loader(train_ds, batch_size=t["batch_size"], shuffle=sampler is None,
+                           sampler=sampler, generator=gen if sampler is None else None,
+                           drop_last=True, **loader_opts)
+    val_dl = make_loader(val_ds, batch_size=1024, **loader_opts)
     augment = None
     if t["augment"] in ("axes", "axes_mirrors"):
         from .symmetry import RandomAxisPermutation

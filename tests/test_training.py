@@ -402,19 +402,25 @@ def test_cli_init_from_overrides_the_config(data_root, tmp_path, capsys):
 
 
 def test_loader_workers_change_no_number(data_root, tmp_path, monkeypatch):
-    """Worker processes only collate: two epochs with 2 workers (set from the command line)
-    log exactly the numbers of the run that collates in the training process, augmentation
-    included."""
+    """Worker processes only collate: two epochs with 2 workers (set from the command line,
+    PyG's ``DataLoader``) log exactly the numbers of the run without workers, whose batches
+    are sliced by :class:`gnn_truss.loader.CollatedLoader`, augmentation included."""
     import torch_geometric.loader as pyg_loader
 
+    import gnn_truss.loader as our_loader
     from gnn_truss.cli import main
     workers = []
-    real = pyg_loader.DataLoader
+    real, real_ours = pyg_loader.DataLoader, our_loader.CollatedLoader
 
     def spy(*args, **kwargs):
         workers.append(kwargs.get("num_workers", 0))
         return real(*args, **kwargs)
+
+    def spy_ours(*args, **kwargs):
+        workers.append("sliced")
+        return real_ours(*args, **kwargs)
     monkeypatch.setattr(pyg_loader, "DataLoader", spy)
+    monkeypatch.setattr(our_loader, "CollatedLoader", spy_ours)
 
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(tiny_cfg(data_root, tmp_path / "w0", epochs=2,
@@ -423,7 +429,7 @@ def test_loader_workers_change_no_number(data_root, tmp_path, monkeypatch):
     assert main(["train", "--config", str(p), "--out", str(tmp_path / "w2"),
                  "--loader-workers", "2", "--device", "cpu", "--no-progress"]) == 0
     assert load_checkpoint(tmp_path / "w2" / "last.pt")["config"]["train"]["num_workers"] == 2
-    assert workers == [0, 0, 2, 2]  # train and validation loaders of each run
+    assert workers == ["sliced", "sliced", 2, 2]  # train and validation loaders of each run
     cols = ("train_total", "train_adj", "train_kl", "val_adj", "val_property", "val_exact")
     r0, r2 = (read_rows(tmp_path / d / "metrics.csv") for d in ("w0", "w2"))
     assert [[r[c] for c in cols] for r in r2] == [[r[c] for c in cols] for r in r0]
