@@ -38,9 +38,8 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from torch_geometric.data import Batch, Data
 
 from . import design_space as ds
+from .dataset import AttachFeatures
 
-#: the transforms a batch can be given whole (they read and write graph-level fields only)
-_BATCH_TRANSFORMS = ("AttachFeatures",)
 
 
 def _layout(dataset) -> tuple[Data, dict, dict] | None:
@@ -53,7 +52,8 @@ def _layout(dataset) -> tuple[Data, dict, dict] | None:
             getattr(dataset, "_indices", None) is not None:
         return None
     transform = getattr(dataset, "transform", None)
-    if transform is not None and type(transform).__name__ not in _BATCH_TRANSFORMS:
+    # the one transform a whole batch can be given: it writes a graph-level field by `idx`
+    if transform is not None and not isinstance(transform, AttachFeatures):
         return None
     n = len(dataset)
     if n == 0 or "x" not in slices or "edge_index" not in slices:
@@ -116,7 +116,7 @@ class CollatedLoader:
         layout = _layout(dataset)
         if layout is None:
             raise ValueError(f"CollatedLoader cannot slice {dataset!r} in bulk (an index view, "
-                             f"a transform other than {_BATCH_TRANSFORMS}, or graphs of other "
+                             f"a transform other than AttachFeatures, or graphs of other "
                              f"than {ds.NUM_NODES} nodes): use torch_geometric.loader."
                              f"DataLoader")
         if shuffle and sampler is not None:
