@@ -41,7 +41,6 @@ from . import design_space as ds
 from .dataset import AttachFeatures
 
 
-
 def _layout(dataset) -> tuple[Data, dict, dict] | None:
     """``(storage, slices, kinds)`` of a dataset whose graphs can be sliced in bulk, ``kinds``
     mapping each field to ``"node"``, ``"edge"`` or ``"graph"``; ``None`` if it cannot be (not
