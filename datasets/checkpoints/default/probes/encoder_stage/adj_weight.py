@@ -1,0 +1,14 @@
+"""Probe (session 45), the control of hard_weight.py: the plain twenty-fifth stage with the adjacency term weighted K
+against the others (offset and property weights divided by K; Adam hardly sees the scale).
+    python datasets/checkpoints/default/probes/encoder_stage/adj_weight.py K OUT"""
+import sys
+import torch
+from gnn_truss.training import load_config, train
+K, OUT = float(sys.argv[1]), sys.argv[2]
+torch.set_num_threads(1)
+cfg = load_config("configs/default_physloss.yaml")
+cfg["train"]["init_from"] = "datasets/checkpoints/default/model.pt"
+cfg["train"]["property_weight"] = cfg["train"]["property_weight"] / K
+cfg["model"]["offset_weight"] = cfg["model"].get("offset_weight", 100.0) / K
+cfg["out"] = OUT
+train(cfg, progress=False)
