@@ -35,10 +35,8 @@ def _same(a, b):
     assert sorted(a.keys()) == sorted(b.keys())
     for k in a.keys():
         x, y = a[k], b[k]
-        if torch.is_tensor(x):
-            assert x.dtype == y.dtype and x.shape == y.shape, k
-            assert torch.equal(torch.nan_to_num(x, nan=-7.0), torch.nan_to_num(y, nan=-7.0)), k
-            assert torch.equal(torch.isnan(x), torch.isnan(y)) if x.is_floating_point() else True
+        if torch.is_tensor(x):  # exact, dtype and shape included, NaN where NaN
+            torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True, msg=k)
         else:
             assert x == y, k
     assert a.num_graphs == b.num_graphs and a.num_nodes == b.num_nodes
