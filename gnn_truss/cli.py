@@ -619,6 +619,7 @@ def _cmd_sample(args) -> int:
     canon, topo, ref = (None, None, {"note": "skipped (--no-novelty)"}) if args.no_novelty \
         else _novelty_reference(args, ck)
     res = sample(model, n=args.n, seed=args.seed, repair=not args.no_repair,
+                 fit_lengths=not args.keep_long,
                  train_hashes=canon, train_topologies=topo, fe=not args.no_fe,
                  threshold=args.threshold, density=args.density, workers=args.workers,
                  constrained=args.constrained)
@@ -655,7 +656,8 @@ def _cmd_sample(args) -> int:
     print(f"{args.n} samples (seed {args.seed}): validity paper {pct(s['validity_paper_raw'])}, "
           f"strict {pct(s['validity_strict_raw'])} raw"
           + ("" if args.no_repair else
-             f", strict {pct(s['validity_strict_repaired'])} after light repair")
+             f", strict {pct(s['validity_strict_repaired'])} after repair"
+             + ("" if args.keep_long else " (beams shortened)"))
           + f"; uniqueness {pct(s['uniqueness'])}, novelty {pct(s['novelty'])} (topology "
             f"{pct(s['novelty_topology'])})")
     print(f"wrote {out / 'report.json'}, {len(files)} lattice files"
@@ -729,7 +731,8 @@ def _cmd_interpolate(args) -> int:
     b, lb = _resolve_spec(args.b, args, ck, cache)
     p = interpolate(model, a, b, steps=args.steps, method=args.method,
                     refine_steps=args.refine_latent, repair=not args.no_repair,
-                    density=args.density, workers=args.workers)
+                    fit_lengths=not args.keep_long, density=args.density,
+                    workers=args.workers)
     out = Path(args.out)
     title = f"{la} \u2192 {lb} ({args.method}, {args.steps} steps)"
     _write_path(p, out, title, "interpolation parameter t",
@@ -756,7 +759,8 @@ def _cmd_traverse(args) -> int:
     for g in groups:
         p = traverse(model, truss, g, dim=args.dim, span=args.span, steps=args.steps,
                      refine_steps=args.refine_latent, repair=not args.no_repair,
-                     density=args.density, workers=args.workers)
+                     fit_lengths=not args.keep_long, density=args.density,
+                     workers=args.workers)
         d = p.meta["dim"]
         title = (f"{label}: {g} axis {d} (latent {p.meta['latent_index']}), "
                  f"\u00b1{args.span:g} \u03c3")
@@ -780,7 +784,11 @@ def _add_exploration_parsers(sub, lat_help: str) -> None:
         q.add_argument("--density", type=float, default=0.15,
                        help="relative density of the FE model (0.15)")
         q.add_argument("--no-repair", action="store_true",
-                       help="no light repair (pruning dangling nodes and stray components)")
+                       help="no light repair (pruning dangling nodes and stray components, "
+                            "shortening beams longer than sqrt(3)/2)")
+        q.add_argument("--keep-long", action="store_true",
+                       help="repair without moving nodes: beams longer than sqrt(3)/2 stay as "
+                            "decoded (the paper's light repair alone)")
         q.add_argument("--workers", type=int, default=1, help="FE worker processes (1)")
         q.add_argument("--corpus", help="corpus for corpus:<index> specs and novelty "
                                         "(default: the checkpoint's dataset corpus)")
@@ -788,8 +796,10 @@ def _add_exploration_parsers(sub, lat_help: str) -> None:
     spec_help = lat_help.rstrip(")") + ", or corpus:<index>)"
     s = sub.add_parser("sample", help="decode random latent samples into lattices",
                        description="Decode N samples z ~ N(0, I) (adjacency threshold 0.5), "
-                                   "light repair (prune dangling nodes, keep the largest "
-                                   "component), validate and FE-check them; report validity "
+                                   "repair them (prune dangling nodes, keep the largest "
+                                   "component, move nodes to the nearest offsets with every "
+                                   "beam at most sqrt(3)/2), validate and FE-check them; "
+                                   "report validity "
                                    "(paper: connected; strict: all rules + FE), uniqueness and "
                                    "novelty against the training split. Writes report.json, "
                                    "samples.npz, lattices/*.json and samples.png.")

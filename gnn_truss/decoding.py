@@ -21,8 +21,19 @@ logit is negated, keeping its magnitude), so every consumer of logits (metrics, 
 comparison) reads it unchanged. It uses the logits of one latent point only: a single-pass
 decoding, not an ensemble.
 
+The offsets have a rule of their own, ``max_length`` (every beam at most
+:math:`\sqrt{3}/2`, :data:`~gnn_truss.truss.RULES`), and the lattices decoded from prior samples
+break it far more often than any other rule. :func:`fit_lengths` moves the decoded offsets to
+the nearest ones (Euclidean, over the 27 free dofs) under which every beam is short enough: the
+projection onto a convex set, since a beam's length is a convex function of the offsets and the
+offset box is convex. The set is never empty when every beam joins an *admissible* pair
+(:data:`ADMISSIBLE_PAIRS`, the 158 pairs at most :math:`\sqrt{3}/2` apart on the grid: the zero
+offsets satisfy it); a beam on any other pair has two fixed coordinates 1 apart and is too long
+for every choice of offsets.
+
 Shapes: ``logits [B, 351]`` (upper triangle, :func:`gnn_truss.design_space.adjacency_to_triu`
-order).
+order); ``adjacency [27, 27]``; free offsets ``[27]``
+(:func:`gnn_truss.design_space.pack_offsets` order), in units of the octant side.
 """
 from __future__ import annotations
 
@@ -36,7 +47,8 @@ import torch
 from . import design_space as ds
 from .truss import topology_violations
 
-__all__ = ["STATUS", "CANDIDATES", "MAX_FLIPS", "constrained_logits", "constrained_adjacency"]
+__all__ = ["STATUS", "CANDIDATES", "MAX_FLIPS", "constrained_logits", "constrained_adjacency",
+           "ADMISSIBLE_PAIRS", "FIT_STATUS", "LENGTH_TOL", "fit_lengths"]
 
 #: Status codes of :func:`constrained_logits`, by index: the threshold adjacency was valid,
 #: a valid one was found by flipping, none was found (threshold adjacency kept).
@@ -138,3 +150,99 @@ def constrained_logits(logits, candidates: int = CANDIDATES, max_flips: int = MA
     if is_tensor:
         return torch.as_tensor(out, dtype=logits.dtype, device=logits.device), status
     return out, status
+
+
+# --------------------------------------------------------------------------- beam lengths
+
+#: ``[351]`` bool: node pairs at most ``sqrt(3)/2`` apart on the grid (158 of them), the only
+#: pairs a beam can join under the ``max_length`` rule (module docstring).
+ADMISSIBLE_PAIRS = np.linalg.norm(ds.NODE_GRID[ds.TRIU_I] - ds.NODE_GRID[ds.TRIU_J],
+                                  axis=1) <= ds.R_MAX + 1e-12
+ADMISSIBLE_PAIRS.setflags(write=False)
+#: Status of :func:`fit_lengths`: no beam too long (offsets unchanged); projected (the
+#: nearest offsets found by SLSQP); pulled (the SLSQP point left a beam too long by more than
+#: :data:`LENGTH_TOL` and was moved towards the zero offsets until none is); inadmissible (a
+#: beam joins a pair outside :data:`ADMISSIBLE_PAIRS`: no offsets help, offsets unchanged).
+FIT_STATUS = ("valid", "projected", "pulled", "inadmissible")
+#: How far above ``sqrt(3)/2`` a fitted beam may end (the ``max_length`` rule allows 1e-9).
+LENGTH_TOL = 1e-10
+
+_DOF = np.full((ds.NUM_NODES, 3), ds.NUM_FREE_DOFS, np.int64)  # node, axis -> free dof (27: none)
+_DOF[ds.FREE_DOF_NODE, ds.FREE_DOF_AXIS] = np.arange(ds.NUM_FREE_DOFS)
+
+
+def _beam_vectors(edges: np.ndarray):
+    """Closures giving ``[E, 3]`` beam vectors ``p_i - p_j`` of free offsets ``x [27]`` and the
+    ``[E, 27]`` Jacobian of their squared lengths."""
+    i, j = edges[:, 0], edges[:, 1]
+    c = ds.NODE_GRID[i] - ds.NODE_GRID[j]
+    di, dj = _DOF[i], _DOF[j]
+    rows = np.repeat(np.arange(len(edges)), 3)
+
+    def vec(x):
+        xp = np.append(x, 0.0)
+        return c + xp[di] - xp[dj]
+
+    def jac_sq(x):
+        d = vec(x).ravel()
+        J = np.zeros((len(edges), ds.NUM_FREE_DOFS + 1))
+        np.add.at(J, (rows, di.ravel()), 2 * d)
+        np.add.at(J, (rows, dj.ravel()), -2 * d)
+        return J[:, :ds.NUM_FREE_DOFS]
+    return vec, jac_sq
+
+
+def fit_lengths(adjacency, offsets, max_iter: int = 200) -> tuple[np.ndarray, str]:
+    r"""The free offsets nearest to ``offsets`` under which every beam is at most ``sqrt(3)/2``.
+
+    Minimises :math:`\|x - x_0\|^2` over the 27 free offsets subject to
+    :math:`\|p_i(x) - p_j(x)\| \le \sqrt{3}/2` for every beam and
+    :math:`-0.5 \le x \le 0.5` (a convex problem; module docstring), by SLSQP with the exact
+    gradients. Where the problem is degenerate (e.g. a body node held by beams to opposite
+    vertices, whose only admissible position is the centre) SLSQP can end a hair outside; the
+    point is then moved along the segment towards the zero offsets (which satisfy every
+    admissible beam) just far enough that no beam exceeds ``sqrt(3)/2`` by more than
+    :data:`LENGTH_TOL` (status ``"pulled"``). Only lengths are fitted: topology, unused nodes'
+    offsets and the other rules are not looked at.
+
+    Args:
+        adjacency: ``[27, 27]`` symmetric binary adjacency.
+        offsets: ``[27]`` free offsets or ``[27, 3]`` offsets, in ``[-0.5, 0.5]``.
+        max_iter: SLSQP iteration limit.
+
+    Returns:
+        ``(offsets [27] float64, status)`` with ``status`` in :data:`FIT_STATUS`; for
+        ``"valid"`` and ``"inadmissible"`` the offsets are the input's, unchanged.
+
+    Raises:
+        ValueError: for a malformed adjacency or offsets (via :class:`~gnn_truss.truss.Truss`).
+    """
+    from scipy.optimize import minimize
+
+    from .truss import Truss
+    t = Truss(adjacency, offsets)
+    x0 = t.free_offsets.astype(np.float64)
+    edges = t.edges
+    if len(edges) == 0 or np.all(t.edge_lengths <= ds.R_MAX + 1e-9):
+        return x0, "valid"
+    if not ADMISSIBLE_PAIRS[ds.adjacency_to_triu(t.adjacency).astype(bool)].all():
+        return x0, "inadmissible"
+    vec, jac_sq = _beam_vectors(edges)
+    r2 = ds.R_MAX ** 2
+    res = minimize(lambda x: float(np.sum((x - x0) ** 2)), x0, jac=lambda x: 2 * (x - x0),
+                   method="SLSQP", bounds=[(-0.5, 0.5)] * ds.NUM_FREE_DOFS,
+                   constraints=[{"type": "ineq", "fun": lambda x: r2 - np.sum(vec(x) ** 2, 1),
+                                 "jac": lambda x: -jac_sq(x)}],
+                   options={"ftol": 1e-14, "maxiter": int(max_iter)})
+    x = np.clip(res.x, -0.5, 0.5)
+
+    def excess(s):
+        return float(np.max(np.linalg.norm(vec(s * x), axis=1))) - ds.R_MAX
+
+    if excess(1.0) <= LENGTH_TOL:
+        return x, "projected"
+    lo, hi = 0.0, 1.0  # excess(lo) <= tol (zero offsets), excess(hi) > tol
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if excess(mid) <= LENGTH_TOL else (lo, mid)
+    return lo * x, "pulled"

@@ -72,8 +72,13 @@ class RepairReport:
         component_nodes: nodes dropped with the smaller connected components.
         removed_edges: ``[K, 2]`` beams removed (either reason).
         num_components: connected components after pruning, before the largest was kept.
-        long_edges: ``[L, 2]`` beams removed for being longer than ``sqrt(3)/2`` (only with
-            ``drop_long``).
+        long_edges: ``[L, 2]`` beams removed for being longer than ``sqrt(3)/2`` (with
+            ``drop_long``) or for joining a pair no offsets bring within it (with
+            ``fit_lengths``, :data:`~gnn_truss.decoding.ADMISSIBLE_PAIRS`).
+        fit: :data:`~gnn_truss.decoding.FIT_STATUS` of the length fit (``""`` without
+            ``fit_lengths``).
+        offset_shift: Euclidean norm of the change of the 27 free offsets made by the length
+            fit (octant side 1; 0 when nothing moved).
     """
 
     dangling_nodes: tuple = ()
@@ -81,17 +86,20 @@ class RepairReport:
     removed_edges: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     num_components: int = 0
     long_edges: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    fit: str = ""
+    offset_shift: float = 0.0
 
     @property
     def changed(self) -> bool:
-        return len(self.removed_edges) > 0
+        return len(self.removed_edges) > 0 or self.offset_shift > 0
 
     def to_dict(self) -> dict:
         return {"dangling_nodes": [int(n) for n in self.dangling_nodes],
                 "component_nodes": [int(n) for n in self.component_nodes],
                 "removed_edges": self.removed_edges.tolist(),
                 "num_components": int(self.num_components),
-                "long_edges": np.asarray(self.long_edges).tolist()}
+                "long_edges": np.asarray(self.long_edges).tolist(),
+                "fit": self.fit, "offset_shift": float(self.offset_shift)}
 
 
 def _component_labels(adj: np.ndarray) -> np.ndarray:
@@ -102,39 +110,56 @@ def _component_labels(adj: np.ndarray) -> np.ndarray:
     return np.where(adj.any(axis=1), lab, -1)
 
 
-def light_repair(truss: Truss, drop_long: bool = False) -> tuple[Truss, RepairReport]:
+def light_repair(truss: Truss, drop_long: bool = False,
+                 fit_lengths: bool = False) -> tuple[Truss, RepairReport]:
     """Light post-processing of a decoded lattice (Zheng et al. 2023: "a light post-processing
     step" for a lack of connectivity).
 
     0. Only with ``drop_long``: remove the beams longer than ``sqrt(3)/2``
        (:data:`~gnn_truss.design_space.R_MAX`; the inverse-design repair,
-       :func:`gnn_truss.design.repair_design`).
+       :func:`gnn_truss.design.repair_design`). Only with ``fit_lengths``: remove the beams
+       on pairs that no offsets bring within ``sqrt(3)/2``
+       (:data:`~gnn_truss.decoding.ADMISSIBLE_PAIRS`).
     1. Repeatedly remove every used node with fewer than two beams in the periodic cell
        (:meth:`Truss.physical_degree` < 2: a dangling node) together with its beam, until none
        is left. (A node's periodic degree is at least its octant degree, so only octant leaves
        are pruned, and pruning never disconnects the rest.)
     2. Keep only the largest connected component: most beams, then most nodes, then the one
        holding the lowest node index (deterministic).
+    3. Only with ``fit_lengths``: move the offsets to the nearest ones under which every beam
+       left is at most ``sqrt(3)/2`` (:func:`gnn_truss.decoding.fit_lengths`; the beams
+       are kept, the nodes move).
 
-    Beams are never added and nodes never moved (over-long beams are left alone unless
-    ``drop_long``), so the result can still violate other rules of :meth:`Truss.validate`
-    (e.g. ``spans_cell``). Offsets of the removed nodes are set to zero.
+    Beams are never added, and nodes never moved without ``fit_lengths``, so the result can
+    still violate other rules of :meth:`Truss.validate` (e.g. ``spans_cell``, or
+    ``max_length`` with neither option). Offsets of the removed nodes are set to zero.
 
     Args:
         truss: a :class:`~gnn_truss.truss.Truss`.
         drop_long: first remove beams longer than ``sqrt(3)/2`` (reported in
             ``long_edges``).
+        fit_lengths: shorten over-long beams by moving their nodes (step 3; not together with
+            ``drop_long``, which leaves nothing to fit).
 
     Returns:
         ``(repaired truss, RepairReport)``; a valid lattice comes back unchanged (equal) with an
-        empty report.
+        empty report (``fit`` then ``"valid"`` with ``fit_lengths``).
     """
+    if drop_long and fit_lengths:
+        raise ValueError("drop_long and fit_lengths exclude each other: dropping the long "
+                         "beams leaves none to shorten")
     adj = truss.adjacency.copy()
     long_edges = np.zeros((0, 2), np.int64)
-    if drop_long:
+    if drop_long or fit_lengths:
         i, j = np.nonzero(np.triu(adj, k=1))
-        pos = truss.positions
-        long = np.linalg.norm(pos[j] - pos[i], axis=1) > ds.R_MAX + 1e-9
+        if drop_long:
+            pos = truss.positions
+            long = np.linalg.norm(pos[j] - pos[i], axis=1) > ds.R_MAX + 1e-9
+        else:
+            from .decoding import ADMISSIBLE_PAIRS
+            pair = np.zeros((ds.NUM_NODES, ds.NUM_NODES), bool)
+            pair[ds.TRIU_I, ds.TRIU_J] = ADMISSIBLE_PAIRS
+            long = ~pair[i, j]
         adj[i[long], j[long]] = adj[j[long], i[long]] = 0
         long_edges = np.stack([i[long], j[long]], axis=1).astype(np.int64)
     dangling: list[int] = []
@@ -161,7 +186,15 @@ def light_repair(truss: Truss, drop_long: bool = False) -> tuple[Truss, RepairRe
     used = adj.any(axis=1)
     out = Truss(adj, np.where(used[:, None], truss.offsets, 0.0))
     removed = ds.adjacency_to_edges(truss.adjacency & ~adj.astype(bool))
-    return out, RepairReport(tuple(dangling), tuple(dropped), removed, len(comps), long_edges)
+    fit, shift = "", 0.0
+    if fit_lengths:
+        from .decoding import fit_lengths as _fit
+        x, fit = _fit(out.adjacency, out.free_offsets)
+        if fit in ("projected", "pulled"):
+            shift = float(np.linalg.norm(x - out.free_offsets))
+            out = out.with_offsets(x)
+    return out, RepairReport(tuple(dangling), tuple(dropped), removed, len(comps), long_edges,
+                             fit, shift)
 
 
 # --------------------------------------------------------------------------- identity
@@ -540,7 +573,7 @@ def _properties(C: np.ndarray, ok: np.ndarray) -> dict:
 
 def evaluate_path(model, z, t, repair: bool = True, fe: bool = True, density: float = 0.15,
                   workers: int | None = 1, threshold: float = 0.5,
-                  meta: dict | None = None) -> LatentPath:
+                  meta: dict | None = None, fit_lengths: bool = True) -> LatentPath:
     """Decode ``z [T, d]``, repair (optional), validate and FE-label every lattice.
 
     Args:
@@ -553,12 +586,15 @@ def evaluate_path(model, z, t, repair: bool = True, fe: bool = True, density: fl
         workers: FE worker processes (1; ``None``: all cores).
         threshold: adjacency probability threshold (0.5).
         meta: stored in :attr:`LatentPath.meta`.
+        fit_lengths: the repair also shortens beams longer than ``sqrt(3)/2`` by moving their
+            nodes (:func:`light_repair`, ``fit_lengths``). (default: ``True``)
     """
     z = torch.as_tensor(z, dtype=torch.float32)
     raw = decode_latents(model, z, threshold=threshold)
     trusses, repaired = [], []
     for tr in raw:
-        fixed, rep = light_repair(tr) if repair else (tr, RepairReport())
+        fixed, rep = light_repair(tr, fit_lengths=fit_lengths) if repair \
+            else (tr, RepairReport())
         trusses.append(fixed)
         repaired.append(rep.changed)
     violations = [tr.validate() for tr in trusses]
@@ -568,8 +604,9 @@ def evaluate_path(model, z, t, repair: bool = True, fe: bool = True, density: fl
                       raw=raw, trusses=trusses, repaired=np.array(repaired, dtype=bool),
                       violations=violations, status=status, messages=msgs, C=C,
                       properties=_properties(C, ok),
-                      meta={"repair": repair, "fe": fe, "density": density,
-                            "threshold": threshold, **(meta or {})})
+                      meta={"repair": repair, "fit_lengths": bool(repair and fit_lengths),
+                            "fe": fe, "density": density, "threshold": threshold,
+                            **(meta or {})})
 
 
 def _check_steps(steps: int) -> int:
@@ -712,7 +749,12 @@ def _repair_counts(reps) -> dict:
             "dangling_nodes_removed": int(sum(len(r.dangling_nodes) for r in reps)),
             "component_nodes_removed": int(sum(len(r.component_nodes) for r in reps)),
             "beams_removed": int(sum(len(r.removed_edges) for r in reps)),
-            "num_multi_component": int(sum(r.num_components > 1 for r in reps))}
+            "num_multi_component": int(sum(r.num_components > 1 for r in reps)),
+            "long_beams_removed": int(sum(len(r.long_edges) for r in reps)),
+            "offsets_fitted": int(sum(r.offset_shift > 0 for r in reps)),
+            "offsets_pulled": int(sum(r.fit == "pulled" for r in reps)),
+            "mean_offset_shift": float(np.mean([r.offset_shift for r in reps
+                                                if r.offset_shift > 0] or [0.0]))}
 
 
 def _diversity(good, train_hashes, train_topologies) -> dict:
@@ -734,7 +776,7 @@ def _diversity(good, train_hashes, train_topologies) -> dict:
 def sample(model, n: int = 1000, seed: int = 0, repair: bool = True, train_hashes=None,
            fe: bool = True, train_topologies=None, threshold: float = 0.5,
            density: float = 0.15, workers: int | None = 1,
-           constrained: bool = False) -> SampleResult:
+           constrained: bool = False, fit_lengths: bool = True) -> SampleResult:
     r"""Decode ``n`` samples :math:`z \sim N(0, I)` and measure their quality.
 
     Validity (``SPEC.md`` section 6), each before and after :func:`light_repair`:
@@ -762,6 +804,9 @@ def sample(model, n: int = 1000, seed: int = 0, repair: bool = True, train_hashe
         workers: FE worker processes.
         constrained: decode with the topology constraint (:func:`decode_latents`); the
             ``raw`` block then describes those decodes.
+        fit_lengths: the repair also shortens beams longer than ``sqrt(3)/2`` by moving their
+            nodes to the nearest admissible offsets (:func:`light_repair`). Prior samples break
+            that rule more often than any other. (default: ``True``)
 
     Returns:
         :class:`SampleResult`; ``report`` has the settings, the ``raw`` and ``repaired``
@@ -777,7 +822,7 @@ def sample(model, n: int = 1000, seed: int = 0, repair: bool = True, train_hashe
     raw = decode_latents(model, z, threshold=threshold, constrained=constrained)
     raw_viol = [t.validate() for t in raw]
     if repair:
-        fixed = [light_repair(t) for t in raw]
+        fixed = [light_repair(t, fit_lengths=fit_lengths) for t in raw]
         final = [f[0] for f in fixed]
         reps = [f[1] for f in fixed]
         fin_viol = [rv if not rp.changed else t.validate()
@@ -797,7 +842,8 @@ def sample(model, n: int = 1000, seed: int = 0, repair: bool = True, train_hashe
         if repair else None
     valid = np.array([not v and ok for v, ok in zip(fin_viol, fin_ok)], dtype=bool)
     report = {"num_samples": int(n), "seed": int(seed), "threshold": threshold,
-              "constrained": bool(constrained), "repair": repair, "fe_check": fe, "density": density,
+              "constrained": bool(constrained), "repair": repair,
+              "fit_lengths": bool(repair and fit_lengths), "fe_check": fe, "density": density,
               "raw": raw_block, "repaired": fin_block, "repair_counts": _repair_counts(reps),
               **_diversity([final[k] for k in np.flatnonzero(valid)], train_hashes,
                            train_topologies)}

@@ -9,7 +9,8 @@ import torch
 
 from gnn_truss import design_space as ds
 from gnn_truss.corpus import load_corpus, unpack_adjacency
-from gnn_truss.decoding import STATUS, constrained_adjacency, constrained_logits
+from gnn_truss.decoding import (ADMISSIBLE_PAIRS, LENGTH_TOL, STATUS, constrained_adjacency,
+                                constrained_logits, fit_lengths)
 from gnn_truss.generator import random_subgraph
 from gnn_truss.truss import TOPOLOGY_RULES, Truss, topology_violations
 
@@ -174,3 +175,126 @@ def test_bad_input_is_refused():
         constrained_adjacency(lg, candidates=3, max_flips=4)
     with pytest.raises(ValueError, match="sets of flips"):  # 351 choose <= 3: 7.2 million
         constrained_adjacency(lg, candidates=351, max_flips=3)
+
+
+# --------------------------------------------------------------------------- beam lengths
+
+BODY = 13  # the node at (0.5, 0.5, 0.5), free on all three axes
+VERTICES = [0, 2, 6, 8, 18, 20, 24, 26]  # the octant's corners, no free dof
+
+
+def _free(offsets3: np.ndarray) -> np.ndarray:
+    return ds.pack_offsets(np.asarray(offsets3, float))
+
+
+def _lengths(adj, free) -> np.ndarray:
+    return Truss(adj, free).edge_lengths
+
+
+def test_admissible_pairs_are_those_some_offsets_make_short_enough():
+    # independently: the shortest a pair can be over the offset box, axis by axis (a free end
+    # moves its coordinate by up to 0.5 towards the other end)
+    gi, gj = ds.NODE_GRID[ds.TRIU_I], ds.NODE_GRID[ds.TRIU_J]
+    slack = 0.5 * (ds.FREE_DOF_MASK[ds.TRIU_I].astype(float) + ds.FREE_DOF_MASK[ds.TRIU_J])
+    shortest = np.linalg.norm(np.maximum(np.abs(gi - gj) - slack, 0.0), axis=1)
+    base = np.linalg.norm(gi - gj, axis=1)
+    assert ADMISSIBLE_PAIRS.sum() == 158
+    assert np.all(base[ADMISSIBLE_PAIRS] <= ds.R_MAX + 1e-12)  # zero offsets satisfy them
+    assert np.all(shortest[~ADMISSIBLE_PAIRS] >= 1.0 - 1e-12)  # nothing helps the others
+    # every beam of the shipped corpus joins an admissible pair
+    bits = unpack_adjacency(np.load(SHIPPED)["adj"][:2000], square=False).astype(bool)
+    assert not np.any(bits[:, ~ADMISSIBLE_PAIRS])
+
+
+@pytest.mark.parametrize("body", [(0.1, 0.1, 0.1), (0.2, 0.05, -0.1), (0.45, -0.3, 0.4)])
+def test_one_beam_to_a_fixed_corner_is_pulled_onto_the_sphere(body):
+    # beam from the corner (0, 0, 0) to the body node: the nearest admissible body position is
+    # the radial projection onto the sphere of radius sqrt(3)/2 about the corner
+    adj = ds.edges_to_adjacency([(0, BODY)])
+    off = np.zeros((27, 3))
+    off[BODY] = body
+    p = ds.NODE_GRID[BODY] + off[BODY]
+    assert np.linalg.norm(p) > ds.R_MAX
+    x, status = fit_lengths(adj, off)
+    assert status == "projected"
+    want = np.zeros((27, 3))
+    want[BODY] = ds.R_MAX * p / np.linalg.norm(p) - ds.NODE_GRID[BODY]
+    np.testing.assert_allclose(x, _free(want), atol=1e-7)
+
+
+def test_both_ends_free_on_one_axis_share_the_shortening():
+    # edge node 1 (0.5, 0, 0), free in x, to the body node, free in x, y, z. Lagrange: the
+    # beam vector's axis a scales by 1 / (1 + lam * n_a), n_a the number of free ends on a
+    # (2 on x, 1 on y and z), lam fixed by the length; the change of the x-difference is
+    # split equally between the two ends, the y/z changes go to the body node.
+    from scipy.optimize import brentq
+    adj = ds.edges_to_adjacency([(1, BODY)])
+    off = np.zeros((27, 3))
+    off[1, 0] = -0.3
+    off[BODY] = (0.25, 0.2, 0.15)
+    d0 = (ds.NODE_GRID[BODY] + off[BODY]) - (ds.NODE_GRID[1] + off[1])
+    n = np.array([2.0, 1.0, 1.0])
+    lam = brentq(lambda t: np.sum((d0 / (1 + t * n)) ** 2) - ds.R_MAX ** 2, 0.0, 100.0,
+                 xtol=1e-15)
+    delta = d0 / (1 + lam * n) - d0
+    want = off.copy()
+    want[1, 0] -= delta[0] / 2
+    want[BODY] += [delta[0] / 2, delta[1], delta[2]]
+    x, status = fit_lengths(adj, off)
+    assert status == "projected"
+    np.testing.assert_allclose(x, _free(want), atol=1e-7)
+    assert _lengths(adj, x).max() <= ds.R_MAX + LENGTH_TOL
+
+
+def test_body_node_held_by_all_eight_corners_goes_to_the_centre():
+    # the BCC cell: the only admissible body position is the centre (a one-point set, where
+    # SLSQP can stop a hair outside; the pull towards zero offsets settles it)
+    adj = ds.edges_to_adjacency([(v, BODY) for v in VERTICES])
+    off = np.zeros((27, 3))
+    off[BODY] = (0.03, -0.02, 0.01)
+    x, status = fit_lengths(adj, off)
+    assert status in ("projected", "pulled")
+    np.testing.assert_allclose(x, 0.0, atol=1e-4)
+    assert _lengths(adj, x).max() <= ds.R_MAX + LENGTH_TOL
+    assert Truss(adj, x).is_valid  # the BCC lattice itself
+
+
+def test_fit_lengths_leaves_short_and_hopeless_lattices_alone():
+    oct_ = Truss.elementary("octet")
+    x, status = fit_lengths(oct_.adjacency, oct_.offsets)
+    assert status == "valid" and np.array_equal(x, oct_.free_offsets)
+    adj = ds.edges_to_adjacency([(0, 2), (0, BODY)])  # (0, 2): corners 1 apart
+    off = np.zeros((27, 3))
+    off[BODY] = (0.3, 0.3, 0.3)
+    x, status = fit_lengths(adj, off)
+    assert status == "inadmissible" and np.array_equal(x, _free(off))
+    with pytest.raises(ValueError, match="NaN"):
+        fit_lengths(adj, np.full(27, np.nan))
+
+
+def test_fit_is_the_nearest_admissible_point_on_perturbed_corpus_lattices():
+    # perturb shipped lattices until beams are too long; the true offsets (and the zero ones)
+    # are admissible, so the projection is no farther from the perturbed point than they are,
+    # and (projection onto a convex set) no farther from the true offsets than the perturbed
+    # point was
+    rng = np.random.default_rng(1)
+    c = load_corpus(SHIPPED, limit=400, quiet=True)
+    done = 0
+    for k in range(len(c)):
+        t = c.truss(k)
+        x_true = t.free_offsets
+        x0 = np.clip(x_true + rng.normal(0, 0.12, 27), -0.49, 0.49)
+        if np.all(_lengths(t.adjacency, x0) <= ds.R_MAX + 1e-9):
+            continue
+        x, status = fit_lengths(t.adjacency, x0)
+        assert status in ("projected", "pulled")
+        assert _lengths(t.adjacency, x).max() <= ds.R_MAX + LENGTH_TOL
+        assert np.all(np.abs(x) <= 0.5)
+        d = np.linalg.norm(x - x0)
+        assert d <= np.linalg.norm(x_true - x0) + 1e-6
+        assert d <= np.linalg.norm(x0) + 1e-6
+        assert np.linalg.norm(x - x_true) <= np.linalg.norm(x0 - x_true) + 1e-6
+        done += 1
+        if done == 40:
+            break
+    assert done == 40

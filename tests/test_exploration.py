@@ -172,6 +172,40 @@ def test_light_repair_drop_long_removes_long_beams_before_pruning():
     assert rep.to_dict()["long_edges"] == [[3, 26]]
 
 
+def test_light_repair_fit_lengths_moves_nodes_instead_of_dropping_beams():
+    # BCC (body node 13 on beams to the 8 corners) with the body node pushed off the centre:
+    # every corner beam but the nearest is too long, and the only admissible body position is
+    # the centre
+    bcc = Truss.elementary("bcc")
+    off = np.zeros((27, 3))
+    off[13] = (0.04, 0.03, -0.02)
+    t = bcc.with_offsets(off)
+    assert t.validate() == ["max_length"]
+    kept, rep = light_repair(t)  # default: offsets untouched
+    assert kept == t and not rep.changed and rep.fit == ""
+    fixed, rep = light_repair(t, fit_lengths=True)
+    assert fixed.is_valid and np.array_equal(fixed.adjacency, bcc.adjacency)
+    np.testing.assert_allclose(fixed.offsets, 0.0, atol=1e-4)
+    assert rep.changed and rep.fit in ("projected", "pulled") and len(rep.removed_edges) == 0
+    assert rep.offset_shift == pytest.approx(np.linalg.norm(t.free_offsets - fixed.free_offsets))
+    assert rep.to_dict()["fit"] == rep.fit
+    # a valid lattice is left as it is
+    same, rep = light_repair(bcc, fit_lengths=True)
+    assert same == bcc and not rep.changed and rep.fit == "valid"
+    with pytest.raises(ValueError, match="exclude each other"):
+        light_repair(t, drop_long=True, fit_lengths=True)
+
+
+def test_light_repair_fit_lengths_drops_only_hopeless_beams_then_prunes():
+    # SC + edge node 3 on 3-26 (corners' coordinates differ by 1 in z: no offsets help) and
+    # 3-8: the hopeless beam goes, node 3 then dangles and is pruned (as with drop_long)
+    sc = Truss.elementary("sc")
+    t = Truss.from_edges([*sc.edges.tolist(), (3, 26), (3, 8)])
+    fixed, rep = light_repair(t, fit_lengths=True)
+    assert fixed == sc and rep.long_edges.tolist() == [[3, 26]] and rep.dangling_nodes == (3,)
+    assert rep.fit == "valid"
+
+
 # --------------------------------------------------------------------------- lerp / slerp
 
 def test_lerp_end_points_and_midpoint():
@@ -423,7 +457,9 @@ def test_sample_counts_by_hand(fixed_model):
     assert r["repaired"]["num_valid"] == n and r["repaired"]["validity_strict"] == 1.0
     assert r["repair_counts"] == {"num_changed": n, "dangling_nodes_removed": n,
                                   "component_nodes_removed": 0, "beams_removed": n,
-                                  "num_multi_component": 0}
+                                  "num_multi_component": 0, "long_beams_removed": 0,
+                                  "offsets_fitted": 0, "offsets_pulled": 0,
+                                  "mean_offset_shift": 0.0}
     assert r["num_unique"] == 1 and r["uniqueness"] == pytest.approx(1 / n)
     assert r["novelty"] is None and r["novelty_topology"] is None
     assert r["status"] == {"ok": n}
@@ -454,6 +490,20 @@ def test_sample_constrained_drops_the_unsure_dangling_beam():
     assert sure.report["raw"]["num_valid"] == n
     t = sure.raw[0]
     assert t.num_edges == OCTET.num_edges + 2 and t.adjacency[0, 13] and t.adjacency[2, 13]
+
+
+def test_sample_fit_lengths_repairs_over_long_beams_and_can_be_turned_off(random_model):
+    n = 40
+    fit = sample(random_model, n=n, seed=0).report
+    keep = sample(random_model, n=n, seed=0, fit_lengths=False).report
+    assert fit["fit_lengths"] and not keep["fit_lengths"]
+    assert fit["raw"] == keep["raw"]  # the same decodes
+    assert keep["repair_counts"]["offsets_fitted"] == 0
+    assert "max_length" in keep["repaired"]["violations"]  # the random decoder's lattices
+    assert "max_length" not in fit["repaired"]["violations"]
+    assert fit["repair_counts"]["offsets_fitted"] == keep["repaired"]["violations"]["max_length"]
+    assert fit["repaired"]["num_valid"] >= keep["repaired"]["num_valid"]
+    assert not sample(random_model, n=4, seed=0, repair=False).report["fit_lengths"]
 
 
 def test_sample_report_is_consistent_for_a_random_model(random_model):
@@ -549,9 +599,14 @@ def test_cli_sample_without_training_corpus_skips_novelty(workdir, capsys):
     assert main(["sample", "--checkpoint", workdir["random"], "--n", "5", "--out", str(out),
                  "--no-fe", "--constrained"]) == 0
     rep = json.loads((out / "report.json").read_text())
-    assert rep["constrained"] is True
+    assert rep["constrained"] is True and rep["fit_lengths"] is True
     assert rep["novelty"] is None and "novelty not computed" in rep["novelty_reference"]["note"]
     assert rep["fe_check"] is False
+    assert main(["sample", "--checkpoint", workdir["random"], "--n", "5", "--out",
+                 str(out / "keep"), "--no-fe", "--constrained", "--keep-long"]) == 0
+    keep = json.loads((out / "keep" / "report.json").read_text())
+    assert keep["fit_lengths"] is False and keep["raw"] == rep["raw"]
+    assert keep["repair_counts"]["offsets_fitted"] == 0
     capsys.readouterr()
 
 
@@ -560,8 +615,13 @@ def test_cli_interpolate_writes_lattices_table_and_strip(workdir, capsys):
     assert main(["interpolate", "octet", "corpus:1", "--checkpoint", workdir["ck"],
                  "--corpus", workdir["corpus"], "--steps", "3", "--method", "linear",
                  "--out", str(out / "refined"), "--refine-latent", "5"]) == 0
-    assert json.loads((out / "refined" / "properties.json").read_text())["meta"][
-        "refine_steps"] == 5
+    meta = json.loads((out / "refined" / "properties.json").read_text())["meta"]
+    assert meta["refine_steps"] == 5 and meta["fit_lengths"] is True
+    assert main(["interpolate", "octet", "corpus:1", "--checkpoint", workdir["ck"],
+                 "--corpus", workdir["corpus"], "--steps", "3", "--out", str(out / "keep"),
+                 "--keep-long"]) == 0
+    assert json.loads((out / "keep" / "properties.json").read_text())["meta"][
+        "fit_lengths"] is False
     capsys.readouterr()
     assert main(["interpolate", "octet", "corpus:1", "--checkpoint", workdir["ck"],
                  "--corpus", workdir["corpus"], "--out", str(out / "bad"),
