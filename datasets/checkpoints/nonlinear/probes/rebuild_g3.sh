@@ -4,8 +4,9 @@
 #   bash datasets/checkpoints/nonlinear/probes/rebuild_g3.sh   (about 70 min on two threads)
 # This G (G3) was the shipped curve checkpoint in sessions 40-43; since session 44 the shipped one
 # is G3 trained on for 60 epochs on the whole grown corpus (configs/nonlinear_grown.yaml, G5),
-# the fifth step below (about 35 min on one thread), and ship_g3.py writes it there. The first
-# stage starts from the curve checkpoint shipped before G3 (git 7ac7454), read from git here.
+# the fifth step below (about 35 min on one thread), and ship_curve_model.py writes it there.
+# The first stage starts from the curve checkpoint shipped before G3 (git 7ac7454), read from
+# git here.
 set -e
 P=datasets/checkpoints/nonlinear/probes
 B=datasets/nonlinear/raw/corpus.npz
@@ -30,4 +31,4 @@ done
 # checkpoints/nonlinear/model.pt > runs/nonlinear_g3.pt before running this, else the rebuild)
 [ -s runs/nonlinear_g3.pt ] || cp runs/nl_pfx3_drop/best.pt runs/nonlinear_g3.pt
 [ -f runs/nl_g5/best.pt.done ] || { gnn-truss --threads 2 train --config configs/nonlinear_grown.yaml; touch runs/nl_g5/best.pt.done; }
-echo "chain done: python $P/ship_g3.py runs/nl_g5/best.pt writes it to the shipped checkpoint"
+echo "chain done: python $P/ship_curve_model.py runs/nl_g5/best.pt writes it to the shipped checkpoint"

@@ -2,8 +2,9 @@
 
 ``rebuild_g3.sh`` trains G3 into ``runs/nl_pfx3_drop/best.pt`` (shipped in sessions 40-43; that
 file came from the session-37 run, which read a copy of the corpus in ``runs/nl_pfx3``) and
-then G5, the shipped one since session 44, into ``runs/nl_g5/best.pt`` (``python ship_g3.py
-runs/nl_g5/best.pt``, the default SOURCE). This script writes SOURCE to
+then G5, the shipped one since session 44, into ``runs/nl_g5/best.pt`` (``python
+ship_curve_model.py runs/nl_g5/best.pt``, the default SOURCE; the script was ``ship_g3.py``
+until session 46). This script writes SOURCE to
 ``datasets/checkpoints/nonlinear/model.pt`` with the config's ``data.root`` pointed at the
 shipped corpus (``datasets/nonlinear``; ``data.limit`` selects the lattices a checkpoint
 trained on) and ``out`` at the shipped folder; weights, normaliser, epoch and fingerprint are
@@ -11,7 +12,7 @@ copied unchanged, and so is ``num_lattices`` where the source has it (checkpoint
 written since session 41). Before writing, it checks that the dataset at the new root has the
 checkpoint's fingerprint, so the relocated checkpoint reads exactly the data it was trained on.
 
-    python datasets/checkpoints/nonlinear/probes/ship_g3.py [SOURCE] [DEST]
+    python datasets/checkpoints/nonlinear/probes/ship_curve_model.py [SOURCE] [DEST]
 """
 import argparse
 import copy
