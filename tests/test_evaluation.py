@@ -828,3 +828,36 @@ def test_shipped_report_is_the_evaluation_of_the_shipped_checkpoint(name):
     split = corpus_split(corpus, data["split_seed"],
                          split_by=data.get("split_by") or "permutation")
     assert rep["split"] == "test" and rep["num_lattices"] == len(split["test"])
+
+
+@pytest.mark.parametrize("name", ["model", "mlp_baseline"])
+def test_shipped_samples_reports_are_the_sampling_of_the_shipped_checkpoints(name):
+    """`samples_report.json` / `mlp_samples_report.json` (`gnn-truss sample --n 1000 --seed 0`)
+    describe the checkpoint beside them: their decodes before repair are the evaluation
+    report's 1,000 samples (the same seed), and re-running the sampling (novelty aside)
+    gives the same validity, repair counts and FE statuses."""
+    from gnn_truss.exploration import load_model, sample
+    from gnn_truss.training import load_checkpoint
+    d = SHIPPED.parents[2] / "checkpoints" / "default"
+    prefix = "" if name == "model" else "mlp_"
+    rep = json.loads((d / f"{prefix}samples_report.json").read_text())
+    ev = json.loads((d / ("report.json" if name == "model" else
+                          "mlp_baseline_report.json")).read_text())["samples"]
+    ck = load_checkpoint(d / f"{name}.pt")
+    assert rep["checkpoint"] == f"datasets/checkpoints/default/{name}.pt"
+    assert rep["epoch"] == ck["epoch"] and rep["fit_lengths"] and rep["repair"]
+    assert rep["num_samples"] == ev["num_samples"] == 1000 and rep["seed"] == ev["seed"] == 0
+    assert rep["raw"]["num_connected"] == ev["num_connected"]
+    assert rep["raw"]["num_valid"] == ev["num_valid"]
+    assert rep["novelty_reference"]["matches_checkpoint"] is True
+    if name != "model":
+        return
+    model = load_model(d / f"{name}.pt")
+    model = model[0] if isinstance(model, tuple) else model
+    again = sample(model, n=1000, seed=0).report
+    for key in ("raw", "repaired", "status", "num_valid", "num_unique", "uniqueness"):
+        assert again[key] == rep[key], key
+    counts = dict(again["repair_counts"])
+    assert counts.pop("mean_offset_shift") == pytest.approx(
+        rep["repair_counts"]["mean_offset_shift"], rel=1e-6)
+    assert all(rep["repair_counts"][k] == v for k, v in counts.items())
