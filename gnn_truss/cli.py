@@ -784,7 +784,7 @@ def _add_exploration_parsers(sub, lat_help: str) -> None:
         q.add_argument("--density", type=float, default=0.15,
                        help="relative density of the FE model (0.15)")
         q.add_argument("--no-repair", action="store_true",
-                       help="no light repair (pruning dangling nodes and stray components, "
+                       help="no repair (pruning dangling nodes and stray components, then "
                             "shortening beams longer than sqrt(3)/2)")
         q.add_argument("--keep-long", action="store_true",
                        help="repair without moving nodes: beams longer than sqrt(3)/2 stay as "
