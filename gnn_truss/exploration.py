@@ -58,6 +58,7 @@ GROUPS = ("topology", "shared", "geometry")
 PATH_PROPERTIES = STIFFNESS_NAMES + property_names()
 
 _SLERP_EPS = 1e-7  # |sin theta| below which slerp falls back to lerp
+_REPAIR_BAR_MIN = 5000  # samples from which sample() shows a progress bar for the repair
 
 
 # --------------------------------------------------------------------------- light repair
@@ -822,7 +823,10 @@ def sample(model, n: int = 1000, seed: int = 0, repair: bool = True, train_hashe
     raw = decode_latents(model, z, threshold=threshold, constrained=constrained)
     raw_viol = [t.validate() for t in raw]
     if repair:
-        fixed = [light_repair(t, fit_lengths=fit_lengths) for t in raw]
+        from .progress import progress_bar
+        fixed = [light_repair(t, fit_lengths=fit_lengths)
+                 for t in progress_bar(iterable=raw, desc="repair", unit="lattice",
+                                       disable=len(raw) < _REPAIR_BAR_MIN)]
         final = [f[0] for f in fixed]
         reps = [f[1] for f in fixed]
         fin_viol = [rv if not rp.changed else t.validate()
