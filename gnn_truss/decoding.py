@@ -26,10 +26,10 @@ The offsets have a rule of their own, ``max_length`` (every beam at most
 break it far more often than any other rule. :func:`fit_lengths` moves the decoded offsets to
 the nearest ones (Euclidean, over the 27 free dofs) under which every beam is short enough: the
 projection onto a convex set, since a beam's length is a convex function of the offsets and the
-offset box is convex. The set is never empty when every beam joins an *admissible* pair
-(:data:`ADMISSIBLE_PAIRS`, the 158 pairs at most :math:`\sqrt{3}/2` apart on the grid: the zero
-offsets satisfy it); a beam on any other pair has two fixed coordinates 1 apart and is too long
-for every choice of offsets.
+offset box is convex. The set is never empty when every beam joins one of the 158 pairs at
+most :math:`\sqrt{3}/2` apart on the grid (:data:`~gnn_truss.design_space.NEAR_NEIGHBOUR_EDGES`:
+the zero offsets satisfy them); a beam on any other pair has two fixed coordinates 1 apart and
+is too long for every choice of offsets.
 
 Shapes: ``logits [B, 351]`` (upper triangle, :func:`gnn_truss.design_space.adjacency_to_triu`
 order); ``adjacency [27, 27]``; free offsets ``[27]``
@@ -48,7 +48,7 @@ from . import design_space as ds
 from .truss import topology_violations
 
 __all__ = ["STATUS", "CANDIDATES", "MAX_FLIPS", "constrained_logits", "constrained_adjacency",
-           "ADMISSIBLE_PAIRS", "FIT_STATUS", "LENGTH_TOL", "fit_lengths"]
+           "FIT_STATUS", "LENGTH_TOL", "fit_lengths"]
 
 #: Status codes of :func:`constrained_logits`, by index: the threshold adjacency was valid,
 #: a valid one was found by flipping, none was found (threshold adjacency kept).
@@ -154,15 +154,11 @@ def constrained_logits(logits, candidates: int = CANDIDATES, max_flips: int = MA
 
 # --------------------------------------------------------------------------- beam lengths
 
-#: ``[351]`` bool: node pairs at most ``sqrt(3)/2`` apart on the grid (158 of them), the only
-#: pairs a beam can join under the ``max_length`` rule (module docstring).
-ADMISSIBLE_PAIRS = np.linalg.norm(ds.NODE_GRID[ds.TRIU_I] - ds.NODE_GRID[ds.TRIU_J],
-                                  axis=1) <= ds.R_MAX + 1e-12
-ADMISSIBLE_PAIRS.setflags(write=False)
 #: Status of :func:`fit_lengths`: no beam too long (offsets unchanged); projected (the
 #: nearest offsets found by SLSQP); pulled (the SLSQP point left a beam too long by more than
 #: :data:`LENGTH_TOL` and was moved towards the zero offsets until none is); inadmissible (a
-#: beam joins a pair outside :data:`ADMISSIBLE_PAIRS`: no offsets help, offsets unchanged).
+#: beam joins a pair outside :data:`~gnn_truss.design_space.NEAR_NEIGHBOUR_EDGES`: no offsets
+#: help, offsets unchanged).
 FIT_STATUS = ("valid", "projected", "pulled", "inadmissible")
 #: How far above ``sqrt(3)/2`` a fitted beam may end (the ``max_length`` rule allows 1e-9).
 LENGTH_TOL = 1e-10
@@ -225,7 +221,8 @@ def fit_lengths(adjacency, offsets, max_iter: int = 200) -> tuple[np.ndarray, st
     edges = t.edges
     if len(edges) == 0 or np.all(t.edge_lengths <= ds.R_MAX + 1e-9):
         return x0, "valid"
-    if not ADMISSIBLE_PAIRS[ds.adjacency_to_triu(t.adjacency).astype(bool)].all():
+    near = ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES).astype(bool)
+    if np.any(t.adjacency.astype(bool) & ~near):
         return x0, "inadmissible"
     vec, jac_sq = _beam_vectors(edges)
     r2 = ds.R_MAX ** 2

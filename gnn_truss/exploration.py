@@ -75,7 +75,7 @@ class RepairReport:
         num_components: connected components after pruning, before the largest was kept.
         long_edges: ``[L, 2]`` beams removed for being longer than ``sqrt(3)/2`` (with
             ``drop_long``) or for joining a pair no offsets bring within it (with
-            ``fit_lengths``, :data:`~gnn_truss.decoding.ADMISSIBLE_PAIRS`).
+            ``fit_lengths``, :data:`~gnn_truss.design_space.NEAR_NEIGHBOUR_EDGES`).
         fit: :data:`~gnn_truss.decoding.FIT_STATUS` of the length fit (``""`` without
             ``fit_lengths``).
         offset_shift: Euclidean norm of the change of the 27 free offsets made by the length
@@ -119,8 +119,8 @@ def light_repair(truss: Truss, drop_long: bool = False,
     0. Only with ``drop_long``: remove the beams longer than ``sqrt(3)/2``
        (:data:`~gnn_truss.design_space.R_MAX`; the inverse-design repair,
        :func:`gnn_truss.design.repair_design`). Only with ``fit_lengths``: remove the beams
-       on pairs that no offsets bring within ``sqrt(3)/2``
-       (:data:`~gnn_truss.decoding.ADMISSIBLE_PAIRS`).
+       on pairs that no offsets bring within ``sqrt(3)/2`` (those not in
+       :data:`~gnn_truss.design_space.NEAR_NEIGHBOUR_EDGES`).
     1. Repeatedly remove every used node with fewer than two beams in the periodic cell
        (:meth:`Truss.physical_degree` < 2: a dangling node) together with its beam, until none
        is left. (A node's periodic degree is at least its octant degree, so only octant leaves
@@ -157,10 +157,8 @@ def light_repair(truss: Truss, drop_long: bool = False,
             pos = truss.positions
             long = np.linalg.norm(pos[j] - pos[i], axis=1) > ds.R_MAX + 1e-9
         else:
-            from .decoding import ADMISSIBLE_PAIRS
-            pair = np.zeros((ds.NUM_NODES, ds.NUM_NODES), bool)
-            pair[ds.TRIU_I, ds.TRIU_J] = ADMISSIBLE_PAIRS
-            long = ~pair[i, j]
+            near = ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES).astype(bool)
+            long = ~near[i, j]
         adj[i[long], j[long]] = adj[j[long], i[long]] = 0
         long_edges = np.stack([i[long], j[long]], axis=1).astype(np.int64)
     dangling: list[int] = []

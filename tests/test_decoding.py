@@ -9,8 +9,8 @@ import torch
 
 from gnn_truss import design_space as ds
 from gnn_truss.corpus import load_corpus, unpack_adjacency
-from gnn_truss.decoding import (ADMISSIBLE_PAIRS, LENGTH_TOL, STATUS, constrained_adjacency,
-                                constrained_logits, fit_lengths)
+from gnn_truss.decoding import (LENGTH_TOL, STATUS, constrained_adjacency, constrained_logits,
+                                fit_lengths)
 from gnn_truss.generator import random_subgraph
 from gnn_truss.truss import TOPOLOGY_RULES, Truss, topology_violations
 
@@ -191,19 +191,20 @@ def _lengths(adj, free) -> np.ndarray:
     return Truss(adj, free).edge_lengths
 
 
-def test_admissible_pairs_are_those_some_offsets_make_short_enough():
+def test_near_neighbour_pairs_are_those_some_offsets_make_short_enough():
     # independently: the shortest a pair can be over the offset box, axis by axis (a free end
     # moves its coordinate by up to 0.5 towards the other end)
+    near = ds.adjacency_to_triu(ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES)).astype(bool)
     gi, gj = ds.NODE_GRID[ds.TRIU_I], ds.NODE_GRID[ds.TRIU_J]
     slack = 0.5 * (ds.FREE_DOF_MASK[ds.TRIU_I].astype(float) + ds.FREE_DOF_MASK[ds.TRIU_J])
     shortest = np.linalg.norm(np.maximum(np.abs(gi - gj) - slack, 0.0), axis=1)
     base = np.linalg.norm(gi - gj, axis=1)
-    assert ADMISSIBLE_PAIRS.sum() == 158
-    assert np.all(base[ADMISSIBLE_PAIRS] <= ds.R_MAX + 1e-12)  # zero offsets satisfy them
-    assert np.all(shortest[~ADMISSIBLE_PAIRS] >= 1.0 - 1e-12)  # nothing helps the others
-    # every beam of the shipped corpus joins an admissible pair
+    assert near.sum() == 158
+    assert np.all(base[near] <= ds.R_MAX + 1e-12)  # the zero offsets satisfy them
+    assert np.all(shortest[~near] >= 1.0 - 1e-12)  # no offsets help the others
+    # every beam of the shipped corpus joins a near-neighbour pair
     bits = unpack_adjacency(np.load(SHIPPED)["adj"][:2000], square=False).astype(bool)
-    assert not np.any(bits[:, ~ADMISSIBLE_PAIRS])
+    assert not np.any(bits[:, ~near])
 
 
 @pytest.mark.parametrize("body", [(0.1, 0.1, 0.1), (0.2, 0.05, -0.1), (0.45, -0.3, 0.4)])
