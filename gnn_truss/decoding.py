@@ -162,29 +162,24 @@ def constrained_logits(logits, candidates: int = CANDIDATES, max_flips: int = MA
 FIT_STATUS = ("valid", "projected", "pulled", "inadmissible")
 #: How far above ``sqrt(3)/2`` a fitted beam may end (the ``max_length`` rule allows 1e-9).
 LENGTH_TOL = 1e-10
-
-_DOF = np.full((ds.NUM_NODES, 3), ds.NUM_FREE_DOFS, np.int64)  # node, axis -> free dof (27: none)
-_DOF[ds.FREE_DOF_NODE, ds.FREE_DOF_AXIS] = np.arange(ds.NUM_FREE_DOFS)
-
+_FIT_STARTS = 3  # SLSQP runs at most, each from the admissible point the last one led to
 
 def _beam_vectors(edges: np.ndarray):
     """Closures giving ``[E, 3]`` beam vectors ``p_i - p_j`` of free offsets ``x [27]`` and the
     ``[E, 27]`` Jacobian of their squared lengths."""
     i, j = edges[:, 0], edges[:, 1]
-    c = ds.NODE_GRID[i] - ds.NODE_GRID[j]
-    di, dj = _DOF[i], _DOF[j]
-    rows = np.repeat(np.arange(len(edges)), 3)
+    beam = np.arange(len(edges))
 
     def vec(x):
-        xp = np.append(x, 0.0)
-        return c + xp[di] - xp[dj]
+        p = ds.NODE_GRID + ds.unpack_offsets(x)
+        return p[i] - p[j]
 
     def jac_sq(x):
-        d = vec(x).ravel()
-        J = np.zeros((len(edges), ds.NUM_FREE_DOFS + 1))
-        np.add.at(J, (rows, di.ravel()), 2 * d)
-        np.add.at(J, (rows, dj.ravel()), -2 * d)
-        return J[:, :ds.NUM_FREE_DOFS]
+        d = vec(x)
+        g = np.zeros((len(edges), ds.NUM_NODES, 3))  # d|p_i - p_j|^2 / d p, per node
+        g[beam, i] = 2 * d
+        g[beam, j] = -2 * d
+        return g[:, ds.FREE_DOF_NODE, ds.FREE_DOF_AXIS]
     return vec, jac_sq
 
 
@@ -198,7 +193,9 @@ def fit_lengths(adjacency, offsets, max_iter: int = 200) -> tuple[np.ndarray, st
     vertices, whose only admissible position is the centre) SLSQP can end a hair outside; the
     point is then moved along the segment towards the zero offsets (which satisfy every
     admissible beam) just far enough that no beam exceeds ``sqrt(3)/2`` by more than
-    :data:`LENGTH_TOL` (status ``"pulled"``). Only lengths are fitted: topology, unused nodes'
+    :data:`LENGTH_TOL` (status ``"pulled"``). Where SLSQP stops early (a failed line search),
+    it is run again from that admissible point, up to three runs in all, and the nearest
+    admissible point found is returned. Only lengths are fitted: topology, unused nodes'
     offsets and the other rules are not looked at.
 
     Args:
@@ -226,20 +223,28 @@ def fit_lengths(adjacency, offsets, max_iter: int = 200) -> tuple[np.ndarray, st
         return x0, "inadmissible"
     vec, jac_sq = _beam_vectors(edges)
     r2 = ds.R_MAX ** 2
-    res = minimize(lambda x: float(np.sum((x - x0) ** 2)), x0, jac=lambda x: 2 * (x - x0),
-                   method="SLSQP", bounds=[(-0.5, 0.5)] * ds.NUM_FREE_DOFS,
-                   constraints=[{"type": "ineq", "fun": lambda x: r2 - np.sum(vec(x) ** 2, 1),
-                                 "jac": lambda x: -jac_sq(x)}],
-                   options={"ftol": 1e-14, "maxiter": int(max_iter)})
-    x = np.clip(res.x, -0.5, 0.5)
 
-    def excess(s):
-        return float(np.max(np.linalg.norm(vec(s * x), axis=1))) - ds.R_MAX
+    def excess(x):
+        return float(np.max(np.linalg.norm(vec(x), axis=1))) - ds.R_MAX
 
-    if excess(1.0) <= LENGTH_TOL:
-        return x, "projected"
-    lo, hi = 0.0, 1.0  # excess(lo) <= tol (zero offsets), excess(hi) > tol
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if excess(mid) <= LENGTH_TOL else (lo, mid)
-    return lo * x, "pulled"
+    best, start = None, x0
+    for _ in range(_FIT_STARTS):
+        res = minimize(lambda x: float(np.sum((x - x0) ** 2)), start, jac=lambda x: 2 * (x - x0),
+                       method="SLSQP", bounds=[(-0.5, 0.5)] * ds.NUM_FREE_DOFS,
+                       constraints=[{"type": "ineq",
+                                     "fun": lambda x: r2 - np.sum(vec(x) ** 2, 1),
+                                     "jac": lambda x: -jac_sq(x)}],
+                       options={"ftol": 1e-14, "maxiter": int(max_iter)})
+        x, status = np.clip(res.x, -0.5, 0.5), "projected"
+        if excess(x) > LENGTH_TOL:
+            lo, hi = 0.0, 1.0  # excess(lo x) <= tol (the zero offsets), excess(hi x) > tol
+            for _ in range(60):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if excess(mid * x) <= LENGTH_TOL else (lo, mid)
+            x, status = lo * x, "pulled"
+        if best is None or np.sum((x - x0) ** 2) < np.sum((best[0] - x0) ** 2):
+            best = (x, status)
+        if res.success and status == "projected":
+            break
+        start = x  # SLSQP stopped early: go on from the admissible point it led to
+    return best

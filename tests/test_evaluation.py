@@ -858,6 +858,10 @@ def test_shipped_samples_reports_are_the_sampling_of_the_shipped_checkpoints(nam
     for key in ("raw", "repaired", "status", "num_valid", "num_unique", "uniqueness"):
         assert again[key] == rep[key], key
     counts = dict(again["repair_counts"])
+    # whether a degenerate fit ends "projected" or "pulled" (moved by < 1e-5) depends on the
+    # last bits of SLSQP's arithmetic, which the BLAS thread count changes (the report was
+    # written by the CLI with --threads 1): that count and the mean shift are compared loosely
+    assert abs(counts.pop("offsets_pulled") - rep["repair_counts"]["offsets_pulled"]) <= 5
     assert counts.pop("mean_offset_shift") == pytest.approx(
-        rep["repair_counts"]["mean_offset_shift"], rel=1e-6)
+        rep["repair_counts"]["mean_offset_shift"], rel=1e-4)
     assert all(rep["repair_counts"][k] == v for k, v in counts.items())
