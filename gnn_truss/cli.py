@@ -23,7 +23,7 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("gnn_truss")
 
 #: Checkpoint used when ``--checkpoint`` is not given.
-DEFAULT_CHECKPOINT = "datasets/checkpoints/default/model.pt"
+from .paths import DEFAULT_CHECKPOINT, not_found_message, resolve_shipped
 
 #: Subcommands implemented in other modules, imported only when run:
 #: name -> (module, add-arguments function, main function, help).
@@ -519,12 +519,12 @@ def _add_data_parser(sub) -> None:
 def _load_model(args):
     from .exploration import load_model
 
-    path = Path(args.checkpoint)
+    path = resolve_shipped(args.checkpoint)
     if not path.is_file():
         hint = (" (the default checkpoint is not there yet)" if args.checkpoint ==
                 DEFAULT_CHECKPOINT else "")
-        raise ValueError(f"checkpoint not found: {path}{hint}; pass --checkpoint PATH, e.g. "
-                         f"OUT/best.pt of 'gnn-truss train'")
+        raise ValueError(f"{not_found_message(args.checkpoint, 'checkpoint')}{hint}; pass "
+                         f"--checkpoint PATH, e.g. OUT/best.pt of 'gnn-truss train'")
     return load_model(path)
 
 
@@ -537,7 +537,7 @@ def _corpus_path(args, ck) -> Path | None:
     if data.get("source", "corpus") != "corpus":
         return None
     raw = Path(data["root"]) / "raw"
-    for cand in (raw / "corpus.npz", raw / "corpus"):
+    for cand in (resolve_shipped(raw / "corpus.npz"), resolve_shipped(raw / "corpus")):
         if cand.exists():
             return cand
     return None

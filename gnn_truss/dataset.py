@@ -298,6 +298,8 @@ class TrussDataset(InMemoryDataset):
     def _download(self):  # a corpus build directory also counts as raw data
         if self._raw_ready():
             return
+        if self.source == "corpus":  # nothing to download: say so before creating raw/
+            self.download()
         super()._download()
 
     def download(self):

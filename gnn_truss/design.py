@@ -66,6 +66,7 @@ from . import design_space as ds
 from .objectives import (_CURVE_POINTS, _NUM_STIFFNESS, PROPERTY_ALIASES, Objective,
                          _properties_unchecked, canonical_property, curve_target,
                          is_curve_target_name, load_target, parse_objective, property_table)
+from .paths import DEFAULT_CHECKPOINT, not_found_message, resolve_shipped
 from .properties import stiffness_from_vector
 from .threads import single_thread_worker
 from .truss import Truss
@@ -1505,19 +1506,6 @@ def _write_figures(result: DesignResult, out: Path, corpus_labels, cloud: int,
 
 # --------------------------------------------------------------------------- CLI glue
 
-DEFAULT_CHECKPOINT = "datasets/checkpoints/default/model.pt"
-
-
-def _resolve(path) -> Path:
-    """``path`` as given; a relative path missing from the working directory is also looked up
-    in the source tree of the package (an editable install run from elsewhere)."""
-    path = Path(path)
-    if path.exists() or path.is_absolute():
-        return path
-    alt = Path(__file__).resolve().parents[1] / path
-    return alt if alt.exists() else path
-
-
 def load_design_model(checkpoint, device: str = "cpu"):
     """``(model, normalizer, checkpoint dict)`` from a checkpoint of
     :func:`gnn_truss.training.train` (model in eval mode; see
@@ -1528,12 +1516,12 @@ def load_design_model(checkpoint, device: str = "cpu"):
     """
     from .dataset import TargetNormalizer
     from .exploration import load_model
-    path = _resolve(checkpoint)
+    path = resolve_shipped(checkpoint)
     if not path.is_file():
         hint = " (the default checkpoint is not there yet)" if str(checkpoint) == \
             DEFAULT_CHECKPOINT else ""
-        raise ValueError(f"checkpoint not found: {path}{hint}; pass --checkpoint PATH, e.g. "
-                         f"OUT/best.pt of 'gnn-truss train'")
+        raise ValueError(f"{not_found_message(checkpoint, 'checkpoint')}{hint}; pass "
+                         f"--checkpoint PATH, e.g. OUT/best.pt of 'gnn-truss train'")
     model, ck = load_model(path, device)
     return model, TargetNormalizer.from_dict(ck["normalizer"]), ck
 
@@ -1588,7 +1576,7 @@ def ensemble_predictors(model, normalizer, others):
 def default_corpus_path(ck) -> Path:
     data = ck["config"]["data"]
     raw = Path(data["root"]) / "raw"
-    for cand in (_resolve(raw / "corpus.npz"), _resolve(raw / "corpus")):
+    for cand in (resolve_shipped(raw / "corpus.npz"), resolve_shipped(raw / "corpus")):
         if cand.exists():
             return cand
     raise ValueError(f"no corpus found for the checkpoint's dataset ({raw / 'corpus.npz'}); "

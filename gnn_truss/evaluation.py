@@ -567,7 +567,8 @@ def _grown_corpus_hint(ck: dict, cfg: dict) -> str:
     try:
         from .corpus import load_corpus
         from .exploration import fingerprint_prefix
-        raw = Path(data["root"]) / "raw"
+        from .paths import resolve_shipped
+        raw = resolve_shipped(data["root"]) / "raw"
         path = raw / "corpus.npz" if (raw / "corpus.npz").exists() else raw / "corpus"
         corpus = load_corpus(path, quiet=True)
         n = fingerprint_prefix(corpus, ck["fingerprint"], data.get("target", "stiffness"),

@@ -64,11 +64,23 @@ DEFAULT_CONFIG: dict = {
 }
 
 
+def _unknown_keys(path: str, keys, allowed) -> str:
+    """The error text for unknown config keys, with the closest allowed key of each."""
+    import difflib
+    allowed = sorted(allowed)
+    parts = []
+    for k in sorted(map(str, keys)):
+        near = difflib.get_close_matches(k, allowed, n=1)
+        parts.append(f"'{path}{k}'" + (f" (did you mean '{path}{near[0]}'?)" if near else ""))
+    return (f"unknown config key{'s' if len(parts) > 1 else ''} {', '.join(parts)}; "
+            f"allowed in {path.rstrip('.') or 'the top level'}: {allowed}")
+
+
 def _merge(base: dict, over: dict, path: str = "") -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
         if k not in base and not (path == "model."):
-            raise ValueError(f"unknown config key '{path}{k}'; allowed: {sorted(base)}")
+            raise ValueError(_unknown_keys(path, [k], base))
         if isinstance(base.get(k), dict) and not isinstance(v, dict) and path != "model.":
             raise ValueError(f"config section '{path}{k}' must be a mapping, got {v!r}")
         if isinstance(v, dict) and isinstance(base.get(k), dict) and path != "model.":
@@ -109,8 +121,7 @@ def validate_config(cfg: dict) -> dict:
     from .nn.vae import MODEL_KEYS
     bad = set(cfg["model"]) - MODEL_KEYS
     if bad:
-        raise ValueError(f"unknown config key(s) model.{sorted(bad)}; allowed: "
-                         f"{sorted(MODEL_KEYS)}")
+        raise ValueError(_unknown_keys("model.", bad, MODEL_KEYS))
     t = cfg["train"]
     _check_values(cfg)
     if not _is_number(t["kl_ratio"]) or not 0 < t["kl_ratio"] <= 1:
@@ -501,10 +512,12 @@ def kl_beta(step: int, total_steps: int, cycles: int, ratio: float, beta_max: fl
 def build_datasets(cfg: dict):
     """``(train, val, test)`` :class:`~gnn_truss.dataset.TrussDataset` splits of a config."""
     from .dataset import TrussDataset
+    from .paths import resolve_shipped
     d = cfg["data"]
     kw = dict(source=d["source"], target=d["target"], split_seed=d["split_seed"],
               limit=d["limit"], split_by=d.get("split_by", "permutation"))
-    out = tuple(TrussDataset(d["root"], split=s, **kw) for s in ("train", "val", "test"))
+    root = resolve_shipped(d["root"])  # the shipped corpus, also when run from elsewhere
+    out = tuple(TrussDataset(root, split=s, **kw) for s in ("train", "val", "test"))
     if d.get("features"):
         from .dataset import attach_features
         attach_features(out, features_path(cfg))
@@ -516,7 +529,10 @@ def features_path(cfg: dict) -> Path:
     absolute)."""
     d = cfg["data"]
     p = Path(d["features"])
-    return p if p.is_absolute() else Path(d["root"]) / p
+    if p.is_absolute():
+        return p
+    from .paths import resolve_shipped
+    return resolve_shipped(d["root"]) / p
 
 
 def _dist():

@@ -440,6 +440,13 @@ def test_missing_corpus_says_where_to_put_it(tmp_path):
     assert str(tmp_path / "raw" / "corpus.npz") in msg and "save_compact" in msg
 
 
+def test_missing_corpus_leaves_no_directories_behind(tmp_path):
+    root = tmp_path / "nowhere" / "default"
+    with pytest.raises(FileNotFoundError, match="no corpus in"):
+        TrussDataset(root, source="corpus")
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_published_download_without_network(tmp_path, monkeypatch):
     def offline(url, folder, *args, **kwargs):
         raise OSError("network unreachable")

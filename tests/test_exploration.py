@@ -680,6 +680,24 @@ def test_cli_missing_default_checkpoint(monkeypatch, tmp_path, capsys):
     assert "default checkpoint is not there yet" in err and "pass --checkpoint" in err
 
 
+def test_cli_finds_a_relative_checkpoint_in_the_source_tree(workdir, tmp_path, monkeypatch,
+                                                            capsys):
+    # run from another directory, as after 'pip install -e .' in a clone: the relative
+    # checkpoint path (like the default one) is looked up in the package's source tree
+    from gnn_truss import paths
+    monkeypatch.setattr(paths, "SOURCE_ROOT", workdir["dir"])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["interpolate", "octet", "bcc", "--checkpoint", "fixed.pt", "--steps", "2",
+                 "--out", "ip"]) == 0
+    assert (tmp_path / "elsewhere" / "ip" / "properties.csv").is_file()
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", "gone.pt", "--out", "s"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint not found: gone.pt" in err and str(workdir["dir"] / "gone.pt") in err
+    assert not (tmp_path / "elsewhere" / "s").exists()
+
+
 def test_cli_bad_inputs_exit_2(workdir, tmp_path, capsys):
     out = str(tmp_path / "o")
     assert main(["sample", "--checkpoint", str(tmp_path / "none.pt"), "--out", out]) == 2

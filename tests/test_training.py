@@ -45,6 +45,19 @@ def tiny_cfg(root, out, epochs=2, **train_kw):
             "out": str(out)}
 
 
+def test_build_datasets_finds_a_relative_root_in_the_source_tree(data_root, tmp_path,
+                                                                  monkeypatch):
+    # a checkpoint's data.root is relative to the clone; read from elsewhere it still loads
+    from gnn_truss import paths
+    from gnn_truss.training import build_datasets
+    monkeypatch.setattr(paths, "SOURCE_ROOT", data_root.parent)
+    monkeypatch.chdir(tmp_path)
+    cfg = validate_config(tiny_cfg(data_root.name, tmp_path / "out"))
+    train, val, test = build_datasets(cfg)
+    assert Path(train.root) == data_root and len(train) + len(val) + len(test) == 300
+    assert not (tmp_path / data_root.name).exists()
+
+
 def read_rows(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -124,8 +137,14 @@ def test_load_config_from_yaml(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         load_config(tmp_path / "missing.yaml")
     (tmp_path / "unknown.yaml").write_text("train:\n  epoch: 3\n")
-    with pytest.raises(ValueError, match=r"train\.epoch"):
+    with pytest.raises(ValueError, match=r"'train\.epoch' \(did you mean 'train\.epochs'\?\)"):
         load_config(tmp_path / "unknown.yaml")
+    with pytest.raises(ValueError, match=r"'trian' \(did you mean 'train'\?\); allowed in "
+                                         r"the top level"):
+        validate_config({"trian": {}})
+    with pytest.raises(ValueError) as err:
+        validate_config({"model": {"encoderr": "gnn", "zzz": 1}})
+    assert "keys 'model.encoderr' (did you mean 'model.encoder'?), 'model.zzz';" in str(err.value)
 
 
 SHIPPED_CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
