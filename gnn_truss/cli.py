@@ -359,7 +359,7 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation import compare_reports, evaluate_checkpoint
+    from .evaluation import compare_reports, evaluate_checkpoint, format_target_check
 
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name("evaluation")
     baseline = None
@@ -382,6 +382,7 @@ def _cmd_evaluate(args) -> int:
                                  workers=args.workers, progress=not args.no_progress,
                                  symmetrise_predictor=args.symmetrise_predictor)
     print(json.dumps(report.get("summary", report), indent=1))
+    print(format_target_check(report["targets"]))
     if baseline is not None:
         a, b = _report_name(report), _report_name(baseline)
         if a == b:

@@ -54,7 +54,7 @@ __all__ = ["STIFFNESS_NAMES", "CURVE_NAMES", "adjacency_metrics", "position_r2",
            "property_by_reconstruction",
            "decode_trusses", "sample_validity",
            "evaluate_checkpoint", "checkpoint_datasets", "compare_reports",
-           "COMPARED_METRICS"]
+           "COMPARED_METRICS", "TARGETS", "target_check", "format_target_check"]
 
 log = logging.getLogger(__name__)
 
@@ -483,6 +483,72 @@ def _summary(adj: dict, geo: dict, prop: dict) -> dict:
     }
 
 
+#: The paper's headline figures (``SPEC.md`` section 6) and the project's exact-match target,
+#: as ``name: (label, threshold, higher is better)``; :func:`target_check` reads each from the
+#: one-pass blocks of a report.
+TARGETS = {
+    "adjacency_accuracy": ("adjacency accuracy (paper's metric)", 0.999, True),
+    "exact_match": ("exact-lattice match", 0.95, True),
+    "position_r2": ("node-position R^2, lowest of x, y, z", 0.999, True),
+    "stiffness_r2": ("stiffness R^2, lowest of the 9 components", 0.982, True),
+    "curve_nrmse": ("curve NRMSE", 0.045, False),
+    "validity_paper": ("prior-sample validity (paper's definition)", 0.823, True),
+}
+
+
+def target_check(report: dict) -> dict:
+    """The one-pass figures of an evaluation report against :data:`TARGETS`.
+
+    Args:
+        report: a ``report.json`` of :func:`evaluate_checkpoint` (blocks ``adjacency``,
+            ``geometry``, ``property``, ``samples``; ``target`` ``"stiffness"`` or
+            ``"curve"``).
+
+    Returns:
+        ``{name: {"label", "value", "target", "higher_is_better", "met"}}`` for every target
+        the report can answer: the stiffness R^2 for stiffness models, the NRMSE for curve
+        models, the validity where prior samples were drawn. ``met`` is ``None`` where the
+        value is missing or not finite.
+    """
+    adj, geo = report.get("adjacency") or {}, report.get("geometry") or {}
+    prop, samples = report.get("property") or {}, report.get("samples") or {}
+
+    def lowest(values):
+        vals = [v for v in values if v is not None and math.isfinite(v)]
+        return min(vals) if len(vals) == len(values) and vals else None
+
+    values = {"adjacency_accuracy": adj.get("accuracy_paper"),
+              "exact_match": adj.get("exact_match"),
+              "position_r2": lowest([geo.get(f"r2_{a}") for a in "xyz"])}
+    if report.get("target", "stiffness") == "stiffness":
+        values["stiffness_r2"] = lowest(list((prop.get("r2") or {None: None}).values()))
+    else:
+        values["curve_nrmse"] = prop.get("nrmse")
+    if samples:
+        values["validity_paper"] = samples.get("validity_paper")
+    out = {}
+    for name, value in values.items():
+        label, threshold, higher = TARGETS[name]
+        ok = value is not None and math.isfinite(value)
+        out[name] = {"label": label, "value": value, "target": threshold,
+                     "higher_is_better": higher,
+                     "met": (value >= threshold if higher else value <= threshold) if ok
+                     else None}
+    return out
+
+
+def format_target_check(check: dict) -> str:
+    """A plain-text table of :func:`target_check`: one line per target."""
+    lines = ["one pass against the paper's figures:"]
+    for row in check.values():
+        v = "n/a" if row["value"] is None else f"{row['value']:.4f}"
+        verdict = {True: "met", False: "not met", None: "n/a"}[row["met"]]
+        sign = ">=" if row["higher_is_better"] else "<="
+        lines.append(f"  {row['label']:<45} {v:>8}  (target {sign} {row['target']:g}: "
+                     f"{verdict})")
+    return "\n".join(lines)
+
+
 def _plot_latent(mu: np.ndarray, labels: np.ndarray, target: str, path: Path):
     """``latent.png``: the latent means of the split (PCA) coloured by the FE Voigt bulk
     modulus (stiffness models) or the stress at 24.5 % strain (curve models)."""
@@ -807,6 +873,7 @@ def evaluate_checkpoint(checkpoint_path, out_dir, n_samples: int = 1000, split: 
         "samples": samples, "figures": figures,
     }
     report = _finite_or_none(report)
+    report["targets"] = target_check(report)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     log.info("evaluation of %s written to %s", checkpoint_path, out)
     return report

@@ -493,6 +493,10 @@ def test_evaluate_a_checkpoint_of_a_corpus_that_grew(tmp_path, capsys):
     assert main(args + ["--corpus-limit", "250"]) == 0
     report = json.loads((tmp_path / "e" / "report.json").read_text())
     assert report["num_lattices"] == len(split_indices(250, 0)["test"])
+    out = capsys.readouterr().out  # the one-pass figures against the paper's, printed too
+    assert "one pass against the paper's figures:" in out
+    exact = report["targets"]["exact_match"]
+    assert "exact-lattice match" in out and f"{exact['value']:.4f}  (target >= 0.95" in out
 
 
 def test_compare_other_split_seed_needs_unseen_and_uses_both_splits(two_runs, tmp_path):

@@ -20,6 +20,8 @@ from gnn_truss.evaluation import (
     position_r2,
     r2_per_component,
     sample_validity,
+    target_check,
+    format_target_check,
 )
 from gnn_truss.nn import LatentSizes, build_model
 from gnn_truss.training import train
@@ -272,6 +274,11 @@ def test_evaluate_checkpoint_writes_report_and_figures(trained):
     assert 0 <= rep["adjacency"]["exact_match"] <= rep["adjacency"]["accuracy_offdiag"] <= 1
     assert rep["samples"]["num_samples"] == 16
     assert rep["summary"]["validity"]["paper"] == rep["samples"]["validity_paper"]
+    t = rep["targets"]
+    assert set(t) == {"adjacency_accuracy", "exact_match", "position_r2", "stiffness_r2",
+                      "validity_paper"}
+    assert t["stiffness_r2"]["value"] == min(rep["property"]["r2"].values())
+    assert t["exact_match"]["met"] == (rep["adjacency"]["exact_match"] >= 0.95)
     # property R^2 is in physical units (after the inverse normalisation)
     ck = torch.load(trained / "run" / "best.pt", weights_only=True)
     model = build_model(ck["config"]["model"])
@@ -865,3 +872,41 @@ def test_shipped_samples_reports_are_the_sampling_of_the_shipped_checkpoints(nam
     assert counts.pop("mean_offset_shift") == pytest.approx(
         rep["repair_counts"]["mean_offset_shift"], rel=1e-4)
     assert all(rep["repair_counts"][k] == v for k, v in counts.items())
+
+
+def _report(**kw):
+    rep = {"target": "stiffness",
+           "adjacency": {"accuracy_paper": 0.9991, "exact_match": 0.94},
+           "geometry": {"r2_x": 0.9995, "r2_y": 0.9989, "r2_z": 0.9999},
+           "property": {"r2": {n: 0.99 for n in STIFFNESS_NAMES}},
+           "samples": {"validity_paper": 0.823}}
+    rep.update(kw)
+    return rep
+
+
+def test_target_check_by_hand():
+    rep = _report()
+    rep["property"]["r2"]["C55"] = 0.9819
+    t = target_check(rep)
+    assert {k: v["met"] for k, v in t.items()} == {
+        "adjacency_accuracy": True, "exact_match": False, "position_r2": False,
+        "stiffness_r2": False, "validity_paper": True}   # 0.823 meets ">= 0.823"
+    assert t["position_r2"]["value"] == 0.9989 and t["stiffness_r2"]["value"] == 0.9819
+    assert t["exact_match"]["target"] == 0.95 and t["exact_match"]["higher_is_better"]
+    text = format_target_check(t)
+    assert "exact-lattice match" in text and "0.9400  (target >= 0.95: not met)" in text
+    assert "0.8230  (target >= 0.823: met)" in text
+
+
+def test_target_check_curves_missing_and_nan_values():
+    curve = target_check(_report(target="curve", property={"nrmse": 0.045}, samples=None))
+    assert "stiffness_r2" not in curve and "validity_paper" not in curve
+    assert curve["curve_nrmse"]["met"] is True and not curve["curve_nrmse"]["higher_is_better"]
+    assert target_check(_report(target="curve", property={"nrmse": 0.0451}))[
+        "curve_nrmse"]["met"] is False
+    rep = _report(geometry={"r2_x": 0.9995, "r2_y": None, "r2_z": 0.9999})
+    rep["property"]["r2"]["C11"] = float("nan")
+    t = target_check(rep)
+    assert t["position_r2"] == {**t["position_r2"], "value": None, "met": None}
+    assert t["stiffness_r2"]["value"] is None and t["stiffness_r2"]["met"] is None
+    assert "n/a  (target >= 0.999: n/a)" in format_target_check(t)
