@@ -874,7 +874,7 @@ def test_shipped_samples_reports_are_the_sampling_of_the_shipped_checkpoints(nam
     assert all(rep["repair_counts"][k] == v for k, v in counts.items())
 
 
-def _report(**kw):
+def _target_report(**kw):
     rep = {"target": "stiffness",
            "adjacency": {"accuracy_paper": 0.9991, "exact_match": 0.94},
            "geometry": {"r2_x": 0.9995, "r2_y": 0.9989, "r2_z": 0.9999},
@@ -885,7 +885,7 @@ def _report(**kw):
 
 
 def test_target_check_by_hand():
-    rep = _report()
+    rep = _target_report()
     rep["property"]["r2"]["C55"] = 0.9819
     t = target_check(rep)
     assert {k: v["met"] for k, v in t.items()} == {
@@ -899,12 +899,12 @@ def test_target_check_by_hand():
 
 
 def test_target_check_curves_missing_and_nan_values():
-    curve = target_check(_report(target="curve", property={"nrmse": 0.045}, samples=None))
+    curve = target_check(_target_report(target="curve", property={"nrmse": 0.045}, samples=None))
     assert "stiffness_r2" not in curve and "validity_paper" not in curve
     assert curve["curve_nrmse"]["met"] is True and not curve["curve_nrmse"]["higher_is_better"]
-    assert target_check(_report(target="curve", property={"nrmse": 0.0451}))[
+    assert target_check(_target_report(target="curve", property={"nrmse": 0.0451}))[
         "curve_nrmse"]["met"] is False
-    rep = _report(geometry={"r2_x": 0.9995, "r2_y": None, "r2_z": 0.9999})
+    rep = _target_report(geometry={"r2_x": 0.9995, "r2_y": None, "r2_z": 0.9999})
     rep["property"]["r2"]["C11"] = float("nan")
     t = target_check(rep)
     assert t["position_r2"] == {**t["position_r2"], "value": None, "met": None}
