@@ -534,14 +534,13 @@ def _corpus_path(args, ck) -> Path | None:
     ``ROOT/raw/corpus``); ``None`` if there is none."""
     if getattr(args, "corpus", None):
         return Path(args.corpus)
-    data = ck["config"]["data"]
-    if data.get("source", "corpus") != "corpus":
+    if ck["config"]["data"].get("source", "corpus") != "corpus":
         return None
-    raw = Path(data["root"]) / "raw"
-    for cand in (resolve_shipped(raw / "corpus.npz"), resolve_shipped(raw / "corpus")):
-        if cand.exists():
-            return cand
-    return None
+    from .design import default_corpus_path
+    try:
+        return default_corpus_path(ck)
+    except ValueError:  # none there: the caller says what it needed it for
+        return None
 
 
 def _resolve_spec(spec: str, args, ck, cache: dict):
