@@ -328,6 +328,53 @@ def _cmd_graft(args) -> int:
     return 0
 
 
+def _cmd_info(args) -> int:
+    from .training import checkpoint_info
+
+    path = resolve_shipped(args.checkpoint)
+    if not path.is_file():
+        raise ValueError(not_found_message(args.checkpoint, "checkpoint"))
+    info = checkpoint_info(path)
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+        return 0
+    lat = info["latent"]
+    params = info["parameters"]
+    parts = ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in params.items() if k != "total")
+    d = info["data"]
+    limit = "" if d["limit"] is None else f", first {d['limit']} lattices"
+    lines = [
+        f"{info['path']} ({info['size_mb']:.1f} MB), saved at epoch {info['epoch']} "
+        f"(counted from 0) of its last training run",
+        f"  model:     {info['encoder']} encoder, latents {lat['topology']}/{lat['shared']}/"
+        f"{lat['geometry']} (topology/shared/geometry), predictor on the "
+        f"{'decoded lattice' if info['predictor_input'] == 'decoded' else 'latent mean'}, "
+        f"target {info['target']}",
+        f"  weights:   {params['total'] / 1e6:.2f} M ({parts})",
+        f"  data:      {d['root']} ({d['source']}, split seed {d['split_seed']}, "
+        f"{d.get('split_by', 'permutation')}"
+        f"{limit}), "
+        f"fingerprint {info['fingerprint'][:12]}"
+        + ("" if info["num_lattices"] is None else f", {info['num_lattices']} lattices"),
+    ]
+    if info["grafted_vae"]:
+        lines.append(f"  VAE from:  {info['grafted_vae']}")
+    changes = info["config_changes"]
+    if changes:
+        lines.append("  config (differs from the defaults):")
+        lines += [f"    {k}: {v}" for k, v in sorted(changes.items())]
+    rep = info["report"]
+    if rep is None:
+        lines.append("  no evaluation report beside it (gnn-truss evaluate CHECKPOINT --out DIR)")
+    else:
+        from .evaluation import format_target_check
+        lines.append(f"  evaluation: {rep['path']} ({rep['split']} split, "
+                     f"{rep['num_lattices']} lattices)")
+        lines += ["  " + ln for ln in format_target_check(rep["targets"]).splitlines()]
+    print("\n".join(lines))
+    return 0
+
+
 def _add_split_options(parser) -> None:
     """``--split`` and ``--limit`` of the commands that run a model on a data split."""
     parser.add_argument("--split", choices=["train", "val", "test"], default="test")
@@ -1029,6 +1076,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", "-o", required=True, help="path of the new checkpoint")
     g.add_argument("--force", action="store_true", help="allow --out to be one of the inputs")
     g.set_defaults(func=_cmd_graft)
+
+    i = sub.add_parser("info", help="what a checkpoint holds: model, data, config, evaluation",
+                       description="Print a checkpoint's model (encoder, latent sizes, "
+                                   "parameters per part), its training data (root, split, "
+                                   "fingerprint), the config entries that differ from the "
+                                   "defaults and, where its evaluation report lies beside it, "
+                                   "the one-pass figures against the paper's.")
+    i.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT,
+                   help=f"checkpoint (default {DEFAULT_CHECKPOINT})")
+    i.add_argument("--json", action="store_true", help="print everything as JSON")
+    i.set_defaults(func=_cmd_info)
 
     c = sub.add_parser("compress", help="nonlinear uniaxial compression curve of a lattice",
                        description="Uniaxial compression of the periodic cell to 25 % strain "

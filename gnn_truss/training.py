@@ -45,7 +45,7 @@ import torch
 
 __all__ = ["DEFAULT_CONFIG", "FREEZABLE", "AUGMENTATIONS", "load_config", "validate_config",
            "kl_beta", "train", "WeightAverage", "load_checkpoint", "build_datasets",
-           "init_from_checkpoint", "graft_vae"]
+           "init_from_checkpoint", "graft_vae", "checkpoint_info"]
 
 log = logging.getLogger(__name__)
 
@@ -577,6 +577,84 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise ValueError(f"{path}: not a gnn_truss checkpoint (its config has no 'model' and "
                          f"'data' sections)")
     return ck
+
+
+def _same_value(a, b) -> bool:
+    """Config values equal, a YAML list equal to a tuple default."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+def _config_changes(cfg: dict, base: dict, path: str = "") -> dict:
+    """``{"section.key": value}`` of ``cfg`` entries that differ from ``base`` (keys missing
+    from ``base`` count as changes)."""
+    out = {}
+    for k, v in cfg.items():
+        b = base.get(k) if isinstance(base, dict) else None
+        if isinstance(v, dict) and isinstance(b, dict):
+            out.update(_config_changes(v, b, f"{path}{k}."))
+        elif k not in (base if isinstance(base, dict) else {}) or not _same_value(v, b):
+            out[f"{path}{k}"] = v
+    return out
+
+
+def checkpoint_info(path) -> dict:
+    """What a checkpoint holds, without building its model.
+
+    Args:
+        path: a checkpoint of :func:`train` (or :func:`graft_vae`).
+
+    Returns:
+        ``{"path", "size_mb", "epoch", "num_lattices", "fingerprint", "grafted_vae",
+        "encoder", "latent": {"topology", "shared", "geometry"}, "predictor_input",
+        "target", "data", "parameters": {part: count, "total": count},
+        "config_changes": {"section.key": value}, "report": {...} | None}``.
+        ``parameters`` counts the state dict's tensors by their top-level part (``encoder``,
+        ``adj_decoder``, ``offset_decoder``, ``predictor``, ...); ``config_changes`` lists
+        the config entries that differ from :data:`DEFAULT_CONFIG` (for the ``model`` section:
+        from the defaults of :func:`gnn_truss.nn.build_model`); ``report`` is the evaluation report beside the checkpoint
+        (``<stem>_report.json``, else ``report.json``, in its folder) whose epoch and
+        fingerprint are the checkpoint's, with its ``path`` and
+        :func:`gnn_truss.evaluation.target_check`.
+
+    Raises:
+        ValueError: missing, corrupt or foreign file (:func:`load_checkpoint`).
+    """
+    path = Path(path)
+    ck = load_checkpoint(path)
+    cfg = validate_config(copy.deepcopy(ck["config"]))
+    m = cfg["model"]
+    params: dict[str, int] = {}
+    for name, t in ck["model"].items():
+        part = name.split(".", 1)[0]
+        params[part] = params.get(part, 0) + int(t.numel())
+    params["total"] = sum(params.values())
+    from .nn.vae import MODEL_DEFAULTS
+    base = {**DEFAULT_CONFIG, "model": {**MODEL_DEFAULTS, **DEFAULT_CONFIG["model"]}}
+    report = None
+    for cand in (path.with_name(f"{path.stem}_report.json"), path.with_name("report.json")):
+        if not cand.is_file():
+            continue
+        try:
+            rep = json.loads(cand.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rep, dict) and rep.get("fingerprint") == ck["fingerprint"] \
+                and rep.get("epoch") == ck.get("epoch"):
+            from .evaluation import target_check
+            report = {"path": str(cand), "split": rep.get("split"),
+                      "num_lattices": rep.get("num_lattices"), "targets": target_check(rep)}
+            break
+    return {
+        "path": str(path), "size_mb": path.stat().st_size / 2**20, "epoch": ck.get("epoch"),
+        "num_lattices": ck.get("num_lattices"), "fingerprint": ck["fingerprint"],
+        "grafted_vae": ck.get("grafted_vae"), "encoder": m["encoder"],
+        "latent": {k: m[k] for k in ("topology", "shared", "geometry")},
+        "predictor_input": m.get("predictor_input", "latent"),
+        "target": cfg["data"]["target"], "data": cfg["data"], "parameters": params,
+        "config_changes": _config_changes(cfg, base), "report": report,
+    }
 
 
 #: state-dict prefixes of the VAE (what :func:`graft_vae` replaces)

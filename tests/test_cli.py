@@ -20,14 +20,14 @@ def test_help_lists_subcommands(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for cmd in ["show", "homogenize", "data", "compress", "buckle", "train", "evaluate", "compare", *EXPLORE,
-                "design", "export"]:
+                "design", "export", "info"]:
         assert cmd in out
     assert "not available yet" not in out
 
 
 # design and export (other modules, imported when run) are tested in test_exploration.py
 @pytest.mark.parametrize("cmd", ["show", "homogenize", "data", "compress", "buckle", "train",
-                                 "evaluate", "compare", *EXPLORE])
+                                 "evaluate", "compare", "info", *EXPLORE])
 def test_each_subcommand_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])

@@ -1,6 +1,7 @@
 """Tests of gnn_truss.training: config, KL schedule, training, checkpoints, resume and DDP."""
 import copy
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -1264,3 +1265,61 @@ def test_data_split_by_content_trains_and_old_checkpoints_resume(data_root, tmp_
     torch.save(ck, out / "last.pt")
     assert train(tiny_cfg(data_root, out, epochs=2), progress=False)["epochs_done"] == 2
     assert len(read_rows(out / "metrics.csv")) == 2  # resumed, not refused or restarted
+
+
+# ------------------------------------------------------------------ checkpoint_info
+SHIPPED_CK = REPO / "datasets" / "checkpoints" / "default" / "model.pt"
+
+
+def test_checkpoint_info_of_the_shipped_checkpoint():
+    from gnn_truss.evaluation import target_check
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import checkpoint_info
+    info = checkpoint_info(SHIPPED_CK)
+    ck = load_checkpoint(SHIPPED_CK)
+    model = build_model(ck["config"]["model"])
+    sd = model.state_dict()
+    assert info["parameters"]["total"] == sum(t.numel() for t in sd.values())
+    assert info["parameters"]["encoder"] == sum(t.numel() for k, t in sd.items()
+                                                if k.startswith("encoder."))
+    assert info["latent"] == {"topology": 8, "shared": 32, "geometry": 8}
+    assert info["encoder"] == "gnn" and info["predictor_input"] == "latent"
+    assert info["epoch"] == ck["epoch"] and info["fingerprint"] == ck["fingerprint"]
+    ch = info["config_changes"]
+    assert ch["model.edge_readout"] is True and ch["train.property_loss"] == "physical"
+    assert ch["train.beta_max"] == 0.0005
+    assert "model.hidden" not in ch and "model.encoder" not in ch  # the defaults (64, gnn)
+    report = json.loads((SHIPPED_CK.parent / "report.json").read_text())
+    assert info["report"]["path"] == str(SHIPPED_CK.parent / "report.json")
+    assert info["report"]["targets"] == target_check(report)
+
+
+def test_checkpoint_info_ignores_a_report_of_another_checkpoint(tmp_path):
+    import shutil
+    from gnn_truss.training import checkpoint_info
+    ck = tmp_path / "model.pt"
+    shutil.copy(SHIPPED_CK, ck)
+    rep = json.loads((SHIPPED_CK.parent / "report.json").read_text())
+    (tmp_path / "report.json").write_text(json.dumps({**rep, "epoch": rep["epoch"] + 1}))
+    assert checkpoint_info(ck)["report"] is None
+    (tmp_path / "model_report.json").write_text(json.dumps(rep))   # <stem>_report.json first
+    assert checkpoint_info(ck)["report"]["path"] == str(tmp_path / "model_report.json")
+    (tmp_path / "model_report.json").write_text("{not json")
+    assert checkpoint_info(ck)["report"] is None
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        (tmp_path / "bad.pt").write_bytes(b"garbage")
+        checkpoint_info(tmp_path / "bad.pt")
+
+
+def test_cli_info(capsys, tmp_path):
+    from gnn_truss.cli import main
+    assert main(["info", str(SHIPPED_CK)]) == 0
+    out = capsys.readouterr().out
+    assert "gnn encoder, latents 8/32/8" in out and "2.01 M" in out
+    assert "train.property_loss: physical" in out
+    assert "exact-lattice match" in out and "(target >= 0.95: not met)" in out
+    assert main(["info", str(SHIPPED_CK), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters"]["total"] > 2_000_000 and info["report"]["split"] == "test"
+    assert main(["info", str(tmp_path / "none.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

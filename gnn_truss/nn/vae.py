@@ -38,6 +38,7 @@ from .predictor import (PREDICTOR_FEATURES, PREDICTOR_INPUTS, GraphPropertyPredi
                         PropertyPredictor)
 
 __all__ = ["LatentSizes", "TrussVAE", "build_model", "check_model_config", "MODEL_KEYS",
+           "MODEL_DEFAULTS",
            "RELAXATIONS", "refine_latent", "check_refine"]
 
 LOGSIG_MIN, LOGSIG_MAX = -12.0, 4.0
@@ -48,6 +49,16 @@ MODEL_KEYS = {"encoder", "topology", "shared", "geometry", "hidden", "layers", "
               "num_targets", "offset_weight", "edge_readout", "physics_readout",
               "predictor_input", "predictor_gnn_hidden", "predictor_gnn_layers",
               "predictor_gnn_readout", "predictor_features", "predictor_dropout"}
+
+#: What :func:`build_model` uses for a ``model`` key the config leaves out.
+MODEL_DEFAULTS = {"encoder": "gnn", "topology": 8, "shared": 32, "geometry": 8, "hidden": 64,
+                  "layers": 4, "readout": 512, "edge_readout": False, "physics_readout": False,
+                  "mlp_hidden": (512, 512), "decoder_hidden": (256, 512),
+                  "offset_hidden": (256, 256), "predictor_hidden": (256, 256, 256),
+                  "num_targets": 9, "offset_weight": 10.0, "predictor_input": "latent",
+                  "predictor_gnn_hidden": 64, "predictor_gnn_layers": 4,
+                  "predictor_gnn_readout": 512, "predictor_features": None,
+                  "predictor_dropout": 0.0}
 
 #: Lattice features kept by :meth:`TrussVAE.lattice_features` before its cache is cleared.
 FEATURE_CACHE_SIZE = 100_000
@@ -499,35 +510,34 @@ def build_model(cfg: dict) -> TrussVAE:
         raise ValueError(f"unknown model config keys {sorted(unknown)}; allowed: "
                          f"{sorted(MODEL_KEYS)}")
     check_model_config(cfg)
-    sizes = LatentSizes(cfg.get("topology", 8), cfg.get("shared", 32), cfg.get("geometry", 8))
-    kind = cfg.get("encoder", "gnn")
+    c = {**MODEL_DEFAULTS, **cfg}
+    sizes = LatentSizes(c["topology"], c["shared"], c["geometry"])
+    kind = c["encoder"]
     if kind == "gnn":
-        enc = TrussGNNEncoder(sizes.d_topology, sizes.d_geometry, hidden=cfg.get("hidden", 64),
-                              layers=cfg.get("layers", 4), readout=cfg.get("readout", 512),
-                              edge_readout=cfg.get("edge_readout", False),
-                              physics_readout=cfg.get("physics_readout", False))
+        enc = TrussGNNEncoder(sizes.d_topology, sizes.d_geometry, hidden=c["hidden"],
+                              layers=c["layers"], readout=c["readout"],
+                              edge_readout=c["edge_readout"],
+                              physics_readout=c["physics_readout"])
     elif kind == "mlp":
-        if cfg.get("physics_readout", False):
+        if c["physics_readout"]:
             raise ValueError("model.physics_readout needs the GNN encoder (model.encoder: gnn); "
                              "the MLP baseline reads the flattened adjacency and offsets only")
-        enc = MLPEncoder(sizes.d_topology, sizes.d_geometry,
-                         hidden=tuple(cfg.get("mlp_hidden", (512, 512))))
+        enc = MLPEncoder(sizes.d_topology, sizes.d_geometry, hidden=tuple(c["mlp_hidden"]))
     else:
         raise ValueError(f"model.encoder must be 'gnn' or 'mlp', got {kind!r}")
-    inp = cfg.get("predictor_input", "latent")
+    inp = c["predictor_input"]
     if inp == "decoded":
-        predictor = GraphPropertyPredictor(cfg.get("num_targets", 9),
-                                           hidden=cfg.get("predictor_gnn_hidden", 64),
-                                           layers=cfg.get("predictor_gnn_layers", 4),
-                                           readout=cfg.get("predictor_gnn_readout", 512),
+        predictor = GraphPropertyPredictor(c["num_targets"], hidden=c["predictor_gnn_hidden"],
+                                           layers=c["predictor_gnn_layers"],
+                                           readout=c["predictor_gnn_readout"],
                                            num_features=PREDICTOR_FEATURES.get(
-                                               cfg.get("predictor_features"), 0),
-                                           dropout=cfg.get("predictor_dropout", 0.0))
+                                               c["predictor_features"], 0),
+                                           dropout=c["predictor_dropout"])
     else:
-        predictor = PropertyPredictor(sizes.total, cfg.get("num_targets", 9),
-                                      tuple(cfg.get("predictor_hidden", (256, 256, 256))))
+        predictor = PropertyPredictor(sizes.total, c["num_targets"],
+                                      tuple(c["predictor_hidden"]))
     return TrussVAE(
         enc,
-        AdjacencyDecoder(sizes.d_topology, tuple(cfg.get("decoder_hidden", (256, 512)))),
-        OffsetDecoder(sizes.d_geometry, tuple(cfg.get("offset_hidden", (256, 256)))),
-        predictor, sizes, offset_weight=cfg.get("offset_weight", 10.0), predictor_input=inp)
+        AdjacencyDecoder(sizes.d_topology, tuple(c["decoder_hidden"])),
+        OffsetDecoder(sizes.d_geometry, tuple(c["offset_hidden"])),
+        predictor, sizes, offset_weight=c["offset_weight"], predictor_input=inp)
