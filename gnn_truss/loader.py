@@ -33,6 +33,7 @@ Example::
 """
 from __future__ import annotations
 
+import copy
 import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from torch_geometric.data import Batch, Data
@@ -127,7 +128,8 @@ class CollatedLoader:
         self.drop_last = bool(drop_last)
         self.generator = generator
         data, slices, self._kinds = layout
-        self._data = data if device is None else data.to(device)
+        # PyG's Data.to moves in place: move a copy, so the dataset keeps its own storage
+        self._data = data if device is None else copy.copy(data).to(device)
         self._edge_slices = slices["edge_index"].to(self._data.x.device)
         if sampler is None:
             sampler = (RandomSampler(dataset, generator=generator) if shuffle

@@ -539,14 +539,24 @@ def _dist():
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
         if not dist.is_initialized():
+            if torch.cuda.is_available():  # one GPU per process: torchrun's LOCAL_RANK
+                torch.cuda.set_device(_local_rank())
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def _device(name: str) -> torch.device:
+    """The training device of ``train.device``; under torchrun each process takes the GPU
+    of its ``LOCAL_RANK`` for ``auto`` and a bare ``cuda``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", _local_rank())
     return torch.device(name)
 
 
@@ -943,7 +953,9 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
     last = out / "last.pt"
     ema_state = None
     if resume and last.exists():
-        ck = load_checkpoint(last, map_location=device)
+        # on the CPU: Adam's step counts must stay there (on a GPU, non-fused Adam reads each
+        # one back every step); load_state_dict copies the rest to the parameters' device
+        ck = load_checkpoint(last, map_location="cpu")
         if ck["config"]["model"] != cfg["model"] or \
                 {"features": None, "split_by": "permutation",
                  **ck["config"]["data"]} != cfg["data"]:
@@ -1048,9 +1060,9 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
                 ema.update(model)
             step += 1
             nb += 1
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-        tr = {k: v / max(nb, 1) for k, v in sums.items()}
+            for k, v in parts.items():  # summed on the device: no sync per step
+                sums[k] = sums.get(k, 0.0) + v.detach().double()
+        tr = {k: float(v) / max(nb, 1) for k, v in sums.items()}
         if rank == 0:
             with ema.applied(model) if ema is not None else contextlib.nullcontext():
                 va = _evaluate_loss(model, val_dl, device, t["beta_max"], t["property_weight"],

@@ -107,6 +107,16 @@ def test_storage_on_a_device(split):
     _same(b, next(iter(DataLoader(split[1:3], batch_size=8))))
 
 
+def test_storage_moved_to_a_device_leaves_the_dataset_where_it_was(split):
+    # PyG's Data.to moves in place; the loader must move a copy ("meta" stands in for a GPU:
+    # it has the tensors' shapes and no data)
+    before = {k: v.device for k, v in split._data.items() if torch.is_tensor(v)}
+    loader = CollatedLoader(split, batch_size=8, device="meta")
+    assert loader._data.x.device.type == "meta"
+    assert {k: v.device for k, v in split._data.items() if torch.is_tensor(v)} == before
+    assert split[0].x.device.type == "cpu"
+
+
 def test_an_index_view_falls_back_to_pyg(split):
     view = split[:30]
     assert not supports(view)

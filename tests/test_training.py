@@ -1323,3 +1323,36 @@ def test_cli_info(capsys, tmp_path):
     assert info["parameters"]["total"] > 2_000_000 and info["report"]["split"] == "test"
     assert main(["info", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_device_under_torchrun_is_the_local_rank_gpu(monkeypatch):
+    from gnn_truss import training
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert training._device("auto") == torch.device("cuda")
+    assert training._device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert training._device("auto") == torch.device("cuda", 1)
+    assert training._device("cuda") == torch.device("cuda", 1)
+    assert training._device("cuda:0") == torch.device("cuda", 0)   # as asked
+    assert training._device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training._device("auto") == torch.device("cpu")
+
+
+def test_dist_selects_the_local_rank_gpu_before_nccl(monkeypatch):
+    import torch.distributed as dist
+    from gnn_truss import training
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group",
+                        lambda backend: calls.append(("init", backend)))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    assert training._dist() == (1, 2)
+    assert calls == [("set_device", 1), ("init", "nccl")]
