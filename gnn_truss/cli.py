@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .paths import DEFAULT_CHECKPOINT, not_found_message, resolve_shipped
+
 __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("gnn_truss")
-
-#: Checkpoint used when ``--checkpoint`` is not given.
-from .paths import DEFAULT_CHECKPOINT, not_found_message, resolve_shipped
 
 #: Subcommands implemented in other modules, imported only when run:
 #: name -> (module, add-arguments function, main function, help).
@@ -331,9 +330,7 @@ def _cmd_graft(args) -> int:
 def _cmd_info(args) -> int:
     from .training import checkpoint_info
 
-    path = resolve_shipped(args.checkpoint)
-    if not path.is_file():
-        raise ValueError(not_found_message(args.checkpoint, "checkpoint"))
+    path = _checkpoint_path(args.checkpoint)
     info = checkpoint_info(path)
     if args.json:
         print(json.dumps(info, indent=1, default=str))
@@ -357,15 +354,17 @@ def _cmd_info(args) -> int:
         f"fingerprint {info['fingerprint'][:12]}"
         + ("" if info["num_lattices"] is None else f", {info['num_lattices']} lattices"),
     ]
-    if info["grafted_vae"]:
-        lines.append(f"  VAE from:  {info['grafted_vae']}")
+    for g in info["grafted_vae"] or []:  # the epoch above is then the predictor's
+        lines.append(f"  VAE from:  {g['path']} (epoch {g['epoch']}, fingerprint "
+                     f"{g['fingerprint'][:12]}); the epoch above is the predictor's")
     changes = info["config_changes"]
     if changes:
         lines.append("  config (differs from the defaults):")
         lines += [f"    {k}: {v}" for k, v in sorted(changes.items())]
     rep = info["report"]
     if rep is None:
-        lines.append("  no evaluation report beside it (gnn-truss evaluate CHECKPOINT --out DIR)")
+        lines.append(f"  no evaluation report of it beside it: gnn-truss evaluate {path} "
+                     f"(writes {path.with_name('evaluation') / 'report.json'})")
     else:
         from .evaluation import format_target_check
         lines.append(f"  evaluation: {rep['path']} ({rep['split']} split, "
@@ -567,13 +566,22 @@ def _add_data_parser(sub) -> None:
 def _load_model(args):
     from .exploration import load_model
 
-    path = resolve_shipped(args.checkpoint)
+    return load_model(_checkpoint_path(args.checkpoint))
+
+
+def _checkpoint_path(checkpoint) -> Path:
+    """An existing checkpoint file (a relative path also looked up in the package's source
+    tree, :func:`gnn_truss.paths.resolve_shipped`); ``ValueError`` naming where it looked."""
+    path = resolve_shipped(checkpoint)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder, not a file; pass the .pt file, e.g. "
+                         f"{path / 'best.pt'}")
     if not path.is_file():
-        hint = (" (the default checkpoint is not there yet)" if args.checkpoint ==
+        hint = (" (the default checkpoint is not there yet)" if str(checkpoint) ==
                 DEFAULT_CHECKPOINT else "")
-        raise ValueError(f"{not_found_message(args.checkpoint, 'checkpoint')}{hint}; pass "
+        raise ValueError(f"{not_found_message(checkpoint, 'checkpoint')}{hint}; pass "
                          f"--checkpoint PATH, e.g. OUT/best.pt of 'gnn-truss train'")
-    return load_model(path)
+    return path
 
 
 def _corpus_path(args, ck) -> Path | None:

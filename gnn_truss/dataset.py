@@ -212,6 +212,28 @@ def corpus_split(corpus: Corpus, seed: int = 0, fractions=(0.8, 0.1, 0.1),
     return split_keeping_prefix(keys, prefix, seed, fractions)
 
 
+def raw_ready(root, source: str = "corpus") -> bool:
+    """Whether ``root/raw`` holds the raw data of ``source``: a compact corpus file or a
+    corpus build directory (``"corpus"``), or the published files (``"published"``)."""
+    raw = Path(root) / "raw"
+    if source == "corpus":
+        return (raw / "corpus.npz").exists() or (raw / "corpus" / "manifest.json").exists()
+    return all((raw / f).exists() for f in PUBLISHED_FILES)
+
+
+def resolve_data_root(root, source: str = "corpus") -> Path:
+    """The dataset root to read: ``root`` itself, unless it is a relative path missing from the
+    working directory whose copy in the package's source tree holds the raw data
+    (:func:`gnn_truss.paths.resolve_shipped`: the shipped corpora, read from anywhere). A root
+    to be created or filled (a new corpus, a published download) stays where it was given."""
+    root = Path(root)
+    if root.exists():
+        return root
+    from .paths import resolve_shipped
+    alt = resolve_shipped(root)
+    return alt if alt != root and raw_ready(alt, source) else root
+
+
 class TrussDataset(InMemoryDataset):
     r"""FE-labelled truss lattices (see the module docstring for targets and normalisation).
 
@@ -290,10 +312,7 @@ class TrussDataset(InMemoryDataset):
         return {"permutation": "", "content": "c_", "prefix": f"p{prefix}_"}[mode]
 
     def _raw_ready(self) -> bool:
-        raw = Path(self.raw_dir)
-        if self.source == "corpus":
-            return (raw / "corpus.npz").exists() or (raw / "corpus" / "manifest.json").exists()
-        return all((raw / f).exists() for f in PUBLISHED_FILES)
+        return raw_ready(Path(self.raw_dir).parent, self.source)
 
     def _download(self):  # a corpus build directory also counts as raw data
         if self._raw_ready():

@@ -1574,9 +1574,10 @@ def ensemble_predictors(model, normalizer, others):
 
 
 def default_corpus_path(ck) -> Path:
+    from .dataset import resolve_data_root
     data = ck["config"]["data"]
-    raw = Path(data["root"]) / "raw"
-    for cand in (resolve_shipped(raw / "corpus.npz"), resolve_shipped(raw / "corpus")):
+    raw = resolve_data_root(data["root"], "corpus") / "raw"  # the one training reads
+    for cand in (raw / "corpus.npz", raw / "corpus"):
         if cand.exists():
             return cand
     raise ValueError(f"no corpus found for the checkpoint's dataset ({raw / 'corpus.npz'}); "

@@ -520,7 +520,7 @@ def target_check(report: dict) -> dict:
     values = {"adjacency_accuracy": adj.get("accuracy_paper"),
               "exact_match": adj.get("exact_match"),
               "position_r2": lowest([geo.get(f"r2_{a}") for a in "xyz"])}
-    if report.get("target", "stiffness") == "stiffness":
+    if (report.get("target") or "stiffness") == "stiffness":
         values["stiffness_r2"] = lowest(list((prop.get("r2") or {None: None}).values()))
     else:
         values["curve_nrmse"] = prop.get("nrmse")
@@ -614,7 +614,7 @@ def checkpoint_datasets(ck: dict, checkpoint_path, data_overrides: dict | None =
     datasets = dict(zip(("train", "val", "test"), build_datasets(cfg)))
     if ck["fingerprint"] != datasets["train"].fingerprint:
         raise ValueError(f"{checkpoint_path} was trained on different data: fingerprint "
-                         f"{ck['fingerprint'][:12]} != dataset {cfg['data']['root']} "
+                         f"{ck['fingerprint'][:12]} != dataset {datasets['train'].root} "
                          f"(limit {cfg['data']['limit']}) {datasets['train'].fingerprint[:12]}"
                          f"; {_grown_corpus_hint(ck, cfg)}")
     return cfg, datasets
@@ -633,8 +633,8 @@ def _grown_corpus_hint(ck: dict, cfg: dict) -> str:
     try:
         from .corpus import load_corpus
         from .exploration import fingerprint_prefix
-        from .paths import resolve_shipped
-        raw = resolve_shipped(data["root"]) / "raw"
+        from .dataset import resolve_data_root
+        raw = resolve_data_root(data["root"], "corpus") / "raw"
         path = raw / "corpus.npz" if (raw / "corpus.npz").exists() else raw / "corpus"
         corpus = load_corpus(path, quiet=True)
         n = fingerprint_prefix(corpus, ck["fingerprint"], data.get("target", "stiffness"),

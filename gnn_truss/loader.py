@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from torch_geometric.data import Batch, Data

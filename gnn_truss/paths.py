@@ -13,7 +13,7 @@ from pathlib import Path
 __all__ = ["SOURCE_ROOT", "DEFAULT_CHECKPOINT", "resolve_shipped", "not_found_message"]
 
 #: The directory above the package: the clone's root for an editable install (for an install
-#: into ``site-packages`` it holds no ``datasets/`` and is never used).
+#: into ``site-packages``, that folder, which holds no ``datasets/``: nothing is found there).
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 #: The shipped default checkpoint, relative to the repository root.

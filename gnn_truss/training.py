@@ -511,12 +511,11 @@ def kl_beta(step: int, total_steps: int, cycles: int, ratio: float, beta_max: fl
 
 def build_datasets(cfg: dict):
     """``(train, val, test)`` :class:`~gnn_truss.dataset.TrussDataset` splits of a config."""
-    from .dataset import TrussDataset
-    from .paths import resolve_shipped
+    from .dataset import TrussDataset, resolve_data_root
     d = cfg["data"]
     kw = dict(source=d["source"], target=d["target"], split_seed=d["split_seed"],
               limit=d["limit"], split_by=d.get("split_by", "permutation"))
-    root = resolve_shipped(d["root"])  # the shipped corpus, also when run from elsewhere
+    root = resolve_data_root(d["root"], d["source"])  # the shipped corpus, also from elsewhere
     out = tuple(TrussDataset(root, split=s, **kw) for s in ("train", "val", "test"))
     if d.get("features"):
         from .dataset import attach_features
@@ -531,8 +530,8 @@ def features_path(cfg: dict) -> Path:
     p = Path(d["features"])
     if p.is_absolute():
         return p
-    from .paths import resolve_shipped
-    return resolve_shipped(d["root"]) / p
+    from .dataset import resolve_data_root
+    return resolve_data_root(d["root"], d["source"]) / p
 
 
 def _dist():
@@ -609,6 +608,16 @@ def _config_changes(cfg: dict, base: dict, path: str = "") -> dict:
     return out
 
 
+def _report_of(report: dict, ck: dict, path: Path) -> bool:
+    """Whether an evaluation report describes this checkpoint: the same data fingerprint,
+    epoch and grafted VAE, and evaluated from a file of the same name (a fine-tuning stage or
+    a graft can share the first three)."""
+    return (report.get("fingerprint") == ck["fingerprint"]
+            and report.get("epoch") == ck.get("epoch")
+            and report.get("grafted_vae") == ck.get("grafted_vae")
+            and Path(str(report.get("checkpoint", ""))).name == path.name)
+
+
 def checkpoint_info(path) -> dict:
     """What a checkpoint holds, without building its model.
 
@@ -622,11 +631,11 @@ def checkpoint_info(path) -> dict:
         "config_changes": {"section.key": value}, "report": {...} | None}``.
         ``parameters`` counts the state dict's tensors by their top-level part (``encoder``,
         ``adj_decoder``, ``offset_decoder``, ``predictor``, ...); ``config_changes`` lists
-        the config entries that differ from :data:`DEFAULT_CONFIG` (for the ``model`` section:
-        from the defaults of :func:`gnn_truss.nn.build_model`); ``report`` is the evaluation report beside the checkpoint
-        (``<stem>_report.json``, else ``report.json``, in its folder) whose epoch and
-        fingerprint are the checkpoint's, with its ``path`` and
-        :func:`gnn_truss.evaluation.target_check`.
+        the config entries that differ from :data:`DEFAULT_CONFIG` (for the ``model``
+        section: from the defaults of :func:`gnn_truss.nn.build_model`); ``report`` is the
+        evaluation report of the checkpoint found beside it (``<stem>_report.json``,
+        ``report.json`` or ``evaluation/report.json``; see :func:`_report_of`), with its
+        ``path`` and :func:`gnn_truss.evaluation.target_check`.
 
     Raises:
         ValueError: missing, corrupt or foreign file (:func:`load_checkpoint`).
@@ -643,15 +652,15 @@ def checkpoint_info(path) -> dict:
     from .nn.vae import MODEL_DEFAULTS
     base = {**DEFAULT_CONFIG, "model": {**MODEL_DEFAULTS, **DEFAULT_CONFIG["model"]}}
     report = None
-    for cand in (path.with_name(f"{path.stem}_report.json"), path.with_name("report.json")):
+    for cand in (path.with_name(f"{path.stem}_report.json"), path.with_name("report.json"),
+                 path.with_name("evaluation") / "report.json"):  # evaluate's default --out
         if not cand.is_file():
             continue
         try:
             rep = json.loads(cand.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(rep, dict) and rep.get("fingerprint") == ck["fingerprint"] \
-                and rep.get("epoch") == ck.get("epoch"):
+        if isinstance(rep, dict) and "adjacency" in rep and _report_of(rep, ck, path):
             from .evaluation import target_check
             report = {"path": str(cand), "split": rep.get("split"),
                       "num_lattices": rep.get("num_lattices"), "targets": target_check(rep)}
@@ -1061,7 +1070,7 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
             step += 1
             nb += 1
             for k, v in parts.items():  # summed on the device: no sync per step
-                sums[k] = sums.get(k, 0.0) + v.detach().double()
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
         tr = {k: float(v) / max(nb, 1) for k, v in sums.items()}
         if rank == 0:
             with ema.applied(model) if ema is not None else contextlib.nullcontext():

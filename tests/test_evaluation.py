@@ -899,6 +899,7 @@ def test_target_check_by_hand():
 
 
 def test_target_check_curves_missing_and_nan_values():
+    assert "curve_nrmse" not in target_check(_target_report(target=None))  # a stiffness report
     curve = target_check(_target_report(target="curve", property={"nrmse": 0.045}, samples=None))
     assert "stiffness_r2" not in curve and "validity_paper" not in curve
     assert curve["curve_nrmse"]["met"] is True and not curve["curve_nrmse"]["higher_is_better"]

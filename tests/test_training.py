@@ -46,6 +46,20 @@ def tiny_cfg(root, out, epochs=2, **train_kw):
             "out": str(out)}
 
 
+def test_resolve_data_root_only_for_shipped_raw_data(data_root, tmp_path, monkeypatch):
+    from gnn_truss import paths
+    from gnn_truss.dataset import resolve_data_root
+    src = data_root.parent
+    monkeypatch.setattr(paths, "SOURCE_ROOT", src)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data_root(data_root.name) == data_root         # holds raw/corpus.npz
+    (src / "empty_root").mkdir(exist_ok=True)                     # holds no raw data:
+    assert resolve_data_root("empty_root") == Path("empty_root")  # a root to create here
+    assert resolve_data_root(data_root.name, "published") == Path(data_root.name)
+    (tmp_path / data_root.name).mkdir()                           # the working directory's
+    assert resolve_data_root(data_root.name) == Path(data_root.name)
+
+
 def test_build_datasets_finds_a_relative_root_in_the_source_tree(data_root, tmp_path,
                                                                   monkeypatch):
     # a checkpoint's data.root is relative to the clone; read from elsewhere it still loads
@@ -1302,10 +1316,19 @@ def test_checkpoint_info_ignores_a_report_of_another_checkpoint(tmp_path):
     rep = json.loads((SHIPPED_CK.parent / "report.json").read_text())
     (tmp_path / "report.json").write_text(json.dumps({**rep, "epoch": rep["epoch"] + 1}))
     assert checkpoint_info(ck)["report"] is None
+    # same data and epoch, another file: a fine-tuning stage's report (the baseline's here)
+    (tmp_path / "report.json").write_text(json.dumps({**rep, "checkpoint": "x/best.pt"}))
+    assert checkpoint_info(ck)["report"] is None
+    graft = {**rep, "grafted_vae": [{"path": "v.pt", "fingerprint": "f", "epoch": 3}]}
+    (tmp_path / "report.json").write_text(json.dumps(graft))
+    assert checkpoint_info(ck)["report"] is None
+    (tmp_path / "evaluation").mkdir()  # where 'gnn-truss evaluate' writes by default
+    (tmp_path / "evaluation" / "report.json").write_text(json.dumps(rep))
+    assert checkpoint_info(ck)["report"]["path"] == str(tmp_path / "evaluation" / "report.json")
     (tmp_path / "model_report.json").write_text(json.dumps(rep))   # <stem>_report.json first
     assert checkpoint_info(ck)["report"]["path"] == str(tmp_path / "model_report.json")
     (tmp_path / "model_report.json").write_text("{not json")
-    assert checkpoint_info(ck)["report"] is None
+    assert checkpoint_info(ck)["report"]["path"] == str(tmp_path / "evaluation" / "report.json")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         (tmp_path / "bad.pt").write_bytes(b"garbage")
         checkpoint_info(tmp_path / "bad.pt")
@@ -1323,6 +1346,19 @@ def test_cli_info(capsys, tmp_path):
     assert info["parameters"]["total"] > 2_000_000 and info["report"]["split"] == "test"
     assert main(["info", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err
+
+
+def test_config_changes_reads_yaml_lists_as_the_tuple_defaults():
+    from gnn_truss.nn.vae import MODEL_DEFAULTS
+    from gnn_truss.training import _config_changes
+    base = {**DEFAULT_CONFIG, "model": {**MODEL_DEFAULTS, **DEFAULT_CONFIG["model"]}}
+    cfg = validate_config({"model": {"encoder": "mlp", "mlp_hidden": [512, 512],
+                                     "decoder_hidden": [256, 256]}, "train": {"lr": 0.01}})
+    assert _config_changes(cfg, base) == {"model.encoder": "mlp",
+                                          "model.decoder_hidden": [256, 256],
+                                          "train.lr": 0.01}
 
 
 def test_device_under_torchrun_is_the_local_rank_gpu(monkeypatch):
