@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paths import DEFAULT_CHECKPOINT, not_found_message, resolve_shipped
+from .paths import DEFAULT_CHECKPOINT, find_checkpoint
 
 __all__ = ["main", "build_parser"]
 
@@ -330,7 +330,7 @@ def _cmd_graft(args) -> int:
 def _cmd_info(args) -> int:
     from .training import checkpoint_info
 
-    path = _checkpoint_path(args.checkpoint)
+    path = find_checkpoint(args.checkpoint)
     info = checkpoint_info(path)
     if args.json:
         print(json.dumps(info, indent=1, default=str))
@@ -566,22 +566,7 @@ def _add_data_parser(sub) -> None:
 def _load_model(args):
     from .exploration import load_model
 
-    return load_model(_checkpoint_path(args.checkpoint))
-
-
-def _checkpoint_path(checkpoint) -> Path:
-    """An existing checkpoint file (a relative path also looked up in the package's source
-    tree, :func:`gnn_truss.paths.resolve_shipped`); ``ValueError`` naming where it looked."""
-    path = resolve_shipped(checkpoint)
-    if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a folder, not a file; pass the .pt file, e.g. "
-                         f"{path / 'best.pt'}")
-    if not path.is_file():
-        hint = (" (the default checkpoint is not there yet)" if str(checkpoint) ==
-                DEFAULT_CHECKPOINT else "")
-        raise ValueError(f"{not_found_message(checkpoint, 'checkpoint')}{hint}; pass "
-                         f"--checkpoint PATH, e.g. OUT/best.pt of 'gnn-truss train'")
-    return path
+    return load_model(find_checkpoint(args.checkpoint))
 
 
 def _corpus_path(args, ck) -> Path | None:

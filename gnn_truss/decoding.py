@@ -218,8 +218,7 @@ def fit_lengths(adjacency, offsets, max_iter: int = 200) -> tuple[np.ndarray, st
     edges = t.edges
     if len(edges) == 0 or np.all(t.edge_lengths <= ds.R_MAX + 1e-9):
         return x0, "valid"
-    near = ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES).astype(bool)
-    if np.any(t.adjacency.astype(bool) & ~near):
+    if np.any(t.adjacency.astype(bool) & ~ds.NEAR_NEIGHBOUR_ADJACENCY):
         return x0, "inadmissible"
     vec, jac_sq = _beam_vectors(edges)
     r2 = ds.R_MAX ** 2

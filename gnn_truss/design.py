@@ -66,7 +66,7 @@ from . import design_space as ds
 from .objectives import (_CURVE_POINTS, _NUM_STIFFNESS, PROPERTY_ALIASES, Objective,
                          _properties_unchecked, canonical_property, curve_target,
                          is_curve_target_name, load_target, parse_objective, property_table)
-from .paths import DEFAULT_CHECKPOINT, not_found_message, resolve_shipped
+from .paths import DEFAULT_CHECKPOINT, find_checkpoint
 from .properties import stiffness_from_vector
 from .threads import single_thread_worker
 from .truss import Truss
@@ -1516,13 +1516,7 @@ def load_design_model(checkpoint, device: str = "cpu"):
     """
     from .dataset import TargetNormalizer
     from .exploration import load_model
-    path = resolve_shipped(checkpoint)
-    if not path.is_file():
-        hint = " (the default checkpoint is not there yet)" if str(checkpoint) == \
-            DEFAULT_CHECKPOINT else ""
-        raise ValueError(f"{not_found_message(checkpoint, 'checkpoint')}{hint}; pass "
-                         f"--checkpoint PATH, e.g. OUT/best.pt of 'gnn-truss train'")
-    model, ck = load_model(path, device)
+    model, ck = load_model(find_checkpoint(checkpoint), device)
     return model, TargetNormalizer.from_dict(ck["normalizer"]), ck
 
 

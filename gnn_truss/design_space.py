@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "NUM_NODES", "NUM_FREE_DOFS", "NUM_PAIRS", "R_MAX", "NODE_TYPES", "NODE_GRID", "NODE_TYPE",
     "FREE_DOF_MASK", "FREE_DOF_NODE", "FREE_DOF_AXIS", "TRIU_I", "TRIU_J", "NEAR_NEIGHBOUR_EDGES",
+    "NEAR_NEIGHBOUR_ADJACENCY",
     "ELEMENTARY_LATTICES", "SEED_LATTICES", "node_type_names", "offsets_to_positions",
     "positions_to_offsets", "pack_offsets", "unpack_offsets", "adjacency_to_triu",
     "triu_to_adjacency", "edges_to_adjacency", "adjacency_to_edges", "type_one_hot",
@@ -74,6 +75,12 @@ def _near_neighbour_edges() -> np.ndarray:
 #: half-cube face diagonals 0.707, half-cube body diagonals 0.866).
 NEAR_NEIGHBOUR_EDGES = _near_neighbour_edges()
 NEAR_NEIGHBOUR_EDGES.setflags(write=False)
+#: ``[27, 27]`` bool, symmetric: ``True`` on the pairs of :data:`NEAR_NEIGHBOUR_EDGES`, the only
+#: pairs that can be beams of a valid lattice (read-only).
+NEAR_NEIGHBOUR_ADJACENCY = np.zeros((NUM_NODES, NUM_NODES), dtype=bool)
+NEAR_NEIGHBOUR_ADJACENCY[NEAR_NEIGHBOUR_EDGES[:, 0], NEAR_NEIGHBOUR_EDGES[:, 1]] = True
+NEAR_NEIGHBOUR_ADJACENCY |= NEAR_NEIGHBOUR_ADJACENCY.T
+NEAR_NEIGHBOUR_ADJACENCY.setflags(write=False)
 
 _CORNERS = [0, 2, 6, 8, 18, 20, 24, 26]
 _FACES = [4, 10, 12, 14, 16, 22]

@@ -521,7 +521,8 @@ def target_check(report: dict) -> dict:
               "exact_match": adj.get("exact_match"),
               "position_r2": lowest([geo.get(f"r2_{a}") for a in "xyz"])}
     if (report.get("target") or "stiffness") == "stiffness":
-        values["stiffness_r2"] = lowest(list((prop.get("r2") or {None: None}).values()))
+        r2 = prop.get("r2") or {}
+        values["stiffness_r2"] = lowest(list(r2.values())) if r2 else None
     else:
         values["curve_nrmse"] = prop.get("nrmse")
     if samples:

@@ -157,8 +157,7 @@ def light_repair(truss: Truss, drop_long: bool = False,
             pos = truss.positions
             long = np.linalg.norm(pos[j] - pos[i], axis=1) > ds.R_MAX + 1e-9
         else:
-            near = ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES).astype(bool)
-            long = ~near[i, j]
+            long = ~ds.NEAR_NEIGHBOUR_ADJACENCY[i, j]
         adj[i[long], j[long]] = adj[j[long], i[long]] = 0
         long_edges = np.stack([i[long], j[long]], axis=1).astype(np.int64)
     dangling: list[int] = []

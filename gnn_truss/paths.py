@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SOURCE_ROOT", "DEFAULT_CHECKPOINT", "resolve_shipped", "not_found_message"]
+__all__ = ["SOURCE_ROOT", "DEFAULT_CHECKPOINT", "resolve_shipped", "not_found_message",
+           "find_checkpoint"]
 
 #: The directory above the package: the clone's root for an editable install (for an install
 #: into ``site-packages``, that folder, which holds no ``datasets/``: nothing is found there).
@@ -39,12 +40,30 @@ def resolve_shipped(path, root: Path | None = None) -> Path:
     return alt if alt.exists() else path
 
 
-def not_found_message(path, what: str, root: Path | None = None) -> str:
+def not_found_message(path, what: str) -> str:
     """``"<what> not found: <path>"``, naming the second place looked in for a relative path
     (:func:`resolve_shipped`)."""
     path = Path(path)
     if path.is_absolute():
         return f"{what} not found: {path}"
-    alt = (SOURCE_ROOT if root is None else Path(root)) / path
+    alt = SOURCE_ROOT / path
     return (f"{what} not found: {path} (looked in the working directory {Path.cwd()} and at "
             f"{alt})")
+
+
+def find_checkpoint(checkpoint) -> Path:
+    """The checkpoint file ``checkpoint`` names (:func:`resolve_shipped`).
+
+    Raises:
+        ValueError: a folder, or no such file, naming the places looked in.
+    """
+    path = resolve_shipped(checkpoint)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder, not a file; pass the .pt file, e.g. "
+                         f"{path / 'best.pt'}")
+    if not path.is_file():
+        hint = (" (the default checkpoint is not there yet)" if str(checkpoint) ==
+                DEFAULT_CHECKPOINT else "")
+        raise ValueError(f"{not_found_message(checkpoint, 'checkpoint')}{hint}; pass "
+                         f"--checkpoint PATH, e.g. OUT/best.pt of 'gnn-truss train'")
+    return path

@@ -600,10 +600,10 @@ def _config_changes(cfg: dict, base: dict, path: str = "") -> dict:
     from ``base`` count as changes)."""
     out = {}
     for k, v in cfg.items():
-        b = base.get(k) if isinstance(base, dict) else None
+        b = base.get(k)
         if isinstance(v, dict) and isinstance(b, dict):
             out.update(_config_changes(v, b, f"{path}{k}."))
-        elif k not in (base if isinstance(base, dict) else {}) or not _same_value(v, b):
+        elif k not in base or not _same_value(v, b):
             out[f"{path}{k}"] = v
     return out
 

@@ -173,3 +173,10 @@ def test_elementary_lattices_match_spec():
         assert set(edges) <= near, name
     assert set(ds.SEED_LATTICES) == {"sc", "sc_2x2x2", "bcc", "bcc_2x2x2", "octet",
                                      "octet_2x2x2"}
+
+
+def test_near_neighbour_adjacency_is_the_edge_list_as_a_matrix():
+    A = ds.NEAR_NEIGHBOUR_ADJACENCY
+    assert A.dtype == bool and not A.flags.writeable
+    np.testing.assert_array_equal(A, ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES) == 1)
+    assert A.sum() == 2 * 158 and not A.diagonal().any()

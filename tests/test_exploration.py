@@ -674,7 +674,10 @@ def test_exploration_commands_have_help(cmd, capsys):
 
 
 def test_cli_missing_default_checkpoint(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", str(tmp_path / "nowhere" / "model.pt"))
+    from gnn_truss import paths
+    missing = str(tmp_path / "nowhere" / "model.pt")
+    monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", missing)     # the option's default
+    monkeypatch.setattr(paths, "DEFAULT_CHECKPOINT", missing)   # what the message compares
     assert main(["traverse", "octet", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "default checkpoint is not there yet" in err and "pass --checkpoint" in err

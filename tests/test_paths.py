@@ -54,3 +54,18 @@ def test_not_found_message_names_both_places(trees):
     assert msg.startswith("checkpoint not found: data/b.txt")
     assert str(cwd) in msg and str(src / "data" / "b.txt") in msg
     assert not_found_message(src / "b.pt", "checkpoint") == f"checkpoint not found: {src / 'b.pt'}"
+
+
+def test_find_checkpoint(trees, monkeypatch):
+    from gnn_truss.paths import find_checkpoint
+    src, cwd = trees
+    (src / "data" / "m.pt").write_bytes(b"x")
+    assert find_checkpoint("data/m.pt") == src / "data" / "m.pt"
+    with pytest.raises(ValueError, match="is a folder, not a file"):
+        find_checkpoint("data")
+    with pytest.raises(ValueError, match="checkpoint not found: data/none.pt") as err:
+        find_checkpoint("data/none.pt")
+    assert "default checkpoint is not there yet" not in str(err.value)
+    monkeypatch.setattr(paths, "DEFAULT_CHECKPOINT", "data/none.pt")
+    with pytest.raises(ValueError, match="default checkpoint is not there yet"):
+        find_checkpoint("data/none.pt")

@@ -352,7 +352,7 @@ class TrussVAE(nn.Module):
 def _near_pairs() -> np.ndarray:
     """``[27, 27]`` 0/1: the node pairs that can be beams of a valid lattice (read-only)."""
     from .. import design_space as ds
-    near = ds.edges_to_adjacency(ds.NEAR_NEIGHBOUR_EDGES).astype(np.float32)
+    near = ds.NEAR_NEIGHBOUR_ADJACENCY.astype(np.float32)
     near.setflags(write=False)
     return near
 
