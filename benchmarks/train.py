@@ -15,10 +15,12 @@ and the FE analysis that gives them, timed on ``--fe-lattices`` test lattices on
 uses (``--loader sliced``: :class:`gnn_truss.loader.CollatedLoader`, cut from the split's
 collated storage) or from PyG's ``DataLoader`` (``--loader pyg``, which collates each batch
 graph by graph, as training did before): the same batches, so the difference between the two
-is the collation's cost.
+is the collation's cost. ``--precision bf16`` times (a) with the forward pass in bfloat16
+(``train.precision: bf16``; (b) stays float32, as evaluation does); by default each config's
+own ``train.precision``.
 
     python benchmarks/train.py [--limit 8000] [--threads 1] [--batches 30] [--configs ...]
-                               [--fe-lattices 100] [--loader sliced|pyg]
+                               [--fe-lattices 100] [--loader sliced|pyg] [--precision bf16]
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch  # noqa: E402
 
 
 def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100,
-                loader: str = "sliced") -> dict:
+                loader: str = "sliced", precision: str | None = None) -> dict:
     from torch_geometric.loader import DataLoader
 
     from gnn_truss.loader import CollatedLoader
@@ -43,6 +45,7 @@ def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100,
     cfg = validate_config({**cfg, "data": {**cfg["data"], "limit": limit}})
     train_ds, _, test_ds = build_datasets(cfg)
     t = cfg["train"]
+    bf16 = (precision or t["precision"]) == "bf16"
     torch.manual_seed(0)
     model = build_model(cfg["model"])
     for part in t["freeze"]:
@@ -65,7 +68,10 @@ def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100,
                 t0, seen = time.perf_counter(), 0
             if augment is not None:
                 b = augment(b)
-            out = model(b, predict_from=t["predictor_on"])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(b, predict_from=t["predictor_on"])
+            out = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+                   for k, v in out.items()}
             loss = model.loss(out, b, beta=t["beta_max"], property_weight=t["property_weight"])
             opt.zero_grad()
             loss["total"].backward()
@@ -100,7 +106,7 @@ def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100,
         t0 = time.perf_counter()
         lattice_descriptors(trusses, workers=1)
         fe = (time.perf_counter() - t0) / len(trusses)
-    return {"train": train_rate, "infer": infer_rate, "n_infer": n, "fe_seconds": fe,
+    return {"train": train_rate, "infer": infer_rate, "bf16": bf16, "n_infer": n, "fe_seconds": fe,
             "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -117,6 +123,9 @@ def main() -> None:
     ap.add_argument("--loader", choices=("sliced", "pyg"), default="sliced",
                     help="batches sliced from the collated storage, as training does "
                          "(default), or collated graph by graph by PyG's DataLoader")
+    ap.add_argument("--precision", choices=("fp32", "bf16"),
+                    help="the training forward pass's arithmetic (default: each config's "
+                         "train.precision)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import yaml
@@ -126,11 +135,13 @@ def main() -> None:
     for path in args.configs:
         with open(path) as fh:
             cfg = yaml.safe_load(fh)
-        r = _throughput(cfg, args.limit, args.batches, args.fe_lattices, args.loader)
+        r = _throughput(cfg, args.limit, args.batches, args.fe_lattices, args.loader,
+                        args.precision)
         print(f"{path}: encoder {cfg['model'].get('encoder', 'gnn')}, predictor "
               f"{cfg['model'].get('predictor_input', 'latent')}, {r['params']:,} "
               f"parameters: (a) training {r['train']:.0f} graphs/s "
-              f"(batch {cfg.get('train', {}).get('batch_size', 256)}), "
+              f"(batch {cfg.get('train', {}).get('batch_size', 256)}"
+              f"{', bfloat16' if r['bf16'] else ''}), "
               f"(b) inference {r['infer']:.0f} lattices/s ({r['n_infer']} test lattices)")
         if r["fe_seconds"] is not None:
             total = 1.0 / (1.0 / r["infer"] + r["fe_seconds"])

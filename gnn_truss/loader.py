@@ -209,13 +209,14 @@ class CollatedLoader:
 
 def make_loader(dataset, batch_size: int, shuffle: bool = False, sampler=None,
                 generator: torch.Generator | None = None, drop_last: bool = False,
-                num_workers: int = 0, pin_memory: bool = False):
+                num_workers: int = 0, pin_memory: bool = False, device=None):
     """:class:`CollatedLoader` where it can slice the dataset and no worker processes are
     asked for, else PyG's ``DataLoader`` with the same arguments: the same batches either
-    way."""
+    way. ``device``: where the sliced loader keeps the storage and cuts the batches (PyG's
+    loader ignores it: its batches are moved by the caller)."""
     if num_workers == 0 and supports(dataset):
         return CollatedLoader(dataset, batch_size, shuffle=shuffle, sampler=sampler,
-                              generator=generator, drop_last=drop_last)
+                              generator=generator, drop_last=drop_last, device=device)
     from torch_geometric.loader import DataLoader
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                       generator=generator, drop_last=drop_last, num_workers=num_workers,

@@ -117,6 +117,14 @@ def test_storage_moved_to_a_device_leaves_the_dataset_where_it_was(split):
     assert split[0].x.device.type == "cpu"
 
 
+def test_make_loader_passes_the_device_to_the_sliced_loader(split):
+    loader = make_loader(split, 8, device="meta")
+    assert isinstance(loader, CollatedLoader) and loader._data.x.device.type == "meta"
+    assert torch.equal(make_loader(split, 8, device="cpu").batch([3, 1]).adj,
+                       CollatedLoader(split, 8).batch([3, 1]).adj)
+    assert isinstance(make_loader(split, 8, num_workers=1, device="meta"), DataLoader)
+
+
 def test_an_index_view_falls_back_to_pyg(split):
     view = split[:30]
     assert not supports(view)
