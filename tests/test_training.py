@@ -364,9 +364,10 @@ def run_ddp(cfg: dict, tmp_path, timeout=240):
         timeout=timeout)
 
 
-def test_ddp_two_cpu_processes(data_root, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_ddp_two_cpu_processes(data_root, tmp_path, precision):
     out = tmp_path / "run"
-    res = run_ddp(tiny_cfg(data_root, out, epochs=2), tmp_path)
+    res = run_ddp(tiny_cfg(data_root, out, epochs=2, precision=precision), tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert [int(r["epoch"]) for r in read_rows(out / "metrics.csv")] == [0, 1]
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
