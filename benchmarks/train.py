@@ -40,7 +40,7 @@ def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100,
 
     from gnn_truss.loader import CollatedLoader
     from gnn_truss.nn import build_model
-    from gnn_truss.training import build_datasets, validate_config
+    from gnn_truss.training import _as_float32, build_datasets, validate_config
 
     cfg = validate_config({**cfg, "data": {**cfg["data"], "limit": limit}})
     train_ds, _, test_ds = build_datasets(cfg)
@@ -70,8 +70,7 @@ def _throughput(cfg: dict, limit: int, batches: int, fe_lattices: int = 100,
                 b = augment(b)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 out = model(b, predict_from=t["predictor_on"])
-            out = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
-                   for k, v in out.items()}
+            out = _as_float32(out) if bf16 else out
             loss = model.loss(out, b, beta=t["beta_max"], property_weight=t["property_weight"])
             opt.zero_grad()
             loss["total"].backward()

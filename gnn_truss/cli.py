@@ -1055,8 +1055,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the batches (0: in the training process; the numbers do not change)")
     t.add_argument("--precision", choices=["fp32", "bf16"],
                    help="override train.precision: bf16 runs the forward pass's matrix "
-                        "products in bfloat16 (about 1.7x faster on a CPU with AVX-512 BF16 "
-                        "or a GPU; weights, losses and validation stay float32)")
+                        "products in bfloat16 (1.6-1.8x faster on a CPU with AVX-512 BF16; "
+                        "weights, losses and validation stay float32)")
     t.add_argument("--init-from", metavar="CHECKPOINT",
                    help="override train.init_from: warm-start from this checkpoint "
                         "(configs/default_finetune.yaml continues a finished run)")

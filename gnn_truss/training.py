@@ -112,9 +112,10 @@ PREDICTOR_ON = ("latent", "graph")
 #: ``train.precision``: the arithmetic of the training forward pass. ``"fp32"``: float32
 #: throughout. ``"bf16"``: the network's matrix products run in bfloat16 under
 #: :func:`torch.autocast` (the weights, optimiser state, losses and gradients' accumulation stay
-#: float32; the outputs are cast back to float32 before the loss). About 1.7x the training
-#: throughput of the default GNN on a CPU with AVX-512 BF16 (``benchmarks/train.py
-#: --precision``); on a CPU without native bfloat16 it is slower. Validation, evaluation and
+#: float32; the outputs are cast back to float32 before the loss). About 1.6x the training
+#: throughput of float32 for the default GNN (1.8x for the MLP baseline) on a CPU with
+#: AVX-512 BF16 (``benchmarks/train.py --precision``); on a CPU without native bfloat16 it is
+#: slower. Validation, evaluation and
 #: every command that reads a checkpoint run in float32 either way.
 PRECISIONS = ("fp32", "bf16")
 
@@ -948,10 +949,11 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
     # augmentation (drawn in this process) are those of num_workers 0, so a run's numbers do
     # not depend on it. (Persistent workers would draw the loader's seed once, not every
     # epoch, and so change the shuffle order from the second epoch on.)
-    # On a GPU the sliced loader keeps the split's storage there and cuts the batches there
-    # (no copy per step; the augmentation then runs there too).
+    # On a CUDA GPU the sliced loader keeps the split's storage there and cuts the batches
+    # there (no copy per step; the augmentation then runs there too). Not on MPS: the
+    # reflections of the augmentation compute in float64, which MPS lacks.
     loader_opts = {"num_workers": t["num_workers"], "pin_memory": device.type == "cuda",
-                   "device": None if device.type == "cpu" else device}
+                   "device": device if device.type == "cuda" else None}
     train_dl = make_loader(train_ds, batch_size=t["batch_size"], shuffle=sampler is None,
                            sampler=sampler, generator=gen if sampler is None else None,
                            drop_last=True, **loader_opts)
@@ -1069,7 +1071,8 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
             with torch.autocast(device.type, dtype=torch.bfloat16,
                                 enabled=t["precision"] == "bf16"):
                 outp = net(b, sample=t["sample_latent"], predict_from=t["predictor_on"])
-            outp = _as_float32(outp)
+            if t["precision"] == "bf16":
+                outp = _as_float32(outp)
             parts = model.loss(outp, b, beta, t["property_weight"],
                                _property_term(outp, b, train_ds.normalizer, t["property_loss"],
                                               target, scale))
@@ -1150,10 +1153,10 @@ def _train(cfg: dict, resume: bool, progress: bool) -> dict:
 
 
 def _as_float32(out: dict) -> dict:
-    """``out`` with its floating-point tensors in float32 (the outputs of a bfloat16 forward
-    pass, so that the losses are computed in float32)."""
-    return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
-            for k, v in out.items()}
+    """``out`` with its half-precision tensors (the outputs of a bfloat16 forward pass) in
+    float32, so that the losses are computed in float32; other tensors as they are."""
+    return {k: v.float() if torch.is_tensor(v) and v.dtype in (torch.bfloat16, torch.float16)
+            else v for k, v in out.items()}
 
 
 def _truncate_log(path: Path, start_epoch: int) -> None:

@@ -680,7 +680,7 @@ def test_train_precision_bf16_runs_the_forward_pass_in_bfloat16(data_root, tmp_p
     (autocast), the outputs reach the loss in float32, and the weights, optimiser state and
     validation stay float32; 'fp32' (the default) never touches bfloat16."""
     from gnn_truss.nn.vae import TrussVAE
-    seen = {"linear": set(), "loss": set(), "grad": set()}
+    seen = {"linear": set(), "loss": set(), "grad": set(), "eval": set()}
     original_loss = TrussVAE.loss
 
     def spy_loss(self, out, batch, *args, **kw):
@@ -691,15 +691,15 @@ def test_train_precision_bf16_runs_the_forward_pass_in_bfloat16(data_root, tmp_p
         return original_loss(self, out, batch, *args, **kw)
 
     def hook(module, inputs, output):
-        if module.training:
-            seen["linear"].add(output.dtype)
+        seen["linear" if module.training else "eval"].add(output.dtype)
 
     handle = torch.nn.modules.module.register_module_forward_hook(
         lambda m, i, o: hook(m, i, o) if isinstance(m, torch.nn.Linear) else None)
     monkeypatch.setattr(TrussVAE, "loss", spy_loss)
     try:
         train(tiny_cfg(data_root, tmp_path / "fp32", epochs=1), progress=False)
-        assert seen == {"linear": {torch.float32}, "loss": {torch.float32}, "grad": {False}}
+        assert seen == {"linear": {torch.float32}, "loss": {torch.float32}, "grad": {False},
+                        "eval": {torch.float32}}
         for v in seen.values():
             v.clear()
         summary = train(tiny_cfg(data_root, tmp_path / "bf16", epochs=1, precision="bf16"),
@@ -709,6 +709,7 @@ def test_train_precision_bf16_runs_the_forward_pass_in_bfloat16(data_root, tmp_p
     assert seen["linear"] == {torch.bfloat16}           # the products ran in bfloat16
     assert seen["loss"] == {torch.float32}              # the loss reads float32 outputs
     assert seen["grad"] == {False}                      # and is computed outside autocast
+    assert seen["eval"] == {torch.float32}              # validation runs in float32
     assert np.isfinite(summary["best_val_score"])
     ck = load_checkpoint(tmp_path / "bf16" / "last.pt")
     assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())
@@ -718,6 +719,14 @@ def test_train_precision_bf16_runs_the_forward_pass_in_bfloat16(data_root, tmp_p
     diffs = [float((ck["model"][k] - ref[k]).abs().max()) for k in ref
              if ref[k].is_floating_point()]
     assert 0 < max(diffs) < 0.05
+
+
+def test_as_float32_casts_half_precision_outputs_only():
+    from gnn_truss.training import _as_float32
+    out = _as_float32({"a": torch.ones(2, dtype=torch.bfloat16), "b": torch.ones(2,
+                       dtype=torch.float64), "c": torch.ones(2, dtype=torch.long), "d": None})
+    assert out["a"].dtype == torch.float32 and out["b"].dtype == torch.float64
+    assert out["c"].dtype == torch.long and out["d"] is None
 
 
 def test_train_refine_target_pulls_the_mean_towards_refined_latents(data_root, tmp_path,
