@@ -9,7 +9,8 @@ the validation reconstruction + property loss, a CSV metrics log, and checkpoint
 optimizer and scheduler state, the config, the target normaliser and the dataset fingerprint.
 Checkpoints load with ``torch.load(..., weights_only=True)``. A run resumes from ``last.pt``.
 ``train.init_from`` warm-starts from another checkpoint (tensors whose name and shape match, and
-hidden layers grown wider without changing the function: :func:`init_from_checkpoint`);
+hidden layers or the latent grown larger without changing the function:
+:func:`init_from_checkpoint`);
 ``train.freeze`` holds parts of the model (:data:`FREEZABLE`) fixed. ``train.augment: axes``
 relabels the axes of every training lattice by a random permutation (6 for stiffness, the 2
 that keep z for curves; :mod:`gnn_truss.symmetry`), the labels transformed exactly;
@@ -275,6 +276,79 @@ def _widen_readout(value: torch.Tensor, target: torch.Tensor, src: dict, dst: di
     return wide
 
 
+#: Initial log sigma of the latent dims a warm start adds (:func:`init_from_checkpoint`): the
+#: new dims start as precise (sigma = exp(-3) = 0.05) but data-dependent features of the
+#: encoder's readout, which the decoders, reading them through zero weights, can learn to use.
+GROWN_LOGSIG = -3.0
+
+#: The layers that read the latent (their input columns) or write it (the heads' output rows),
+#: with the latent parts in the order of their columns / rows (:class:`~gnn_truss.nn.vae.TrussVAE`).
+_LATENT_COLUMNS = {"adj_decoder.net.0.weight": ("topology", "shared"),
+                   "offset_decoder.net.0.weight": ("shared", "geometry"),
+                   "predictor.net.0.weight": ("topology", "shared", "geometry")}
+_LATENT_ROWS = {"encoder.heads.topology": ("topology", "shared"),
+                "encoder.heads.geometry": ("shared", "geometry")}
+
+
+def _latent_positions(parts: tuple[str, ...], old, new) -> torch.Tensor:
+    """Positions in the ``new`` :class:`~gnn_truss.nn.vae.LatentSizes` layout of the
+    concatenated ``parts`` of each index of the ``old`` layout (``[n_old]`` long): each part
+    keeps its place at the start of its (larger) block."""
+    pos, start = [], 0
+    for part in parts:
+        n_old, n_new = getattr(old, part), getattr(new, part)
+        pos.extend(range(start, start + n_old))
+        start += n_new
+    return torch.tensor(pos, dtype=torch.long)
+
+
+def _grow_latent(name: str, value: torch.Tensor, target: torch.Tensor, old, new,
+                 state: dict, source: dict) -> torch.Tensor | None:
+    """Place the checkpoint's ``value`` of a layer that reads or writes the latent into the
+    model's ``target`` when the latent grew from ``old`` to ``new`` sizes, so that the grown
+    model computes the old latent means, log sigmas, logits, offsets and predictions exactly:
+
+    * heads (rows ``[mu | log sigma]`` of one head): each old row goes to its part's place in
+      the larger blocks; a new mu row keeps its fresh initialisation (a new, data-dependent
+      latent feature), a new log-sigma row reads nothing and starts at :data:`GROWN_LOGSIG`;
+    * first layers of the decoders and of the latent predictor (columns): each old column goes
+      to its place, the columns of the new dims start at zero.
+
+    ``None`` for other tensors, or when the shapes do not fit."""
+    prefix, _, leaf = name.rpartition(".")
+    if prefix in _LATENT_ROWS:
+        pos = _latent_positions(_LATENT_ROWS[prefix], old, new)
+        d_old, d_new = len(pos), sum(getattr(new, p) for p in _LATENT_ROWS[prefix])
+        rows = torch.cat([pos, pos + d_new])  # mu rows, then log-sigma rows
+        if value.shape[0] != 2 * d_old or target.shape[0] != 2 * d_new:
+            return None
+        out = target.detach().clone()
+        new_logsig = torch.ones(2 * d_new, dtype=torch.bool)
+        new_logsig[:d_new] = False
+        new_logsig[pos + d_new] = False
+        if leaf == "bias":
+            out[new_logsig] = GROWN_LOGSIG
+            out[rows] = value.to(out.dtype)
+            return out
+        i = value.shape[1]
+        if i > target.shape[1]:
+            return None
+        out[new_logsig] = 0.0
+        out[rows, :i] = value.to(out.dtype)
+        out[rows, i:] = 0.0  # new readout units do not reach the old latent
+        return out
+    if name in _LATENT_COLUMNS:
+        pos = _latent_positions(_LATENT_COLUMNS[name], old, new)
+        if value.ndim != 2 or value.shape[1] != len(pos) or target.ndim != 2:
+            return None
+        placed = value.new_zeros(value.shape[0], target.shape[1])
+        placed[:, pos] = value
+        axes = _growth_axes(name, state, source)
+        rows = bool(axes and axes[0])
+        return _grow(placed, target, rows, False)
+    return None
+
+
 def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = None
                          ) -> tuple[list, list]:
     """Warm start: copy every parameter / buffer of the checkpoint at ``path`` whose name and
@@ -291,7 +365,12 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
     grown layer keeps the old weights, its new hidden units start from their fresh
     initialisation, and the next layer's weights from the new units start at zero, so the warm
     model again computes exactly what the source did while the new units can learn.
-    Any other shape mismatch (a narrower layer, another latent size, another node-embedding
+    The latent may grow too (``model.topology``, ``shared``, ``geometry`` each at least the
+    checkpoint's): each part's old dims keep their place at the start of its block, the new
+    dims start as fresh features of the readout with log sigma :data:`GROWN_LOGSIG`, and the
+    decoders and the latent predictor read them through zero weights (:func:`_grow_latent`),
+    so the warm model's reconstructions and predictions are again the source's.
+    Any other shape mismatch (a narrower layer, a smaller latent, another node-embedding
     width, another width of the GNN predictor of ``model.predictor_input: decoded``) leaves
     the tensor freshly initialised, and with a weight left fresh its layer's bias too (a layer
     is copied whole or not at all; e.g. a 13-point curve head on a 9-component stiffness
@@ -318,11 +397,20 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
                          f"encoder, this model a {mine.get('encoder', 'gnn')!r} one")
     state = model.state_dict()
     copied, skipped = [], []
+    from .nn.vae import MODEL_DEFAULTS, LatentSizes
+    old = LatentSizes(*(int(theirs.get(k, MODEL_DEFAULTS[k]))
+                        for k in ("topology", "shared", "geometry")))
+    new = getattr(model, "sizes", old)
+    grow_latent = new != old and all(getattr(new, k) >= getattr(old, k)
+                                     for k in ("topology", "shared", "geometry"))
     for name, value in ck["model"].items():
         if name not in state:
             skipped.append(name)
             continue
-        if name == _WIDENABLE:  # block by block, even at equal width
+        if grow_latent and (name in _LATENT_COLUMNS
+                            or name.rpartition(".")[0] in _LATENT_ROWS):
+            grown = _grow_latent(name, value, state[name], old, new, state, ck["model"])
+        elif name == _WIDENABLE:  # block by block, even at equal width
             from .nn.encoder import readout_blocks
             enc = model.encoder  # a GNN encoder: the blocks of the model as built
             blocks = (readout_blocks(theirs.get("hidden", 64), theirs.get("edge_readout", False),

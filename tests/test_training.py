@@ -501,9 +501,9 @@ def test_init_from_widens_the_readout_without_changing_the_function(data_root, t
     with torch.no_grad():
         for a, b in zip(old.eval().encode(batch), wide.eval().encode(batch)):
             assert torch.allclose(a, b, atol=1e-6)
-    # only the readout widens: a predictor reading a larger latent starts afresh
-    bigger = build_model({**TINY_MODEL, "shared": TINY_MODEL["shared"] + 2})
-    _, skipped = init_from_checkpoint(bigger, src / "last.pt", TINY_MODEL)
+    # a predictor reading a smaller latent starts afresh
+    smaller = build_model({**TINY_MODEL, "shared": TINY_MODEL["shared"] - 2})
+    _, skipped = init_from_checkpoint(smaller, src / "last.pt", TINY_MODEL)
     assert "predictor.net.0.weight" in skipped
 
 
@@ -609,13 +609,14 @@ def test_init_from_grows_hidden_widths_without_changing_the_function(data_root, 
     assert skipped == []
     with torch.no_grad():
         assert torch.allclose(old.predict(mu), pred.eval().predict(mu), atol=1e-6)
-    # narrower is not grown (left fresh and reported), nor a latent input that changed
+    # narrower is not grown (left fresh and reported), nor a smaller latent
     narrow = build_model({**small, "decoder_hidden": [16, 64]})
     _, skipped = init_from_checkpoint(narrow, src / "last.pt", small)
     assert "adj_decoder.net.0.weight" in skipped and "adj_decoder.net.2.weight" in skipped
-    bigger_latent = build_model({**big, "topology": 6})
-    _, skipped = init_from_checkpoint(bigger_latent, src / "last.pt", big)
+    smaller_latent = build_model({**big, "topology": 3})
+    copied, skipped = init_from_checkpoint(smaller_latent, src / "last.pt", big)
     assert "adj_decoder.net.0.weight" in skipped and "encoder.heads.topology.weight" in skipped
+    assert "offset_decoder.net.0.weight" in copied  # shared + geometry: the same input
     # and the grown model trains from there
     out = tmp_path / "grown"
     cfg = tiny_cfg(data_root, out, epochs=1, init_from=str(src / "last.pt"))
@@ -623,6 +624,70 @@ def test_init_from_grows_hidden_widths_without_changing_the_function(data_root, 
     train(cfg, progress=False)
     assert load_checkpoint(out / "last.pt")["model"]["encoder.heads.topology.weight"].shape[1] \
         == (96 if encoder == "gnn" else 56)
+
+
+@pytest.mark.parametrize("encoder", ["gnn", "mlp"])
+def test_init_from_grows_the_latent_without_changing_the_function(data_root, tmp_path,
+                                                                  encoder):
+    """A larger latent (each part grown, and the adjacency decoder widened at the same time)
+    warm-started from a smaller one: the old dims keep their values at the start of each
+    part's block, so the reconstructions and predictions are the source's whatever the new
+    dims hold; the new mu rows stay fresh, the new log-sigma rows read nothing and start at
+    GROWN_LOGSIG; the decoders and the predictor read the new dims through zero weights."""
+    from torch_geometric.loader import DataLoader
+
+    from gnn_truss.dataset import TrussDataset
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import GROWN_LOGSIG, init_from_checkpoint
+
+    small = {**TINY_MODEL, "encoder": encoder, "mlp_hidden": [48, 40]}  # latent 4 / 8 / 4
+    src, old = _trained_source(data_root, tmp_path, small)
+    big = {**small, "topology": 6, "shared": 11, "geometry": 5, "decoder_hidden": [40, 64]}
+    torch.manual_seed(0)
+    grown = build_model(big)
+    fresh = {k: v.clone() for k, v in grown.state_dict().items()}
+    copied, skipped = init_from_checkpoint(grown, src / "last.pt", big)
+    assert skipped == [], skipped
+    # old positions in the new layout [t 6 | s 11 | g 5]
+    pos = torch.tensor([0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 17, 18, 19, 20])
+    new_dims = torch.tensor([4, 5, 14, 15, 16, 21])
+    state = grown.state_dict()
+    w = state["encoder.heads.topology.weight"]  # rows [mu 17 | log sigma 17]
+    b = state["encoder.heads.topology.bias"]
+    assert torch.equal(w[[4, 5, 14, 15, 16]], fresh["encoder.heads.topology.weight"][
+        [4, 5, 14, 15, 16]])  # new mu rows: fresh features of the readout
+    new_logsig = torch.tensor([4, 5, 14, 15, 16]) + 17
+    assert torch.count_nonzero(w[new_logsig]) == 0
+    assert torch.all(b[new_logsig] == GROWN_LOGSIG)
+    n = old.adj_decoder.net[0].weight.shape[0]  # old hidden units: zero on the new dims
+    assert torch.count_nonzero(state["adj_decoder.net.0.weight"][:n, [4, 5, 14, 15, 16]]) == 0
+    assert torch.count_nonzero(state["offset_decoder.net.0.weight"][:, [8, 9, 10, 15]]) == 0
+    assert torch.count_nonzero(state["predictor.net.0.weight"][:, new_dims]) == 0
+    # the widened decoder's new units: fresh rows, read by the next layer through zeros
+    assert torch.equal(state["adj_decoder.net.0.weight"][n:],
+                       fresh["adj_decoder.net.0.weight"][n:])
+    assert torch.count_nonzero(state["adj_decoder.net.2.weight"][:, n:]) == 0
+
+    batch = next(iter(DataLoader(TrussDataset(data_root, limit=300), batch_size=32)))
+    old.eval(), grown.eval()
+    with torch.no_grad():
+        mu_old, ls_old = old.encode(batch)
+        mu, ls = grown.encode(batch)
+        assert torch.allclose(mu[:, pos], mu_old, atol=1e-6)
+        assert torch.allclose(ls[:, pos], ls_old, atol=1e-6)
+        assert torch.allclose(ls[:, new_dims], torch.full_like(ls[:, new_dims], GROWN_LOGSIG))
+        assert mu[:, new_dims].std() > 0.01  # data-dependent from the start
+        z = mu.clone()
+        z[:, new_dims] = torch.randn(len(z), len(new_dims))  # the new dims are not read yet
+        for a, c in zip(old.decode(mu_old), grown.decode(z)):
+            assert torch.allclose(a, c, atol=1e-5)
+        assert torch.allclose(old.predict(mu_old), grown.predict(z), atol=1e-5)
+    # and the grown model trains from there
+    out = tmp_path / "grown"
+    cfg = tiny_cfg(data_root, out, epochs=1, init_from=str(src / "last.pt"))
+    cfg["model"] = dict(big)
+    train(cfg, progress=False)
+    assert load_checkpoint(out / "last.pt")["model"]["predictor.net.0.weight"].shape[1] == 22
 
 
 def test_train_freeze_holds_the_named_parts_fixed(data_root, tmp_path):
