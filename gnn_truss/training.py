@@ -779,6 +779,11 @@ def checkpoint_info(path) -> dict:
 
 #: state-dict prefixes of the VAE (what :func:`graft_vae` replaces)
 VAE_PARTS = ("encoder.", "adj_decoder.", "offset_decoder.")
+#: The ``model`` config keys of the VAE (encoder, latent, decoders): :func:`graft_vae` takes
+#: them from the VAE's checkpoint, the predictor's keys from the predictor's.
+VAE_KEYS = ("encoder", "topology", "shared", "geometry", "hidden", "layers", "readout",
+            "mlp_hidden", "decoder_hidden", "offset_hidden", "offset_weight", "edge_readout",
+            "physics_readout")
 
 
 def graft_vae(predictor_checkpoint, vae_checkpoint) -> dict:
@@ -797,8 +802,8 @@ def graft_vae(predictor_checkpoint, vae_checkpoint) -> dict:
     Args:
         predictor_checkpoint: path of a checkpoint whose predictor reads the decoded lattice.
         vae_checkpoint: path of a checkpoint (any predictor) whose encoder and decoders are
-            taken; its VAE must have the same architecture (tensor names and shapes, latent
-            sizes, ``offset_weight``).
+            taken; its VAE may have another architecture (encoder, latent sizes, widths:
+            the result's config takes the :data:`VAE_KEYS` of this checkpoint's config).
 
     Returns:
         The checkpoint dict (``torch.save`` it): the encoder and both decoders of
@@ -810,7 +815,8 @@ def graft_vae(predictor_checkpoint, vae_checkpoint) -> dict:
 
     Raises:
         ValueError: the predictor reads the latent (its weights are tied to the old latent
-            space), the two VAEs differ in architecture, or either file is not a checkpoint.
+            space), a checkpoint lacks tensors of its config or holds other shapes, or either
+            file is not a checkpoint.
     """
     from .nn import build_model
     pred = load_checkpoint(predictor_checkpoint)
@@ -819,27 +825,30 @@ def graft_vae(predictor_checkpoint, vae_checkpoint) -> dict:
         raise ValueError(f"{predictor_checkpoint}: its predictor reads the latent mean "
                          f"(model.predictor_input 'latent'), so it is tied to that VAE's latent "
                          f"space; only a predictor of the decoded lattice can be grafted")
-    # compare what the configs build (defaults filled in), not the keys written out
-    mp, mv = (build_model(c["config"]["model"]) for c in (pred, vae))
-    for what, a, b in (("latent sizes", mp.sizes, mv.sizes),
-                       ("offset_weight", mp.offset_weight, mv.offset_weight)):
-        if a != b:
-            raise ValueError(f"the two VAEs differ in {what}: {a} in {predictor_checkpoint} "
-                             f"against {b} in {vae_checkpoint}")
-    mine = {n: tuple(v.shape) for n, v in mp.state_dict().items() if n.startswith(VAE_PARTS)}
-    theirs = {n: tuple(v.shape) for n, v in mv.state_dict().items() if n.startswith(VAE_PARTS)}
-    if mine != theirs:
-        bad = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
-        raise ValueError(f"the two VAEs differ in architecture: tensor(s) {bad[:4]} have shapes "
-                         f"{[mine.get(n) for n in bad[:4]]} in {predictor_checkpoint} against "
-                         f"{[theirs.get(n) for n in bad[:4]]} in {vae_checkpoint} (None: "
-                         f"absent)")
-    for path, ck in ((predictor_checkpoint, pred), (vae_checkpoint, vae)):
-        lost = sorted(n for n in mine if n not in ck["model"])
+    # the VAE's architecture (encoder, latent sizes, widths) with the predictor's keys
+    cfg_p, cfg_v = pred["config"]["model"], vae["config"]["model"]
+    merged = {k: v for k, v in cfg_p.items() if k not in VAE_KEYS}
+    merged.update({k: v for k, v in cfg_v.items() if k in VAE_KEYS})
+    mp, mv, mm = (build_model(c) for c in (cfg_p, cfg_v, merged))
+    if mp.sizes != mv.sizes:
+        log.info("graft: the VAE of %s has latent sizes %s (the predictor's checkpoint %s); "
+                 "the predictor reads the decoded lattice, so it is unchanged",
+                 vae_checkpoint, mv.sizes, mp.sizes)
+    shapes = {n: tuple(v.shape) for n, v in mm.state_dict().items()}
+    mine = [n for n in shapes if n.startswith(VAE_PARTS)]
+    for path, ck, keep in ((vae_checkpoint, vae, True), (predictor_checkpoint, pred, False)):
+        names = [n for n in shapes if n.startswith(VAE_PARTS) == keep]
+        lost = sorted(n for n in names if n not in ck["model"])
         if lost:
-            raise ValueError(f"{path}: corrupt checkpoint, its weights lack {len(lost)} VAE "
-                             f"tensor(s) of its own config, e.g. {lost[0]}")
-    model = dict(pred["model"])
+            raise ValueError(f"{path}: corrupt checkpoint, its weights lack {len(lost)} "
+                             f"{'VAE' if keep else 'predictor'} tensor(s) of its own config, "
+                             f"e.g. {lost[0]}")
+        bad = sorted(n for n in names if tuple(ck["model"][n].shape) != shapes[n])
+        if bad:
+            raise ValueError(f"{path}: corrupt checkpoint, tensor(s) {bad[:4]} have shapes "
+                             f"{[tuple(ck['model'][n].shape) for n in bad[:4]]}, its config "
+                             f"builds {[shapes[n] for n in bad[:4]]}")
+    model = {n: v for n, v in pred["model"].items() if not n.startswith(VAE_PARTS)}
     for n in mine:
         model[n] = vae["model"][n].clone()
     if vae["fingerprint"] != pred["fingerprint"]:
@@ -851,6 +860,7 @@ def graft_vae(predictor_checkpoint, vae_checkpoint) -> dict:
                                                     "loader_rng", "cuda_rng", "best",
                                                     "bad_epochs")}
     out["model"] = model
+    out["config"] = {**pred["config"], "model": merged}
     out["grafted_vae"] = list(pred.get("grafted_vae", [])) + [
         {"path": str(vae_checkpoint), "fingerprint": vae["fingerprint"],
          "epoch": int(vae.get("epoch", -1))}]

@@ -1227,7 +1227,7 @@ def test_graft_vae_warns_about_other_data_and_drops_the_run_state(tmp_path, capl
     assert caplog.text == ""
 
 
-def test_graft_vae_refuses_a_latent_predictor_and_another_vae(tmp_path):
+def test_graft_vae_refuses_a_latent_predictor_and_a_corrupt_checkpoint(tmp_path):
     from gnn_truss.training import graft_vae
     _save_ck(tmp_path / "vae.pt", TINY_MODEL, seed=2)
     with pytest.raises(ValueError, match="reads the latent mean"):
@@ -1235,24 +1235,61 @@ def test_graft_vae_refuses_a_latent_predictor_and_another_vae(tmp_path):
     decoded = {**TINY_MODEL, "predictor_input": "decoded"}
     decoded.pop("predictor_hidden")
     _save_ck(tmp_path / "pred.pt", decoded, seed=1)
-    _save_ck(tmp_path / "wide.pt", {**TINY_MODEL, "hidden": 32}, seed=3)
-    with pytest.raises(ValueError, match=r"differ in architecture: tensor\(s\) \['encoder\."):
-        graft_vae(tmp_path / "pred.pt", tmp_path / "wide.pt")
-    _save_ck(tmp_path / "lat.pt", {**TINY_MODEL, "shared": 6}, seed=3)
-    with pytest.raises(ValueError, match="differ in latent sizes"):
-        graft_vae(tmp_path / "pred.pt", tmp_path / "lat.pt")
-    _save_ck(tmp_path / "ow.pt", {**TINY_MODEL, "offset_weight": 3.0}, seed=3)
-    with pytest.raises(ValueError, match="differ in offset_weight"):
-        graft_vae(tmp_path / "pred.pt", tmp_path / "ow.pt")
     _save_ck(tmp_path / "cut.pt", TINY_MODEL, seed=4)
     cut = torch.load(tmp_path / "cut.pt", weights_only=True)
     del cut["model"][next(n for n in cut["model"] if n.startswith("adj_decoder."))]
     torch.save(cut, tmp_path / "cut.pt")
     with pytest.raises(ValueError, match="cut.pt: corrupt checkpoint.*adj_decoder"):
         graft_vae(tmp_path / "pred.pt", tmp_path / "cut.pt")
+    # weights of another shape than the checkpoint's own config builds
+    _save_ck(tmp_path / "odd.pt", TINY_MODEL, seed=5)
+    odd = torch.load(tmp_path / "odd.pt", weights_only=True)
+    odd["config"]["model"]["hidden"] = 32
+    torch.save(odd, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match=r"odd.pt: corrupt checkpoint, tensor\(s\) \['encoder"):
+        graft_vae(tmp_path / "pred.pt", tmp_path / "odd.pt")
+    bad = torch.load(tmp_path / "pred.pt", weights_only=True)
+    del bad["model"][next(n for n in bad["model"] if n.startswith("predictor."))]
+    torch.save(bad, tmp_path / "badpred.pt")
+    with pytest.raises(ValueError, match="badpred.pt: corrupt checkpoint.*predictor"):
+        graft_vae(tmp_path / "badpred.pt", tmp_path / "vae.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         graft_vae(tmp_path / "pred.pt", tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("vae_cfg", [{"shared": 6, "topology": 7}, {"hidden": 32},
+                                     {"encoder": "mlp", "mlp_hidden": [24], "offset_weight": 3.0}],
+                         ids=["latent", "width", "mlp"])
+def test_graft_vae_takes_another_vae_architecture(tmp_path, vae_cfg):
+    """The predictor reads the decoded lattice, so a VAE of another architecture (latent
+    sizes, widths, encoder kind) carries it: the result's config takes the VAE's keys, its
+    predictor keys and weights stay the predictor's, and F(mu) = G(decode(mu)) holds with the
+    new VAE."""
+    from gnn_truss.nn import build_model
+    from gnn_truss.training import graft_vae
+    decoded = {**TINY_MODEL, "predictor_input": "decoded", "predictor_gnn_hidden": 16,
+               "predictor_gnn_layers": 2, "predictor_gnn_readout": 32}
+    decoded.pop("predictor_hidden")
+    p_model = _save_ck(tmp_path / "pred.pt", decoded, seed=1)
+    v_cfg = {**TINY_MODEL, **vae_cfg}
+    v_model = _save_ck(tmp_path / "vae.pt", v_cfg, seed=2)
+    ck = graft_vae(tmp_path / "pred.pt", tmp_path / "vae.pt")
+    cfg = ck["config"]["model"]
+    assert {k: cfg[k] for k in vae_cfg} == vae_cfg
+    assert cfg["predictor_input"] == "decoded" and cfg["predictor_gnn_hidden"] == 16
+    assert "predictor_hidden" not in cfg
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])  # strict: every tensor present, right shapes
+    assert model.sizes == v_model.sizes
+    model.eval(), p_model.eval(), v_model.eval()
+    mu = torch.randn(5, model.sizes.total, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        A, off, _ = v_model.decode_lattice(mu, near_only=True)
+        assert torch.allclose(model.predict(mu), p_model.predictor.forward_dense(A, off))
+        for a, b in zip(model.encoder.state_dict().values(),
+                        v_model.encoder.state_dict().values()):
+            assert torch.equal(a, b)
 
 
 def test_cli_graft_writes_the_checkpoint_and_refuses_to_overwrite_an_input(tmp_path, capsys):
