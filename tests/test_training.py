@@ -175,11 +175,12 @@ def test_every_documented_config_is_shipped():
 def test_shipped_configs_validate(name):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
     from gnn_truss.nn import build_model
-    assert build_model(cfg["model"]).sizes.total == 48
+    # the paper's 8 / 32 / 8, four times as large in the latent-growth stages
+    assert build_model(cfg["model"]).sizes.total == (192 if name.endswith("_latent") else 48)
     if name.endswith("_augment"):
         assert cfg["train"]["augment"] == "axes"
     if name in ("nonlinear", "paper_gpu", "default_mirror", "mlp_mirror", "default_lowbeta",
-                "mlp_lowbeta"):
+                "mlp_lowbeta", "default_latent", "mlp_latent"):
         assert cfg["train"]["augment"] == "axes_mirrors"
 
 
