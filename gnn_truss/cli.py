@@ -1068,8 +1068,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a checkpoint with the encoder and decoders of VAE and "
                                    "the property predictor (model.predictor_input: decoded, a "
                                    "GNN on the decoded lattice), config, normaliser and "
-                                   "fingerprint of PREDICTOR: a predictor trained on lattices "
-                                   "stays valid when the VAE under it is retrained.")
+                                   "fingerprint of PREDICTOR (the config's VAE keys, encoder, "
+                                   "latent sizes and widths, are VAE's, which may differ): a "
+                                   "predictor trained on lattices stays valid when the VAE "
+                                   "under it is retrained.")
     g.add_argument("predictor", help="checkpoint whose predictor (a GNN on lattices) is kept")
     g.add_argument("vae", help="checkpoint whose encoder and decoders are taken")
     g.add_argument("--out", "-o", required=True, help="path of the new checkpoint")

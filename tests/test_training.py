@@ -643,7 +643,8 @@ def test_init_from_grows_the_latent_without_changing_the_function(data_root, tmp
 
     small = {**TINY_MODEL, "encoder": encoder, "mlp_hidden": [48, 40]}  # latent 4 / 8 / 4
     src, old = _trained_source(data_root, tmp_path, small)
-    big = {**small, "topology": 6, "shared": 11, "geometry": 5, "decoder_hidden": [40, 64]}
+    big = {**small, "topology": 6, "shared": 11, "geometry": 5, "decoder_hidden": [40, 64],
+           "readout": 80, "mlp_hidden": [48, 52]}  # the heads' input grows too
     torch.manual_seed(0)
     grown = build_model(big)
     fresh = {k: v.clone() for k, v in grown.state_dict().items()}
@@ -683,6 +684,16 @@ def test_init_from_grows_the_latent_without_changing_the_function(data_root, tmp
         for a, c in zip(old.decode(mu_old), grown.decode(z)):
             assert torch.allclose(a, c, atol=1e-5)
         assert torch.allclose(old.predict(mu_old), grown.predict(z), atol=1e-5)
+    # the heads' new input units do not reach the old latent
+    i_old = old.encoder.heads.topology.weight.shape[1]
+    assert w.shape[1] > i_old and torch.count_nonzero(w[:4, i_old:]) == 0
+    # one part grown and another shrunk: every layer of a changed part starts afresh
+    mixed = {**small, "topology": 6, "shared": 6}
+    _, skipped = init_from_checkpoint(build_model(mixed), src / "last.pt", mixed)
+    for name in ("encoder.heads.topology.weight", "encoder.heads.geometry.weight",
+                 "adj_decoder.net.0.weight", "offset_decoder.net.0.weight",
+                 "predictor.net.0.weight"):
+        assert name in skipped, name
     # and the grown model trains from there
     out = tmp_path / "grown"
     cfg = tiny_cfg(data_root, out, epochs=1, init_from=str(src / "last.pt"))
@@ -1226,6 +1237,37 @@ def test_graft_vae_warns_about_other_data_and_drops_the_run_state(tmp_path, capl
     with caplog.at_level("WARNING", logger="gnn_truss.training"):
         graft_vae(tmp_path / "pred.pt", tmp_path / "same.pt")
     assert caplog.text == ""
+
+
+def test_graft_vae_keys_are_all_the_model_keys_that_shape_the_vae():
+    """Every model key outside VAE_KEYS leaves the encoder and decoders unchanged (so a graft may
+    take it from the predictor's config), and each VAE key that shapes tensors changes them."""
+    from gnn_truss.nn import build_model
+    from gnn_truss.nn.vae import MODEL_KEYS
+    from gnn_truss.training import VAE_KEYS, VAE_PARTS
+
+    def vae_shapes(cfg):
+        return {n: tuple(v.shape) for n, v in build_model(cfg).state_dict().items()
+                if n.startswith(VAE_PARTS)}
+    base = {**TINY_MODEL, "predictor_input": "decoded"}
+    base.pop("predictor_hidden")
+    ref = vae_shapes(base)
+    other = {"num_targets": 13, "predictor_gnn_hidden": 24, "predictor_gnn_layers": 3,
+             "predictor_gnn_readout": 48, "predictor_features": "buckling",
+             "predictor_dropout": 0.1, "predictor_input": "latent", "predictor_hidden": [16]}
+    assert set(other) == set(MODEL_KEYS) - set(VAE_KEYS)
+    for key, value in other.items():
+        cfg = {**base, key: value}
+        if key == "predictor_hidden":
+            cfg["predictor_input"] = "latent"
+        if key == "predictor_features":
+            cfg["num_targets"] = 13
+        assert vae_shapes(cfg) == ref, key
+    shaping = {"topology": 5, "shared": 9, "geometry": 3, "hidden": 24, "layers": 3,
+               "readout": 72, "decoder_hidden": [24, 40], "offset_hidden": [40],
+               "edge_readout": True, "physics_readout": True}
+    for key, value in shaping.items():
+        assert vae_shapes({**base, key: value}) != ref, key
 
 
 def test_graft_vae_refuses_a_latent_predictor_and_a_corrupt_checkpoint(tmp_path):

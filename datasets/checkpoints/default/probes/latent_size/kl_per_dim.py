@@ -1,5 +1,6 @@
 """KL divergence per latent dimension of a checkpoint (nats), its latent means' spread and
-median posterior sigma, over the first 2,000 lattices of datasets/default (all splits).
+median posterior sigma, over the training-split lattices among the first 2,000 of
+datasets/default (1,600 lattices).
 
     python kl_per_dim.py CHECKPOINT
 
