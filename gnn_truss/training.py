@@ -401,9 +401,8 @@ def init_from_checkpoint(model: torch.nn.Module, path, model_cfg: dict | None = 
                          f"encoder, this model a {mine.get('encoder', 'gnn')!r} one")
     state = model.state_dict()
     copied, skipped = [], []
-    from .nn.vae import MODEL_DEFAULTS, LatentSizes
-    old = LatentSizes(*(int(theirs.get(k, MODEL_DEFAULTS[k]))
-                        for k in ("topology", "shared", "geometry")))
+    from .nn.vae import LatentSizes
+    old = LatentSizes.from_config(theirs)
     new = getattr(model, "sizes", old)
     grow_latent = new != old and all(getattr(new, k) >= getattr(old, k)
                                      for k in ("topology", "shared", "geometry"))
@@ -803,8 +802,8 @@ def graft_vae(predictor_checkpoint, vae_checkpoint) -> dict:
     The result's ``model`` config is the predictor checkpoint's with the :data:`VAE_KEYS`
     (encoder, latent sizes, widths) of the VAE checkpoint's, so the VAE may have another
     architecture. The data checks of the result (the evaluation's test split,
-    ``compare --unseen``, the novelty of samples) use the predictor's data: its config, split and fingerprint. If the VAE
-    was trained on other data (a curve predictor on the stiffness corpus' VAE is the usual
+    ``compare --unseen``, the novelty of samples) use the predictor's data: its config, split
+    and fingerprint. If the VAE was trained on other data (a curve predictor on the stiffness corpus' VAE is the usual
     case) a warning says so; the VAE's own training lattices may then lie in that test split.
 
     Args:
@@ -837,12 +836,12 @@ def graft_vae(predictor_checkpoint, vae_checkpoint) -> dict:
     cfg_p, cfg_v = pred["config"]["model"], vae["config"]["model"]
     merged = {k: v for k, v in cfg_p.items() if k not in VAE_KEYS}
     merged.update({k: v for k, v in cfg_v.items() if k in VAE_KEYS})
-    mp, mv, mm = (build_model(c) for c in (cfg_p, cfg_v, merged))
-    if mp.sizes != mv.sizes:
+    from .nn.vae import LatentSizes
+    if LatentSizes.from_config(cfg_p) != LatentSizes.from_config(cfg_v):
         log.info("graft: the VAE of %s has latent sizes %s (the predictor's checkpoint %s); "
-                 "the predictor reads the decoded lattice, so it is unchanged",
-                 vae_checkpoint, mv.sizes, mp.sizes)
-    shapes = {n: tuple(v.shape) for n, v in mm.state_dict().items()}
+                 "the predictor reads the decoded lattice, so it is unchanged", vae_checkpoint,
+                 LatentSizes.from_config(cfg_v), LatentSizes.from_config(cfg_p))
+    shapes = {n: tuple(v.shape) for n, v in build_model(merged).state_dict().items()}
     mine = [n for n in shapes if n.startswith(VAE_PARTS)]
     for path, ck, keep in ((vae_checkpoint, vae, True), (predictor_checkpoint, pred, False)):
         names = [n for n in shapes if n.startswith(VAE_PARTS) == keep]

@@ -281,3 +281,11 @@ def test_check_refine_settings():
     for lr in (0, -0.1, float("inf"), True, "0.01"):
         with pytest.raises(ValueError, match="step size of --refine-latent"):
             check_refine(5, lr, name="--refine-latent")
+
+
+def test_latent_sizes_from_config_fills_the_defaults():
+    from gnn_truss.nn.vae import LatentSizes
+    assert LatentSizes.from_config({}) == LatentSizes(8, 32, 8)
+    assert LatentSizes.from_config({"shared": 4, "geometry": 2}) == LatentSizes(8, 4, 2)
+    with pytest.raises(ValueError, match="invalid latent sizes"):
+        LatentSizes.from_config({"topology": 0, "shared": 0, "geometry": 0})

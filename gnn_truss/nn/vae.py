@@ -79,6 +79,12 @@ class LatentSizes:
         if min(self.topology, self.shared, self.geometry) < 0 or self.total == 0:
             raise ValueError(f"invalid latent sizes {self}")
 
+    @classmethod
+    def from_config(cls, cfg: dict) -> "LatentSizes":
+        """The sizes a ``model`` config section builds (:data:`MODEL_DEFAULTS` where left out)."""
+        return cls(*(int(cfg.get(k, MODEL_DEFAULTS[k])) for k in ("topology", "shared",
+                                                                  "geometry")))
+
     @property
     def total(self) -> int:
         return self.topology + self.shared + self.geometry
@@ -511,7 +517,7 @@ def build_model(cfg: dict) -> TrussVAE:
                          f"{sorted(MODEL_KEYS)}")
     check_model_config(cfg)
     c = {**MODEL_DEFAULTS, **cfg}
-    sizes = LatentSizes(c["topology"], c["shared"], c["geometry"])
+    sizes = LatentSizes.from_config(c)
     kind = c["encoder"]
     if kind == "gnn":
         enc = TrussGNNEncoder(sizes.d_topology, sizes.d_geometry, hidden=c["hidden"],
